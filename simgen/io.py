@@ -1,0 +1,165 @@
+"""Saving and loading estimators without running code from the file.
+
+A model file is a ``torch.save`` archive of plain data only — loaded with ``torch.load(weights_only=True)`` —
+holding:
+
+* ``format`` (``"simgen-model"``) and ``format_version``, and ``simgen_version``;
+* ``config``: a JSON string describing the estimator (direction, family and its constructor arguments, shapes,
+  kinds, the prior, the embedding, the training history);
+* ``state_dict``: the weights and standardisation statistics;
+* ``sha256``: a digest of config and weights, so that a modified or truncated file is refused with a clear error.
+
+Built-in networks and common priors (Uniform/BoxUniform, Normal, MultivariateNormal, Independent) are rebuilt
+from the JSON; a custom embedding or prior is passed back at load time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, Uniform
+
+from . import __version__, nets
+from .models import make_family
+
+__all__ = ["save", "load", "FORMAT_VERSION", "prior_to_json", "prior_from_json"]
+
+FORMAT = "simgen-model"
+FORMAT_VERSION = 1
+
+
+def _digest(config: str, state: dict[str, Tensor]) -> str:
+    h = hashlib.sha256(config.encode())
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(key.encode())
+        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def prior_to_json(prior: Distribution) -> dict[str, Any] | None:
+    """JSON description of a common prior, ``None`` for one that must be passed back at load time."""
+    if isinstance(prior, Independent):
+        base = prior_to_json(prior.base_dist)
+        if base is None:
+            return None
+        return {"type": "Independent", "base": base, "reinterpreted": prior.reinterpreted_batch_ndims}
+    if isinstance(prior, Uniform):
+        return {"type": "Uniform", "low": prior.low.tolist(), "high": prior.high.tolist()}
+    if isinstance(prior, Normal):
+        return {"type": "Normal", "loc": prior.loc.tolist(), "scale": prior.scale.tolist()}
+    if isinstance(prior, MultivariateNormal):
+        return {"type": "MultivariateNormal", "loc": prior.loc.tolist(), "covariance": prior.covariance_matrix.tolist()}
+    return None
+
+
+def prior_from_json(spec: dict[str, Any]) -> Distribution:
+    """Rebuild a prior written by :func:`prior_to_json` (a ``BoxUniform`` comes back as the equivalent
+    ``Independent(Uniform)``)."""
+    kind = spec["type"]
+    t = lambda v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
+    if kind == "Independent":
+        return Independent(prior_from_json(spec["base"]), spec["reinterpreted"])
+    if kind == "Uniform":
+        return Uniform(t(spec["low"]), t(spec["high"]))
+    if kind == "Normal":
+        return Normal(t(spec["loc"]), t(spec["scale"]))
+    if kind == "MultivariateNormal":
+        return MultivariateNormal(t(spec["loc"]), covariance_matrix=t(spec["covariance"]))
+    raise ValueError(f"unknown prior type {kind!r} in the model file")
+
+
+def save(estimator: Any, path: str | Path) -> None:
+    """Write a fitted estimator to ``path`` (see the module docstring for the format)."""
+    config = estimator._config()
+    config["prior"] = prior_to_json(estimator.prior) if estimator.prior is not None else None
+    config["has_prior"] = estimator.prior is not None
+    config_json = json.dumps(config, sort_keys=True)
+    state = {k: v.detach().cpu() for k, v in estimator.density.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "simgen_version": __version__,
+        "config": config_json,
+        "state_dict": state,
+        "sha256": _digest(config_json, state),
+    }
+    torch.save(payload, str(path))
+
+
+def load(
+    path: str | Path,
+    *,
+    prior: Distribution | None = None,
+    embedding: nn.Module | None = None,
+    device: str | torch.device | None = None,
+) -> Any:
+    """Load an estimator saved with ``est.save(path)``; no code from the file is run.
+
+    Args:
+        path: the model file.
+        prior: needed when the saved prior is not one of the common ones (else taken from the file).
+        embedding: needed when the estimator was fitted with a custom embedding module (its weights are
+            loaded into this module).
+        device: where to put the model (CUDA when present).
+
+    Raises:
+        ValueError: the file is not a simgen model, is truncated or modified, has an unknown format version,
+            or needs a ``prior``/``embedding`` that was not given.
+    """
+    from .estimators import LikelihoodEstimator, PosteriorEstimator
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        payload = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle, not a torch file at all
+        raise ValueError(f"{path} is not a readable simgen model file ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a simgen model file")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {payload.get('format_version')}; this simgen ({__version__}) reads "
+            f"version {FORMAT_VERSION}"
+        )
+    config_json, state = payload["config"], payload["state_dict"]
+    if _digest(config_json, state) != payload.get("sha256"):
+        raise ValueError(f"{path} is corrupted or was modified after saving (checksum mismatch)")
+    config = json.loads(config_json)
+
+    if prior is None and config["has_prior"]:
+        if config["prior"] is None:
+            raise ValueError(f"{path} was saved with a custom prior: pass it back with simgen.load(path, prior=...)")
+        prior = prior_from_json(config["prior"])
+    cls = PosteriorEstimator if config["direction"] == "posterior" else LikelihoodEstimator
+    family = make_family(config["family"], config["family_config"])
+    if embedding is None:
+        if config["embedding"] is None:
+            raise ValueError(
+                f"{path} was fitted with a custom embedding: pass it with simgen.load(path, embedding=...)"
+            )
+        embedding = nets.build_network(config["embedding"])
+    est = cls(prior, family, embedding=embedding, x_kind=config["x_kind"], discrete=config["discrete"],
+              device=device)
+    est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
+    posterior = config["direction"] == "posterior"
+    y_shape, c_shape = (est.theta_shape, est.x_shape) if posterior else (est.x_shape, est.theta_shape)
+
+    density = est._make_density(y_shape, c_shape, posterior)
+    try:
+        density.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the weights do not fit the model described by its config ({e})") from e
+    est.density = density.to(est.device).eval()
+    if config.get("history"):
+        from .training import TrainingHistory
+
+        est.history = TrainingHistory(**config["history"])
+    return est

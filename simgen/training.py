@@ -1,0 +1,231 @@
+"""One trainer for every model family.
+
+Any module with ``loss(y, c) -> scalar`` trains here: AdamW, a seed-fixed validation split, early stopping
+that restores the best state, a learning-rate schedule, gradient clipping and a tqdm progress bar showing the
+validation loss. The data live on the device as whole tensors and batches are index gathers: no DataLoader,
+no per-step Python beyond the optimiser step, which is what dominates small models' training time.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+__all__ = ["TrainingConfig", "TrainingHistory", "train"]
+
+
+@dataclass
+class TrainingConfig:
+    """Settings of :func:`train`.
+
+    Attributes:
+        batch_size: rows per optimiser step.
+        learning_rate: AdamW's initial learning rate.
+        weight_decay: AdamW's decoupled weight decay.
+        max_epochs: hard cap on passes over the training rows.
+        validation_fraction: share of rows held out (seed-fixed) for early stopping.
+        patience: stop after this many epochs without a lower validation loss.
+        lr_schedule: ``"plateau"`` halves the learning rate after ``patience // 3`` stale epochs,
+            ``"cosine"`` anneals it to 1 % over ``max_epochs``, ``"constant"`` keeps it.
+        clip_grad_norm: clip the global gradient norm to this value (``None``: no clipping).
+        max_time: stop after this many seconds (the best state so far is kept).
+    """
+
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    max_epochs: int = 500
+    validation_fraction: float = 0.1
+    patience: int = 15
+    lr_schedule: Literal["plateau", "cosine", "constant"] = "plateau"
+    clip_grad_norm: float | None = 5.0
+    max_time: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+            raise ValueError(
+                f"batch_size, max_epochs and patience must be >= 1; got {self.batch_size}, "
+                f"{self.max_epochs}, {self.patience}"
+            )
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction}")
+        if self.lr_schedule not in ("plateau", "cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'plateau', 'cosine' or 'constant'; got {self.lr_schedule!r}")
+
+
+@dataclass
+class TrainingHistory:
+    """What happened during :func:`train`.
+
+    Attributes:
+        train_loss: mean training loss per epoch.
+        validation_loss: validation loss per epoch.
+        learning_rate: learning rate used in each epoch.
+        best_epoch: epoch (0-based) whose state was restored.
+        best_validation_loss: its validation loss.
+        epochs: epochs run.
+        stopped_early: ``True`` when patience (or ``max_time``) ended training before ``max_epochs``.
+        wall_time: seconds spent training.
+        num_train, num_validation: rows in each split.
+    """
+
+    train_loss: list[float] = field(default_factory=list)
+    validation_loss: list[float] = field(default_factory=list)
+    learning_rate: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    best_validation_loss: float = math.inf
+    epochs: int = 0
+    stopped_early: bool = False
+    wall_time: float = 0.0
+    num_train: int = 0
+    num_validation: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def split_indices(n: int, validation_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Seed-fixed split of ``range(n)`` into (train, validation) index tensors, both non-empty."""
+    if n < 2:
+        raise ValueError(f"training needs at least 2 rows (one for validation); got {n}")
+    n_val = min(max(1, round(n * validation_fraction)), n - 1)
+    perm = torch.randperm(n, generator=generator)
+    return perm[n_val:], perm[:n_val]
+
+
+def train(
+    model: nn.Module,
+    y: Tensor,
+    c: Tensor | None,
+    config: TrainingConfig | None = None,
+    *,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    epoch_hook: Callable[[int], None] | None = None,
+) -> TrainingHistory:
+    """Fit ``model`` by minimising ``model.loss(y_batch, c_batch)`` with AdamW and early stopping.
+
+    Args:
+        model: module with ``loss(y, c) -> Tensor`` (scalar); all its parameters are optimised.
+        y: modelled rows ``[n, *y_shape]``.
+        c: context rows ``[n, *c_shape]`` or ``None``.
+        config: :class:`TrainingConfig` (defaults when ``None``).
+        seed: fixes the validation split, the batch order and any randomness inside ``loss``.
+        device: where to train (default: the model's device).
+        progress: show a tqdm bar with the validation loss.
+        epoch_hook: called as ``epoch_hook(epoch)`` before each epoch (e.g. a KL warm-up); a model's own
+            ``on_epoch(epoch)`` method, if it has one, is called too.
+
+    Returns:
+        A :class:`TrainingHistory`; the model is left in eval mode with the best validation state loaded.
+    """
+    config = config or TrainingConfig()
+    if c is not None and c.shape[0] != y.shape[0]:
+        raise ValueError(f"y and c must have the same number of rows; got {y.shape[0]} and {c.shape[0]}")
+    device = torch.device(device) if device is not None else _module_device(model)
+    model.to(device)
+    split_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
+    generator = torch.Generator().manual_seed(split_seed)
+    train_idx, val_idx = split_indices(y.shape[0], config.validation_fraction, generator)
+    y = y.to(device)
+    c = c.to(device) if c is not None else None
+    y_val, c_val = y[val_idx.to(device)], None if c is None else c[val_idx.to(device)]
+    y_tr, c_tr = y[train_idx.to(device)], None if c is None else c[train_idx.to(device)]
+    n_train = y_tr.shape[0]
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = _scheduler(optimizer, config)
+    history = TrainingHistory(num_train=n_train, num_validation=y_val.shape[0])
+    best_state = copy.deepcopy(model.state_dict())
+    stale = 0
+    start = time.perf_counter()
+    # Randomness inside the loss (dropout, diffusion times, dequantisation) follows the seed too, without
+    # touching the caller's global RNG state.
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        bar = tqdm(range(config.max_epochs), desc="training", disable=not progress, leave=False, unit="epoch")
+        for epoch in bar:
+            if epoch_hook is not None:
+                epoch_hook(epoch)
+            if hasattr(model, "on_epoch"):
+                model.on_epoch(epoch)
+            model.train()
+            perm = torch.randperm(n_train, generator=generator).to(device)
+            total = torch.zeros((), device=device)
+            for start_row in range(0, n_train, config.batch_size):
+                idx = perm[start_row : start_row + config.batch_size]
+                loss = model.loss(y_tr[idx], None if c_tr is None else c_tr[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.clip_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+                optimizer.step()
+                total += loss.detach() * idx.shape[0]
+            val = _evaluate(model, y_val, c_val, config.batch_size * 16)
+            history.train_loss.append(float(total) / n_train)
+            history.validation_loss.append(val)
+            history.learning_rate.append(optimizer.param_groups[0]["lr"])
+            history.epochs = epoch + 1
+            if not math.isfinite(val) and not math.isfinite(history.best_validation_loss):
+                raise FloatingPointError(
+                    f"validation loss is {val} at epoch {epoch}: the model diverged from the start; "
+                    "lower the learning rate or check the training data"
+                )
+            if val < history.best_validation_loss:
+                history.best_validation_loss, history.best_epoch, stale = val, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+            bar.set_postfix(val=f"{val:.4g}", best=f"{history.best_validation_loss:.4g}", refresh=False)
+            if config.lr_schedule == "plateau":
+                scheduler.step(val)
+            elif scheduler is not None:
+                scheduler.step()
+            out_of_time = config.max_time is not None and time.perf_counter() - start > config.max_time
+            if stale >= config.patience or out_of_time:
+                history.stopped_early = True
+                break
+        bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    history.wall_time = time.perf_counter() - start
+    return history
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, y: Tensor, c: Tensor | None, chunk: int) -> float:
+    """Mean loss over ``y``, ``c`` in chunks (weighted by chunk size), in eval mode."""
+    model.eval()
+    total, n = 0.0, y.shape[0]
+    for s in range(0, n, chunk):
+        yc = y[s : s + chunk]
+        total += float(model.loss(yc, None if c is None else c[s : s + chunk])) * yc.shape[0]
+    return total / n
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig) -> Any:
+    if config.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=0.5, patience=max(1, config.patience // 3), min_lr=config.learning_rate * 1e-2
+        )
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.max_epochs, eta_min=config.learning_rate * 1e-2
+        )
+    return None
+
+
+def _module_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")

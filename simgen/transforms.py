@@ -1,0 +1,217 @@
+"""Invertible pre-processing of the modelled variable y and the context c.
+
+An estimator models p(y | c) through a chain of fixed bijections u = T(y) so that the family only ever sees
+standardised, unconstrained inputs. The change of variables gives
+
+    log p(y | c) = log p_u(T(y) | c) + log |det ∂T/∂y|,
+
+so every transform here reports ``log_abs_det_jacobian(y)`` = log |det ∂T/∂y| per row (shape ``[n]``).
+
+* :class:`SupportBijection` maps a bounded prior's support onto R^d (``biject_to(prior.support)`` inverted),
+  computed in float64 and kept strictly inside the support (a float32 sigmoid that rounds to a `Uniform`'s
+  upper bound would give a log-probability of −inf).
+* :class:`Standardize` z-scores: one location/scale per dimension for vectors, one per channel for maps.
+* :class:`Dequantize` turns integer-valued dimensions into continuous ones by uniform noise while training.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, biject_to, constraints
+
+__all__ = ["Standardize", "SupportBijection", "Dequantize", "support_bounds"]
+
+
+def _sum_event(t: Tensor) -> Tensor:
+    """Sum all but the batch dimension: ``[n, ...] -> [n]``."""
+    return t.reshape(t.shape[0], -1).sum(dim=1)
+
+
+class Standardize(nn.Module):
+    r"""Affine z-scoring u = (y − μ) / σ, with log |det ∂u/∂y| = −Σ log σ over all elements of one row.
+
+    Statistics are per dimension for vectors ``[n, d]``; for maps ``[n, H, W]`` or ``[n, C, H, W]`` they are one
+    scalar per channel (``per_channel=True``), so that the model sees stationary fields as stationary. They are
+    buffers and are saved with the model.
+
+    Args:
+        event_shape: shape of one row, e.g. ``(d,)`` or ``(C, H, W)``.
+        per_channel: one statistic per leading channel (maps) instead of per element.
+        enabled: ``False`` gives the identity (binary data are not standardised).
+    """
+
+    def __init__(self, event_shape: tuple[int, ...], per_channel: bool = False, enabled: bool = True) -> None:
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        self.per_channel = per_channel
+        self.enabled = enabled
+        stat_shape = self._stat_shape()
+        self.register_buffer("loc", torch.zeros(stat_shape))
+        self.register_buffer("scale", torch.ones(stat_shape))
+
+    def _stat_shape(self) -> tuple[int, ...]:
+        if not self.per_channel:
+            return self.event_shape
+        if len(self.event_shape) == 2:  # [H, W]: one channel
+            return (1, 1)
+        return (self.event_shape[0],) + (1,) * (len(self.event_shape) - 1)
+
+    @torch.no_grad()
+    def fit(self, y: Tensor) -> Standardize:
+        """Set μ and σ from data ``y`` ``[n, *event_shape]``; σ is floored so constant dimensions stay finite."""
+        if not self.enabled:
+            return self
+        y = y.to(self.loc.dtype)
+        if self.per_channel and len(self.event_shape) == 2:
+            loc, scale = y.mean().reshape(1, 1), y.std().reshape(1, 1)
+        elif self.per_channel:
+            dims = [0] + list(range(2, y.dim()))
+            loc = y.mean(dim=dims).reshape(self.loc.shape)
+            scale = y.std(dim=dims).reshape(self.loc.shape)
+        else:
+            loc, scale = y.mean(dim=0), y.std(dim=0)
+        self.loc.copy_(loc)
+        self.scale.copy_(torch.clamp(torch.nan_to_num(scale, nan=1.0), min=1e-6))
+        return self
+
+    def forward(self, y: Tensor) -> Tensor:
+        if not self.enabled:
+            return y
+        return (y - self.loc) / self.scale
+
+    def inverse(self, u: Tensor) -> Tensor:
+        if not self.enabled:
+            return u
+        return u * self.scale + self.loc
+
+    def log_abs_det_jacobian(self, y: Tensor) -> Tensor:
+        """log |det ∂u/∂y| = −Σ log σ, broadcast over the ``[n]`` rows of ``y``."""
+        if not self.enabled:
+            return y.new_zeros(y.shape[0])
+        per_element = torch.log(self.scale).expand(self.event_shape)
+        return (-per_element.sum()).expand(y.shape[0]).to(y.dtype)
+
+
+def support_bounds(support: constraints.Constraint) -> tuple[Tensor | None, Tensor | None]:
+    """(lower, upper) bounds of an interval-like support, ``None`` where unbounded."""
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    lower = getattr(support, "lower_bound", None)
+    upper = getattr(support, "upper_bound", None)
+    as_tensor = lambda b: None if b is None else torch.as_tensor(b, dtype=torch.float64)  # noqa: E731
+    return as_tensor(lower), as_tensor(upper)
+
+
+class SupportBijection(nn.Module):
+    r"""u = B⁻¹(θ) with B = ``biject_to(prior.support)``: the prior's support onto R^d.
+
+    For a box [a, b], B(u) = a + (b − a)·sigmoid(u), so u = logit((θ − a)/(b − a)) and
+    log |det ∂u/∂θ| = −Σ_j log |∂B_j/∂u_j|. All of it runs in float64; θ is clamped to lie strictly inside
+    the support before the inverse, and samples B(u) are nudged inside the support *after* the cast to float32
+    (``nextafter`` towards the interior), so that ``prior.log_prob`` of a sample is never −inf.
+
+    ``contains(θ)`` tells which rows lie in the support, so that callers can return −inf for the others.
+    """
+
+    def __init__(self, prior: Distribution) -> None:
+        super().__init__()
+        self.support = prior.support
+        self.bijection = biject_to(prior.support)
+        lower, upper = support_bounds(prior.support)
+        event_shape = prior.event_shape
+        self.register_buffer("lower", None if lower is None else lower.expand(event_shape).clone())
+        self.register_buffer("upper", None if upper is None else upper.expand(event_shape).clone())
+        self.identity = lower is None and upper is None
+
+    def _clamp64(self, theta: Tensor) -> Tensor:
+        if self.lower is not None:
+            width = 1.0 if self.upper is None else (self.upper - self.lower)
+            theta = torch.maximum(theta, self.lower + 1e-12 * width)
+        if self.upper is not None:
+            width = 1.0 if self.lower is None else (self.upper - self.lower)
+            theta = torch.minimum(theta, self.upper - 1e-12 * width)
+        return theta
+
+    def contains(self, theta: Tensor) -> Tensor:
+        """``[n]`` booleans: θ strictly inside the (open) support and finite."""
+        ok = torch.isfinite(theta).reshape(theta.shape[0], -1).all(dim=1)
+        if self.lower is not None:
+            ok &= (theta.double() > self.lower).reshape(theta.shape[0], -1).all(dim=1)
+        if self.upper is not None:
+            ok &= (theta.double() < self.upper).reshape(theta.shape[0], -1).all(dim=1)
+        return ok
+
+    def forward(self, theta: Tensor) -> Tensor:
+        """θ ``[n, d]`` (inside the support) → u ``[n, d]`` in R^d, float32."""
+        if self.identity:
+            return theta
+        theta64 = self._clamp64(theta.double())
+        return self.bijection.inv(theta64).to(theta.dtype)
+
+    def inverse(self, u: Tensor) -> Tensor:
+        """u ``[n, d]`` → θ ``[n, d]``, strictly inside the support after the cast to ``u.dtype``."""
+        if self.identity:
+            return u
+        theta = self.bijection(u.double()).to(u.dtype)
+        inf = torch.tensor(float("inf"), dtype=theta.dtype, device=theta.device)
+        if self.lower is not None:
+            lower = self.lower.to(theta.dtype)
+            theta = torch.where(theta <= lower, torch.nextafter(lower, inf).expand_as(theta), theta)
+        if self.upper is not None:
+            upper = self.upper.to(theta.dtype)
+            theta = torch.where(theta >= upper, torch.nextafter(upper, -inf).expand_as(theta), theta)
+        return theta
+
+    def log_abs_det_jacobian(self, theta: Tensor) -> Tensor:
+        """log |det ∂u/∂θ| ``[n]`` (float32), i.e. minus the log-Jacobian of B at u = B⁻¹(θ)."""
+        if self.identity:
+            return theta.new_zeros(theta.shape[0])
+        theta64 = self._clamp64(theta.double())
+        u = self.bijection.inv(theta64)
+        ladj = self.bijection.log_abs_det_jacobian(u, theta64)
+        if ladj.dim() > 1:
+            ladj = _sum_event(ladj)
+        return (-ladj).to(theta.dtype)
+
+
+class Dequantize(nn.Module):
+    r"""Uniform dequantisation of integer-valued dimensions.
+
+    A count k becomes k + v with v ~ U(0, 1) while training, so that the continuous density p̃ fitted to
+    k + v satisfies P(k) = ∫₀¹ p̃(k + v) dv ≥ exp E_v log p̃(k + v) (Jensen): maximising the dequantised
+    likelihood maximises a lower bound on the discrete one. ``log_prob`` evaluates p̃ at the cell's midpoint
+    k + ½ (a one-point estimate of P(k)); samples are floored back to integers.
+
+    Args:
+        indices: flat indices of the integer-valued dimensions of one row.
+    """
+
+    def __init__(self, indices: tuple[int, ...] | list[int]) -> None:
+        super().__init__()
+        self.indices = tuple(int(i) for i in indices)
+
+    def noise(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Add U(0, 1) noise to the discrete dimensions of ``y`` ``[n, d]``."""
+        if not self.indices:
+            return y
+        y = y.clone()
+        idx = list(self.indices)
+        y[:, idx] = y[:, idx] + torch.rand(y.shape[0], len(idx), generator=generator, device=y.device)
+        return y
+
+    def midpoint(self, y: Tensor) -> Tensor:
+        if not self.indices:
+            return y
+        y = y.clone()
+        idx = list(self.indices)
+        y[:, idx] = torch.floor(y[:, idx]) + 0.5
+        return y
+
+    def round(self, y: Tensor) -> Tensor:
+        if not self.indices:
+            return y
+        y = y.clone()
+        idx = list(self.indices)
+        y[:, idx] = torch.floor(y[:, idx])
+        return y

@@ -1,0 +1,27 @@
+"""Simulators for simulation-based inference: ``x = sim(theta)`` on batches, with a torch prior.
+
+>>> import simulators
+>>> sim = simulators.get("two_moons")
+>>> theta = sim.prior.sample((10,))
+>>> x = sim(theta)                          # [10, 2] float32
+>>> sim.log_likelihood(theta, x)            # [10] float64 (tractable simulators)
+
+This package never imports ``simgen``.
+"""
+
+from simulators import sbibm_tasks  # noqa: F401  (registers the benchmark tasks)
+from simulators.base import Simulator, available, box_uniform, get, numpy_rng, register
+from simulators.sbibm_tasks import SLCP, GaussianLinear, GaussianMixture, TwoMoons
+
+__all__ = [
+    "SLCP",
+    "GaussianLinear",
+    "GaussianMixture",
+    "Simulator",
+    "TwoMoons",
+    "available",
+    "box_uniform",
+    "get",
+    "numpy_rng",
+    "register",
+]

@@ -1,0 +1,150 @@
+import math
+
+import pytest
+import torch
+from sbi.utils import BoxUniform
+
+import simgen
+from simgen.diagnostics import c2st
+from simgen.models import Flow
+
+
+def test_posterior_shapes(two_moons_posterior):
+    post = two_moons_posterior
+    x_obs = torch.tensor([0.1, -0.2])
+    assert post.sample(50, x_obs).shape == (50, 2)
+    assert post.sample(50, x_obs[None]).shape == (50, 2)
+    assert post.sample_batched(7, torch.randn(3, 2) * 0.1).shape == (3, 7, 2)
+    assert post.sample_batched(7, x_obs[None]).shape == (1, 7, 2)
+    assert post.log_prob(torch.zeros(4, 2), x_obs).shape == (4,)
+    assert post.log_prob(torch.zeros(4, 2), torch.zeros(4, 2)).shape == (4,)
+    assert post.d_theta == 2
+
+
+def test_posterior_samples_stay_inside_the_prior_box(two_moons_posterior, two_moons):
+    samples = two_moons_posterior.sample(20_000, torch.tensor([0.9, 0.9]))  # x far out: mass pushed at the edge
+    assert torch.isfinite(two_moons.prior.log_prob(samples)).all()
+
+
+def test_posterior_density_is_normalised_on_the_box(two_moons_posterior):
+    # exp(log q) integrated over the prior box must be 1: checks the support bijection's Jacobian.
+    n = 300
+    grid = torch.linspace(-1, 1, n + 1)[:-1] + 1.0 / n
+    tt = torch.cartesian_prod(grid, grid)
+    mass = two_moons_posterior.log_prob(tt, torch.tensor([0.0, 0.1])).exp().sum() * (2.0 / n) ** 2
+    assert abs(mass.item() - 1.0) < 0.02
+
+
+def test_log_prob_is_minus_inf_outside_the_support(two_moons_posterior):
+    lp = two_moons_posterior.log_prob(torch.tensor([[0.0, 0.0], [1.5, 0.0], [0.0, -1.0]]), torch.zeros(2))
+    assert math.isfinite(lp[0]) and lp[1] == -math.inf and lp[2] == -math.inf
+
+
+def test_small_posterior_fit_matches_the_analytic_posterior(conjugate, conjugate_data):
+    post = simgen.PosteriorEstimator(conjugate.prior, Flow(transforms=3, hidden_features=32))
+    post.fit(*conjugate_data, seed=0, progress=False)
+    x_obs = torch.tensor([0.7, -1.2])
+    score = c2st(post.sample(2000, x_obs, generator=torch.Generator().manual_seed(0)),
+                 conjugate.posterior_samples(x_obs, 2000))
+    assert score < 0.6
+
+
+def test_fit_is_reproducible():
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    theta = prior.sample((300,))
+    x = theta + 0.1 * torch.randn(300, 2)
+    posts = []
+    for _ in range(2):
+        post = simgen.PosteriorEstimator(prior, Flow(transforms=2, hidden_features=16))
+        post.fit(theta, x, seed=11, progress=False, max_epochs=3)
+        posts.append(post)
+    sa, sb = (p.density.state_dict() for p in posts)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.equal(posts[0].sample(20, x[0], generator=g()), posts[1].sample(20, x[0], generator=g()))
+
+
+def test_emulator_matches_the_exact_likelihood(conjugate, conjugate_emulator):
+    g = torch.Generator().manual_seed(5)
+    theta = conjugate.prior.sample((500,))
+    x = conjugate(theta, generator=g)
+    gap = (conjugate.log_likelihood(theta, x) - conjugate_emulator.log_prob(x, theta).double()).mean()
+    assert abs(gap.item()) < 0.1
+    assert conjugate_emulator.sample(30, theta[0]).shape == (30, 2)
+    assert conjugate_emulator.sample_batched(30, theta[:4]).shape == (4, 30, 2)
+    assert conjugate_emulator.log_prob(x[0], theta).shape == (500,)
+
+
+def test_emulator_posterior_by_mcmc_has_the_analytic_moments(conjugate, conjugate_emulator):
+    x_obs = torch.tensor([[0.5, -0.5], [0.9, -0.1], [0.2, -0.9]])  # three i.i.d. observations
+    post = conjugate_emulator.posterior(num_chains=100, warmup=20, thin=2, progress=False)
+    samples = post.sample(2000, x_obs, generator=torch.Generator().manual_seed(0))
+    s2, m = conjugate.noise**2, x_obs.shape[0]
+    mean = x_obs.sum(0) / (m + s2)  # prior N(0, I), m observations of variance s²
+    std = math.sqrt(s2 / (m + s2))
+    assert samples.shape == (2000, 2)
+    # the sampler alone is checked against the exact likelihood in test_mcmc; here the emulator's own error
+    # (tripled by three observations) adds to the Monte Carlo error
+    assert torch.allclose(samples.mean(0), mean, atol=0.1)
+    assert torch.allclose(samples.std(0), torch.full((2,), std), rtol=0.15)
+    assert post.sample_batched(10, x_obs[:2], generator=torch.Generator().manual_seed(0)).shape == (2, 10, 2)
+    assert post.log_prob(torch.zeros(3, 2), x_obs).shape == (3,)
+
+
+def test_discrete_dimensions_are_dequantised_and_sampled_as_integers():
+    prior = BoxUniform(torch.tensor([1.0]), torch.tensor([5.0]))
+    theta = prior.sample((1500,))
+    x = torch.cat([torch.poisson(theta), theta + 0.1 * torch.randn(1500, 1)], dim=1)
+    emu = simgen.LikelihoodEstimator(prior, Flow(transforms=2, hidden_features=16), discrete=[0])
+    emu.fit(theta, x, seed=0, progress=False, max_epochs=5)
+    fake = emu.sample(200, torch.tensor([3.0]))
+    assert torch.equal(fake[:, 0], fake[:, 0].round())
+    with pytest.raises(ValueError, match="discrete indices"):
+        simgen.LikelihoodEstimator(prior, discrete=[4]).fit(theta, x, progress=False, max_epochs=1)
+
+
+class TestBadInput:
+    def test_fit_errors(self, two_moons, two_moons_data):
+        theta, x = two_moons_data
+        post = simgen.PosteriorEstimator(two_moons.prior)
+        with pytest.raises(ValueError, match="same number of rows"):
+            post.fit(theta[:10], x[:11])
+        with pytest.raises(ValueError, match="d_theta = 2"):
+            post.fit(torch.zeros(10, 3), x[:10])
+        bad = x[:20].clone()
+        bad[3, 1] = float("nan")
+        with pytest.raises(ValueError, match="NaN or inf in 1 of 20 rows"):
+            post.fit(theta[:20], bad)
+        with pytest.raises(ValueError, match="outside the prior's support"):
+            post.fit(theta[:20] * 3, x[:20])
+        with pytest.raises(ValueError, match="unknown training settings"):
+            post.fit(theta[:20], x[:20], learning_rat=1e-3)
+        with pytest.raises(ValueError, match="array-like"):
+            post.fit("theta", x)
+        with pytest.raises(ValueError, match="x_kind"):
+            simgen.PosteriorEstimator(two_moons.prior, x_kind="image")
+        with pytest.raises(ValueError, match="model must be one of"):
+            simgen.PosteriorEstimator(two_moons.prior, model="flows")
+        with pytest.raises(RuntimeError, match="not fitted"):
+            post.sample(10, torch.zeros(2))
+
+    def test_sampling_errors(self, two_moons_posterior):
+        post = two_moons_posterior
+        with pytest.raises(ValueError, match="sample_batched"):
+            post.sample(10, torch.zeros(3, 2))
+        with pytest.raises(ValueError, match=r"x_obs must have shape \[m, 2\] or \[2\]; got \[1, 3\]"):
+            post.sample(10, torch.zeros(1, 3))
+        with pytest.raises(ValueError, match="positive int"):
+            post.sample(0, torch.zeros(2))
+        with pytest.raises(ValueError, match="same number of rows or one of them a single row"):
+            post.log_prob(torch.zeros(3, 2), torch.zeros(2, 2))
+        with pytest.raises(ValueError, match=r"theta must have shape \[n, 2\]"):
+            post.log_prob(torch.zeros(3, 5), torch.zeros(2))
+
+    def test_emulator_errors(self, conjugate_emulator):
+        with pytest.raises(ValueError, match="sample_batched"):
+            conjugate_emulator.sample(5, torch.zeros(2, 2))
+        with pytest.raises(ValueError, match="needs a prior"):
+            emu = simgen.LikelihoodEstimator(None)
+            emu.density, emu.theta_shape, emu.x_shape = conjugate_emulator.density, (2,), (2,)
+            emu.posterior()

@@ -1,0 +1,85 @@
+import pytest
+import torch
+from torch import nn
+
+from simgen.training import TrainingConfig, TrainingHistory, split_indices, train
+
+
+class GaussianMean(nn.Module):
+    """y ~ N(w·c, 1): the loss is the negative log-likelihood, minimised at w = 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.epochs_seen: list[int] = []
+
+    def loss(self, y, c):
+        return 0.5 * ((y - self.w * c) ** 2).mean()
+
+    def on_epoch(self, epoch):
+        self.epochs_seen.append(epoch)
+
+
+def _data(n=400):
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(n, 1, generator=g)
+    return 2.0 * c + 0.1 * torch.randn(n, 1, generator=g), c
+
+
+def test_train_fits_and_reports_history():
+    model = GaussianMean()
+    y, c = _data()
+    hooks = []
+    history = train(model, y, c, TrainingConfig(max_epochs=40, learning_rate=0.1, batch_size=64),
+                    seed=0, progress=False, epoch_hook=hooks.append)
+    assert isinstance(history, TrainingHistory)
+    assert abs(model.w.item() - 2.0) < 0.05
+    assert history.epochs == len(history.train_loss) == len(history.validation_loss) == len(hooks)
+    assert model.epochs_seen == hooks == list(range(history.epochs))
+    assert history.num_train + history.num_validation == 400
+    assert history.best_validation_loss == min(history.validation_loss)
+    assert not model.training
+
+
+def test_best_state_is_restored():
+    model = GaussianMean()
+    y, c = _data()
+    # A huge learning rate makes later epochs worse; the best epoch's weights must come back.
+    history = train(model, y, c, TrainingConfig(max_epochs=30, learning_rate=3.0, lr_schedule="constant",
+                                                patience=30, clip_grad_norm=None), seed=0, progress=False)
+    with torch.no_grad():
+        idx = split_indices(400, 0.1, torch.Generator().manual_seed(0))[1]
+        val = model.loss(y[idx], c[idx]).item()
+    assert val == pytest.approx(history.best_validation_loss, rel=1e-5)
+
+
+def test_early_stopping_and_seeding():
+    y, c = _data()
+    cfg = TrainingConfig(max_epochs=500, learning_rate=0.05, patience=3, batch_size=32)
+    a, b = GaussianMean(), GaussianMean()
+    ha = train(a, y, c, cfg, seed=5, progress=False)
+    hb = train(b, y, c, cfg, seed=5, progress=False)
+    assert ha.stopped_early and ha.epochs < 500
+    assert torch.equal(a.w, b.w) and ha.validation_loss == hb.validation_loss
+
+
+def test_training_config_validation():
+    with pytest.raises(ValueError, match="validation_fraction"):
+        TrainingConfig(validation_fraction=1.5)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainingConfig(lr_schedule="exponential")
+    with pytest.raises(ValueError, match=">= 1"):
+        TrainingConfig(batch_size=0)
+    with pytest.raises(ValueError, match="same number of rows"):
+        train(GaussianMean(), torch.zeros(5, 1), torch.zeros(4, 1), progress=False)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        train(GaussianMean(), torch.zeros(1, 1), torch.zeros(1, 1), progress=False)
+
+
+def test_diverging_model_raises():
+    class Broken(GaussianMean):
+        def loss(self, y, c):
+            return self.w.sum() * float("nan")
+
+    with pytest.raises(FloatingPointError, match="diverged"):
+        train(Broken(), *_data(), TrainingConfig(max_epochs=3), seed=0, progress=False)

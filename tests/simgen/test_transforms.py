@@ -1,0 +1,74 @@
+import torch
+from sbi.utils import BoxUniform
+from torch.distributions import Independent, Normal
+
+from simgen.transforms import Dequantize, Standardize, SupportBijection
+
+
+def test_standardize_vector_roundtrip_and_logdet():
+    y = torch.randn(500, 3) * torch.tensor([1.0, 5.0, 0.1]) + torch.tensor([0.0, 3.0, -2.0])
+    s = Standardize((3,)).fit(y)
+    u = s(y)
+    assert torch.allclose(u.mean(0), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(u.std(0), torch.ones(3), atol=1e-4)
+    assert torch.allclose(s.inverse(u), y, atol=1e-5)
+    expected = -torch.log(s.scale).sum()
+    assert torch.allclose(s.log_abs_det_jacobian(y), expected.expand(500))
+
+
+def test_standardize_maps_one_scalar_per_channel():
+    y = torch.randn(50, 2, 4, 4) * torch.tensor([1.0, 3.0])[None, :, None, None]
+    s = Standardize((2, 4, 4), per_channel=True).fit(y)
+    assert s.scale.shape == (2, 1, 1)
+    assert abs(s.scale[1].item() / s.scale[0].item() - 3.0) < 0.3
+    # log|det| counts every pixel: 16 per channel
+    assert torch.allclose(s.log_abs_det_jacobian(y)[0], -16 * torch.log(s.scale).sum())
+    single = Standardize((4, 4), per_channel=True).fit(y[:, 0])
+    assert single.scale.shape == (1, 1)
+
+
+def test_standardize_constant_dimension_stays_finite():
+    y = torch.cat([torch.randn(100, 1), torch.ones(100, 1)], dim=1)
+    s = Standardize((2,)).fit(y)
+    assert torch.isfinite(s(y)).all()
+
+
+def test_support_bijection_box_roundtrip_and_jacobian():
+    prior = BoxUniform(torch.tensor([-1.0, 0.0]), torch.tensor([1.0, 10.0]))
+    b = SupportBijection(prior)
+    theta = prior.sample((100,))
+    u = b(theta)
+    assert torch.allclose(b.inverse(u), theta, atol=1e-5)
+    # log|det ∂u/∂θ| against autograd on one row (the Jacobian is diagonal)
+    t0 = theta[:1].double().requires_grad_(True)
+    jac = torch.autograd.functional.jacobian(lambda t: b.bijection.inv(t), t0).reshape(2, 2)
+    assert torch.allclose(b.log_abs_det_jacobian(theta[:1]).double(), torch.logdet(jac).reshape(1), atol=1e-4)
+
+
+def test_support_bijection_samples_never_reach_the_bounds():
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    b = SupportBijection(prior)
+    theta = b.inverse(torch.tensor([[50.0, -50.0], [200.0, 30.0]]))  # sigmoid rounds to ±1 in float32
+    assert (theta < 1).all() and (theta > -1).all()
+    assert torch.isfinite(prior.log_prob(theta)).all()
+    assert torch.isfinite(b.log_abs_det_jacobian(theta)).all()
+
+
+def test_support_bijection_contains_and_identity_for_real_support():
+    box = SupportBijection(BoxUniform(-torch.ones(2), torch.ones(2)))
+    inside = box.contains(torch.tensor([[0.0, 0.5], [1.0, 0.0], [0.0, float("nan")], [-2.0, 0.0]]))
+    assert inside.tolist() == [True, False, False, False]
+    real = SupportBijection(Independent(Normal(torch.zeros(2), torch.ones(2)), 1))
+    theta = torch.randn(5, 2)
+    assert torch.equal(real(theta), theta)
+    assert torch.equal(real.log_abs_det_jacobian(theta), torch.zeros(5))
+
+
+def test_dequantize_noise_stays_in_the_cell_and_rounds_back():
+    y = torch.tensor([[0.0, 3.0, 1.5], [2.0, 7.0, -0.5]])
+    dq = Dequantize([0, 1])
+    noisy = dq.noise(y, torch.Generator().manual_seed(0))
+    assert ((noisy[:, :2] - y[:, :2]) >= 0).all() and ((noisy[:, :2] - y[:, :2]) < 1).all()
+    assert torch.equal(noisy[:, 2], y[:, 2])
+    assert torch.equal(dq.round(noisy), y)
+    assert torch.equal(dq.midpoint(y)[:, :2], y[:, :2] + 0.5)
