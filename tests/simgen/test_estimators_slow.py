@@ -1,0 +1,74 @@
+"""Accuracy at the issue's simulation budgets (``python -m pytest -m slow``; several minutes)."""
+
+import pytest
+import torch
+
+import simgen
+import simulators
+from simgen.diagnostics import c2st
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def gaussian_linear():
+    sim = simulators.get("gaussian_linear")
+    return sim, simgen.simulate(sim, sim.prior, 10_000, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def two_moons_10k():
+    sim = simulators.get("two_moons")
+    return sim, simgen.simulate(sim, sim.prior, 10_000, seed=0, progress=False)
+
+
+def _observations(sim, n, seed):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        theta = sim.prior.sample((n,))
+    return theta, sim(theta, generator=torch.Generator().manual_seed(seed))
+
+
+def test_gaussian_linear_posterior_c2st(gaussian_linear):
+    sim, (theta, x) = gaussian_linear
+    post = simgen.PosteriorEstimator(sim.prior, "flow")
+    post.fit(theta, x, seed=0, progress=False)
+    _, x_o = _observations(sim, 3, seed=1)
+    g = torch.Generator().manual_seed(0)
+    scores = [c2st(post.sample(10_000, x_o[i], generator=g), sim.reference_posterior(x_o[i], 10_000, generator=g))
+              for i in range(3)]
+    print("gaussian_linear NPE C2ST per observation:", [round(s, 3) for s in scores])
+    assert sum(scores) / 3 <= 0.60
+
+
+def test_gaussian_linear_emulator_held_out_gap(gaussian_linear):
+    sim, (theta, x) = gaussian_linear
+    emu = simgen.LikelihoodEstimator(sim.prior, "flow")
+    emu.fit(theta, x, seed=0, progress=False)
+    theta_t, x_t = simgen.simulate(sim, sim.prior, 5_000, seed=123, progress=False)
+    gap = (sim.log_likelihood(theta_t, x_t) - emu.log_prob(x_t, theta_t).double()).mean().item()
+    print(f"gaussian_linear NLE held-out gap E[log p - log q] = {gap:.4f} nats")
+    assert gap <= 0.1
+
+
+def test_two_moons_posterior_samples_stay_in_the_prior_box(two_moons_10k):
+    sim, (theta, x) = two_moons_10k
+    post = simgen.PosteriorEstimator(sim.prior, "flow")
+    post.fit(theta, x, seed=0, progress=False)
+    _, x_o = _observations(sim, 10, seed=2)
+    samples = post.sample_batched(10_000, x_o).reshape(-1, 2)
+    assert (samples.abs() < 1).all()
+    assert torch.isfinite(sim.prior.log_prob(samples)).all()
+
+
+def test_two_moons_emulator_posterior_by_slice_sampling(two_moons_10k):
+    sim, (theta, x) = two_moons_10k
+    emu = simgen.LikelihoodEstimator(sim.prior, "flow")
+    emu.fit(theta, x, seed=0, progress=False)
+    _, x_o = _observations(sim, 10, seed=3)
+    mcmc = emu.posterior(progress=False)
+    g = torch.Generator().manual_seed(0)
+    scores = [c2st(mcmc.sample(10_000, x_o[i], generator=g), sim.reference_posterior(x_o[i], 10_000, generator=g))
+              for i in range(10)]
+    print("two_moons NLE + slice sampling C2ST per observation:", [round(s, 3) for s in scores])
+    assert sum(scores) / 10 <= 0.65
