@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 __all__ = ["TrainingConfig", "TrainingHistory", "train"]
@@ -27,7 +28,8 @@ class TrainingConfig:
     """Settings of :func:`train`.
 
     Attributes:
-        batch_size: rows per optimiser step.
+        batch_size: rows per optimiser step; ``None`` picks n_train // 16 clamped to [32, 512], so that small
+            data sets still get enough steps per epoch and large ones amortise the per-step overhead.
         learning_rate: AdamW's initial learning rate.
         weight_decay: AdamW's decoupled weight decay.
         max_epochs: hard cap on passes over the training rows.
@@ -37,26 +39,32 @@ class TrainingConfig:
             ``"cosine"`` anneals it to 1 % over ``max_epochs``, ``"constant"`` keeps it.
         clip_grad_norm: clip the global gradient norm to this value (``None``: no clipping).
         max_time: stop after this many seconds (the best state so far is kept).
+        ema_decay: validate, keep and restore an exponential moving average of the weights,
+            φ̄ ← β φ̄ + (1 − β) φ after every step (Polyak averaging, β = ``ema_decay``), which smooths the
+            optimiser's noise and overfits later; ``None`` uses the raw weights.
     """
 
-    batch_size: int = 256
-    learning_rate: float = 1e-3
+    batch_size: int | None = None
+    learning_rate: float = 2e-3
     weight_decay: float = 1e-5
     max_epochs: int = 500
     validation_fraction: float = 0.1
-    patience: int = 15
+    patience: int = 10
     lr_schedule: Literal["plateau", "cosine", "constant"] = "plateau"
     clip_grad_norm: float | None = 5.0
     max_time: float | None = None
+    ema_decay: float | None = 0.98
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
+        if (self.batch_size is not None and self.batch_size < 1) or self.max_epochs < 1 or self.patience < 1:
             raise ValueError(
                 f"batch_size, max_epochs and patience must be >= 1; got {self.batch_size}, "
                 f"{self.max_epochs}, {self.patience}"
             )
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or None; got {self.ema_decay}")
         if self.lr_schedule not in ("plateau", "cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'plateau', 'cosine' or 'constant'; got {self.lr_schedule!r}")
 
@@ -141,11 +149,19 @@ def train(
     y_val, c_val = y[val_idx.to(device)], None if c is None else c[val_idx.to(device)]
     y_tr, c_tr = y[train_idx.to(device)], None if c is None else c[train_idx.to(device)]
     n_train = y_tr.shape[0]
+    batch_size = config.batch_size or min(512, max(32, n_train // 16))
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config)
     history = TrainingHistory(num_train=n_train, num_validation=y_val.shape[0])
-    best_state = copy.deepcopy(model.state_dict())
+    # The averaged copy is what gets validated, kept and restored; the raw weights only take the steps.
+    averaged = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+        if config.ema_decay is not None
+        else None
+    )
+    evaluated = averaged.module if averaged is not None else model
+    best_state = copy.deepcopy(evaluated.state_dict())
     stale = 0
     start = time.perf_counter()
     # Randomness inside the loss (dropout, diffusion times, dequantisation) follows the seed too, without
@@ -158,21 +174,24 @@ def train(
         for epoch in bar:
             if epoch_hook is not None:
                 epoch_hook(epoch)
-            if hasattr(model, "on_epoch"):
-                model.on_epoch(epoch)
+            for module in {id(model): model, id(evaluated): evaluated}.values():
+                if hasattr(module, "on_epoch"):  # the averaged copy follows schedules such as a KL warm-up
+                    module.on_epoch(epoch)
             model.train()
             perm = torch.randperm(n_train, generator=generator).to(device)
             total = torch.zeros((), device=device)
-            for start_row in range(0, n_train, config.batch_size):
-                idx = perm[start_row : start_row + config.batch_size]
+            for start_row in range(0, n_train, batch_size):
+                idx = perm[start_row : start_row + batch_size]
                 loss = model.loss(y_tr[idx], None if c_tr is None else c_tr[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.clip_grad_norm is not None:
                     nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
                 optimizer.step()
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 total += loss.detach() * idx.shape[0]
-            val = _evaluate(model, y_val, c_val, config.batch_size * 16)
+            val = _evaluate(evaluated, y_val, c_val, batch_size * 16)
             history.train_loss.append(float(total) / n_train)
             history.validation_loss.append(val)
             history.learning_rate.append(optimizer.param_groups[0]["lr"])
@@ -184,7 +203,7 @@ def train(
                 )
             if val < history.best_validation_loss:
                 history.best_validation_loss, history.best_epoch, stale = val, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(evaluated.state_dict())
             else:
                 stale += 1
             bar.set_postfix(val=f"{val:.4g}", best=f"{history.best_validation_loss:.4g}", refresh=False)

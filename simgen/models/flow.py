@@ -59,9 +59,10 @@ class Flow(ConditionalDensity):
         transforms: int = 5,
         hidden_features: int = 64,
         num_blocks: int = 2,
-        num_bins: int = 8,
+        num_bins: int = 4,
         tail_bound: float = 3.0,
         dropout: float = 0.0,
+        affine_first: bool = True,
     ) -> None:
         super().__init__()
         if kind not in ("nsf", "maf", "realnvp"):
@@ -75,6 +76,7 @@ class Flow(ConditionalDensity):
         self.num_bins = num_bins
         self.tail_bound = tail_bound
         self.dropout = dropout
+        self.affine_first = affine_first
         self.flow: _NFlow | None = None
 
     def config(self) -> dict[str, Any]:
@@ -86,11 +88,17 @@ class Flow(ConditionalDensity):
             num_bins=self.num_bins,
             tail_bound=self.tail_bound,
             dropout=self.dropout,
+            affine_first=self.affine_first,
         )
 
     def _build(self) -> None:
         d = math.prod(self.y_shape)
         layers: list[T.Transform] = []
+        if self.affine_first and self.kind != "maf":
+            layers.append(T.MaskedAffineAutoregressiveTransform(
+                features=d, hidden_features=self.hidden_features, context_features=self.context_features,
+                num_blocks=self.num_blocks, dropout_probability=self.dropout,
+            ))
         for i in range(self.transforms):
             layers.append(self._layer(d, i))
             if d > 1:
