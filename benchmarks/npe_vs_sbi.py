@@ -73,7 +73,7 @@ def main() -> None:
         sim = simulators.get(task)
         theta_o, x_o = _observations(sim, args.num_obs, seed=1000 + args.seed)
         reference = sim.reference_posterior_batched(
-            x_o[:, None], args.num_samples, generator=torch.Generator().manual_seed(args.seed)
+            x_o, args.num_samples, generator=torch.Generator().manual_seed(args.seed)
         )
         for budget in map(int, args.budgets.split(",")):
             theta, x = simgen.simulate(sim, sim.prior, budget, seed=args.seed, progress=False)

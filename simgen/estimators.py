@@ -69,6 +69,11 @@ class _Estimator:
     ) -> None:
         if prior is not None and not isinstance(prior, Distribution):
             raise ValueError(f"prior must be a torch Distribution; got {type(prior).__name__}")
+        if prior is not None and len(prior.event_shape) != 1:
+            raise ValueError(
+                f"prior must have event shape [d_theta]; got {list(prior.event_shape)} (wrap a scalar prior as "
+                "torch.distributions.Independent(..., 1) over a 1-element batch, or use sbi.utils.BoxUniform)"
+            )
         make_family(model)  # validate the model string early
         if x_kind is None and simulator is not None:
             x_kind = getattr(simulator, "x_kind", None)
@@ -108,7 +113,7 @@ class _Estimator:
         if theta.shape[0] != x.shape[0]:
             raise ValueError(f"theta and x must have the same number of rows; got {theta.shape[0]} and {x.shape[0]}")
         if self.prior is not None:
-            d = math.prod(self.prior.event_shape) if self.prior.event_shape else 1
+            d = self.prior.event_shape[0]
             if theta.shape[1] != d:
                 raise ValueError(f"theta must have d_theta = {d} columns (the prior's); got {theta.shape[1]}")
         for name, t in (("theta", theta), ("x", x)):

@@ -28,7 +28,7 @@ class TrainingConfig:
     """Settings of :func:`train`.
 
     Attributes:
-        batch_size: rows per optimiser step; ``None`` picks n_train // 16 clamped to [32, 512], so that small
+        batch_size: rows per optimiser step; ``None`` picks n_train // 8 clamped to [64, 512], so that small
             data sets still get enough steps per epoch and large ones amortise the per-step overhead.
         learning_rate: AdamW's initial learning rate.
         weight_decay: AdamW's decoupled weight decay.
@@ -149,7 +149,7 @@ def train(
     y_val, c_val = y[val_idx.to(device)], None if c is None else c[val_idx.to(device)]
     y_tr, c_tr = y[train_idx.to(device)], None if c is None else c[train_idx.to(device)]
     n_train = y_tr.shape[0]
-    batch_size = config.batch_size or min(512, max(32, n_train // 16))
+    batch_size = config.batch_size or min(512, max(64, n_train // 8))
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config)

@@ -123,6 +123,8 @@ class TestBadInput:
             post.fit("theta", x)
         with pytest.raises(ValueError, match="x_kind"):
             simgen.PosteriorEstimator(two_moons.prior, x_kind="image")
+        with pytest.raises(ValueError, match="event shape"):
+            simgen.PosteriorEstimator(torch.distributions.Uniform(0.0, 1.0))
         with pytest.raises(ValueError, match="model must be one of"):
             simgen.PosteriorEstimator(two_moons.prior, model="flows")
         with pytest.raises(RuntimeError, match="not fitted"):
