@@ -1,5 +1,8 @@
 """The ``simgen`` command.
 
+``simgen simulate`` runs a simulation campaign into a store (resumable: run the same command again after an
+interruption, or with a larger ``--num`` to extend it).
+
 ``simgen run`` runs the embedded default pipeline: simulate the two-moons benchmark, fit a flow posterior,
 compare it with the exact posterior at a reference observation (C2ST), and write a corner plot, the model
 and a summary to ``simgen-out/``.
@@ -78,6 +81,54 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _option(text: str) -> tuple[str, object]:
+    """``k=v`` with v read as JSON when it parses (numbers, lists, true/false), else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"options are KEY=VALUE; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import warnings
+
+    import torch
+
+    import simgen
+    import simulators
+
+    torch.set_num_threads(args.threads)
+    options = dict(args.option or [])
+    sim = simulators.get(args.simulator, **options)
+    executor = None
+    if args.dask is not None:
+        executor = "dask" if args.dask == "local" else args.dask
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))  # noqa: E731
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # summarised below
+        store = simgen.simulate(sim, sim.prior, args.num, seed=args.seed, chunk_size=args.chunk_size,
+                                progress=not args.quiet, store=args.store, return_data=False,
+                                workers=args.workers, executor=executor,
+                                metadata={"simulator_options": {"name": args.simulator, **options}})
+    valid = store.valid
+    n, n_valid = valid.shape[0], int(valid.sum())
+    say(f"store {args.store}: {n} simulations, {n_valid} valid, {n - n_valid} failed "
+        f"({time.perf_counter() - start:.1f} s)")
+    if n_valid < n:
+        failures = store.failures
+        kinds: dict[str, int] = {}
+        for f in failures:
+            kinds[f.error] = kinds.get(f.error, 0) + 1
+        say("failures: " + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])))
+        for f in failures[:3]:
+            say(f"  row {f.row}, theta={[round(v, 4) for v in f.theta]}: {f.error}: {f.message[:200]}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simgen", description="Simulation-based inference with deep generative models."
@@ -95,13 +146,34 @@ def _parser() -> argparse.ArgumentParser:
                      help="torch CPU threads (default: half the cores)")
     run.add_argument("--quiet", action="store_true", help="print nothing")
     run.set_defaults(func=_run)
+
+    sim = sub.add_parser("simulate", help="run a simulation campaign into a resumable store",
+                         description="Simulate --num parameter draws from the simulator's prior into --store "
+                                     "(resumable: run again after an interruption, or with a larger --num).")
+    sim.add_argument("--simulator", required=True, help="registered simulator name (e.g. two_moons)")
+    sim.add_argument("--option", action="append", type=_option, metavar="KEY=VALUE",
+                     help="simulator option (repeatable; VALUE read as JSON when it parses)")
+    sim.add_argument("--num", type=int, required=True, help="number of simulations")
+    sim.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
+    sim.add_argument("--store", required=True, help="store folder, e.g. runs.h5")
+    sim.add_argument("--chunk-size", type=int, default=1000, help="simulations per chunk (default 1000)")
+    where = sim.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, help="local worker processes")
+    where.add_argument("--dask", default=None, metavar="ADDRESS",
+                       help="dask scheduler address (tcp://host:8786), or 'local' for a LocalCluster")
+    sim.add_argument("--threads", type=int, default=1, help="torch CPU threads in this process (default 1)")
+    sim.add_argument("--quiet", action="store_true", help="print nothing")
+    sim.set_defaults(func=_simulate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``simgen`` console script; returns the exit code (0 ok, 1 failure, 2 usage)."""
     args = _parser().parse_args(argv)
-    if getattr(args, "num_simulations", 1) < 10 or getattr(args, "num_samples", 10) < 10:
+    if getattr(args, "num", 1) < 1 or (getattr(args, "workers", None) or 1) < 1:
+        print("simgen: --num and --workers must be at least 1", file=sys.stderr)
+        return 2
+    if getattr(args, "num_simulations", 10) < 10 or getattr(args, "num_samples", 10) < 10:
         print("simgen: --num-simulations and --num-samples must be at least 10", file=sys.stderr)
         return 2
     try:

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
+from torch.nn import functional as F
 
 from . import nets
 from .models import ConditionalDensity, TransformedDensity, make_family
 from .training import TrainingConfig, TrainingHistory, train
 from .transforms import Dequantize, Standardize, SupportBijection
 
-__all__ = ["PosteriorEstimator", "LikelihoodEstimator", "as_tensor", "default_device"]
+__all__ = ["PosteriorEstimator", "LikelihoodEstimator", "ValidityClassifier", "as_tensor", "default_device"]
 
 X_KINDS = ("vector", "map", "set", "sequence")
 
@@ -85,12 +88,15 @@ class _Estimator:
         self.model_spec = model
         self.embedding = embedding
         self.x_kind = x_kind
+        self._discrete_given = discrete is not None
         self.discrete = tuple(int(i) for i in (discrete or ()))
         self.device = torch.device(device) if device is not None else default_device()
         self.theta_shape: tuple[int, ...] | None = None
         self.x_shape: tuple[int, ...] | None = None
         self.density: TransformedDensity | None = None
         self.history: TrainingHistory | None = None
+        #: P(valid | θ), fitted by ``fit(store)`` (emulators only); see ``LikelihoodEstimator.posterior``
+        self.validity: ValidityClassifier | None = None
 
     # ----------------------------------------------------------------- data checks
     @property
@@ -156,7 +162,11 @@ class _Estimator:
         is_map = self.x_kind == "map"
         support = SupportBijection(self.prior) if (y_is_theta and self.prior is not None) else None
         dequantize = Dequantize(self.discrete) if (not y_is_theta and self.discrete) else None
-        y_std = Standardize(y_shape, per_channel=is_map and not y_is_theta)
+        spec = self.model_spec
+        family = make_family(spec) if isinstance(spec, str) else type(spec)(**spec.config())
+        # a family for binary data (a Bernoulli VAE) models y unstandardised
+        y_std = Standardize(y_shape, per_channel=is_map and not y_is_theta,
+                            enabled=getattr(family, "standardize_y", True))
         c_std = Standardize(c_shape, per_channel=is_map and y_is_theta)
         if self.embedding is not None:
             embedding = self.embedding
@@ -165,34 +175,150 @@ class _Estimator:
         else:
             embedding = nets.Flatten(c_shape)
         features = nets.output_features(embedding, c_shape)
-        spec = self.model_spec
-        family = make_family(spec) if isinstance(spec, str) else type(spec)(**spec.config())
         family.build(y_shape, features)
         return TransformedDensity(family, y_std, c_std, embedding, support=support, dequantize=dequantize)
 
     def _fit(
         self,
-        y: Tensor,
-        c: Tensor,
+        y: Any,
+        c: Tensor | None,
         y_is_theta: bool,
         config: TrainingConfig | None,
         seed: int | None,
         progress: bool,
         settings: dict[str, Any],
+        weights: Tensor | None = None,
     ) -> TrainingHistory:
+        """Build a fresh density and train it on tensors ``y``, ``c`` (with optional importance ``weights``),
+        or on a streaming :class:`~simgen.store.StoreBatches` ``y`` (``c`` is ``None``)."""
         config = _training_config(config, settings)
+        streaming = not isinstance(y, Tensor)
+        if streaming:
+            y_shape, c_shape = (self.theta_shape, self.x_shape) if y_is_theta else (self.x_shape, self.theta_shape)
+        else:
+            y_shape, c_shape = tuple(y.shape[1:]), tuple(c.shape[1:])
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
                 torch.manual_seed(int(seed))
-            density = self._make_density(tuple(y.shape[1:]), tuple(c.shape[1:]), y_is_theta)
-        y_fit = density.dequantize.midpoint(y) if density.dequantize is not None else y
-        u = density.support(y_fit) if density.support is not None else y_fit
-        density.y_standardize.fit(u)
-        density.c_standardize.fit(c)
+            density = self._make_density(y_shape, c_shape, y_is_theta)
+
+        def prepared(y_rows: Tensor) -> Tensor:
+            y_fit = density.dequantize.midpoint(y_rows) if density.dequantize is not None else y_rows
+            return density.support(y_fit) if density.support is not None else y_fit
+
+        if streaming:  # standardisation statistics from one pass over the chunks
+            _fit_streaming(density.y_standardize, density.c_standardize,
+                           ((prepared(yb), cb) for yb, cb in y.iter_rows()))
+        else:
+            density.y_standardize.fit(prepared(y))
+            density.c_standardize.fit(c)
         density.to(self.device)
-        self.history = train(density, y, c, config, seed=seed, device=self.device, progress=progress)
+        self.history = train(density, y, c, config, seed=seed, device=self.device, progress=progress,
+                             weights=weights)
         self.density = density
+        self.validity = None
         return self.history
+
+    def _fit_store(
+        self,
+        path: Any,
+        y_is_theta: bool,
+        config: TrainingConfig | None,
+        seed: int | None,
+        progress: bool,
+        settings: dict[str, Any],
+        max_memory_gb: float | None,
+        proposal: Distribution | None,
+    ) -> tuple[TrainingHistory, Any]:
+        """Fit from a campaign store: in memory when its valid rows fit in ``max_memory_gb``, else streamed."""
+        from .store import Store, StoreBatches, open_store
+
+        if not isinstance(path, str | os.PathLike | Store):
+            raise ValueError(
+                f"fit takes (theta, x) or a store path; got {type(path).__name__} without x"
+            )
+        store = path if isinstance(path, Store) else open_store(path)
+        missing = store.missing_chunks()
+        if missing:
+            warnings.warn(
+                f"the store {store.path} misses {len(missing)} chunk(s) of its campaign (first: {missing[0]}); "
+                "training on the chunks present. Run simgen.simulate(..., store=) again to complete it",
+                RuntimeWarning, stacklevel=3,
+            )
+        meta = store.metadata
+        if store.x_shape is None:
+            raise ValueError(f"the store {store.path} holds no valid simulation")
+        d_theta = int(meta.get("theta_dim", 0))
+        if self.prior is not None and d_theta != self.prior.event_shape[0]:
+            raise ValueError(f"the store's theta has {d_theta} dimensions; the prior has {self.prior.event_shape[0]}")
+        self.x_kind = self.x_kind or meta.get("x_kind")
+        if not self._discrete_given and meta.get("x_discrete"):
+            self.discrete = tuple(int(i) for i in meta["x_discrete"])
+        weight_fn = self._store_weights(store, proposal) if y_is_theta else None
+        valid = store.valid
+        n_valid = int(valid.sum())
+        row_bytes = 4 * (d_theta + math.prod(store.x_shape))
+        budget = (max_memory_gb if max_memory_gb is not None else _default_memory_gb()) * 1e9
+        if 3 * n_valid * row_bytes <= budget:  # the rows, the train/validation copies and the standardised batch
+            theta, x = store.load()
+            return self._fit_pairs(theta, x, config, seed, progress, settings, weight_fn), store
+        config = _training_config(config, settings)
+        split_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
+        per_buffer = int(budget // (3 * store.chunk_size * row_bytes))
+        source = StoreBatches(store, y_is_theta, config.validation_fraction, split_seed, per_buffer, weight_fn)
+        self.theta_shape, self.x_shape = (d_theta,), tuple(store.x_shape)
+        self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
+        return self._fit(source, None, y_is_theta, config, seed, progress, {}), store
+
+    def _importance(self, proposal: Distribution) -> Callable[[Tensor], Tensor]:
+        """θ ↦ p(θ) / q(θ) (0 outside the prior's support), float64."""
+        support = SupportBijection(self.prior)
+
+        def weight_fn(theta: Tensor) -> Tensor:
+            w = torch.zeros(theta.shape[0], dtype=torch.float64)
+            inside = support.contains(theta)
+            if inside.any():
+                t = theta[inside]
+                log_w = self.prior.log_prob(t).double() - proposal.log_prob(t).double()
+                w[inside] = torch.nan_to_num(torch.exp(log_w), nan=0.0, posinf=0.0)
+            return w
+
+        return weight_fn
+
+    def _store_weights(self, store: Any, proposal: Distribution | None) -> Callable[[Tensor], Tensor] | None:
+        """Importance weights for a store: ``None`` when it was drawn from the prior; refused when it was not,
+        unless ``proposal`` (the distribution it was drawn from) is given."""
+        from .store import describe_distribution
+
+        described = store.metadata.get("proposal", {})
+        k, keep = store._visible_chunks()[0]
+        rows = store.read_chunk(k, min(keep, 256), ("theta", "proposal_log_prob"))
+
+        def drew_from(dist: Distribution) -> bool:
+            mine = describe_distribution(dist)
+            if "custom" not in (mine.get("type"), described.get("type")) and mine != described:
+                return False
+            if not torch.isfinite(rows["proposal_log_prob"]).all():
+                return mine == described
+            try:
+                log_q = dist.log_prob(rows["theta"]).double()
+            except (ValueError, RuntimeError):
+                return False
+            return bool(torch.allclose(log_q, rows["proposal_log_prob"], rtol=1e-5, atol=1e-5))
+
+        if proposal is None:
+            if drew_from(self.prior):
+                return None
+            raise ValueError(
+                f"the store {store.path} was drawn from {_short(described)}, not from this estimator's prior "
+                f"{_short(describe_distribution(self.prior))}: a posterior trained on those draws would be wrong. "
+                "Pass proposal=q (the distribution the store was drawn from) to importance-weight the loss by "
+                "p(θ)/q(θ), or simulate from the prior"
+            )
+        if not drew_from(proposal):
+            raise ValueError(f"proposal= is not the distribution the store {store.path} was drawn from "
+                             f"({_short(described)})")
+        return None if drew_from(self.prior) else self._importance(proposal)
 
     def _config(self) -> dict[str, Any]:
         """JSON description of the estimator (family, shapes, kinds); see :mod:`simgen.io`."""
@@ -253,30 +379,57 @@ class PosteriorEstimator(_Estimator):
     def fit(
         self,
         theta: Any,
-        x: Any,
+        x: Any = None,
         *,
         config: TrainingConfig | None = None,
         seed: int | None = None,
         progress: bool = True,
+        proposal: Distribution | None = None,
+        max_memory_gb: float | None = None,
         **settings: Any,
     ) -> TrainingHistory:
-        """Fit q(θ | x) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``.
+        """Fit q(θ | x) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store.
+
+        ``fit("runs.h5")`` trains on a store's valid rows: in memory when they fit in ``max_memory_gb``
+        (default: a quarter of this machine's memory), else streamed chunk by chunk (shuffled chunk order,
+        rows shuffled within buffers of chunks, a seed-fixed validation split, standardisation statistics from
+        one pass). ``x_kind`` and ``discrete`` are taken from the store's metadata when not given.
+
+        A posterior needs θ drawn from its prior. A store drawn from another distribution is refused unless
+        ``proposal=q`` (that distribution) is passed: the loss is then importance-weighted by p(θ)/q(θ) (rows
+        are drawn with probability ∝ p/q each epoch), and rows outside the prior's support are left out. The
+        same ``proposal=`` works for θ, x tensors drawn from q.
 
         ``settings`` override :class:`~simgen.training.TrainingConfig` fields (``batch_size=``,
         ``learning_rate=``, ``max_epochs=``, ...). θ outside the prior's support is an error. Fitting again
         starts from fresh networks.
         """
+        if x is None:
+            return self._fit_store(theta, True, config, seed, progress, settings, max_memory_gb, proposal)[0]
+        return self._fit_pairs(theta, x, config, seed, progress, settings,
+                               self._importance(proposal) if proposal is not None else None)
+
+    def _fit_pairs(
+        self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
+        settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None,
+    ) -> TrainingHistory:
         theta, x = self._check_pairs(theta, x)
+        weights = None
+        if weight_fn is not None:
+            weights = weight_fn(theta)
+            keep = weights > 0
+            theta, x, weights = theta[keep], x[keep], weights[keep]
         support = SupportBijection(self.prior)
         outside = ~support.contains(theta)
         if outside.any():
             raise ValueError(
                 f"{int(outside.sum())} of {theta.shape[0]} theta rows lie outside the prior's support "
-                f"(first: {theta[outside][0].tolist()}); a posterior estimator needs θ drawn from its prior"
+                f"(first: {theta[outside][0].tolist()}); a posterior estimator needs θ drawn from its prior "
+                "(or proposal=q, the distribution θ was drawn from)"
             )
         self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
-        return self._fit(theta, x, True, config, seed, progress, settings)
+        return self._fit(theta, x, True, config, seed, progress, settings, weights)
 
     def sample(self, n: int, x_obs: Any, *, generator: torch.Generator | None = None) -> Tensor:
         """``n`` posterior draws for one observation ``x_obs`` (``[*x_shape]`` or ``[1, *x_shape]``):
@@ -317,15 +470,30 @@ class LikelihoodEstimator(_Estimator):
     def fit(
         self,
         theta: Any,
-        x: Any,
+        x: Any = None,
         *,
         config: TrainingConfig | None = None,
         seed: int | None = None,
         progress: bool = True,
+        max_memory_gb: float | None = None,
         **settings: Any,
     ) -> TrainingHistory:
-        """Fit q(x | θ) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]`` (see
-        :meth:`PosteriorEstimator.fit` for ``settings``)."""
+        """Fit q(x | θ) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store
+        (``fit("runs.h5")``; see :meth:`PosteriorEstimator.fit` for stores, ``max_memory_gb`` and ``settings``).
+
+        From a store, it also fits the classifier P(valid | θ) on every row's status (valid or failed), which
+        ``posterior(validity=True)`` uses; the emulator itself only ever sees valid rows.
+        """
+        if x is None:
+            history, store = self._fit_store(theta, False, config, seed, progress, settings, max_memory_gb, None)
+            self.validity = fit_validity(store.theta, store.valid, seed=seed, device=self.device)
+            return history
+        return self._fit_pairs(theta, x, config, seed, progress, settings)
+
+    def _fit_pairs(
+        self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
+        settings: dict[str, Any], weight_fn: Any = None,
+    ) -> TrainingHistory:
         theta, x = self._check_pairs(theta, x)
         self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
@@ -366,18 +534,120 @@ class LikelihoodEstimator(_Estimator):
             theta_rep = theta.to(self.device).repeat_interleave(m, dim=0)
             return self.density.log_prob(x_rep, theta_rep, generator=generator).reshape(b, m).sum(dim=1)
 
-    def posterior(self, **mcmc: Any) -> Any:
-        """p(θ | x_obs) ∝ Π_i q(x_obs,i | θ) p(θ), sampled by a vectorised slice sampler.
+    def posterior(self, validity: bool = False, **mcmc: Any) -> Any:
+        r"""p(θ | x_obs) ∝ Π_i q(x_obs,i | θ) p(θ), sampled by a vectorised slice sampler.
+
+        ``validity=True`` multiplies in P(valid | θ), a classifier fitted on the store's rows by ``fit(store)``:
+        p(θ | x_obs) ∝ P(valid | θ) Π_i q(x_obs,i | θ) p(θ). The emulator is trained on valid simulations only,
+        so it models p(x | θ, valid); when the failure rate depends on θ, the simulator's actual likelihood of
+        a (valid) observation is P(valid | θ) p(x | θ, valid), and leaving the factor out over-weights regions
+        where the simulator often fails. It matters when failures are frequent and θ-dependent; it costs one
+        small MLP evaluation per likelihood call (negligible next to the emulator).
 
         ``mcmc`` sets :class:`~simgen.mcmc.MCMCPosterior`'s options (``num_chains=``, ``warmup=``, ``thin=``,
         ``num_init=``).
+
+        Raises:
+            ValueError: no prior, or ``validity=True`` for an emulator not fitted from a store.
         """
         from .mcmc import MCMCPosterior
 
         self._require_fitted()
         if self.prior is None:
             raise ValueError("posterior() needs a prior: construct LikelihoodEstimator(prior=..., ...)")
-        return MCMCPosterior(self, self.prior, **mcmc)
+        if validity and self.validity is None:
+            raise ValueError(
+                "posterior(validity=True) needs the classifier P(valid | θ), which is fitted from a campaign "
+                "store's valid and failed rows: fit the emulator with emu.fit('runs.h5') (a store written by "
+                "simgen.simulate(..., store='runs.h5'))"
+            )
+        return MCMCPosterior(self, self.prior, validity=self.validity if validity else None, **mcmc)
+
+
+class ValidityClassifier(nn.Module):
+    """P(valid | θ): a small MLP on standardised θ, trained by binary cross-entropy with the shared trainer.
+
+    ``always_valid`` (no failure in the training rows) makes ``log_prob_valid`` exactly 0.
+    """
+
+    def __init__(self, theta_features: int, hidden_features: int = 64, num_layers: int = 2) -> None:
+        super().__init__()
+        self._config = {"theta_features": theta_features, "hidden_features": hidden_features,
+                        "num_layers": num_layers}
+        self.standardize = Standardize((theta_features,))
+        self.net = nets.MLP(theta_features, 1, hidden_features, num_layers)
+        self.register_buffer("always_valid", torch.tensor(False))
+
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    def logits(self, theta: Tensor) -> Tensor:
+        return self.net(self.standardize(theta)).squeeze(-1)
+
+    def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
+        """Binary cross-entropy of labels ``y`` ``[n, 1]`` (1 valid) given θ ``c``."""
+        return F.binary_cross_entropy_with_logits(self.logits(c), y.reshape(-1))
+
+    @torch.no_grad()
+    def log_prob_valid(self, theta: Tensor) -> Tensor:
+        """log P(valid | θ) ``[n]`` on θ's device."""
+        if bool(self.always_valid):
+            return torch.zeros(theta.shape[0], device=theta.device)
+        device = self.always_valid.device
+        return F.logsigmoid(self.logits(theta.to(device).float())).to(theta.device)
+
+
+def fit_validity(
+    theta: Tensor, valid: Tensor, *, seed: int | None = None, device: Any = None, progress: bool = False
+) -> ValidityClassifier:
+    """Fit :class:`ValidityClassifier` on θ ``[n, d]`` and validity ``[n]`` (all rows of a store)."""
+    clf = ValidityClassifier(theta.shape[1])
+    if bool(valid.all()):
+        clf.always_valid.fill_(True)
+        return clf.eval().to(device or "cpu")
+    clf.standardize.fit(theta)
+    labels = valid.float()[:, None]
+    config = TrainingConfig(max_epochs=200, patience=10, learning_rate=3e-3)
+    train(clf, labels, theta.float(), config, seed=seed, device=device, progress=progress)
+    return clf.eval()
+
+
+def _fit_streaming(y_std: Standardize, c_std: Standardize, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+    """Set both standardisations' statistics (as :meth:`Standardize.fit` would) from one pass over batches."""
+    sums: list[list[Any]] = [[0.0, 0.0, 0], [0.0, 0.0, 0]]
+    stds = (y_std, c_std)
+    for batch in batches:
+        for acc, std, t in zip(sums, stds, batch, strict=True):
+            if not std.enabled:
+                continue
+            dims = [0] + [i + 1 for i, (a, e) in enumerate(zip(std.loc.shape, std.event_shape, strict=True))
+                          if a == 1 and e != 1]
+            t = t.double()
+            total = t.sum(dim=dims)
+            acc[0] = acc[0] + total
+            acc[1] = acc[1] + (t * t).sum(dim=dims)
+            acc[2] += t.numel() // total.numel()
+    for (s1, s2, n), std in zip(sums, stds, strict=True):
+        if not std.enabled or n == 0:
+            continue
+        mean = s1 / n
+        var = (s2 - n * mean * mean) / max(n - 1, 1)
+        std.loc.copy_(mean.reshape(std.loc.shape).to(std.loc.dtype))
+        scale = torch.sqrt(torch.clamp(var, min=0.0)).reshape(std.scale.shape).to(std.scale.dtype)
+        std.scale.copy_(torch.clamp(torch.nan_to_num(scale, nan=1.0), min=1e-6))
+
+
+def _default_memory_gb() -> float:
+    """A quarter of this machine's physical memory (4 GB where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4e9
+    except (ValueError, OSError, AttributeError):
+        return 4.0
+
+
+def _short(description: dict[str, Any]) -> str:
+    text = str(description)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _check_n(n: int) -> None:

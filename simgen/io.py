@@ -7,6 +7,8 @@ holding:
 * ``config``: a JSON string describing the estimator (direction, family and its constructor arguments, shapes,
   kinds, the prior, the embedding, the training history);
 * ``state_dict``: the weights and standardisation statistics;
+* ``validity_state``: the weights of an emulator's classifier P(valid | θ) when it was fitted from a store
+  (its constructor arguments are ``config["validity"]``), else empty;
 * ``sha256``: a digest of config and weights, so that a modified or truncated file is refused with a clear error.
 
 Built-in networks and common priors (Uniform/BoxUniform, Normal, MultivariateNormal, Independent) are rebuilt
@@ -41,6 +43,12 @@ def _digest(config: str, state: dict[str, Tensor]) -> str:
         h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def _signed(state: dict[str, Tensor], validity_state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """What the digest covers: the density's weights, and the validity classifier's under their own prefix
+    (none for a model without one, so older files keep their digest)."""
+    return {**state, **{f"@validity/{k}": v for k, v in validity_state.items()}}
 
 
 def prior_to_json(prior: Distribution) -> dict[str, Any] | None:
@@ -80,15 +88,19 @@ def save(estimator: Any, path: str | Path) -> None:
     config = estimator._config()
     config["prior"] = prior_to_json(estimator.prior) if estimator.prior is not None else None
     config["has_prior"] = estimator.prior is not None
+    validity = getattr(estimator, "validity", None)
+    config["validity"] = validity.config() if validity is not None else None
     config_json = json.dumps(config, sort_keys=True)
     state = {k: v.detach().cpu() for k, v in estimator.density.state_dict().items()}
+    validity_state = {k: v.detach().cpu() for k, v in validity.state_dict().items()} if validity is not None else {}
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "simgen_version": __version__,
         "config": config_json,
         "state_dict": state,
-        "sha256": _digest(config_json, state),
+        "validity_state": validity_state,
+        "sha256": _digest(config_json, _signed(state, validity_state)),
     }
     torch.save(payload, str(path))
 
@@ -130,7 +142,8 @@ def load(
             f"version {FORMAT_VERSION}"
         )
     config_json, state = payload["config"], payload["state_dict"]
-    if _digest(config_json, state) != payload.get("sha256"):
+    validity_state = payload.get("validity_state", {})
+    if _digest(config_json, _signed(state, validity_state)) != payload.get("sha256"):
         raise ValueError(f"{path} is corrupted or was modified after saving (checksum mismatch)")
     config = json.loads(config_json)
 
@@ -158,6 +171,15 @@ def load(
     except RuntimeError as e:
         raise ValueError(f"{path}: the weights do not fit the model described by its config ({e})") from e
     est.density = density.to(est.device).eval()
+    if config.get("validity"):
+        from .estimators import ValidityClassifier
+
+        validity = ValidityClassifier(**config["validity"])
+        try:
+            validity.load_state_dict(validity_state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: the validity classifier's weights do not fit its config ({e})") from e
+        est.validity = validity.to(est.device).eval()
     if config.get("history"):
         from .training import TrainingHistory
 

@@ -153,6 +153,8 @@ class MCMCPosterior:
         thin: keep one sweep in ``thin``.
         num_init: prior draws for the SIR initialisation.
         progress: show a progress bar.
+        validity: a classifier with ``log_prob_valid(θ)`` (log P(valid | θ)) added to the target, for a
+            simulator whose failures depend on θ (see ``LikelihoodEstimator.posterior``).
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class MCMCPosterior:
         thin: int = 5,
         num_init: int = 10_000,
         progress: bool = True,
+        validity: Any = None,
     ) -> None:
         if min(num_chains, thin, num_init) < 1 or warmup < 0:
             raise ValueError("num_chains, thin and num_init must be >= 1 and warmup >= 0")
@@ -172,6 +175,7 @@ class MCMCPosterior:
         self.prior = prior
         self.num_chains, self.warmup, self.thin, self.num_init = num_chains, warmup, thin, num_init
         self.progress = progress
+        self.validity = validity
         self.chains: Tensor | None = None
 
     def _target(self, x_obs: Tensor, seed: int) -> LogDensity:
@@ -185,12 +189,15 @@ class MCMCPosterior:
                 frozen = torch.Generator(device=device).manual_seed(seed)
                 ll = self.likelihood.log_likelihood(theta[ok], x_obs, generator=frozen).cpu()
                 out[ok] = ll + lp_prior[ok]
+                if self.validity is not None:
+                    out[ok] += self.validity.log_prob_valid(theta[ok]).cpu()
             return out
 
         return log_fn
 
     def log_prob(self, theta: Any, x_obs: Any) -> Tensor:
-        """Unnormalised log p(θ | x_obs) = Σ_i log q(x_obs,i | θ) + log p(θ) for θ ``[n, d_theta]``: ``[n]``."""
+        """Unnormalised log p(θ | x_obs) = Σ_i log q(x_obs,i | θ) + log p(θ) (+ log P(valid | θ) with a validity
+        classifier) for θ ``[n, d_theta]``: ``[n]``."""
         theta = self.likelihood._check_theta(theta)
         x_obs = self.likelihood._check_x(x_obs, "x_obs")
         return self._target(x_obs, 0)(theta)

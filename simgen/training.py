@@ -2,8 +2,10 @@
 
 Any module with ``loss(y, c) -> scalar`` trains here: AdamW, a seed-fixed validation split, early stopping
 that restores the best state, a learning-rate schedule, gradient clipping and a tqdm progress bar showing the
-validation loss. The data live on the device as whole tensors and batches are index gathers: no DataLoader,
-no per-step Python beyond the optimiser step, which is what dominates small models' training time.
+validation loss. Rows come from a :class:`BatchSource`: in memory (:class:`TensorBatches`: the data live on the
+device as whole tensors and batches are index gathers, no DataLoader, no per-step Python beyond the optimiser
+step, which is what dominates small models' training time), or streamed from a campaign store
+(:class:`simgen.store.StoreBatches`) when the data do not fit in memory. The loop is the same for both.
 """
 
 from __future__ import annotations
@@ -11,16 +13,16 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-__all__ = ["TrainingConfig", "TrainingHistory", "train"]
+__all__ = ["TrainingConfig", "TrainingHistory", "train", "BatchSource", "TensorBatches", "weighted_draw"]
 
 
 @dataclass
@@ -109,22 +111,99 @@ def split_indices(n: int, validation_fraction: float, generator: torch.Generator
     return perm[n_val:], perm[:n_val]
 
 
+def weighted_draw(weights: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` row indices drawn with replacement with probability ∝ ``weights`` (inverse CDF, no size limit)."""
+    cdf = torch.cumsum(weights.double(), 0)
+    u = torch.rand(n, generator=generator, dtype=torch.float64) * cdf[-1]
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=weights.shape[0] - 1)
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """Where :func:`train` gets its rows: a fixed train/validation split served as ``(y, c)`` batches.
+
+    :class:`TensorBatches` serves tensors in memory; :class:`simgen.store.StoreBatches` streams a store's chunks.
+    """
+
+    num_train: int
+    num_validation: int
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """One epoch of shuffled training batches."""
+        ...
+
+    def validation_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """The validation rows, in a fixed order."""
+        ...
+
+
+class TensorBatches:
+    """Rows in memory on the training device: a seed-fixed split, batches by index gathers.
+
+    With ``weights`` (importance weights w ≥ 0 per row), each epoch's training rows are drawn with replacement
+    with probability ∝ w, and the validation rows are such a draw made once: the expected loss is then the
+    w-weighted loss, for any family's loss (which need not decompose into per-row terms).
+    """
+
+    def __init__(
+        self,
+        y: Tensor,
+        c: Tensor | None,
+        validation_fraction: float,
+        generator: torch.Generator,
+        device: torch.device,
+        weights: Tensor | None = None,
+    ) -> None:
+        if c is not None and c.shape[0] != y.shape[0]:
+            raise ValueError(f"y and c must have the same number of rows; got {y.shape[0]} and {c.shape[0]}")
+        if weights is not None and weights.shape != (y.shape[0],):
+            raise ValueError(f"weights must have shape [{y.shape[0]}]; got {tuple(weights.shape)}")
+        train_idx, val_idx = split_indices(y.shape[0], validation_fraction, generator)
+        self.w_train = None
+        if weights is not None:
+            self.w_train = weights[train_idx].double()
+            val_idx = val_idx[weighted_draw(weights[val_idx], val_idx.shape[0], generator)]
+        y = y.to(device)
+        c = c.to(device) if c is not None else None
+        self.y_val, self.c_val = y[val_idx.to(device)], None if c is None else c[val_idx.to(device)]
+        self.y_tr, self.c_tr = y[train_idx.to(device)], None if c is None else c[train_idx.to(device)]
+        self.device = device
+        self.num_train, self.num_validation = self.y_tr.shape[0], self.y_val.shape[0]
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor | None]]:
+        n = self.num_train
+        if self.w_train is None:
+            perm = torch.randperm(n, generator=generator)
+        else:
+            perm = weighted_draw(self.w_train, n, generator)
+        perm = perm.to(self.device)
+        for start_row in range(0, n, batch_size):
+            idx = perm[start_row : start_row + batch_size]
+            yield self.y_tr[idx], None if self.c_tr is None else self.c_tr[idx]
+
+    def validation_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor | None]]:
+        for s in range(0, self.num_validation, batch_size):
+            yield self.y_val[s : s + batch_size], None if self.c_val is None else self.c_val[s : s + batch_size]
+
+
 def train(
     model: nn.Module,
-    y: Tensor,
-    c: Tensor | None,
+    y: Tensor | BatchSource,
+    c: Tensor | None = None,
     config: TrainingConfig | None = None,
     *,
     seed: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
     epoch_hook: Callable[[int], None] | None = None,
+    weights: Tensor | None = None,
 ) -> TrainingHistory:
     """Fit ``model`` by minimising ``model.loss(y_batch, c_batch)`` with AdamW and early stopping.
 
     Args:
         model: module with ``loss(y, c) -> Tensor`` (scalar); all its parameters are optimised.
-        y: modelled rows ``[n, *y_shape]``.
+        y: modelled rows ``[n, *y_shape]``, or a :class:`BatchSource` serving ``(y, c)`` batches (then ``c``
+            and ``weights`` are ``None``; its split is its own).
         c: context rows ``[n, *c_shape]`` or ``None``.
         config: :class:`TrainingConfig` (defaults when ``None``).
         seed: fixes the validation split, the batch order and any randomness inside ``loss``.
@@ -132,28 +211,28 @@ def train(
         progress: show a tqdm bar with the validation loss.
         epoch_hook: called as ``epoch_hook(epoch)`` before each epoch (e.g. a KL warm-up); a model's own
             ``on_epoch(epoch)`` method, if it has one, is called too.
+        weights: importance weights ``[n]`` of the rows (see :class:`TensorBatches`).
 
     Returns:
         A :class:`TrainingHistory`; the model is left in eval mode with the best validation state loaded.
     """
     config = config or TrainingConfig()
-    if c is not None and c.shape[0] != y.shape[0]:
-        raise ValueError(f"y and c must have the same number of rows; got {y.shape[0]} and {c.shape[0]}")
     device = torch.device(device) if device is not None else _module_device(model)
     model.to(device)
     split_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
     generator = torch.Generator().manual_seed(split_seed)
-    train_idx, val_idx = split_indices(y.shape[0], config.validation_fraction, generator)
-    y = y.to(device)
-    c = c.to(device) if c is not None else None
-    y_val, c_val = y[val_idx.to(device)], None if c is None else c[val_idx.to(device)]
-    y_tr, c_tr = y[train_idx.to(device)], None if c is None else c[train_idx.to(device)]
-    n_train = y_tr.shape[0]
+    if isinstance(y, Tensor):
+        data: BatchSource = TensorBatches(y, c, config.validation_fraction, generator, device, weights)
+    elif isinstance(y, BatchSource) and c is None and weights is None:
+        data = y
+    else:
+        raise ValueError("train takes tensors y, c (and weights) or a BatchSource alone")
+    n_train = data.num_train
     batch_size = config.batch_size or min(512, max(64, n_train // 8))
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config)
-    history = TrainingHistory(num_train=n_train, num_validation=y_val.shape[0])
+    history = TrainingHistory(num_train=n_train, num_validation=data.num_validation)
     # The averaged copy is what gets validated, kept and restored; the raw weights only take the steps.
     averaged = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
@@ -178,11 +257,11 @@ def train(
                 if hasattr(module, "on_epoch"):  # the averaged copy follows schedules such as a KL warm-up
                     module.on_epoch(epoch)
             model.train()
-            perm = torch.randperm(n_train, generator=generator).to(device)
             total = torch.zeros((), device=device)
-            for start_row in range(0, n_train, batch_size):
-                idx = perm[start_row : start_row + batch_size]
-                loss = model.loss(y_tr[idx], None if c_tr is None else c_tr[idx])
+            seen = 0
+            for y_batch, c_batch in data.train_batches(batch_size, generator):
+                y_batch = y_batch.to(device)
+                loss = model.loss(y_batch, None if c_batch is None else c_batch.to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.clip_grad_norm is not None:
@@ -190,9 +269,10 @@ def train(
                 optimizer.step()
                 if averaged is not None:
                     averaged.update_parameters(model)
-                total += loss.detach() * idx.shape[0]
-            val = _evaluate(evaluated, y_val, c_val, batch_size * 16)
-            history.train_loss.append(float(total) / n_train)
+                total += loss.detach() * y_batch.shape[0]
+                seen += y_batch.shape[0]
+            val = _evaluate(evaluated, data.validation_batches(batch_size * 16), device)
+            history.train_loss.append(float(total) / max(seen, 1))
             history.validation_loss.append(val)
             history.learning_rate.append(optimizer.param_groups[0]["lr"])
             history.epochs = epoch + 1
@@ -223,13 +303,13 @@ def train(
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, y: Tensor, c: Tensor | None, chunk: int) -> float:
-    """Mean loss over ``y``, ``c`` in chunks (weighted by chunk size), in eval mode."""
+def _evaluate(model: nn.Module, batches: Iterator[tuple[Tensor, Tensor | None]], device: torch.device) -> float:
+    """Mean loss over the validation batches (weighted by batch size), in eval mode."""
     model.eval()
-    total, n = 0.0, y.shape[0]
-    for s in range(0, n, chunk):
-        yc = y[s : s + chunk]
-        total += float(model.loss(yc, None if c is None else c[s : s + chunk])) * yc.shape[0]
+    total, n = 0.0, 0
+    for yc, cc in batches:
+        total += float(model.loss(yc.to(device), None if cc is None else cc.to(device))) * yc.shape[0]
+        n += yc.shape[0]
     return total / n
 
 

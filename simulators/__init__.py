@@ -13,11 +13,13 @@ from simulators import sbibm_tasks  # noqa: F401  (registers the benchmark tasks
 from simulators.base import Simulator, available, box_uniform, get, numpy_rng, register
 from simulators.collider import Collider, ColliderDetector  # noqa: F401  (registers collider, collider_detector)
 from simulators.cosmology import CosmologyMaps  # noqa: F401  (registers cosmology_maps)
+from simulators.external import ExternalSimulator  # noqa: F401  (registers external)
 from simulators.molecular import DoubleWell  # noqa: F401  (registers double_well)
 from simulators.sbibm_tasks import SLCP, GaussianLinear, GaussianMixture, TwoMoons
 
 __all__ = [
     "SLCP",
+    "ExternalSimulator",
     "GaussianLinear",
     "GaussianMixture",
     "Simulator",

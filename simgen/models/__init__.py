@@ -7,11 +7,12 @@ from typing import Any
 from .base import ConditionalDensity
 from .flow import Flow
 from .transformed import TransformedDensity
+from .vae import VAE
 
-__all__ = ["ConditionalDensity", "Flow", "TransformedDensity", "make_family", "FAMILIES"]
+__all__ = ["ConditionalDensity", "Flow", "VAE", "TransformedDensity", "make_family", "FAMILIES"]
 
 #: model string -> family class; the string alone builds the family with its defaults.
-FAMILIES: dict[str, type[ConditionalDensity]] = {"flow": Flow}
+FAMILIES: dict[str, type[ConditionalDensity]] = {"flow": Flow, "vae": VAE}
 
 
 def make_family(model: str | ConditionalDensity, config: dict[str, Any] | None = None) -> ConditionalDensity:

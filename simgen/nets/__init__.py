@@ -10,12 +10,18 @@ from typing import Any
 
 from torch import nn
 
+from .conv import ConvDecoder, ConvEncoder, Downsample, ResBlock, Upsample
 from .mlp import MLP, Flatten, ResidualMLP
 
 __all__ = [
     "MLP",
     "ResidualMLP",
     "Flatten",
+    "ResBlock",
+    "Downsample",
+    "Upsample",
+    "ConvEncoder",
+    "ConvDecoder",
     "default_embedding",
     "output_features",
     "build_network",
@@ -23,7 +29,7 @@ __all__ = [
     "register_network",
 ]
 
-_BUILTIN: dict[str, type[nn.Module]] = {cls.name: cls for cls in (MLP, ResidualMLP, Flatten)}
+_BUILTIN: dict[str, type[nn.Module]] = {cls.name: cls for cls in (MLP, ResidualMLP, Flatten, ConvEncoder, ConvDecoder)}
 
 
 def register_network(cls: type[nn.Module]) -> type[nn.Module]:

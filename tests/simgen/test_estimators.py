@@ -150,3 +150,59 @@ class TestBadInput:
             emu = simgen.LikelihoodEstimator(None)
             emu.density, emu.theta_shape, emu.x_shape = conjugate_emulator.density, (2,), (2,)
             emu.posterior()
+
+
+# ------------------------------------------------------------------- validity: P(valid | θ) from a store
+class _FailsAtLargeTheta:
+    """x | θ ~ N(θ, 0.5² I₂) on θ ~ U(-2, 2)²; the simulation fails (NaN) with probability sigmoid(3 θ₀)."""
+
+    x_shape = (2,)
+
+    def __init__(self):
+        from sbi.utils import BoxUniform
+
+        self.prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+
+    def __call__(self, theta, *, generator=None):
+        x = theta + 0.5 * torch.randn(theta.shape, generator=generator)
+        fails = torch.rand(theta.shape[0], generator=generator) < torch.sigmoid(3 * theta[:, 0])
+        x[fails] = float("nan")
+        return x
+
+
+def test_validity_classifier_shifts_the_likelihood_posterior_the_right_way(tmp_path):
+    import warnings
+
+    from simgen.models import Flow
+
+    sim = _FailsAtLargeTheta()
+    path = tmp_path / "runs.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        simgen.simulate(sim, sim.prior, 3000, seed=0, chunk_size=500, progress=False, store=path, return_data=False)
+    emu = simgen.LikelihoodEstimator(sim.prior, Flow(kind="maf", transforms=3, hidden_features=32), device="cpu")
+    emu.fit(path, seed=0, progress=False, max_epochs=40)
+    theta = torch.tensor([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    log_valid = emu.validity.log_prob_valid(theta)
+    assert torch.allclose(log_valid.exp(), 1 - torch.sigmoid(3 * theta[:, 0]), atol=0.1)
+
+    x_obs = torch.tensor([0.5, 0.0])
+    options = dict(num_chains=100, warmup=20, thin=2, num_init=2000, progress=False)
+    plain = emu.posterior(**options).sample(1000, x_obs, generator=torch.Generator().manual_seed(0))
+    corrected = emu.posterior(validity=True, **options).sample(1000, x_obs, generator=torch.Generator().manual_seed(0))
+    # The exact posterior of a valid observation: p(θ) (1 − sigmoid(3 θ₀)) N(x_obs; θ, 0.25 I), on a grid.
+    grid = torch.linspace(-2, 2, 2001)
+    weights = (1 - torch.sigmoid(3 * grid)) * torch.exp(-0.5 * (x_obs[0] - grid) ** 2 / 0.25)
+    exact_mean = float((weights * grid).sum() / weights.sum())
+    assert exact_mean < 0.3 and float(plain[:, 0].mean()) > 0.4
+    assert abs(float(corrected[:, 0].mean()) - exact_mean) < 0.15  # emulator, classifier and MCMC error
+    assert float(corrected[:, 0].mean()) < float(plain[:, 0].mean()) - 0.3
+
+    emu.save(tmp_path / "emu.pt")  # the classifier is saved with the model
+    loaded = simgen.load(tmp_path / "emu.pt")
+    assert torch.allclose(loaded.validity.log_prob_valid(theta), log_valid)
+
+
+def test_validity_needs_a_store(conjugate_emulator):
+    with pytest.raises(ValueError, match=r"validity=True.*fit the emulator with emu.fit\('runs.h5'\)"):
+        conjugate_emulator.posterior(validity=True)

@@ -72,3 +72,15 @@ def test_two_moons_emulator_posterior_by_slice_sampling(two_moons_10k):
               for i in range(10)]
     print("two_moons NLE + slice sampling C2ST per observation:", [round(s, 3) for s in scores])
     assert sum(scores) / 10 <= 0.65
+
+
+def test_gaussian_linear_vae_posterior_c2st(gaussian_linear):
+    sim, (theta, x) = gaussian_linear
+    post = simgen.PosteriorEstimator(sim.prior, "vae")
+    post.fit(theta, x, seed=0, progress=False)
+    _, x_o = _observations(sim, 3, seed=1)
+    g = torch.Generator().manual_seed(0)
+    scores = [c2st(post.sample(10_000, x_o[i], generator=g), sim.reference_posterior(x_o[i], 10_000, generator=g))
+              for i in range(3)]
+    print("gaussian_linear VAE NPE C2ST per observation:", [round(s, 3) for s in scores])
+    assert sum(scores) / 3 <= 0.65

@@ -83,3 +83,35 @@ def test_diverging_model_raises():
 
     with pytest.raises(FloatingPointError, match="diverged"):
         train(Broken(), *_data(), TrainingConfig(max_epochs=3), seed=0, progress=False)
+
+
+def test_importance_weights_and_batch_sources():
+    from simgen.training import BatchSource, TensorBatches
+
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(600, 1, generator=g)
+    slope = torch.where(c > 0, 3.0, 1.0)  # y = 3c for c > 0, y = c otherwise
+    y = slope * c
+    config = TrainingConfig(max_epochs=150, patience=150, learning_rate=0.05, ema_decay=None)
+    weighted = GaussianMean()
+    weights = torch.where(c[:, 0] > 0, 1.0, 0.0)  # weight only the c > 0 rows: the fit must follow them
+    train(weighted, y, c, config, seed=0, progress=False, weights=weights)
+    assert abs(weighted.w.item() - 3.0) < 0.05
+
+    class Source:  # any object with the BatchSource attributes trains the same way
+        def __init__(self):
+            self.inner = TensorBatches(y, c, 0.1, torch.Generator().manual_seed(0), torch.device("cpu"))
+            self.num_train, self.num_validation = self.inner.num_train, self.inner.num_validation
+
+        def train_batches(self, batch_size, generator):
+            return self.inner.train_batches(batch_size, generator)
+
+        def validation_batches(self, batch_size):
+            return self.inner.validation_batches(batch_size)
+
+    assert isinstance(Source(), BatchSource)
+    streamed = GaussianMean()
+    history = train(streamed, Source(), config=config, seed=0, progress=False)
+    assert history.num_train == 540 and 1.5 < streamed.w.item() < 2.5  # the unweighted fit sits in between
+    with pytest.raises(ValueError, match="BatchSource alone"):
+        train(GaussianMean(), Source(), c, config, progress=False)
