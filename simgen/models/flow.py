@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -17,6 +18,9 @@ from torch.nn import functional as F
 from .base import ConditionalDensity
 
 __all__ = ["Flow"]
+
+# nflows' LU layer calls torch.triangular_solve, which warns on every call in recent torch; the result is right.
+warnings.filterwarnings("ignore", message="torch.triangular_solve is deprecated", category=UserWarning)
 
 FlowKind = Literal["nsf", "maf", "realnvp"]
 
