@@ -331,7 +331,7 @@ class _Estimator:
             "x_shape": list(self.x_shape),
             "x_kind": self.x_kind,
             "discrete": list(self.discrete),
-            "embedding": nets.network_config(self.density.embedding) if self.density.embedding else None,
+            "embedding": nets.network_config(self.density.embedding) if self.density.embedding is not None else None,
             "history": self.history.to_dict() if self.history is not None else None,
         }
 
