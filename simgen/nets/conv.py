@@ -144,9 +144,7 @@ class ConvEncoder(nn.Module):
         groups: int = 8,
     ) -> None:
         super().__init__()
-        if not channels or min(channels) < 1 or blocks_per_level < 1:
-            raise ValueError(f"channels must be positive and blocks_per_level >= 1; got {channels}, "
-                             f"{blocks_per_level}")
+        _check_levels(channels, blocks_per_level)
         self.in_shape = tuple(int(s) for s in in_shape)
         c, h, w = map_channels(self.in_shape)
         self.out_features = out_features
@@ -209,9 +207,7 @@ class ConvDecoder(nn.Module):
         groups: int = 8,
     ) -> None:
         super().__init__()
-        if not channels or min(channels) < 1 or blocks_per_level < 1:
-            raise ValueError(f"channels must be positive and blocks_per_level >= 1; got {channels}, "
-                             f"{blocks_per_level}")
+        _check_levels(channels, blocks_per_level)
         self.out_shape = tuple(int(s) for s in out_shape)
         c, self.height, self.width = map_channels(self.out_shape)
         self.out_channels = out_channels or c
@@ -245,3 +241,9 @@ class ConvDecoder(nn.Module):
             h = up(level(h, context))
         h = self.output(self.act(self.out_norm(h)))
         return h[:, :, : self.height, : self.width]
+
+
+def _check_levels(channels: Sequence[int], blocks_per_level: int) -> None:
+    """Encoders and decoders need at least one level of positive width and one block per level."""
+    if not channels or min(channels) < 1 or blocks_per_level < 1:
+        raise ValueError(f"channels must be positive and blocks_per_level >= 1; got {channels}, {blocks_per_level}")
