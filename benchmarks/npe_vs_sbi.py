@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--train-only", action="store_true", help="time the training only (no sampling, no C2ST)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     import sbi
@@ -79,8 +80,12 @@ def main() -> None:
             theta, x = simgen.simulate(sim, sim.prior, budget, seed=args.seed, progress=False)
             post = simgen.PosteriorEstimator(sim.prior, "flow")
             history = post.fit(theta, x, seed=args.seed, progress=False)
-            ours = post.sample_batched(args.num_samples, x_o, generator=torch.Generator().manual_seed(args.seed))
             sbi_post, sbi_seconds = _train_sbi(sim.prior, theta, x, args.seed)
+            if args.train_only:
+                print(f"{task:16s} {budget:>6d}  train simgen {history.wall_time:6.1f}s ({history.epochs} epochs)"
+                      f"  sbi {sbi_seconds:6.1f}s  ratio {history.wall_time / sbi_seconds:.2f}", flush=True)
+                continue
+            ours = post.sample_batched(args.num_samples, x_o, generator=torch.Generator().manual_seed(args.seed))
             scores = {"simgen": [], "sbi": []}
             for i in range(args.num_obs):
                 theirs = sbi_post.sample((args.num_samples,), x=x_o[i], show_progress_bars=False)
@@ -99,6 +104,8 @@ def main() -> None:
                   f"  train simgen {history.wall_time:6.1f}s  sbi {sbi_seconds:6.1f}s"
                   f"  ratio {history.wall_time / sbi_seconds:.2f}", flush=True)
 
+    if not rows:
+        return
     print("\n| task | sims | simgen C2ST | sbi C2ST | simgen train (s) | sbi train (s) | time ratio |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
