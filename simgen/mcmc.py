@@ -212,7 +212,8 @@ class MCMCPosterior:
         log_fn = self._target(x_obs, int(torch.randint(0, 2**62, (), generator=generator)))
         chains = min(self.num_chains, n)
         init = sir_init(log_fn, self.prior, chains, self.num_init, generator)
-        widths = _widths(init, self.prior)
+        prior_spread = _prior_spread(self.prior)
+        widths = _widths(init, prior_spread)
         per_chain = math.ceil(n / chains)
         # Warm-up in short blocks so the widths follow the chains' spread.
         theta = init
@@ -221,7 +222,7 @@ class MCMCPosterior:
         while done < self.warmup:
             steps = min(block, self.warmup - done)
             theta = slice_sample(log_fn, theta, steps, widths=widths, generator=generator)[:, -1]
-            widths = _widths(theta, self.prior)
+            widths = _widths(theta, prior_spread)
             done += steps
         run = slice_sample(
             log_fn, theta, per_chain * self.thin, widths=widths, generator=generator, progress=self.progress
@@ -236,10 +237,14 @@ class MCMCPosterior:
         return torch.stack([self.sample(n, xs[i : i + 1], generator=generator) for i in range(xs.shape[0])])
 
 
-def _widths(theta: Tensor, prior: Distribution) -> Tensor:
-    """Slice widths: twice the chains' spread per coordinate, floored at a small share of the prior's."""
-    spread = theta.std(dim=0) if theta.shape[0] > 1 else torch.zeros(theta.shape[1])
+def _prior_spread(prior: Distribution) -> Tensor:
+    """Per-coordinate standard deviation of 1000 seeded prior draws (the floor of the slice widths)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        prior_spread = prior.sample((1000,)).reshape(1000, -1).std(dim=0)
+        return prior.sample((1000,)).reshape(1000, -1).std(dim=0)
+
+
+def _widths(theta: Tensor, prior_spread: Tensor) -> Tensor:
+    """Slice widths: twice the chains' spread per coordinate, floored at 1 % of the prior's spread."""
+    spread = theta.std(dim=0) if theta.shape[0] > 1 else torch.zeros(theta.shape[1])
     return torch.maximum(2 * spread, 1e-2 * prior_spread)

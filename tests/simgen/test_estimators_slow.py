@@ -29,14 +29,19 @@ def _observations(sim, n, seed):
     return theta, sim(theta, generator=torch.Generator().manual_seed(seed))
 
 
+def _c2st_per_observation(posterior, sim, x_o):
+    """C2ST of ``posterior.sample`` against the reference posterior at each observation row (10⁴ samples each)."""
+    g = torch.Generator().manual_seed(0)
+    return [c2st(posterior.sample(10_000, x_o[i], generator=g), sim.reference_posterior(x_o[i], 10_000, generator=g))
+            for i in range(x_o.shape[0])]
+
+
 def test_gaussian_linear_posterior_c2st(gaussian_linear):
     sim, (theta, x) = gaussian_linear
     post = simgen.PosteriorEstimator(sim.prior, "flow")
     post.fit(theta, x, seed=0, progress=False)
     _, x_o = _observations(sim, 3, seed=1)
-    g = torch.Generator().manual_seed(0)
-    scores = [c2st(post.sample(10_000, x_o[i], generator=g), sim.reference_posterior(x_o[i], 10_000, generator=g))
-              for i in range(3)]
+    scores = _c2st_per_observation(post, sim, x_o)
     print("gaussian_linear NPE C2ST per observation:", [round(s, 3) for s in scores])
     assert sum(scores) / 3 <= 0.60
 
@@ -67,9 +72,7 @@ def test_two_moons_emulator_posterior_by_slice_sampling(two_moons_10k):
     emu.fit(theta, x, seed=0, progress=False)
     _, x_o = _observations(sim, 10, seed=3)
     mcmc = emu.posterior(progress=False)
-    g = torch.Generator().manual_seed(0)
-    scores = [c2st(mcmc.sample(10_000, x_o[i], generator=g), sim.reference_posterior(x_o[i], 10_000, generator=g))
-              for i in range(10)]
+    scores = _c2st_per_observation(mcmc, sim, x_o)
     print("two_moons NLE + slice sampling C2ST per observation:", [round(s, 3) for s in scores])
     assert sum(scores) / 10 <= 0.65
 
@@ -79,8 +82,6 @@ def test_gaussian_linear_vae_posterior_c2st(gaussian_linear):
     post = simgen.PosteriorEstimator(sim.prior, "vae")
     post.fit(theta, x, seed=0, progress=False)
     _, x_o = _observations(sim, 3, seed=1)
-    g = torch.Generator().manual_seed(0)
-    scores = [c2st(post.sample(10_000, x_o[i], generator=g), sim.reference_posterior(x_o[i], 10_000, generator=g))
-              for i in range(3)]
+    scores = _c2st_per_observation(post, sim, x_o)
     print("gaussian_linear VAE NPE C2ST per observation:", [round(s, 3) for s in scores])
     assert sum(scores) / 3 <= 0.65
