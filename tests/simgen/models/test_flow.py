@@ -53,3 +53,11 @@ def test_flow_rejects_bad_arguments():
 def test_flow_config_rebuilds_the_family():
     flow = Flow(kind="maf", transforms=3, hidden_features=8)
     assert Flow(**flow.config()).config() == flow.config()
+
+
+def test_a_fresh_spline_flow_is_the_identity():
+    """Spline layers start at the identity, so an estimator's initial model is its linear-Gaussian baseline."""
+    flow = Flow().build((3,), 2)
+    y, c = torch.randn(50, 3), torch.randn(50, 2)
+    expected = torch.distributions.Normal(0.0, 1.0).log_prob(y).sum(1)
+    assert torch.allclose(flow.log_prob(y, c), expected, atol=1e-4)
