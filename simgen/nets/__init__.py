@@ -6,12 +6,24 @@ arguments, so that saved models rebuild them without unpickling (see :mod:`simge
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from .conv import ConvDecoder, ConvEncoder, Downsample, ResBlock, Upsample
+from .conv import (
+    ConvDecoder,
+    ConvEncoder,
+    Downsample,
+    MapEmbedding,
+    ResBlock,
+    SelfAttention,
+    SequenceEmbedding,
+    UNet,
+    Upsample,
+)
 from .mlp import MLP, Flatten, ResidualMLP
+from .sets import DeepSets, SetStandardize, split_mask
 
 __all__ = [
     "MLP",
@@ -22,6 +34,13 @@ __all__ = [
     "Upsample",
     "ConvEncoder",
     "ConvDecoder",
+    "SelfAttention",
+    "UNet",
+    "MapEmbedding",
+    "SequenceEmbedding",
+    "DeepSets",
+    "SetStandardize",
+    "split_mask",
     "default_embedding",
     "output_features",
     "build_network",
@@ -29,7 +48,10 @@ __all__ = [
     "register_network",
 ]
 
-_BUILTIN: dict[str, type[nn.Module]] = {cls.name: cls for cls in (MLP, ResidualMLP, Flatten, ConvEncoder, ConvDecoder)}
+_BUILTIN: dict[str, type[nn.Module]] = {
+    cls.name: cls
+    for cls in (MLP, ResidualMLP, Flatten, ConvEncoder, ConvDecoder, UNet, MapEmbedding, SequenceEmbedding, DeepSets)
+}
 
 
 def register_network(cls: type[nn.Module]) -> type[nn.Module]:
@@ -41,17 +63,31 @@ def register_network(cls: type[nn.Module]) -> type[nn.Module]:
 def default_embedding(x_kind: str, x_shape: tuple[int, ...]) -> nn.Module:
     """The embedding an estimator uses for a context of kind ``x_kind`` and per-row shape ``x_shape``.
 
-    Vectors are used as they are (flattened). Other kinds fall back to flattening until a dedicated embedding
-    is registered for them (CNNs for maps, DeepSets for sets, 1-D CNNs for sequences).
+    - ``"vector"`` ``(d,)``: used as it is (:class:`Flatten`);
+    - ``"map"`` ``(H, W)`` or ``(C, H, W)``: a CNN with a global average (:class:`MapEmbedding`, 32 features);
+    - ``"sequence"`` ``(T, d)`` or ``(T,)``: a 1-D CNN along time (:class:`SequenceEmbedding`, 32 features);
+    - ``"set"`` ``(N_max, F)``: :class:`DeepSets` (32 features) reading the last channel as the 0/1 mask, as the
+      collider's particle sets are laid out (a set of one channel has no mask). Sets without a mask channel
+      (e.g. ``double_well`` with ``n_conf > 1``) need ``embedding=nets.DeepSets(x_shape, masked=False)``.
+
+    Any other kind is flattened. All defaults are small enough to train on a CPU (maps up to about 64×64).
     """
-    factory = _DEFAULTS.get(x_kind)
-    if factory is not None:
-        return factory(tuple(x_shape))
-    return Flatten(x_shape)
+    if x_kind not in _DEFAULTS:
+        return Flatten(x_shape)
+    return _DEFAULTS[x_kind](tuple(int(s) for s in x_shape))
 
 
-#: x_kind -> factory(x_shape) of the default embedding; later modules (conv, sets) register theirs here.
-_DEFAULTS: dict[str, Any] = {"vector": Flatten}
+def _default_set_embedding(x_shape: tuple[int, ...]) -> nn.Module:
+    return DeepSets(x_shape, masked=len(x_shape) == 2 and x_shape[-1] >= 2)
+
+
+#: x_kind -> factory(x_shape) of the default embedding.
+_DEFAULTS: dict[str, Callable[[tuple[int, ...]], nn.Module]] = {
+    "vector": Flatten,
+    "map": MapEmbedding,
+    "sequence": SequenceEmbedding,
+    "set": _default_set_embedding,
+}
 
 
 def output_features(embedding: nn.Module, x_shape: tuple[int, ...]) -> int:

@@ -16,7 +16,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ResBlock", "Downsample", "Upsample", "ConvEncoder", "ConvDecoder", "map_channels"]
+__all__ = [
+    "ResBlock",
+    "Downsample",
+    "Upsample",
+    "SelfAttention",
+    "ConvEncoder",
+    "ConvDecoder",
+    "UNet",
+    "MapEmbedding",
+    "SequenceEmbedding",
+    "map_channels",
+]
 
 
 def map_channels(shape: Sequence[int]) -> tuple[int, int, int]:
@@ -29,23 +40,41 @@ def map_channels(shape: Sequence[int]) -> tuple[int, int, int]:
     raise ValueError(f"a map row must have shape (H, W) or (C, H, W); got {shape}")
 
 
+def _conv(dims: int) -> type[nn.Module]:
+    """``nn.Conv2d`` for maps (``dims=2``), ``nn.Conv1d`` for sequences (``dims=1``)."""
+    if dims == 2:
+        return nn.Conv2d
+    if dims == 1:
+        return nn.Conv1d
+    raise ValueError(f"dims must be 1 (sequences) or 2 (maps); got {dims}")
+
+
 def _groups(channels: int, groups: int) -> int:
     """The largest divisor of ``channels`` that is at most ``groups`` (GroupNorm needs a divisor)."""
     return max(g for g in range(1, min(groups, channels) + 1) if channels % g == 0)
 
 
 class ResBlock(nn.Module):
-    r"""Pre-activation residual block h ↦ skip(h) + Conv(SiLU(GN(Conv(SiLU(GN(h))) + V c))).
+    r"""Pre-activation residual block h ↦ skip(h) + Conv₂(SiLU(M_c(Conv₁(SiLU(GN(h)))))).
 
-    ``skip`` is the identity, or a 1×1 convolution when the channel count changes. The context c ``[n, f]`` (a
-    time embedding, an embedded parameter) is projected to one bias per channel. The last convolution starts at
-    zero, so that a fresh block is the identity (well-conditioned deep stacks).
+    ``skip`` is the identity, or a 1×1 convolution when the channel count changes. A context c ``[n, f]`` (a
+    time embedding, an embedded parameter) enters between the two convolutions through M_c, in one of two ways:
+
+    - additive (``film=False``, the DDPM block): z ↦ GN(z + V c), one bias per channel;
+    - FiLM (``film=True``, the "scale-shift norm" of Dhariwal & Nichol 2021, Perez et al. 2018):
+      z ↦ GN(z) ⊙ (1 + γ(c)) + β(c), one scale and one shift per channel, with γ's projection initialised at
+      zero so that the scale starts at exactly one.
+
+    Without a context M_c is GN. The last convolution starts at zero, so that a fresh block is the identity
+    (well-conditioned deep stacks). ``dims=1`` gives the same block for sequences ``[n, C, T]`` (1-D convolutions).
 
     Args:
         in_channels, out_channels: channels in and out (``out_channels`` defaults to ``in_channels``).
         context_features: width of an optional context.
         groups: GroupNorm groups (the largest divisor of the channel count up to this).
         dropout: dropout before the second convolution.
+        film: FiLM conditioning (scale and shift) instead of an additive bias.
+        dims: 2 for maps ``[n, C, H, W]``, 1 for sequences ``[n, C, T]``.
     """
 
     def __init__(
@@ -55,34 +84,49 @@ class ResBlock(nn.Module):
         context_features: int | None = None,
         groups: int = 8,
         dropout: float = 0.0,
+        film: bool = False,
+        dims: int = 2,
     ) -> None:
         super().__init__()
+        conv = _conv(dims)
         out_channels = out_channels or in_channels
+        self.film = film
         self.norm1 = nn.GroupNorm(_groups(in_channels, groups), in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv1 = conv(in_channels, out_channels, 3, padding=1)
         self.norm2 = nn.GroupNorm(_groups(out_channels, groups), out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.context = nn.Linear(context_features, out_channels) if context_features else None
+        self.conv2 = conv(out_channels, out_channels, 3, padding=1)
+        width = 2 * out_channels if film else out_channels
+        self.context = nn.Linear(context_features, width) if context_features else None
+        if film and self.context is not None:  # γ (the first half) starts at zero: the scale 1 + γ is one
+            nn.init.zeros_(self.context.weight[:out_channels])
+            nn.init.zeros_(self.context.bias[:out_channels])
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.act = nn.SiLU()
-        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+        self.skip = nn.Identity() if in_channels == out_channels else conv(in_channels, out_channels, 1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, h: Tensor, context: Tensor | None = None) -> Tensor:
         z = self.conv1(self.act(self.norm1(h)))
         if self.context is not None and context is not None:
-            z = z + self.context(context)[:, :, None, None]
-        z = self.conv2(self.dropout(self.act(self.norm2(z))))
+            projected = self.context(context).reshape(*context.shape[:1], -1, *(1,) * (h.dim() - 2))
+            if self.film:
+                gamma, beta = projected.chunk(2, dim=1)
+                z = self.norm2(z) * (1 + gamma) + beta
+            else:
+                z = self.norm2(z + projected)
+        else:
+            z = self.norm2(z)
+        z = self.conv2(self.dropout(self.act(z)))
         return self.skip(h) + z
 
 
 class Downsample(nn.Module):
-    """Halve H and W (rounding up) with a stride-2 3×3 convolution."""
+    """Halve the spatial sizes (rounding up) with a stride-2 size-3 convolution (``dims=1`` for sequences)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, dims: int = 2) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.conv = _conv(dims)(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.conv(h)
@@ -99,14 +143,46 @@ class Upsample(nn.Module):
         return self.conv(nn.functional.interpolate(h, scale_factor=2.0, mode="nearest"))
 
 
+class SelfAttention(nn.Module):
+    r"""Multi-head self-attention over the H·W positions of a map, as a residual block:
+    h ↦ h + P · softmax(Q Kᵀ / √d) V with Q, K, V 1×1 convolutions of GN(h) (Vaswani et al. 2017; the
+    attention block of the DDPM U-Net). The output projection P starts at zero: a fresh block is the identity.
+
+    Args:
+        channels: channels of the map.
+        heads: attention heads (must divide ``channels``).
+        groups: GroupNorm groups.
+    """
+
+    def __init__(self, channels: int, heads: int = 1, groups: int = 8) -> None:
+        super().__init__()
+        if heads < 1 or channels % heads:
+            raise ValueError(f"attention heads must divide the channels; got {heads} heads for {channels} channels")
+        self.heads = heads
+        self.norm = nn.GroupNorm(_groups(channels, groups), channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, h: Tensor) -> Tensor:
+        n, c, height, width = h.shape
+        q, k, v = self.qkv(self.norm(h)).reshape(n, 3, self.heads, c // self.heads, height * width).unbind(1)
+        # [n, heads, positions, head_dim]
+        out = nn.functional.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2),
+                                                         v.transpose(-1, -2))
+        return h + self.proj(out.transpose(-1, -2).reshape(n, c, height, width))
+
+
 class _Blocks(nn.Module):
     """``num_blocks`` residual blocks that all see the context."""
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int, context_features: int | None,
-                 groups: int) -> None:
+                 groups: int, film: bool = False, dims: int = 2) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            ResBlock(in_channels if i == 0 else out_channels, out_channels, context_features, groups)
+            ResBlock(in_channels if i == 0 else out_channels, out_channels, context_features, groups, film=film,
+                     dims=dims)
             for i in range(num_blocks)
         )
 
@@ -247,3 +323,253 @@ def _check_levels(channels: Sequence[int], blocks_per_level: int) -> None:
     """Encoders and decoders need at least one level of positive width and one block per level."""
     if not channels or min(channels) < 1 or blocks_per_level < 1:
         raise ValueError(f"channels must be positive and blocks_per_level >= 1; got {channels}, {blocks_per_level}")
+
+
+class UNet(nn.Module):
+    r"""Conditional U-Net ``x [n, C, H, W], cond [n, f] -> [n, C, H, W]`` (Ronneberger et al. 2015; the
+    DDPM/ADM variant: Ho et al. 2020, Dhariwal & Nichol 2021).
+
+    A 3×3 stem, then L = ``len(channels)`` levels going down: ``blocks_per_level`` residual blocks of
+    ``channels[i]`` channels, each output kept as a skip connection, and a stride-2 downsampling between levels
+    (L − 1 in all). At the lowest resolution a residual block, multi-head self-attention (``attention=True``) and
+    a residual block. Going up, each level has ``blocks_per_level + 1`` residual blocks, each fed the concatenation
+    of the current map and one skip, and a nearest-neighbour upsampling between levels. A group-normalised,
+    zero-initialised 3×3 convolution gives the ``C`` output channels, so a fresh network outputs zero.
+
+    The conditioning vector (a time embedding, possibly joined with an embedded context) modulates every residual
+    block by FiLM: GN(z) ⊙ (1 + γ(cond)) + β(cond) per channel (see :class:`ResBlock`).
+
+    Any H, W: maps whose sides are not multiples of 2^(L−1) are zero-padded (evenly on both sides) to the next
+    multiple and the output is cropped back, so the network is defined on every size. A single-channel network
+    (``in_channels=1``) also takes ``[n, H, W]`` and then returns ``[n, H, W]``.
+
+    Args:
+        in_channels: channels C of the maps (in and out).
+        cond_features: width f of the conditioning vector (0: unconditional, ``cond=None``).
+        channels: channels of each level, finest first.
+        blocks_per_level: residual blocks per level going down.
+        attention: self-attention at the lowest resolution.
+        groups: GroupNorm groups (the largest divisor of each channel count up to this).
+    """
+
+    name = "unet"
+
+    def __init__(
+        self,
+        in_channels: int,
+        cond_features: int,
+        channels: Sequence[int] = (32, 64),
+        blocks_per_level: int = 2,
+        attention: bool = True,
+        groups: int = 8,
+    ) -> None:
+        super().__init__()
+        _check_levels(channels, blocks_per_level)
+        if in_channels < 1 or cond_features < 0:
+            raise ValueError(f"UNet needs in_channels >= 1 and cond_features >= 0; got {in_channels}, "
+                             f"{cond_features}")
+        channels = [int(ch) for ch in channels]
+        self.in_channels, self.cond_features = int(in_channels), int(cond_features)
+        self.multiple = 2 ** (len(channels) - 1)
+        cond = self.cond_features or None
+
+        def block(c_in: int, c_out: int) -> ResBlock:
+            return ResBlock(c_in, c_out, cond, groups, film=True)
+
+        self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        skips, width = [channels[0]], channels[0]
+        self.down = nn.ModuleList()
+        for i, ch in enumerate(channels):
+            for _ in range(blocks_per_level):
+                self.down.append(block(width, ch))
+                width = ch
+                skips.append(width)
+            if i < len(channels) - 1:
+                self.down.append(Downsample(width))
+                skips.append(width)
+        self.mid = nn.ModuleList([block(width, width), block(width, width)])
+        self.attention = SelfAttention(width, _heads(width), groups) if attention else None
+        self.up = nn.ModuleList()
+        for i, ch in reversed(list(enumerate(channels))):
+            for _ in range(blocks_per_level + 1):
+                self.up.append(block(width + skips.pop(), ch))
+                width = ch
+            if i > 0:
+                self.up.append(Upsample(width))
+        self.out_norm = nn.GroupNorm(_groups(width, groups), width)
+        self.act = nn.SiLU()
+        self.output = nn.Conv2d(width, in_channels, 3, padding=1)
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
+        self._config = dict(in_channels=self.in_channels, cond_features=self.cond_features, channels=channels,
+                            blocks_per_level=blocks_per_level, attention=attention, groups=groups)
+
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        squeeze = x.dim() == 3 and self.in_channels == 1
+        if squeeze:
+            x = x.unsqueeze(1)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            expected = "[n, H, W] or [n, 1, H, W]" if self.in_channels == 1 else f"[n, {self.in_channels}, H, W]"
+            raise ValueError(f"UNet expects maps {expected}; got {list(x.shape)}")
+        cond = self._check_cond(cond, x.shape[0])
+        height, width = x.shape[-2:]
+        pad_h, pad_w = (-height) % self.multiple, (-width) % self.multiple
+        if pad_h or pad_w:
+            x = nn.functional.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+        h = self.stem(x)
+        skips = [h]
+        for layer in self.down:
+            h = layer(h, cond) if isinstance(layer, ResBlock) else layer(h)
+            skips.append(h)
+        h = self.mid[0](h, cond)
+        if self.attention is not None:
+            h = self.attention(h)
+        h = self.mid[1](h, cond)
+        for layer in self.up:
+            h = layer(torch.cat([h, skips.pop()], dim=1), cond) if isinstance(layer, ResBlock) else layer(h)
+        h = self.output(self.act(self.out_norm(h)))
+        h = h[..., pad_h // 2: pad_h // 2 + height, pad_w // 2: pad_w // 2 + width]
+        return h.squeeze(1) if squeeze else h
+
+    def _check_cond(self, cond: Tensor | None, n: int) -> Tensor | None:
+        if not self.cond_features:
+            if cond is not None:
+                raise ValueError("this UNet was built with cond_features=0: pass cond=None")
+            return None
+        if cond is None or cond.dim() != 2 or cond.shape != (n, self.cond_features):
+            got = None if cond is None else list(cond.shape)
+            raise ValueError(f"UNet expects cond [n, {self.cond_features}] with n = {n} rows of x; got {got}")
+        return cond
+
+
+def _heads(channels: int) -> int:
+    """One attention head per 32 channels (at least one, and dividing ``channels``)."""
+    heads = max(1, channels // 32)
+    while channels % heads:
+        heads -= 1
+    return heads
+
+
+class MapEmbedding(nn.Module):
+    r"""CNN embedding of maps used as a context: ``[n, H, W]`` or ``[n, C, H, W]`` → ``[n, out_features]``.
+
+    A 3×3 stem, then per level residual blocks and a stride-2 downsampling, then GN–SiLU, a global average over
+    the positions and an MLP read-out:
+
+    .. math::  e(x) = W_2\, \mathrm{SiLU}\big(W_1\, \tfrac{1}{|P|} \sum_{p \in P} h_p(x)\big).
+
+    Averaging over positions makes the summary insensitive to translations (fields that are statistically
+    stationary, as cosmological maps are) and keeps the parameter count independent of the map size. The
+    default widths start narrow at full resolution (8 channels) so that 64×64 maps train on a CPU (about
+    1.2 s per forward and backward pass of 128 maps on one core; 0.08 s at 16×16).
+
+    Args:
+        in_shape: ``(H, W)`` or ``(C, H, W)`` of one map.
+        out_features: output width.
+        channels: channels of each level (one downsampling per level).
+        blocks_per_level: residual blocks per level.
+        groups: GroupNorm groups.
+    """
+
+    name = "map_embedding"
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        out_features: int = 32,
+        channels: Sequence[int] = (8, 16, 32, 64),
+        blocks_per_level: int = 1,
+        groups: int = 8,
+    ) -> None:
+        super().__init__()
+        _check_levels(channels, blocks_per_level)
+        self.in_shape = tuple(int(s) for s in in_shape)
+        c = map_channels(self.in_shape)[0]
+        self.out_features = int(out_features)
+        self.stem = nn.Conv2d(c, channels[0], 3, padding=1)
+        layers: list[nn.Module] = []
+        width = channels[0]
+        for ch in channels:
+            layers += [_Blocks(width, ch, blocks_per_level, None, groups), Downsample(ch)]
+            width = ch
+        self.body = nn.ModuleList(layers)
+        self.out_norm = nn.GroupNorm(_groups(width, groups), width)
+        self.act = nn.SiLU()
+        self.readout = nn.Sequential(nn.Linear(width, 2 * width), nn.SiLU(), nn.Linear(2 * width, self.out_features))
+        self._config = dict(in_shape=list(self.in_shape), out_features=self.out_features, channels=list(channels),
+                            blocks_per_level=blocks_per_level, groups=groups)
+
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if tuple(x.shape[1:]) != self.in_shape:
+            raise ValueError(f"MapEmbedding expects maps [n, {', '.join(map(str, self.in_shape))}]; "
+                             f"got {list(x.shape)}")
+        h = self.stem(x.reshape(x.shape[0], *map_channels(self.in_shape)))
+        for layer in self.body:
+            h = layer(h, None) if isinstance(layer, _Blocks) else layer(h)
+        return self.readout(self.act(self.out_norm(h)).mean(dim=(2, 3)))
+
+
+class SequenceEmbedding(nn.Module):
+    r"""1-D CNN embedding of sequences (``x_kind="sequence"``): ``[n, T, d]`` (or ``[n, T]``) → ``[n, out_features]``.
+
+    The d features of each step are the channels of a 1-D convolutional network along time: a size-5 stem, then
+    per level residual blocks (:class:`ResBlock` with ``dims=1``) and a stride-2 downsampling, then GN–SiLU, an
+    average over time and an MLP read-out. A stack of L levels sees windows of about 2^L · 5 steps; the average
+    makes the summary a sum of local statistics of the path, which is what the likelihood of a Markov
+    trajectory, Σ_k log p(z_{k+1} | z_k), is.
+
+    Args:
+        in_shape: ``(T, d)`` or ``(T,)`` of one sequence.
+        out_features: output width.
+        channels: channels of each level (one downsampling per level).
+        blocks_per_level: residual blocks per level.
+        groups: GroupNorm groups.
+    """
+
+    name = "sequence_embedding"
+
+    def __init__(
+        self,
+        in_shape: Sequence[int],
+        out_features: int = 32,
+        channels: Sequence[int] = (32, 64),
+        blocks_per_level: int = 1,
+        groups: int = 8,
+    ) -> None:
+        super().__init__()
+        _check_levels(channels, blocks_per_level)
+        self.in_shape = tuple(int(s) for s in in_shape)
+        if len(self.in_shape) not in (1, 2) or min(self.in_shape) < 1:
+            raise ValueError(f"a sequence row must have shape (T,) or (T, d); got {self.in_shape}")
+        d = self.in_shape[1] if len(self.in_shape) == 2 else 1
+        self.out_features = int(out_features)
+        self.stem = nn.Conv1d(d, channels[0], 5, padding=2)
+        layers: list[nn.Module] = []
+        width = channels[0]
+        for ch in channels:
+            layers += [_Blocks(width, ch, blocks_per_level, None, groups, dims=1), Downsample(ch, dims=1)]
+            width = ch
+        self.body = nn.ModuleList(layers)
+        self.out_norm = nn.GroupNorm(_groups(width, groups), width)
+        self.act = nn.SiLU()
+        self.readout = nn.Sequential(nn.Linear(width, 2 * width), nn.SiLU(), nn.Linear(2 * width, self.out_features))
+        self._config = dict(in_shape=list(self.in_shape), out_features=self.out_features, channels=list(channels),
+                            blocks_per_level=blocks_per_level, groups=groups)
+
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if tuple(x.shape[1:]) != self.in_shape:
+            raise ValueError(f"SequenceEmbedding expects sequences [n, {', '.join(map(str, self.in_shape))}]; "
+                             f"got {list(x.shape)}")
+        h = self.stem(x.reshape(x.shape[0], self.in_shape[0], -1).transpose(1, 2))  # [n, d, T]
+        for layer in self.body:
+            h = layer(h, None) if isinstance(layer, _Blocks) else layer(h)
+        return self.readout(self.act(self.out_norm(h)).mean(dim=2))
