@@ -5,14 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ConditionalDensity
+from .cnf import CNF, ContinuousFlow
+from .diffusion import Diffusion
 from .flow import Flow
 from .transformed import TransformedDensity
 from .vae import VAE
 
-__all__ = ["ConditionalDensity", "Flow", "VAE", "TransformedDensity", "make_family", "FAMILIES"]
+__all__ = [
+    "ConditionalDensity",
+    "Flow",
+    "VAE",
+    "CNF",
+    "Diffusion",
+    "ContinuousFlow",
+    "TransformedDensity",
+    "make_family",
+    "FAMILIES",
+]
 
 #: model string -> family class; the string alone builds the family with its defaults.
-FAMILIES: dict[str, type[ConditionalDensity]] = {"flow": Flow, "vae": VAE}
+FAMILIES: dict[str, type[ConditionalDensity]] = {"flow": Flow, "vae": VAE, "cnf": CNF, "diffusion": Diffusion}
 
 
 def make_family(model: str | ConditionalDensity, config: dict[str, Any] | None = None) -> ConditionalDensity:

@@ -1,0 +1,388 @@
+r"""Continuous normalizing flows: a density defined by a velocity field, and its flow-matching family.
+
+:class:`ContinuousFlow` is what the continuous-time families share: a velocity field v(y, τ, c) on the
+*linear (optimal-transport) path* between data and noise,
+
+    y_τ = (1 − τ) y₀ + τ ε,   ε ~ N(0, I),   τ ∈ [τ₀, τ₁] ⊆ [0, 1],
+
+whose marginals p_τ are transported by the ODE dy/dτ = v(y, τ, c) with v(y, τ, c) = E[ε − y₀ | y_τ = y, c].
+Sampling integrates it from y_{τ₁} ~ N(0, τ₁² I) down to τ₀; ``log_prob`` integrates it up from the data with
+the instantaneous change of variables (Chen et al. 2018, "Neural ODEs", arXiv:1806.07366)
+
+    log p_{τ₀}(y_{τ₀}) = log p_{τ₁}(y_{τ₁}) + ∫_{τ₀}^{τ₁} ∇_y · v(y_τ, τ, c) dτ,
+
+both through :mod:`simgen.models.ode` (one integrator, one divergence, counted network evaluations).
+A family only says what v is:
+
+* :class:`CNF` regresses v directly (conditional flow matching);
+* :class:`~simgen.models.Diffusion` learns a noise prediction ε̂(x_t, t) on a variance-preserving path
+  x_t = α_t y₀ + σ_t ε, and its probability-flow ODE *is* this ODE after the change of variables
+  y = x_t / (α_t + σ_t), τ = σ_t / (α_t + σ_t) — any Gaussian path is a time-and-scale change of the linear one.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..nets.time import FiLMResidualMLP, TimeEmbedding
+from .base import ConditionalDensity
+from .ode import Method, check_method, divergence, hutchinson_probes, integrate
+
+__all__ = ["ContinuousFlow", "CNF"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class MapField(nn.Module):
+    """F(y, t, c) for maps ``[n, H, W]`` / ``[n, C, H, W]``: a conditional U-Net whose FiLM condition is
+    [τ(t), c] (τ a :class:`~simgen.nets.TimeEmbedding`; c omitted when unconditional)."""
+
+    def __init__(
+        self,
+        y_shape: tuple[int, ...],
+        context_features: int | None,
+        time_features: int,
+        channels: Sequence[int],
+        blocks_per_level: int,
+        attention: bool,
+    ) -> None:
+        super().__init__()
+        from ..nets.conv import UNet, map_channels
+
+        self.y_shape = tuple(y_shape)
+        self.channels_in = map_channels(y_shape)
+        self.time = TimeEmbedding(time_features)
+        self.unet = UNet(self.channels_in[0], time_features + (context_features or 0), channels=tuple(channels),
+                         blocks_per_level=blocks_per_level, attention=attention)
+
+    def forward(self, y: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
+        n = y.shape[0]
+        cond = self.time(t)
+        if c is not None:
+            cond = torch.cat([cond, c], dim=-1)
+        return self.unet(y.reshape(n, *self.channels_in), cond).reshape(n, *self.y_shape)
+
+
+class ContinuousFlow(ConditionalDensity):
+    r"""A conditional density given by the ODE dy/dτ = v(y, τ, c) on the linear path (see the module docstring).
+
+    The model's endpoints are y_{τ₁} ~ N(0, τ₁² I) (noise) and y = y_{τ₀} / (1 − τ₀) (data); for the CNF
+    τ₀ = 0, τ₁ = 1 exactly, for a diffusion they are the images of its [t_min, 1].
+
+    **Sampling** (``sample``): y_{τ₁} = τ₁ z, z ~ N(0, I), integrated from τ₁ to τ₀ with ``method`` on ``steps``
+    uniform steps (``"heun"``: 2 network evaluations per step), or adaptively (``"dopri5"``). ``last_nfe``
+    then holds the network evaluations per sample.
+
+    **Density** (``log_prob``): the ODE is integrated from y_{τ₀} = (1 − τ₀) y up to τ₁ with the augmented
+    state (y_τ, ℓ_τ), dℓ/dτ = ∇·v, by ``log_prob_method`` (default ``"dopri5"``, tolerances ``rtol``/``atol``):
+
+        log p(y | c) = log N(y_{τ₁}; 0, τ₁² I) + ℓ_{τ₁} + D log(1 − τ₀).
+
+    The divergence is exact (D backward passes per evaluation) when D = prod(y_shape) ≤ ``exact_trace_max_dim``,
+    else Hutchinson's estimate with K = ``hutchinson_probes`` Rademacher probes (K backward passes), drawn once
+    per call and shared by every row and every ODE step. Hutchinson's estimate of ℓ is unbiased for the
+    trajectory the solver follows (the trajectory does not depend on the probes; with ``dopri5`` the step
+    sizes do, slightly, through the error norm), so log p̂ is unbiased for the solver's log p with variance
+    O(1/K); p̂ = exp(log p̂) is biased upwards by Jensen's inequality. With ``generator`` the probes — hence
+    log p̂ — are a deterministic function of (y, c, seed): an MCMC chain re-seeding one frozen generator sees a
+    fixed, smooth target whose error is that one draw's (≈ a fixed O(1/√K) perturbation of log p), not a noisy
+    one. Cost per evaluation: one forward and D (exact) or K (Hutchinson) backward passes; each ODE solve makes
+    ``last_nfe`` of them (dopri5 at 1e-5: a few hundred on the 2-D tests). An MCMC chain
+    (``LikelihoodEstimator.posterior()``) pays a whole solve per target evaluation: a fixed-step
+    ``log_prob_method`` (``"rk4"``, 10 steps = 40 evaluations) bounds that cost, at a discretisation bias
+    (O(h⁴)) that is deterministic, hence the same target throughout the chain. ``log_prob`` does not propagate
+    gradients to its inputs or the parameters.
+
+    Networks: vectors use a :class:`~simgen.nets.FiLMResidualMLP` F(y, t, c); maps a conditional U-Net
+    (:class:`~simgen.nets.conv.UNet`) fed [time embedding, c] by FiLM. Families add F to the prediction that is
+    optimal for standard-normal data (the estimator standardises y), so a fresh model is already the exact
+    flow of N(0, I) and the network learns the correction (a skip connection in the spirit of EDM's
+    preconditioning, Karras et al. 2022).
+
+    Args:
+        hidden_features, num_blocks, time_features: width, depth and time-embedding width of the vector network.
+        channels, blocks_per_level, attention: U-Net levels, residual blocks per level and self-attention at the
+            lowest resolution (maps).
+        method: default ``sample`` solver: ``"heun"`` (default), ``"euler"``, ``"rk4"`` or ``"dopri5"``.
+        steps: fixed steps of ``sample`` (Heun: NFE = 2·steps).
+        log_prob_method: ``log_prob`` solver (default ``"dopri5"``).
+        log_prob_steps: fixed steps of ``log_prob`` for the fixed-step methods.
+        rtol, atol: tolerances of ``"dopri5"``.
+        exact_trace_max_dim: largest D with an exact divergence.
+        hutchinson_probes: K, probes of Hutchinson's estimator above it.
+    """
+
+    def __init__(
+        self,
+        hidden_features: int = 128,
+        num_blocks: int = 3,
+        time_features: int = 64,
+        channels: Sequence[int] = (32, 64),
+        blocks_per_level: int = 2,
+        attention: bool = True,
+        method: Method = "heun",
+        steps: int = 25,
+        log_prob_method: Method = "dopri5",
+        log_prob_steps: int = 100,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        exact_trace_max_dim: int = 16,
+        hutchinson_probes: int = 1,
+    ) -> None:
+        super().__init__()
+        check_method(method, steps)
+        check_method(log_prob_method, log_prob_steps)
+        if min(hidden_features, num_blocks, time_features, blocks_per_level) < 1 or not channels \
+                or min(channels) < 1:
+            raise ValueError("hidden_features, num_blocks, time_features, blocks_per_level and channels must be "
+                             f">= 1; got {hidden_features}, {num_blocks}, {time_features}, {blocks_per_level}, "
+                             f"{list(channels)}")
+        if not (rtol > 0 and atol > 0):
+            raise ValueError(f"rtol and atol must be > 0; got {rtol}, {atol}")
+        if exact_trace_max_dim < 0 or hutchinson_probes < 1:
+            raise ValueError(f"exact_trace_max_dim must be >= 0 and hutchinson_probes >= 1; got "
+                             f"{exact_trace_max_dim}, {hutchinson_probes}")
+        self.hidden_features, self.num_blocks, self.time_features = hidden_features, num_blocks, time_features
+        self.channels, self.blocks_per_level, self.attention = tuple(int(c) for c in channels), blocks_per_level, \
+            bool(attention)
+        self.method, self.steps = method, steps
+        self.log_prob_method, self.log_prob_steps = log_prob_method, log_prob_steps
+        self.rtol, self.atol = float(rtol), float(atol)
+        self.exact_trace_max_dim, self.hutchinson_probes = exact_trace_max_dim, hutchinson_probes
+        self.net: nn.Module | None = None
+        #: network evaluations made by the last ``sample`` or ``log_prob`` call (per sample: each is batched)
+        self.last_nfe: int = 0
+
+    def _flow_config(self) -> dict[str, Any]:
+        return dict(
+            hidden_features=self.hidden_features, num_blocks=self.num_blocks, time_features=self.time_features,
+            channels=list(self.channels), blocks_per_level=self.blocks_per_level, attention=self.attention,
+            method=self.method, steps=self.steps, log_prob_method=self.log_prob_method,
+            log_prob_steps=self.log_prob_steps, rtol=self.rtol, atol=self.atol,
+            exact_trace_max_dim=self.exact_trace_max_dim, hutchinson_probes=self.hutchinson_probes,
+        )
+
+    # ----------------------------------------------------------------- what a family defines
+    @property
+    @abc.abstractmethod
+    def tau_range(self) -> tuple[float, float]:
+        """(τ₀, τ₁): the data and noise ends of the linear path."""
+
+    @abc.abstractmethod
+    def velocity(self, y: Tensor, tau: Tensor, c: Tensor | None) -> Tensor:
+        """v(y, τ, c) for y ``[n, *y_shape]``, τ ``[n]``, c ``[n, f]`` or ``None``: ``[n, *y_shape]``."""
+
+    # ----------------------------------------------------------------- networks
+    @property
+    def is_map(self) -> bool:
+        return self.y_shape is not None and len(self.y_shape) in (2, 3)
+
+    def _build(self) -> None:
+        if len(self.y_shape) not in (1, 2, 3):
+            raise ValueError(f"{type(self).__name__} models vectors [n, d] and maps [n, H, W] / [n, C, H, W]; "
+                             f"got y_shape {self.y_shape}")
+        if self.is_map:
+            self.net = MapField(self.y_shape, self.context_features, self.time_features, self.channels,
+                                self.blocks_per_level, self.attention)
+        else:
+            self.net = FiLMResidualMLP(self.y_shape[0], self.context_features, self.hidden_features,
+                                       self.num_blocks, self.time_features)
+
+    @property
+    def dim(self) -> int:
+        """D = prod(y_shape)."""
+        return math.prod(self.y_shape)
+
+    # ----------------------------------------------------------------- input checks
+    def _check_context(self, c: Tensor | None, rows: int | None = None) -> None:
+        if (c is None) != (self.context_features is None):
+            expected = "c=None (it was built without a context)" if c is not None else "a context c"
+            raise ValueError(f"this {type(self).__name__} needs {expected}")
+        if c is not None:
+            lead = rows if rows is not None else c.shape[0]
+            if c.dim() != 2 or c.shape != (lead, self.context_features):
+                raise ValueError(f"c must have shape [{lead}, {self.context_features}]; got {list(c.shape)}")
+
+    def _check_rows(self, y: Tensor, c: Tensor | None) -> None:
+        if y.dim() < 1 or tuple(y.shape[1:]) != self.y_shape:
+            raise ValueError(f"y must have shape [n, {', '.join(map(str, self.y_shape))}]; got {list(y.shape)}")
+        self._check_context(c, y.shape[0])
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _divergence_probes(self, generator: torch.Generator | None) -> Tensor | None:
+        if self.dim <= self.exact_trace_max_dim:
+            return None
+        return hutchinson_probes(self.hutchinson_probes, self.dim, generator=generator, device=self._device())
+
+    # ----------------------------------------------------------------- the shared ODE paths
+    def time_grid(self, steps: int) -> Tensor:
+        """``steps + 1`` times from τ₁ (noise) to τ₀ (data), uniform in τ."""
+        tau0, tau1 = self.tau_range
+        return torch.linspace(tau1, tau0, steps + 1)
+
+    def sample(
+        self,
+        n: int,
+        c: Tensor | None,
+        *,
+        generator: torch.Generator | None = None,
+        method: Method | None = None,
+        steps: int | None = None,
+    ) -> Tensor:
+        """``n`` draws per context row (``[m, n, *y_shape]``; ``[n, *y_shape]`` for ``c=None``) by integrating
+        the ODE from noise to data; ``method``/``steps`` override the family's defaults for this call."""
+        self._check_built()
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"the number of samples must be a positive int; got {n!r}")
+        self._check_context(c)
+        method, steps = method or self.method, steps or self.steps
+        check_method(method, steps)
+        m = 1 if c is None else c.shape[0]
+        device = self._device()
+        gen_device = generator.device if generator is not None else device
+        tau0, tau1 = self.tau_range
+        z = torch.randn(m * n, *self.y_shape, generator=generator, device=gen_device).to(device)
+        context = None if c is None else c.repeat_interleave(n, dim=0)
+        rows = m * n
+
+        def field(t: Tensor, y: Tensor) -> Tensor:
+            return self.velocity(y, t.expand(rows), context)
+
+        with torch.no_grad():
+            sol = integrate(field, tau1 * z, self.time_grid(steps), method=method, rtol=self.rtol, atol=self.atol)
+        self.last_nfe = sol.nfe
+        y = (sol.y / (1 - tau0)).reshape(m, n, *self.y_shape)
+        return y[0] if c is None else y
+
+    def log_prob(
+        self,
+        y: Tensor,
+        c: Tensor | None,
+        *,
+        generator: torch.Generator | None = None,
+        method: Method | None = None,
+        steps: int | None = None,
+        exact: bool | None = None,
+    ) -> Tensor:
+        """log p(y[i] | c[i]) ``[n]`` by the instantaneous change of variables (see the class docstring).
+
+        ``method``/``steps`` override the family's ``log_prob_method``/``log_prob_steps``; ``exact`` forces the
+        exact divergence (``True``) or Hutchinson's estimate (``False``) whatever the dimension."""
+        self._check_built()
+        self._check_rows(y, c)
+        method = method or self.log_prob_method
+        steps = steps or self.log_prob_steps
+        check_method(method, steps)
+        n, d = y.shape[0], self.dim
+        tau0, tau1 = self.tau_range
+        if exact is None:
+            probes = self._divergence_probes(generator)
+        elif exact:
+            probes = None
+        else:
+            probes = hutchinson_probes(self.hutchinson_probes, d, generator=generator, device=self._device())
+
+        def field(t: Tensor, state: Tensor) -> Tensor:
+            with torch.enable_grad():
+                yt = state[:, :d].detach().reshape(n, *self.y_shape).requires_grad_(True)
+                v = self.velocity(yt, t.expand(n), c)
+                div = divergence(v, yt, probes=probes)
+            return torch.cat([v.detach().reshape(n, d), div[:, None].to(state.dtype)], dim=1)
+
+        start = torch.cat([(1 - tau0) * y.detach().reshape(n, d), y.new_zeros(n, 1)], dim=1)
+        grid = torch.linspace(tau0, tau1, steps + 1)
+        sol = integrate(field, start, grid, method=method, rtol=self.rtol, atol=self.atol)
+        self.last_nfe = sol.nfe
+        end, trace = sol.y[:, :d], sol.y[:, d]
+        base = -0.5 * (end / tau1).pow(2).sum(-1) - d * math.log(tau1) - 0.5 * d * LOG_2PI
+        return base + trace + d * math.log(1 - tau0)
+
+
+class CNF(ContinuousFlow):
+    r"""Conditional continuous normalizing flow trained by conditional flow matching on linear paths.
+
+    Flow matching (Lipman et al. 2023, "Flow Matching for Generative Modeling", arXiv:2210.02747; with linear
+    interpolants also Liu et al. 2023, "rectified flow", arXiv:2209.03003) regresses a network on the velocity
+    of the conditional path y_τ = (1 − τ) y₀ + τ ε between a data point y₀ and noise ε ~ N(0, I):
+
+        L(φ) = E_{τ ~ U[0, 1], (y₀, c), ε} ‖v_φ(y_τ, τ, c) − (ε − y₀)‖² / D,
+
+    whose minimiser is v(y, τ, c) = E[ε − y₀ | y_τ = y, c], the velocity that transports p(y₀ | c) to N(0, I)
+    along τ (the conditional-OT path of Lipman et al. with σ_min = 0, time reversed so that τ = 0 is data as in
+    a diffusion). τ is stratified over each batch (one draw per 1/n interval) to lower the loss's variance. In
+    eval mode (the trainer's validation) τ and ε come from a fixed seed, ``VALIDATION_DRAWS`` = 8 of them per
+    vector row, so validation losses are comparable across epochs and less noisy (early stopping).
+    Sampling and ``log_prob`` integrate this ODE (:class:`ContinuousFlow`) on τ ∈ [0, 1].
+
+    The network predicts the correction to the velocity of standard-normal data,
+    v(y, τ, c) = (2τ − 1) y / ((1 − τ)² + τ²) + F_φ(y, τ, c).
+
+    Args: those of :class:`ContinuousFlow`.
+    """
+
+    family = "cnf"
+
+    def config(self) -> dict[str, Any]:
+        return self._flow_config()
+
+    @property
+    def tau_range(self) -> tuple[float, float]:
+        return (0.0, 1.0)
+
+    def velocity(self, y: Tensor, tau: Tensor, c: Tensor | None) -> Tensor:
+        shape = (-1,) + (1,) * (y.dim() - 1)
+        t = tau.to(y.dtype).reshape(shape)
+        gaussian = (2 * t - 1) / ((1 - t) ** 2 + t**2) * y
+        return gaussian + self.net(y, tau.to(y.dtype), c)
+
+    def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
+        self._check_built()
+        self._check_rows(y, c)
+        generator = validation_generator(self, y.device)
+        y, c = validation_copies(self, y, c)
+        n = y.shape[0]
+        tau = stratified_uniform(n, y.device, y.dtype, generator=generator)
+        eps = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        t = tau.reshape((-1,) + (1,) * (y.dim() - 1))
+        y_tau = (1 - t) * y + t * eps
+        return (self.velocity(y_tau, tau, c) - (eps - y)).pow(2).mean()
+
+
+def stratified_uniform(n: int, device: torch.device, dtype: torch.dtype, low: float = 0.0, high: float = 1.0, *,
+                       generator: torch.Generator | None = None) -> Tensor:
+    """n draws of U[low, high], one in each of n equal strata, in random order."""
+    u = (torch.rand((), generator=generator, device=device, dtype=dtype)
+         + torch.arange(n, device=device, dtype=dtype)) / n
+    u = u[torch.randperm(n, generator=generator, device=device)]
+    return low + (high - low) * u
+
+
+#: noise draws per row of a vector validation loss (eval mode): the loss's variance over (τ, ε) dominates the
+#: differences between epochs that early stopping has to see
+VALIDATION_DRAWS = 8
+
+
+def validation_copies(module: ContinuousFlow, y: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """In eval mode, ``VALIDATION_DRAWS`` copies of each vector row (maps: one), so that the validation loss
+    averages several noise draws per row; in training mode ``y``, ``c`` unchanged."""
+    if module.training or module.is_map:
+        return y, c
+    k = VALIDATION_DRAWS
+    return y.repeat(k, *([1] * (y.dim() - 1))), None if c is None else c.repeat(k, 1)
+
+
+def validation_generator(module: nn.Module, device: torch.device) -> torch.Generator | None:
+    """``None`` (torch's global RNG) while training; in eval mode a generator with a fixed seed, so that the
+    noise of a stochastic loss (times, ε) is the same at every evaluation and validation losses of different
+    epochs compare the parameters, not the draws (common random numbers for early stopping)."""
+    if module.training:
+        return None
+    return torch.Generator(device=device).manual_seed(0)

@@ -1,0 +1,253 @@
+r"""Conditional score-based diffusion: a variance-preserving SDE trained by noise prediction.
+
+The forward process (Song et al. 2021, "Score-Based Generative Modeling through Stochastic Differential
+Equations", arXiv:2011.13456) is the VP SDE dx = −½β(t) x dt + √β(t) dw on t ∈ [0, 1], whose transition is
+
+    x_t = α_t x₀ + σ_t ε,   ε ~ N(0, I),   α_t² + σ_t² = 1,   α_t = exp(−½ ∫₀ᵗ β(s) ds).
+
+A network ε̂_φ(x_t, t, c) is trained by ε-prediction (Ho et al. 2020, arXiv:2006.11239), which is denoising
+score matching with the score s(x, t, c) = ∇_x log p_t(x | c) = −ε̂(x, t, c) / σ_t.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from .cnf import ContinuousFlow, stratified_uniform, validation_copies, validation_generator
+from .ode import Method, euler_maruyama
+
+__all__ = ["Diffusion"]
+
+Schedule = Literal["linear", "cosine"]
+Sampler = Literal["heun", "euler", "rk4", "dopri5", "sde"]
+TimeSampling = Literal["uniform_t", "uniform_tau"]
+
+#: log-SNR log(α₁²/σ₁²) at t = 1 of the cosine schedule: α₁ ≈ 0.0067, close to the linear schedule's 0.0064
+COSINE_LOG_SNR_END = -10.0
+
+
+class Diffusion(ContinuousFlow):
+    r"""Conditional diffusion model p(y | c) on the VP SDE, t ∈ [t_min, 1] (see the module docstring).
+
+    **Schedules.** ``"linear"``: β(t) = β_min + (β_max − β_min) t, so log α_t = −½(β_min t + ½(β_max − β_min) t²)
+    (Song et al. 2021). ``"cosine"``: α_t = cos(φ_max t), σ_t = sin(φ_max t) (Nichol & Dhariwal 2021,
+    arXiv:2102.09672), φ_max = arctan(e^{−λ₁/2}) set by the log-SNR λ₁ = −10 at t = 1 (α₁ > 0, so β stays
+    finite), whence β(t) = 2 φ_max tan(φ_max t).
+
+    **Training** (``loss``): t drawn (stratified over the batch) so that the linear-path time τ(t) (below) is
+    uniform on [τ₀, τ₁] (``time_sampling="uniform_tau"``, the CNF's distribution over noise levels, which
+    trains the low-noise levels that resolve thin posteriors more often than t ~ U[t_min, 1] does;
+    ``"uniform_t"`` is the latter), x_t = α_t y + σ_t ε,
+    L = E ‖ε̂_φ(x_t, t, c) − ε‖² / D (in eval mode with fixed-seed t and ε, as :class:`~simgen.models.CNF`).
+    The network predicts the correction to the noise prediction that is exact for standard-normal data:
+    ε̂(x, t, c) = σ_t x + F_φ(x, t, c).
+
+    **Samplers.** The reverse-time SDE dx = [−½β x − β s(x, t, c)] dt + √β dw̄ from x₁ ~ N(0, I), by
+    Euler–Maruyama on ``sde_steps`` uniform steps (``method="sde"``); or the probability-flow ODE
+    dx/dt = −½β(t) (x + s(x, t, c)) = −½β(t) (x − ε̂/σ_t), which has the same marginals p_t. With
+    y = x / (α_t + σ_t) and τ = σ_t / (α_t + σ_t), y_τ = (1 − τ) x₀ + τ ε is the linear path, and the
+    probability-flow ODE becomes
+
+        dy/dτ = v(y, τ, c) = E[ε − x₀ | y_τ] = (ε̂(x_t, t, c) − y) / (1 − τ),   x_t = (α_t + σ_t) y:
+
+    the diffusion's probability-flow ODE *is* a continuous normalizing flow on the linear path, the one flow
+    matching regresses directly (:class:`~simgen.models.CNF`). Both families therefore sample and evaluate
+    densities through the same code (:class:`~simgen.models.cnf.ContinuousFlow`): by default Heun's method on
+    ``steps`` uniform τ-steps (2·steps network evaluations per sample), in which the ODE's trajectories are
+    nearly straight (the parametrisation of EDM's deterministic sampler, Karras et al. 2022, arXiv:2206.00364,
+    up to a scale), so a few tens of evaluations suffice.
+
+    **Likelihood.** ``log_prob`` integrates the probability-flow ODE from the data (taken as x_{t_min},
+    i.e. y = x_{t_min} / α_{t_min}; the error is of order σ_{t_min}²/α_{t_min}² = O(β_min t_min)) to t = 1,
+    where p₁ is taken to be N(0, I) (the α₁ x₀ part of x₁ is neglected, α₁ ≈ 0.006), with the instantaneous
+    change of variables; exact divergence for D ≤ ``exact_trace_max_dim`` (16), Hutchinson's estimate above
+    (stochastic, unbiased in log p for the solver's trajectory; ``generator=`` freezes it). Costs and biases
+    are those of :class:`~simgen.models.cnf.ContinuousFlow`; the ODE model's density is the density of *its*
+    samples (ODE method ``"dopri5"``), not of the SDE sampler's, which differ by the score's error.
+
+    Args:
+        schedule: ``"linear"`` or ``"cosine"``.
+        beta_min, beta_max: the linear schedule's β(0) and β(1).
+        t_min: the smallest diffusion time (data end).
+        method: default sampler: ``"heun"`` (probability-flow ODE, default), ``"euler"``, ``"rk4"``,
+            ``"dopri5"`` or ``"sde"`` (Euler–Maruyama on the reverse SDE).
+        steps: ODE steps of the fixed-step samplers.
+        sde_steps: Euler–Maruyama steps (``method="sde"``).
+        time_sampling: training distribution of t: ``"uniform_tau"`` (default) or ``"uniform_t"``.
+        Others: those of :class:`~simgen.models.cnf.ContinuousFlow`.
+    """
+
+    family = "diffusion"
+
+    def __init__(
+        self,
+        schedule: Schedule = "linear",
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        t_min: float = 1e-3,
+        hidden_features: int = 128,
+        num_blocks: int = 3,
+        time_features: int = 64,
+        channels: Sequence[int] = (32, 64),
+        blocks_per_level: int = 2,
+        attention: bool = True,
+        method: Sampler = "heun",
+        steps: int = 25,
+        sde_steps: int = 500,
+        log_prob_method: Method = "dopri5",
+        log_prob_steps: int = 100,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        exact_trace_max_dim: int = 16,
+        hutchinson_probes: int = 1,
+        time_sampling: TimeSampling = "uniform_tau",
+    ) -> None:
+        if time_sampling not in ("uniform_t", "uniform_tau"):
+            raise ValueError(f"time_sampling must be 'uniform_t' or 'uniform_tau'; got {time_sampling!r}")
+        if schedule not in ("linear", "cosine"):
+            raise ValueError(f"Diffusion schedule must be 'linear' or 'cosine'; got {schedule!r}")
+        if not 0 < beta_min < beta_max:
+            raise ValueError(f"need 0 < beta_min < beta_max; got {beta_min}, {beta_max}")
+        if not 0 < t_min < 0.5:
+            raise ValueError(f"t_min must be in (0, 0.5); got {t_min}")
+        if not isinstance(sde_steps, int) or sde_steps < 1:
+            raise ValueError(f"sde_steps must be a positive int; got {sde_steps!r}")
+        super().__init__(hidden_features, num_blocks, time_features, channels, blocks_per_level, attention,
+                         "heun" if method == "sde" else method, steps, log_prob_method, log_prob_steps, rtol, atol,
+                         exact_trace_max_dim, hutchinson_probes)
+        self.method = method
+        self.schedule, self.beta_min, self.beta_max, self.t_min = schedule, float(beta_min), float(beta_max), \
+            float(t_min)
+        self.sde_steps = sde_steps
+        self.time_sampling = time_sampling
+        self._phi_max = math.atan(math.exp(-COSINE_LOG_SNR_END / 2))
+
+    def config(self) -> dict[str, Any]:
+        return dict(schedule=self.schedule, beta_min=self.beta_min, beta_max=self.beta_max, t_min=self.t_min,
+                    sde_steps=self.sde_steps, time_sampling=self.time_sampling, **self._flow_config())
+
+    # ----------------------------------------------------------------- the schedule
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """α_t and σ_t of x_t = α_t x₀ + σ_t ε (computed in float64, returned in t's dtype)."""
+        t64 = t.double()
+        if self.schedule == "linear":
+            log_alpha2 = -(self.beta_min * t64 + 0.5 * (self.beta_max - self.beta_min) * t64**2)
+            alpha = torch.exp(0.5 * log_alpha2)
+            sigma = torch.sqrt(-torch.expm1(log_alpha2))
+        else:
+            phi = self._phi_max * t64
+            alpha, sigma = torch.cos(phi), torch.sin(phi)
+        return alpha.to(t.dtype), sigma.to(t.dtype)
+
+    def beta(self, t: Tensor) -> Tensor:
+        """β(t) = −2 d log α_t / dt."""
+        if self.schedule == "linear":
+            return self.beta_min + (self.beta_max - self.beta_min) * t
+        return 2 * self._phi_max * torch.tan(self._phi_max * t)
+
+    def t_of_tau(self, tau: Tensor) -> Tensor:
+        """The diffusion time t of a linear-path time τ = σ_t / (α_t + σ_t), i.e. σ_t/α_t = τ / (1 − τ)."""
+        ratio = (tau.double() / (1 - tau.double()))
+        if self.schedule == "linear":  # B(t) = β_min t + ½Δ t² = log(1 + ratio²)
+            delta = self.beta_max - self.beta_min
+            b = torch.log1p(ratio**2)
+            t = (-self.beta_min + torch.sqrt(self.beta_min**2 + 2 * delta * b)) / delta
+        else:
+            t = torch.atan(ratio) / self._phi_max
+        return t.to(tau.dtype)
+
+    def tau_of_t(self, t: Tensor) -> Tensor:
+        alpha, sigma = self.alpha_sigma(t.double())
+        return (sigma / (alpha + sigma)).to(t.dtype)
+
+    @property
+    def tau_range(self) -> tuple[float, float]:
+        ends = self.tau_of_t(torch.tensor([self.t_min, 1.0], dtype=torch.float64))
+        return float(ends[0]), float(ends[1])
+
+    # ----------------------------------------------------------------- the network
+    def _bcast(self, a: Tensor, y: Tensor) -> Tensor:
+        return a.reshape((-1,) + (1,) * (y.dim() - 1))
+
+    def noise_prediction(self, x: Tensor, t: Tensor, c: Tensor | None) -> Tensor:
+        """ε̂(x_t, t, c) = σ_t x_t + F_φ(x_t, t, c) for x ``[n, *y_shape]``, t ``[n]``."""
+        _, sigma = self.alpha_sigma(t)
+        return self._bcast(sigma, x) * x + self.net(x, t, c)
+
+    def score(self, x: Tensor, t: Tensor, c: Tensor | None) -> Tensor:
+        """s(x, t, c) = ∇_x log p_t(x | c) ≈ −ε̂(x, t, c) / σ_t."""
+        _, sigma = self.alpha_sigma(t)
+        return -self.noise_prediction(x, t, c) / self._bcast(sigma, x)
+
+    def velocity(self, y: Tensor, tau: Tensor, c: Tensor | None) -> Tensor:
+        """The probability-flow ODE on the linear path: v = (ε̂(x_t, t, c) − y) / (1 − τ), x_t = (α_t + σ_t) y."""
+        t = self.t_of_tau(tau)
+        alpha, sigma = self.alpha_sigma(t)
+        x = self._bcast(alpha + sigma, y) * y
+        return (self.noise_prediction(x, t, c) - y) / self._bcast(1 - tau, y)
+
+    def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
+        self._check_built()
+        self._check_rows(y, c)
+        generator = validation_generator(self, y.device)
+        y, c = validation_copies(self, y, c)
+        if self.time_sampling == "uniform_t":
+            t = stratified_uniform(y.shape[0], y.device, y.dtype, self.t_min, 1.0, generator=generator)
+        else:  # τ uniform on [τ₀, τ₁], the CNF's training distribution over noise levels
+            tau0, tau1 = self.tau_range
+            t = self.t_of_tau(stratified_uniform(y.shape[0], y.device, y.dtype, tau0, tau1, generator=generator))
+        alpha, sigma = self.alpha_sigma(t)
+        eps = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        x = self._bcast(alpha, y) * y + self._bcast(sigma, y) * eps
+        return (self.noise_prediction(x, t, c) - eps).pow(2).mean()
+
+    # ----------------------------------------------------------------- sampling
+    def sample(
+        self,
+        n: int,
+        c: Tensor | None,
+        *,
+        generator: torch.Generator | None = None,
+        method: Sampler | None = None,
+        steps: int | None = None,
+    ) -> Tensor:
+        """``n`` draws per context row; ``method="sde"`` runs Euler–Maruyama on the reverse SDE (``steps`` then
+        overrides ``sde_steps``), any ODE method the probability-flow ODE (:meth:`ContinuousFlow.sample`)."""
+        method = method or self.method
+        if method != "sde":
+            return super().sample(n, c, generator=generator, method=method, steps=steps)
+        self._check_built()
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"the number of samples must be a positive int; got {n!r}")
+        self._check_context(c)
+        steps = steps or self.sde_steps
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"the number of SDE steps must be a positive int; got {steps!r}")
+        m = 1 if c is None else c.shape[0]
+        device = self._device()
+        gen_device = generator.device if generator is not None else device
+        context = None if c is None else c.repeat_interleave(n, dim=0)
+        rows = m * n
+        x1 = torch.randn(rows, *self.y_shape, generator=generator, device=gen_device).to(device)
+
+        def drift(t: Tensor, x: Tensor) -> Tensor:
+            tt = t.expand(rows)
+            _, sigma = self.alpha_sigma(tt)
+            eps = self.noise_prediction(x, tt, context)
+            return -0.5 * self.beta(t) * (x - 2 * eps / self._bcast(sigma, x))
+
+        def g(t: Tensor) -> Tensor:
+            return self.beta(t).sqrt()
+
+        grid = torch.linspace(1.0, self.t_min, steps + 1)
+        with torch.no_grad():
+            sol = euler_maruyama(drift, g, x1, grid, generator=generator)
+        self.last_nfe = sol.nfe
+        alpha_min, _ = self.alpha_sigma(torch.tensor(self.t_min, dtype=torch.float64))
+        y = (sol.y / float(alpha_min)).reshape(m, n, *self.y_shape)
+        return y[0] if c is None else y

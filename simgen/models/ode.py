@@ -1,0 +1,206 @@
+r"""The ODE/SDE toolbox shared by the continuous-time families: integrators, divergences, evaluation counts.
+
+Every continuous-time family (:class:`~simgen.models.CNF`, :class:`~simgen.models.Diffusion`) samples and
+evaluates densities through the functions here and nowhere else:
+
+* :func:`integrate` solves dy/dt = f(t, y) from t₀ to t₁ with a fixed-step explicit Runge–Kutta method —
+  ``"euler"`` (order 1, 1 evaluation per step), ``"heun"`` (the explicit trapezoidal rule, order 2,
+  2 evaluations per step), ``"rk4"`` (classical, order 4, 4 per step) — or adaptively with torchdiffeq's
+  Dormand–Prince ``"dopri5"`` (order 5(4), step size controlled by ``rtol``/``atol``);
+* :func:`euler_maruyama` integrates an Itô SDE dy = b(t, y) dt + g(t) dw (strong order ½);
+* :func:`divergence` computes ∇·f = tr(∂f/∂y) for a batch, exactly (one backward pass per dimension) or by
+  Hutchinson's estimator tr(J) = E_ε[εᵀ J ε] with E[εεᵀ] = I (Hutchinson 1989; FFJORD: Grathwohl et al. 2019,
+  arXiv:1810.01367), unbiased for any number of probes.
+
+Each solver returns the number of evaluations of f it made (NFE): one evaluation processes the whole batch,
+so for a batched sampler it is the number of network evaluations *per sample*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = ["ODE_METHODS", "Solution", "integrate", "euler_maruyama", "divergence", "hutchinson_probes"]
+
+#: the ODE methods of :func:`integrate`
+ODE_METHODS = ("euler", "heun", "rk4", "dopri5")
+Method = Literal["euler", "heun", "rk4", "dopri5"]
+VectorField = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class Solution:
+    """The end state of a solve and what it cost.
+
+    Attributes:
+        y: the state at the final time, shaped like the initial state.
+        nfe: number of evaluations of the vector field (each one batched over all rows).
+    """
+
+    y: Tensor
+    nfe: int
+
+
+def check_method(method: str, steps: int | None = None) -> None:
+    """Raise a clear error for an unknown ODE method or a non-positive step count."""
+    if method not in ODE_METHODS:
+        raise ValueError(f"ODE method must be one of {ODE_METHODS}; got {method!r}")
+    if steps is not None and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"the number of ODE steps must be a positive int; got {steps!r}")
+
+
+def integrate(
+    f: VectorField,
+    y0: Tensor,
+    grid: Tensor,
+    *,
+    method: Method = "heun",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+) -> Solution:
+    r"""Solve dy/dt = f(t, y) from ``grid[0]`` to ``grid[-1]``, y(grid[0]) = ``y0``.
+
+    Fixed-step methods step through the times ``grid`` (t₀, …, t_N; decreasing grids integrate backwards in
+    time); with h_k = t_{k+1} − t_k,
+
+    * Euler:  y ← y + h f(t, y);
+    * Heun:   k₁ = f(t, y), k₂ = f(t + h, y + h k₁), y ← y + h (k₁ + k₂)/2 (local error O(h³));
+    * RK4:    the classical four-stage method (local error O(h⁵)).
+
+    ``"dopri5"`` uses only the end points of ``grid`` and chooses its own steps so that the local error
+    estimate stays below ``atol + rtol·|y|`` (torchdiffeq's ``odeint``).
+
+    Args:
+        f: the vector field, ``f(t, y)`` with t a 0-dimensional tensor and y shaped like ``y0``.
+        y0: initial state, any shape (a batch).
+        grid: times ``[N + 1]``, strictly monotone.
+        method: ``"euler"``, ``"heun"``, ``"rk4"`` or ``"dopri5"``.
+        rtol, atol: tolerances of ``"dopri5"``.
+
+    Returns:
+        :class:`Solution` with the state at ``grid[-1]`` and the number of evaluations of f.
+    """
+    check_method(method)
+    if grid.dim() != 1 or grid.shape[0] < 2:
+        raise ValueError(f"grid must be a 1-D tensor of at least 2 times; got shape {list(grid.shape)}")
+    steps = grid[1:] - grid[:-1]
+    if not ((steps > 0).all() or (steps < 0).all()):
+        raise ValueError("grid must be strictly increasing or strictly decreasing")
+    grid = grid.to(device=y0.device, dtype=y0.dtype)
+    nfe = 0
+
+    def field(t: Tensor, y: Tensor) -> Tensor:
+        nonlocal nfe
+        nfe += 1
+        return f(t, y)
+
+    if method == "dopri5":
+        from torchdiffeq import odeint
+
+        y = odeint(field, y0, grid[[0, -1]], rtol=rtol, atol=atol, method="dopri5")[-1]
+        return Solution(y, nfe)
+    y = y0
+    for k in range(grid.shape[0] - 1):
+        t, h = grid[k], grid[k + 1] - grid[k]
+        if method == "euler":
+            y = y + h * field(t, y)
+        elif method == "heun":
+            k1 = field(t, y)
+            k2 = field(t + h, y + h * k1)
+            y = y + 0.5 * h * (k1 + k2)
+        else:  # rk4
+            k1 = field(t, y)
+            k2 = field(t + 0.5 * h, y + 0.5 * h * k1)
+            k3 = field(t + 0.5 * h, y + 0.5 * h * k2)
+            k4 = field(t + h, y + h * k3)
+            y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return Solution(y, nfe)
+
+
+def euler_maruyama(
+    drift: VectorField,
+    g: Callable[[Tensor], Tensor],
+    y0: Tensor,
+    grid: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+) -> Solution:
+    r"""Euler–Maruyama for the Itô SDE dy = b(t, y) dt + g(t) dw through the times ``grid``.
+
+    y ← y + b(t, y) h + g(t) √|h| z, z ~ N(0, I), h = t_{k+1} − t_k (negative for a reverse-time SDE, whose
+    Brownian increments have variance |h|); strong order ½, weak order 1. ``nfe`` counts evaluations of b.
+    """
+    if grid.dim() != 1 or grid.shape[0] < 2:
+        raise ValueError(f"grid must be a 1-D tensor of at least 2 times; got shape {list(grid.shape)}")
+    grid = grid.to(device=y0.device, dtype=y0.dtype)
+    gen_device = generator.device if generator is not None else y0.device
+    y = y0
+    for k in range(grid.shape[0] - 1):
+        t, h = grid[k], grid[k + 1] - grid[k]
+        z = torch.randn(y.shape, generator=generator, device=gen_device, dtype=y.dtype).to(y.device)
+        y = y + drift(t, y) * h + g(t) * h.abs().sqrt() * z
+    return Solution(y, grid.shape[0] - 1)
+
+
+def hutchinson_probes(
+    num_probes: int,
+    features: int,
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    distribution: Literal["rademacher", "gaussian"] = "rademacher",
+) -> Tensor:
+    """``[num_probes, features]`` probe vectors ε with E[εεᵀ] = I: Rademacher (±1, the lower-variance choice,
+    Var = 2 Σ_{i≠j} J_ij² per probe) or standard normal (Var = ‖J + Jᵀ‖²_F / 2 per probe).
+
+    Drawn from ``generator`` (on its device) when given, else from torch's global RNG."""
+    if not isinstance(num_probes, int) or num_probes < 1:
+        raise ValueError(f"the number of Hutchinson probes must be a positive int; got {num_probes!r}")
+    if distribution not in ("rademacher", "gaussian"):
+        raise ValueError(f"probe distribution must be 'rademacher' or 'gaussian'; got {distribution!r}")
+    gen_device = generator.device if generator is not None else device
+    if distribution == "rademacher":
+        eps = torch.randint(0, 2, (num_probes, features), generator=generator, device=gen_device).to(dtype) * 2 - 1
+    else:
+        eps = torch.randn(num_probes, features, generator=generator, device=gen_device, dtype=dtype)
+    return eps.to(device)
+
+
+def divergence(out: Tensor, y: Tensor, *, probes: Tensor | None = None) -> Tensor:
+    r"""Batched divergence ∇_y · F(y) = Σ_i ∂F_i/∂y_i of a row-wise map, ``[n, D]`` → ``[n]``.
+
+    ``out`` = F(y) must have been computed from ``y`` (which requires grad) row by row: row i of ``out``
+    depends on row i of ``y`` only (true of every network here; batch statistics would break it).
+
+    * ``probes=None`` — exact: D backward passes, pass i giving the column ∂F_i/∂y_· summed over the batch,
+      whose i-th entry is ∂F_i/∂y_i for every row; cost D vector–Jacobian products.
+    * ``probes`` ε ``[K, D]`` — Hutchinson: (1/K) Σ_k ε_kᵀ (∂F/∂y) ε_k, K backward passes, an unbiased
+      estimate of the trace for probes with E[εεᵀ] = I. The same probes serve every row (common random
+      numbers), so each row's estimate depends on that row and the probes only.
+
+    ``out`` and ``y`` may be ``[n, *shape]``; they are flattened to D = prod(shape). The result is detached.
+    """
+    if out.shape != y.shape:
+        raise ValueError(f"divergence needs F(y) shaped like y; got {list(out.shape)} and {list(y.shape)}")
+    n = y.shape[0]
+    flat = out.reshape(n, -1)
+    d = flat.shape[1]
+    total = torch.zeros(n, device=y.device, dtype=y.dtype)
+    if probes is None:
+        for i in range(d):
+            (grad,) = torch.autograd.grad(flat[:, i].sum(), y, retain_graph=True)
+            total = total + grad.reshape(n, -1)[:, i]
+        return total.detach()
+    if probes.dim() != 2 or probes.shape[1] != d:
+        raise ValueError(f"probes must have shape [K, {d}]; got {list(probes.shape)}")
+    probes = probes.to(device=y.device, dtype=y.dtype)
+    for eps in probes:
+        (grad,) = torch.autograd.grad((flat * eps).sum(), y, retain_graph=True)
+        total = total + (grad.reshape(n, -1) * eps).sum(-1)
+    return (total / probes.shape[0]).detach()
