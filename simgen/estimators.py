@@ -20,7 +20,7 @@ from torch.distributions import Distribution
 from torch.nn import functional as F
 
 from . import nets
-from .models import ConditionalDensity, TransformedDensity, make_family
+from .models import FAMILIES, ConditionalDensity, TransformedDensity, make_family
 from .training import TrainingConfig, TrainingHistory, train
 from .transforms import Dequantize, LinearResidual, Standardize, SupportBijection
 
@@ -154,6 +154,11 @@ class _Estimator:
         return x
 
     # ----------------------------------------------------------------- building
+    def _training_defaults(self) -> dict[str, Any]:
+        """The chosen family's preferred training settings (see ``ConditionalDensity.training_defaults``)."""
+        spec = self.model_spec
+        return dict((FAMILIES[spec] if isinstance(spec, str) else spec).training_defaults)
+
     def _make_density(
         self, y_shape: tuple[int, ...], c_shape: tuple[int, ...], y_is_theta: bool
     ) -> TransformedDensity:
@@ -200,7 +205,7 @@ class _Estimator:
     ) -> TrainingHistory:
         """Build a fresh density and train it on tensors ``y``, ``c`` (with optional importance ``weights``),
         or on a streaming :class:`~simgen.store.StoreBatches` ``y`` (``c`` is ``None``)."""
-        config = _training_config(config, settings)
+        config = _training_config(config, settings, self._training_defaults())
         streaming = not isinstance(y, Tensor)
         if streaming:
             y_shape, c_shape = (self.theta_shape, self.x_shape) if y_is_theta else (self.x_shape, self.theta_shape)
@@ -274,7 +279,7 @@ class _Estimator:
         if 3 * n_valid * row_bytes <= budget:  # the rows, the train/validation copies and the standardised batch
             theta, x = store.load()
             return self._fit_pairs(theta, x, config, seed, progress, settings, weight_fn), store
-        config = _training_config(config, settings)
+        config = _training_config(config, settings, self._training_defaults())
         split_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
         per_buffer = int(budget // (3 * store.chunk_size * row_bytes))
         source = StoreBatches(store, y_is_theta, config.validation_fraction, split_seed, per_buffer, weight_fn)
@@ -540,19 +545,22 @@ class LikelihoodEstimator(_Estimator):
         with torch.no_grad():
             return self.density.log_prob(x.to(self.device), theta.to(self.device), generator=generator).cpu()
 
-    def log_likelihood(self, theta: Tensor, x_obs: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    def log_likelihood(
+        self, theta: Tensor, x_obs: Tensor, *, generator: torch.Generator | None = None, grad: bool = False
+    ) -> Tensor:
         r"""Σ_i log q(x_obs,i | θ_b) for each θ row: θ ``[B, d_theta]``, x_obs ``[m, *x_shape]`` → ``[B]``.
 
-        Runs on the model's device without input checks or gradients (the MCMC hot path).
+        Runs on the model's device without input checks (the MCMC hot path); differentiable in θ with
+        ``grad=True`` (gradient-based samplers), else under ``no_grad``.
         """
         m, b = x_obs.shape[0], theta.shape[0]
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             x_rep = x_obs.to(self.device).repeat(b, *([1] * (x_obs.dim() - 1)))
             theta_rep = theta.to(self.device).repeat_interleave(m, dim=0)
             return self.density.log_prob(x_rep, theta_rep, generator=generator).reshape(b, m).sum(dim=1)
 
     def posterior(self, validity: bool = False, **mcmc: Any) -> Any:
-        r"""p(θ | x_obs) ∝ Π_i q(x_obs,i | θ) p(θ), sampled by a vectorised slice sampler.
+        r"""p(θ | x_obs) ∝ Π_i q(x_obs,i | θ) p(θ), sampled by MCMC over many chains (MALA by default).
 
         ``validity=True`` multiplies in P(valid | θ), a classifier fitted on the store's rows by ``fit(store)``:
         p(θ | x_obs) ∝ P(valid | θ) Π_i q(x_obs,i | θ) p(θ). The emulator is trained on valid simulations only,
@@ -561,8 +569,10 @@ class LikelihoodEstimator(_Estimator):
         where the simulator often fails. It matters when failures are frequent and θ-dependent; it costs one
         small MLP evaluation per likelihood call (negligible next to the emulator).
 
-        ``mcmc`` sets :class:`~simgen.mcmc.MCMCPosterior`'s options (``num_chains=``, ``warmup=``, ``thin=``,
-        ``num_init=``).
+        ``mcmc`` sets :class:`~simgen.mcmc.MCMCPosterior`'s options: ``method=`` (``"mala"``, ``"hmc"`` or
+        ``"slice"`` — the one for emulators whose ``log_prob`` has no gradient), ``num_chains=``, ``warmup=``,
+        ``thin=``, ``num_init=``, ``num_leapfrog=``, ``target_accept=``, ``monitor=`` (mode-invariant functions
+        of θ for R̂/ESS) and ``progress=``. Each call's split-R̂ and ESS are in ``.last_run``.
 
         Raises:
             ValueError: no prior, or ``validity=True`` for an emulator not fitted from a store.
@@ -690,8 +700,11 @@ def _broadcast_rows(a: Tensor, b: Tensor, name_a: str, name_b: str) -> tuple[Ten
                      f"got {a.shape[0]} and {b.shape[0]}")
 
 
-def _training_config(config: TrainingConfig | None, settings: dict[str, Any]) -> TrainingConfig:
-    config = config or TrainingConfig()
+def _training_config(
+    config: TrainingConfig | None, settings: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> TrainingConfig:
+    """``config`` (else a :class:`TrainingConfig` from the family's ``defaults``) with ``settings`` replaced."""
+    config = config or TrainingConfig(**(defaults or {}))
     names = {f.name for f in dataclasses.fields(TrainingConfig)}
     unknown = set(settings) - names
     if unknown:

@@ -30,9 +30,12 @@ class TrainingConfig:
     """Settings of :func:`train`.
 
     Attributes:
-        batch_size: rows per optimiser step; ``None`` picks n_train // 8 clamped to [64, 512], so that small
-            data sets still get enough steps per epoch and large ones amortise the per-step overhead.
-        learning_rate: AdamW's initial learning rate.
+        batch_size: rows per optimiser step; ``None`` picks n_train // 8 clamped to [64, ``max_batch_size``], so
+            that small data sets still get enough steps per epoch and large ones amortise the per-step overhead.
+        max_batch_size: the upper clamp of the automatic batch size. Above 512 rows the learning rate is scaled
+            up in proportion (the linear scaling rule of Goyal et al. 2017, arXiv:1706.02677), so that an epoch
+            of fewer, larger steps moves the weights as far.
+        learning_rate: AdamW's initial learning rate (for batches of up to 512 rows).
         weight_decay: AdamW's decoupled weight decay.
         max_epochs: hard cap on passes over the training rows.
         validation_fraction: share of rows held out (seed-fixed) for early stopping.
@@ -47,6 +50,7 @@ class TrainingConfig:
     """
 
     batch_size: int | None = None
+    max_batch_size: int = 512
     learning_rate: float = 2e-3
     weight_decay: float = 1e-5
     max_epochs: int = 500
@@ -58,10 +62,11 @@ class TrainingConfig:
     ema_decay: float | None = 0.98
 
     def __post_init__(self) -> None:
-        if (self.batch_size is not None and self.batch_size < 1) or self.max_epochs < 1 or self.patience < 1:
+        if (self.batch_size is not None and self.batch_size < 1) or min(self.max_batch_size, self.max_epochs,
+                                                                        self.patience) < 1:
             raise ValueError(
-                f"batch_size, max_epochs and patience must be >= 1; got {self.batch_size}, "
-                f"{self.max_epochs}, {self.patience}"
+                f"batch_size, max_batch_size, max_epochs and patience must be >= 1; got {self.batch_size}, "
+                f"{self.max_batch_size}, {self.max_epochs}, {self.patience}"
             )
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction}")
@@ -228,9 +233,12 @@ def train(
     else:
         raise ValueError("train takes tensors y, c (and weights) or a BatchSource alone")
     n_train = data.num_train
-    batch_size = config.batch_size or min(512, max(64, n_train // 8))
+    batch_size, learning_rate = config.batch_size, config.learning_rate
+    if batch_size is None:
+        batch_size = min(config.max_batch_size, max(64, n_train // 8))
+        learning_rate *= max(1.0, batch_size / 512)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=config.weight_decay)
     scheduler = _scheduler(optimizer, config)
     history = TrainingHistory(num_train=n_train, num_validation=data.num_validation)
     # The averaged copy is what gets validated, kept and restored; the raw weights only take the steps.

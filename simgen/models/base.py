@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +29,9 @@ class ConditionalDensity(nn.Module, abc.ABC):
 
     #: registry name of the family, used in saved configs
     family: str = ""
+    #: :class:`~simgen.training.TrainingConfig` settings this family trains best with; an estimator starts from
+    #: them when no ``config=`` is given, and a user's keyword settings override them
+    training_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:
         super().__init__()

@@ -62,6 +62,9 @@ class Flow(ConditionalDensity):
     """
 
     family = "flow"
+    # a spline flow's step is mostly fixed overhead at 512 rows: 1024-row steps halve its training time on
+    # 10^4 simulations at an equal test likelihood
+    training_defaults = {"max_batch_size": 1024}
 
     def __init__(
         self,

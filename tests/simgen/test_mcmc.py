@@ -1,7 +1,19 @@
+import math
+
+import pytest
 import torch
 from sbi.utils import BoxUniform
 
-from simgen.mcmc import MCMCPosterior, sir_init, slice_sample
+from simgen.diagnostics import c2st
+from simgen.mcmc import (
+    MCMCPosterior,
+    effective_sample_size,
+    hmc_sample,
+    mala_sample,
+    sir_init,
+    slice_sample,
+    split_rhat,
+)
 
 
 def _correlated_gaussian():
@@ -46,25 +58,159 @@ def test_sir_init_concentrates_on_the_likelihood():
     assert torch.allclose(init.mean(0), dist.mean, atol=0.05)
 
 
+# --------------------------------------------------------------------------- gradient-based samplers
+@pytest.mark.parametrize("sampler", [hmc_sample, mala_sample], ids=["hmc", "mala"])
+def test_gradient_samplers_recover_a_correlated_gaussian(sampler):
+    dist, _ = _correlated_gaussian()
+    g = torch.Generator().manual_seed(0)
+    init = dist.mean + 0.5 * torch.randn(50, 2, generator=g)  # ~2.5 standard deviations off: warm-up must fix it
+    thin = 1 if sampler is hmc_sample else 10  # MALA diffuses: slower along the correlated direction
+    result = sampler(dist.log_prob, init, 40, generator=g, warmup=150, thin=thin)
+    assert result.chains.shape == (50, 40, 2) and result.step_size.shape == (50,)
+    # the mass matrix estimates the variances (0.04 each) from the warm-up draws
+    assert torch.allclose(result.inv_mass, torch.full((2,), 0.04), rtol=0.5)
+    samples = result.chains.reshape(-1, 2)[::2]
+    reference = dist.sample((samples.shape[0],))
+    assert c2st(samples, reference) <= 0.55
+    assert (split_rhat(result.chains) < 1.05).all()
+    assert 0.3 < float(result.acceptance_rate.mean()) < 1.0
+
+
+def test_hmc_is_seeded_and_rejects_a_non_differentiable_target():
+    dist, _ = _correlated_gaussian()
+    init = dist.sample((10,))
+    a = hmc_sample(dist.log_prob, init, 5, generator=torch.Generator().manual_seed(3), warmup=5)
+    b = hmc_sample(dist.log_prob, init, 5, generator=torch.Generator().manual_seed(3), warmup=5)
+    assert torch.equal(a.chains, b.chains)
+    with pytest.raises(ValueError, match="not differentiable"):
+        hmc_sample(lambda u: dist.log_prob(u).detach(), init, 5, generator=torch.Generator(), warmup=5)
+    with pytest.raises(ValueError, match="one leapfrog step"):
+        mala_sample(dist.log_prob, init, 5, generator=torch.Generator(), num_leapfrog=3)
+
+
+# --------------------------------------------------------------------------- R̂ and ESS
+def test_ess_of_iid_draws_is_about_their_number_and_rhat_about_one():
+    draws = torch.randn(4, 1000, 3, generator=torch.Generator().manual_seed(0))
+    ess = effective_sample_size(draws)
+    assert ess.shape == (3,)
+    assert ((ess > 3600) & (ess < 4400)).all()
+    assert (split_rhat(draws) < 1.01).all()
+
+
+def test_ess_of_an_autoregressive_chain_matches_its_autocorrelation_time():
+    rho, g = 0.9, torch.Generator().manual_seed(1)
+    noise = torch.randn(8, 4000, generator=g)
+    chains = torch.empty_like(noise)
+    chains[:, 0] = noise[:, 0] / math.sqrt(1 - rho**2)
+    for t in range(1, 4000):
+        chains[:, t] = rho * chains[:, t - 1] + noise[:, t]
+    expected = 8 * 4000 * (1 - rho) / (1 + rho)  # τ = (1 + ρ)/(1 − ρ) for AR(1)
+    assert abs(float(effective_sample_size(chains)[0]) / expected - 1) < 0.15
+
+
+def test_rhat_flags_chains_stuck_in_separate_modes():
+    g = torch.Generator().manual_seed(2)
+    stuck = torch.cat([torch.randn(4, 200, 1, generator=g) - 3, torch.randn(4, 200, 1, generator=g) + 3])
+    assert float(split_rhat(stuck)[0]) > 1.5
+    drifting = torch.randn(4, 200, 1, generator=g) + torch.linspace(0, 4, 200)[None, :, None]
+    assert float(split_rhat(drifting)[0]) > 1.2  # split halves disagree
+    with pytest.raises(ValueError, match="at least 4 draws"):
+        split_rhat(torch.randn(4, 3))
+
+
+# --------------------------------------------------------------------------- MCMCPosterior
 class ExactGaussianLikelihood:
     """x | θ ~ N(θ, s² I₂): the interface MCMCPosterior needs from a likelihood estimator."""
 
     device = torch.device("cpu")
     noise = 0.5
 
-    def log_likelihood(self, theta, x_obs, generator=None):
+    def log_likelihood(self, theta, x_obs, generator=None, grad=False):
         return torch.distributions.Normal(theta[:, None, :], self.noise).log_prob(x_obs[None]).sum((1, 2))
 
     def _check_x(self, x, name):
         return torch.as_tensor(x, dtype=torch.float32).reshape(-1, 2)
 
+    def _check_theta(self, theta, name="theta"):
+        return torch.as_tensor(theta, dtype=torch.float32).reshape(-1, 2)
 
-def test_mcmc_posterior_of_iid_observations_has_the_analytic_moments():
+
+class MirrorLikelihood(ExactGaussianLikelihood):
+    """x | θ ~ N(|θ|, s² I₂): a posterior with four mirror modes (signs of θ₁, θ₂)."""
+
+    noise = 0.1
+
+    def log_likelihood(self, theta, x_obs, generator=None, grad=False):
+        return super().log_likelihood(theta.abs(), x_obs, generator, grad)
+
+
+@pytest.mark.parametrize("method", ["hmc", "mala", "slice"])
+def test_mcmc_posterior_of_iid_observations_has_the_analytic_moments(method):
     prior = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1)
     x_obs = torch.tensor([[0.5, -0.5], [0.9, -0.1], [0.2, -0.9]])
-    post = MCMCPosterior(ExactGaussianLikelihood(), prior, num_chains=200, warmup=50, thin=5, progress=False)
-    samples = post.sample(4000, x_obs, generator=torch.Generator().manual_seed(0))
+    post = MCMCPosterior(ExactGaussianLikelihood(), prior, method=method, num_chains=100, warmup=50, thin=5,
+                         progress=False)
+    samples = post.sample(2000, x_obs, generator=torch.Generator().manual_seed(0))
     s2, m = 0.25, 3
-    assert torch.allclose(samples.mean(0), x_obs.sum(0) / (m + s2), atol=0.03)
-    assert torch.allclose(samples.std(0), torch.full((2,), (s2 / (m + s2)) ** 0.5), rtol=0.06)
-    assert post.chains.shape == (200, 20, 2)
+    mean, std = x_obs.sum(0) / (m + s2), (s2 / (m + s2)) ** 0.5
+    assert torch.allclose(samples.mean(0), mean, atol=0.03)
+    assert torch.allclose(samples.std(0), torch.full((2,), std), rtol=0.06)
+    assert post.chains.shape == (100, 20, 2)
+    run = post.last_run
+    assert run.method == method and run.num_chains == 100 and run.draws_per_chain == 20
+    assert (run.r_hat < 1.05).all() and (run.ess > 500).all()
+    assert run.num_evaluations > 100 * 20 and run.wall_time > 0
+    assert (run.acceptance_rate is None) == (method == "slice")
+    reference = mean + std * torch.randn(1500, 2, generator=torch.Generator().manual_seed(1))
+    assert c2st(samples[:1500], reference) <= 0.55
+
+
+def test_gradient_mcmc_respects_a_bounded_prior():
+    """The posterior piles up against the box's edge (x_obs outside the box): u-space HMC stays inside and
+    matches the truncated Gaussian."""
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    x_obs = torch.tensor([[1.1, 0.0]])
+    post = MCMCPosterior(ExactGaussianLikelihood(), prior, method="hmc", num_chains=50, warmup=60, thin=3,
+                         progress=False)
+    samples = post.sample(1500, x_obs, generator=torch.Generator().manual_seed(0))
+    assert (samples.abs() < 1).all() and torch.isfinite(prior.log_prob(samples)).all()
+    assert (post.last_run.r_hat < 1.05).all()
+    candidates = 1.1 * torch.tensor([1.0, 0.0]) + 0.5 * torch.randn(20_000, 2, generator=torch.Generator())
+    reference = candidates[(candidates.abs() < 1).all(dim=1)][:1500]
+    assert c2st(samples, reference) <= 0.55
+
+
+def test_monitor_of_mode_invariant_quantities_and_the_convergence_warning():
+    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    x_obs = torch.tensor([[1.0, 1.0]])
+    options = dict(method="hmc", num_chains=100, warmup=50, thin=3, progress=False)
+    post = MCMCPosterior(MirrorLikelihood(), prior, **options)
+    with pytest.warns(RuntimeWarning, match="R-hat > 1.05"):
+        samples = post.sample(3000, x_obs, generator=torch.Generator().manual_seed(0))
+    assert (post.last_run.r_hat > 1.5).all()  # chains sit in the four mirror modes
+    assert ((samples[:, 0] > 0).float().mean() - 0.5).abs() < 0.1  # SIR shares the chains between the modes
+    post = MCMCPosterior(MirrorLikelihood(), prior, monitor=torch.abs, **options)
+    post.sample(3000, x_obs, generator=torch.Generator().manual_seed(0))
+    assert post.last_run.monitored == "monitor" and (post.last_run.r_hat < 1.05).all()
+    assert "R-hat" in str(post.last_run)
+
+
+def test_mcmc_posterior_checks_its_options():
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    with pytest.raises(ValueError, match="method must be one of"):
+        MCMCPosterior(ExactGaussianLikelihood(), prior, method="nuts")
+    with pytest.raises(ValueError, match="target_accept"):
+        MCMCPosterior(ExactGaussianLikelihood(), prior, target_accept=1.5)
+    with pytest.raises(ValueError, match="num_chains"):
+        MCMCPosterior(ExactGaussianLikelihood(), prior, num_chains=0)
+
+
+def test_emulator_posterior_by_mala_matches_the_conjugate_posterior(conjugate, conjugate_emulator):
+    x_obs = torch.tensor([0.6, -0.4])
+    post = conjugate_emulator.posterior(method="mala", num_chains=50, warmup=60, thin=5, progress=False)
+    samples = post.sample(1500, x_obs, generator=torch.Generator().manual_seed(0))
+    reference = conjugate.posterior_samples(x_obs, 1500)
+    # the emulator's own error adds to the sampler's
+    assert c2st(samples, reference) <= 0.58
+    assert (post.last_run.r_hat < 1.05).all()
+    assert post.last_run.acceptance_rate > 0.3
