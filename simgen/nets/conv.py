@@ -453,7 +453,52 @@ def _heads(channels: int) -> int:
     return heads
 
 
-class MapEmbedding(nn.Module):
+class _ConvEmbedding(nn.Module):
+    """What the map and sequence embeddings share: a stem, per level residual blocks and a stride-2
+    downsampling, then GN–SiLU, an average over the positions and an MLP read-out. ``dims`` is 2 for maps
+    (``[n, C, H, W]``) and 1 for sequences (``[n, d, T]``)."""
+
+    name = ""
+
+    def __init__(self, in_shape: tuple[int, ...], in_channels: int, out_features: int, channels: Sequence[int],
+                 blocks_per_level: int, groups: int, dims: int, stem_kernel: int) -> None:
+        super().__init__()
+        _check_levels(channels, blocks_per_level)
+        self.in_shape = in_shape
+        self.dims = dims
+        self.out_features = int(out_features)
+        conv = nn.Conv2d if dims == 2 else nn.Conv1d
+        self.stem = conv(in_channels, channels[0], stem_kernel, padding=stem_kernel // 2)
+        layers: list[nn.Module] = []
+        width = channels[0]
+        for ch in channels:
+            layers += [_Blocks(width, ch, blocks_per_level, None, groups, dims=dims), Downsample(ch, dims=dims)]
+            width = ch
+        self.body = nn.ModuleList(layers)
+        self.out_norm = nn.GroupNorm(_groups(width, groups), width)
+        self.act = nn.SiLU()
+        self.readout = nn.Sequential(nn.Linear(width, 2 * width), nn.SiLU(), nn.Linear(2 * width, self.out_features))
+        self._config = dict(in_shape=list(self.in_shape), out_features=self.out_features, channels=list(channels),
+                            blocks_per_level=blocks_per_level, groups=groups)
+
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    def _check(self, x: Tensor, what: str) -> None:
+        if tuple(x.shape[1:]) != self.in_shape:
+            raise ValueError(f"{type(self).__name__} expects {what} [n, {', '.join(map(str, self.in_shape))}]; "
+                             f"got {list(x.shape)}")
+
+    def _embed(self, h: Tensor) -> Tensor:
+        """Stem, levels and read-out of ``h`` ``[n, channels, *positions]``."""
+        h = self.stem(h)
+        for layer in self.body:
+            h = layer(h, None) if isinstance(layer, _Blocks) else layer(h)
+        positions = tuple(range(2, 2 + self.dims))
+        return self.readout(self.act(self.out_norm(h)).mean(dim=positions))
+
+
+class MapEmbedding(_ConvEmbedding):
     r"""CNN embedding of maps used as a context: ``[n, H, W]`` or ``[n, C, H, W]`` → ``[n, out_features]``.
 
     A 3×3 stem, then per level residual blocks and a stride-2 downsampling, then GN–SiLU, a global average over
@@ -484,38 +529,16 @@ class MapEmbedding(nn.Module):
         blocks_per_level: int = 1,
         groups: int = 8,
     ) -> None:
-        super().__init__()
-        _check_levels(channels, blocks_per_level)
-        self.in_shape = tuple(int(s) for s in in_shape)
-        c = map_channels(self.in_shape)[0]
-        self.out_features = int(out_features)
-        self.stem = nn.Conv2d(c, channels[0], 3, padding=1)
-        layers: list[nn.Module] = []
-        width = channels[0]
-        for ch in channels:
-            layers += [_Blocks(width, ch, blocks_per_level, None, groups), Downsample(ch)]
-            width = ch
-        self.body = nn.ModuleList(layers)
-        self.out_norm = nn.GroupNorm(_groups(width, groups), width)
-        self.act = nn.SiLU()
-        self.readout = nn.Sequential(nn.Linear(width, 2 * width), nn.SiLU(), nn.Linear(2 * width, self.out_features))
-        self._config = dict(in_shape=list(self.in_shape), out_features=self.out_features, channels=list(channels),
-                            blocks_per_level=blocks_per_level, groups=groups)
-
-    def config(self) -> dict[str, Any]:
-        return dict(self._config)
+        in_shape = tuple(int(s) for s in in_shape)
+        super().__init__(in_shape, map_channels(in_shape)[0], out_features, channels, blocks_per_level, groups,
+                         dims=2, stem_kernel=3)
 
     def forward(self, x: Tensor) -> Tensor:
-        if tuple(x.shape[1:]) != self.in_shape:
-            raise ValueError(f"MapEmbedding expects maps [n, {', '.join(map(str, self.in_shape))}]; "
-                             f"got {list(x.shape)}")
-        h = self.stem(x.reshape(x.shape[0], *map_channels(self.in_shape)))
-        for layer in self.body:
-            h = layer(h, None) if isinstance(layer, _Blocks) else layer(h)
-        return self.readout(self.act(self.out_norm(h)).mean(dim=(2, 3)))
+        self._check(x, "maps")
+        return self._embed(x.reshape(x.shape[0], *map_channels(self.in_shape)))
 
 
-class SequenceEmbedding(nn.Module):
+class SequenceEmbedding(_ConvEmbedding):
     r"""1-D CNN embedding of sequences (``x_kind="sequence"``): ``[n, T, d]`` (or ``[n, T]``) → ``[n, out_features]``.
 
     The d features of each step are the channels of a 1-D convolutional network along time: a size-5 stem, then
@@ -542,34 +565,12 @@ class SequenceEmbedding(nn.Module):
         blocks_per_level: int = 1,
         groups: int = 8,
     ) -> None:
-        super().__init__()
-        _check_levels(channels, blocks_per_level)
-        self.in_shape = tuple(int(s) for s in in_shape)
-        if len(self.in_shape) not in (1, 2) or min(self.in_shape) < 1:
-            raise ValueError(f"a sequence row must have shape (T,) or (T, d); got {self.in_shape}")
-        d = self.in_shape[1] if len(self.in_shape) == 2 else 1
-        self.out_features = int(out_features)
-        self.stem = nn.Conv1d(d, channels[0], 5, padding=2)
-        layers: list[nn.Module] = []
-        width = channels[0]
-        for ch in channels:
-            layers += [_Blocks(width, ch, blocks_per_level, None, groups, dims=1), Downsample(ch, dims=1)]
-            width = ch
-        self.body = nn.ModuleList(layers)
-        self.out_norm = nn.GroupNorm(_groups(width, groups), width)
-        self.act = nn.SiLU()
-        self.readout = nn.Sequential(nn.Linear(width, 2 * width), nn.SiLU(), nn.Linear(2 * width, self.out_features))
-        self._config = dict(in_shape=list(self.in_shape), out_features=self.out_features, channels=list(channels),
-                            blocks_per_level=blocks_per_level, groups=groups)
-
-    def config(self) -> dict[str, Any]:
-        return dict(self._config)
+        in_shape = tuple(int(s) for s in in_shape)
+        if len(in_shape) not in (1, 2) or min(in_shape) < 1:
+            raise ValueError(f"a sequence row must have shape (T,) or (T, d); got {in_shape}")
+        d = in_shape[1] if len(in_shape) == 2 else 1
+        super().__init__(in_shape, d, out_features, channels, blocks_per_level, groups, dims=1, stem_kernel=5)
 
     def forward(self, x: Tensor) -> Tensor:
-        if tuple(x.shape[1:]) != self.in_shape:
-            raise ValueError(f"SequenceEmbedding expects sequences [n, {', '.join(map(str, self.in_shape))}]; "
-                             f"got {list(x.shape)}")
-        h = self.stem(x.reshape(x.shape[0], self.in_shape[0], -1).transpose(1, 2))  # [n, d, T]
-        for layer in self.body:
-            h = layer(h, None) if isinstance(layer, _Blocks) else layer(h)
-        return self.readout(self.act(self.out_norm(h)).mean(dim=2))
+        self._check(x, "sequences")
+        return self._embed(x.reshape(x.shape[0], self.in_shape[0], -1).transpose(1, 2))  # [n, d, T]
