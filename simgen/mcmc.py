@@ -598,7 +598,7 @@ class MCMCPosterior:
     — so that chains in mirror modes are not flagged.
 
     The defaults favour speed: the emulator's cost per call is mostly fixed overhead up to ~10³ rows, so the
-    sampler runs many short chains (MALA: 500 chains, 50 warm-up iterations, n / 500 draws each) whose union
+    sampler runs many short chains (MALA: 500 chains, 200 warm-up iterations, n / 500 draws each) whose union
     inherits SIR's spread over the posterior. Short chains do not each traverse a long curved posterior
     (two_moons' crescents), which R̂ (built for few long chains) reports as R̂ ≫ 1 even when the pooled draws
     match the posterior well; ask for fewer chains and more warm-up / thinning (or ``method="hmc"``) when
@@ -614,7 +614,7 @@ class MCMCPosterior:
         method: ``"mala"``, ``"hmc"`` or ``"slice"``.
         num_chains: chains run in parallel (at most n / 10 for n samples asked for, so that each chain keeps
             10 draws for its diagnostics); default per method (mala 500, hmc 200, slice 200).
-        warmup: adaptation iterations discarded at the start; default per method (mala 50, hmc 100, slice 50).
+        warmup: adaptation iterations discarded at the start; default per method (mala 200, hmc 100, slice 50).
         thin: keep one iteration in ``thin``; default per method (mala 1, hmc 1, slice 5).
         num_init: prior draws for the SIR initialisation.
         num_leapfrog: mean leapfrog steps per HMC iteration (hmc only; see :func:`hmc_sample`).
