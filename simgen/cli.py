@@ -1,11 +1,15 @@
 """The ``simgen`` command.
 
-``simgen simulate`` runs a simulation campaign into a store (resumable: run the same command again after an
-interruption, or with a larger ``--num`` to extend it).
+``simgen run`` runs the embedded default pipeline: simulate weak-lensing-like convergence maps
+(``cosmology_maps``: a Gaussian field with shape noise, θ = (Ω_m, σ_8, w_0)), fit a flow posterior with a
+power-spectrum embedding and a convolutional VAE emulator, infer θ for 3 held-out observations and compare each
+posterior with the exact one (C2ST, corner plots), check calibration (coverage, SBC) and the emulator's maps
+against the simulator's, and write everything to ``simgen-out/`` (``report.html``, ``summary.json``, the
+models, the store). ``simgen run CONFIG.toml`` runs the same pipeline for any simulator; ``simgen init`` writes
+a commented example configuration.
 
-``simgen run`` runs the embedded default pipeline: simulate the two-moons benchmark, fit a flow posterior,
-compare it with the exact posterior at a reference observation (C2ST), and write a corner plot, the model
-and a summary to ``simgen-out/``.
+Exit codes: 0 success, 1 a failure while running, 2 a usage or configuration error (reported before anything
+runs).
 """
 
 from __future__ import annotations
@@ -15,70 +19,81 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
-#: sbibm's first two-moons reference observation and its true parameter
-TWO_MOONS_X_OBS = (-0.6397, 0.1623)
-TWO_MOONS_THETA = (-0.8177, -0.5757)
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
-def _run(args: argparse.Namespace) -> int:
+class UsageError(Exception):
+    """A command line that cannot run (exit code 2)."""
+
+
+def _say(args: argparse.Namespace) -> Callable[[str], None]:
+    if getattr(args, "quiet", False):
+        return lambda _: None
+    return lambda text: print(text, flush=True)
+
+
+def _setup(args: argparse.Namespace) -> None:
+    """Threads, headless plotting."""
     import matplotlib
 
     matplotlib.use("Agg")
     import torch
 
-    import simgen
-    import simulators
-
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))  # noqa: E731
-    minutes = max(1, round(args.num_simulations / 10_000 * 2.5))
-    say(f"simgen run: two_moons, {args.num_simulations} simulations, flow posterior "
-        f"(expect about {minutes} min on one CPU thread)")
 
-    sim = simulators.get("two_moons")
-    start = time.perf_counter()
-    theta, x = simgen.simulate(sim, sim.prior, args.num_simulations, seed=args.seed, progress=not args.quiet)
-    post = simgen.PosteriorEstimator(sim.prior, "flow", simulator=sim, device=args.device)
-    settings = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
-    history = post.fit(theta, x, seed=args.seed, progress=not args.quiet, **settings)
-    say(f"trained in {history.wall_time:.1f} s ({history.epochs} epochs, best validation loss "
-        f"{history.best_validation_loss:.3f} at epoch {history.best_epoch})")
 
-    x_obs = torch.tensor(TWO_MOONS_X_OBS)
-    generator = torch.Generator().manual_seed(args.seed)
-    samples = post.sample(args.num_samples, x_obs, generator=generator)
-    reference = sim.reference_posterior(x_obs, args.num_samples, generator=generator)
-    score = simgen.diagnostics.c2st(samples, reference)
-    summary = {
-        "simulator": "two_moons",
-        "num_simulations": int(theta.shape[0]),
-        "train_seconds": round(history.wall_time, 2),
-        "epochs": history.epochs,
-        "x_obs": list(TWO_MOONS_X_OBS),
-        "c2st_vs_exact_posterior": round(score, 4),
-        "posterior_mean": samples.mean(0).tolist(),
-        "reference_mean": reference.mean(0).tolist(),
-        "posterior_std": samples.std(0).tolist(),
-        "reference_std": reference.std(0).tolist(),
-        "total_seconds": round(time.perf_counter() - start, 1),
-    }
-    fig = simgen.plots.corner(samples, reference=reference, truth=torch.tensor(TWO_MOONS_THETA),
-                              labels=sim.parameter_names)
-    fig.savefig(out / "corner.png", dpi=120)
-    post.save(out / "posterior.pt")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    say(f"C2ST against the exact posterior: {score:.3f} (0.5 = indistinguishable)")
-    say(f"posterior mean {[round(v, 3) for v in summary['posterior_mean']]}, "
-        f"exact {[round(v, 3) for v in summary['reference_mean']]}")
-    say(f"wrote {out / 'corner.png'}, {out / 'posterior.pt'}, {out / 'summary.json'} "
-        f"({summary['total_seconds']} s in all)")
-    return 0
+def _config(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The validated configuration (file or embedded default) with the command line's overrides applied."""
+    from .config import load_config
+
+    config, sim = load_config(getattr(args, "config", None), budget=getattr(args, "budget", None))
+    if getattr(args, "seed", None) is not None:
+        config.seed = args.seed
+    if getattr(args, "device", None) is not None:
+        config.device = args.device
+    if getattr(args, "out", None) is not None:
+        config.out_dir = str(Path(args.out).resolve())
+    if getattr(args, "num_simulations", None) is not None:
+        config.num_simulations = args.num_simulations
+    return config, sim
+
+
+# ----------------------------------------------------------------------------------------------- commands
+
+
+def _run(args: argparse.Namespace) -> int:
+    config, sim = _config(args)
+    _setup(args)
+    from . import pipeline
+
+    say = _say(args)
+    result = pipeline.run(config, sim, progress=not args.quiet, say=say)
+    s = result.summary
+    if "mean_c2st" in s:
+        scores = [r["posterior_c2st"] for r in s["observations_results"] if "posterior_c2st" in r]
+        say(f"C2ST against the exact posterior: mean {s['mean_c2st']:.3f} over {len(scores)} observations "
+            f"({', '.join(f'{v:.3f}' for v in scores)}; 0.5 = indistinguishable)")
+    say(f"done in {s['total_seconds']:.0f} s. Wrote:")
+    for label, path in result.paths.items():
+        say(f"  {label:16s} {path}")
+    return EXIT_OK
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .config import EXAMPLE_CONFIG
+
+    path = Path(args.path)
+    if path.exists() and not args.force:
+        raise UsageError(f"{path} exists; pass --force to overwrite it")
+    path.write_text(EXAMPLE_CONFIG)
+    _say(args)(f"wrote {path}: edit it, then run `simgen run {path}`")
+    return EXIT_OK
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -92,95 +107,403 @@ def _option(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _simulator_from_args(args: argparse.Namespace) -> tuple[Any, str, dict[str, Any], Any]:
+    """(simulator, name, options, config or None) from ``--config`` or ``--simulator``/``--option``."""
+    from .config import ConfigError, load_config, resolve_simulator
+
+    if args.config is not None:
+        if args.simulator is not None or args.option:
+            raise UsageError("give --config or --simulator/--option, not both")
+        config, sim = load_config(args.config)
+        return sim, config.simulator, config.simulator_options, config
+    if args.simulator is None:
+        raise UsageError("name a simulator: --simulator NAME (or --config CONFIG.toml)")
+    options = dict(args.option or [])
+    try:
+        sim = resolve_simulator(args.simulator, options, base_dir=Path.cwd())
+    except ConfigError as e:  # the command line's words, not the file's keys
+        raise UsageError(str(e).replace("config key 'simulator.name'", "--simulator")
+                         .replace("config key 'simulator.options'", "--option")) from None
+    return sim, args.simulator, options, None
+
+
 def _simulate(args: argparse.Namespace) -> int:
     import warnings
 
     import torch
 
     import simgen
-    import simulators
 
+    sim, name, options, config = _simulator_from_args(args)
     torch.set_num_threads(args.threads)
-    options = dict(args.option or [])
-    sim = simulators.get(args.simulator, **options)
-    executor = None
+    num = args.num if args.num is not None else (config.num_simulations if config else None)
+    store = args.store if args.store is not None else (str(config.out / config.store) if config else None)
+    if num is None or store is None:
+        raise UsageError("--num and --store are required without --config")
+    seed = args.seed if args.seed is not None else (config.seed if config else 0)
+    chunk_size = args.chunk_size if args.chunk_size is not None else (config.chunk_size if config else 1000)
+    workers, executor = args.workers, None
     if args.dask is not None:
         executor = "dask" if args.dask == "local" else args.dask
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))  # noqa: E731
+    elif config is not None and workers is None:
+        workers, executor = config.workers or None, config.executor or None
+    say = _say(args)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # summarised below
-        store = simgen.simulate(sim, sim.prior, args.num, seed=args.seed, chunk_size=args.chunk_size,
-                                progress=not args.quiet, store=args.store, return_data=False,
-                                workers=args.workers, executor=executor,
-                                metadata={"simulator_options": {"name": args.simulator, **options}})
-    valid = store.valid
+        s = simgen.simulate(sim, sim.prior, num, seed=seed, chunk_size=chunk_size, progress=not args.quiet,
+                            store=store, return_data=False, workers=workers, executor=executor,
+                            metadata={"simulator_options": {"name": name, **options}})
+    valid = s.valid
     n, n_valid = valid.shape[0], int(valid.sum())
-    say(f"store {args.store}: {n} simulations, {n_valid} valid, {n - n_valid} failed "
+    say(f"store {store}: {n} simulations, {n_valid} valid, {n - n_valid} failed "
         f"({time.perf_counter() - start:.1f} s)")
     if n_valid < n:
-        failures = store.failures
         kinds: dict[str, int] = {}
+        failures = s.failures
         for f in failures:
             kinds[f.error] = kinds.get(f.error, 0) + 1
         say("failures: " + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])))
         for f in failures[:3]:
             say(f"  row {f.row}, theta={[round(v, 4) for v in f.theta]}: {f.error}: {f.message[:200]}")
-    return 0
+    return EXIT_OK
+
+
+def _store_simulator(store: Any) -> Any:
+    """The simulator a store was written with, rebuilt from its metadata (registered simulators only)."""
+    import simulators
+
+    meta = store.metadata.get("simulator", {})
+    options = dict(meta.get("options") or {})
+    name = options.pop("name", meta.get("name"))
+    if name not in simulators.available():
+        raise UsageError(f"the store {store.path} was written by simulator {name!r}, which is not registered: "
+                         "pass --config CONFIG.toml naming it")
+    return simulators.get(name, **options)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import simgen
+
+    from . import pipeline
+    from .config import ModelConfig, load_config
+    from .models import FAMILIES
+
+    if args.config is not None:
+        config, sim = load_config(args.config)
+    else:
+        config, sim = load_config(None, build_simulator=False)
+        config.posterior, config.emulator = ModelConfig(True, "flow"), ModelConfig(True, "flow")
+    if args.model is not None and args.model not in FAMILIES:
+        raise UsageError(f"--model must be one of {', '.join(sorted(FAMILIES))}; got {args.model!r}")
+    _setup(args)
+    store = simgen.open_store(args.store)
+    if sim is None:
+        sim = _store_simulator(store)
+    spec = config.posterior if args.direction == "posterior" else config.emulator
+    if args.model is not None and args.model != spec.model:
+        spec.model, spec.options = args.model, {}
+    if args.embedding is not None:
+        spec.embedding = args.embedding
+    for key in ("max_epochs", "max_time", "batch_size", "learning_rate"):
+        if getattr(args, key) is not None:
+            spec.training[key] = getattr(args, key)
+    if args.seed is not None:
+        config.seed = args.seed
+    if args.device is not None:
+        config.device = args.device
+    say = _say(args)
+    theta, x = store.load()
+    say(f"training a {args.direction} ({spec.model}) on {theta.shape[0]} valid simulations of {args.store}")
+    fit = pipeline.fit_posterior if args.direction == "posterior" else pipeline.fit_emulator
+    estimator = fit(config, sim, theta, x, progress=not args.quiet, say=say)
+    estimator.save(args.out)
+    say(f"wrote {args.out}")
+    return EXIT_OK
+
+
+def _read_array(text: str, what: str) -> Any:
+    """An array from a file (.npy, .pt, .json) or an inline JSON list."""
+    import torch
+
+    from .config import ConfigError
+    from .pipeline import load_observations
+
+    path = Path(text)
+    if path.suffix in (".npy", ".pt", ".json") and path.is_file():
+        try:
+            return load_observations(path, None)
+        except ConfigError as e:
+            raise UsageError(f"{what}: {e}") from None
+    try:
+        return torch.tensor(json.loads(text), dtype=torch.float32)
+    except (json.JSONDecodeError, TypeError, ValueError, RuntimeError):
+        raise UsageError(f"{what} must be a .npy/.pt/.json file or a JSON list of numbers; got {text!r}") from None
+
+
+def _load_model(path: str, device: str | None) -> Any:
+    import simgen
+
+    from . import pipeline  # noqa: F401  (registers the power-spectrum embedding for loading)
+
+    return simgen.load(path, device=device)
+
+
+def _save_array(path: str, array: Any) -> None:
+    import numpy as np
+    import torch
+
+    if path.endswith(".npy"):
+        np.save(path, array.numpy())
+    elif path.endswith(".pt"):
+        torch.save(array, path)
+    else:
+        raise UsageError(f"--out must end in .npy or .pt; got {path!r}")
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    _setup(args)
+    if not args.out.endswith((".npy", ".pt")):
+        raise UsageError(f"--out must end in .npy or .pt; got {args.out!r}")
+    est = _load_model(args.model, args.device)
+    generator = torch.Generator().manual_seed(args.seed if args.seed is not None else 0)
+    if est.direction == "posterior":
+        if args.x is None:
+            raise UsageError(f"{args.model} is a posterior: give the observations with --x FILE")
+        try:
+            draws = est.sample_batched(args.num, _read_array(args.x, "--x"), generator=generator)
+        except ValueError as e:
+            raise UsageError(f"--x: {e}") from None
+        what = f"{args.num} draws of θ for each of {draws.shape[0]} observation(s)"
+    else:
+        if args.theta is None:
+            raise UsageError(f"{args.model} is an emulator: give the parameters with --theta FILE or '[[...]]'")
+        try:
+            draws = est.sample_batched(args.num, _read_array(args.theta, "--theta"), generator=generator)
+        except ValueError as e:
+            raise UsageError(f"--theta: {e}") from None
+        what = f"{args.num} emulated simulations at each of {draws.shape[0]} θ"
+    _save_array(args.out, draws)
+    _say(args)(f"wrote {what} to {args.out} (shape {list(draws.shape)})")
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from . import pipeline
+    from .config import load_config
+
+    sim, name, options, config = _simulator_from_args(args)
+    if config is None:
+        config, _ = load_config(None, build_simulator=False)
+        config.simulator, config.simulator_options = name, options
+    _setup(args)
+    config.out_dir = str(Path(args.out).resolve())
+    if args.seed is not None:
+        config.seed = args.seed
+    config.held_out, config.theta_obs, config.obs_file = args.num_observations, None, None
+    config.calibration = args.calibration
+    config.num_samples = config.reference_samples = args.num_samples
+    config.calibration_samples = min(args.num_samples, config.calibration_samples)
+    config.emulator_maps = args.num_samples if args.emulator_samples is None else args.emulator_samples
+    est = _load_model(args.model, args.device)
+    say = _say(args)
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = pipeline.Outputs(out / "figures")
+    x_shape = tuple(getattr(sim, "x_shape", None) or est.x_shape)
+    observations = pipeline.make_observations(config, sim, x_shape)
+    summary: dict[str, Any] = {"model": str(args.model), "simulator": name, "simulator_options": options}
+    if est.direction == "posterior":
+        rows = pipeline.check_observations(config, sim, observations, outputs, posterior=est,
+                                           progress=not args.quiet, say=say)
+        summary["observations_results"] = rows
+        scores = [r["posterior_c2st"] for r in rows if "posterior_c2st" in r]
+        if scores:
+            summary["mean_c2st"] = round(sum(scores) / len(scores), 4)
+            say(f"mean C2ST against the reference posterior: {summary['mean_c2st']:.3f}")
+        if config.calibration > 0:
+            summary["calibration"] = pipeline.check_calibration(config, sim, est, outputs, say=say)
+    else:
+        summary["emulator"] = pipeline.check_emulator(config, sim, est, observations.theta, outputs, say=say)
+    summary["figures"] = [{**f, "path": str(Path(f["path"]).relative_to(out))} for f in outputs.files]
+    (out / "evaluation.json").write_text(json.dumps(summary, indent=2, default=str))
+    report = pipeline.write_report(out / "report.html", f"simgen evaluate: {args.model}",
+                                   pipeline.summary_facts(summary), outputs)
+    say(f"wrote {out / 'evaluation.json'}, {report} and {len(outputs.files)} figure(s) in {outputs.folder}")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    _setup(args)
+    folder = Path(args.folder)
+    try:
+        path = pipeline.report_from_folder(folder, args.name)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    _say(args)(f"wrote {path}")
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------- parser
+
+
+def _common(p: argparse.ArgumentParser, *, device: bool = True, threads: int | None = None) -> None:
+    p.add_argument("--seed", type=int, default=None, help="seed (default: the configuration's, else 0)")
+    if device:
+        p.add_argument("--device", default=None,
+                       help="torch device: cpu, cuda, cuda:1 (default: CUDA when present, else the CPU)")
+    p.add_argument("--threads", type=int, default=threads or max(1, (os.cpu_count() or 2) // 2),
+                   help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="print nothing (errors still go to stderr)")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="simgen", description="Simulation-based inference with deep generative models."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the embedded default pipeline (two moons, flow posterior)",
-                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--num-simulations", type=int, default=10_000, help="simulation budget (default 10000)")
-    run.add_argument("--num-samples", type=int, default=10_000, help="posterior samples to draw (default 10000)")
-    run.add_argument("--max-epochs", type=int, default=None, help="cap on training epochs")
-    run.add_argument("--seed", type=int, default=0, help="seed of simulation, training and sampling")
-    run.add_argument("--out", default="simgen-out", help="output folder (default simgen-out)")
-    run.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-    run.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                     help="torch CPU threads (default: half the cores)")
-    run.add_argument("--quiet", action="store_true", help="print nothing")
+    from .config import BUDGETS
+
+    parser = argparse.ArgumentParser(prog="simgen", description=(__doc__ or "").replace("``", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="the whole pipeline: simulate, fit, infer, check, report (default: cosmology maps)",
+        description="Run the pipeline of CONFIG.toml (`simgen init` writes an example), or the embedded default "
+                    "on cosmology_maps when no CONFIG is given. Everything goes to the output folder "
+                    "(report.html, summary.json, models, store, figures).")
+    run.add_argument("config", nargs="?", default=None, metavar="CONFIG.toml", help="configuration file")
+    run.add_argument("--budget", choices=tuple(BUDGETS), default=None,
+                     help="preset of simulation and training sizes (tiny: seconds, for tests; small: about a "
+                          "minute; default: minutes); keys set in CONFIG win")
+    run.add_argument("--num-simulations", type=int, default=None, help="override simulation.num_simulations")
+    run.add_argument("--out", default=None, help="output folder (default: output.dir, simgen-out)")
+    _common(run)
     run.set_defaults(func=_run)
+
+    init = sub.add_parser("init", help="write a commented example configuration",
+                          description="Write a commented example configuration for `simgen run CONFIG.toml`.")
+    init.add_argument("path", nargs="?", default="simgen.toml", help="where to write it (default simgen.toml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument("--quiet", action="store_true", help="print nothing")
+    init.set_defaults(func=_init)
 
     sim = sub.add_parser("simulate", help="run a simulation campaign into a resumable store",
                          description="Simulate --num parameter draws from the simulator's prior into --store "
-                                     "(resumable: run again after an interruption, or with a larger --num).")
-    sim.add_argument("--simulator", required=True, help="registered simulator name (e.g. two_moons)")
+                                     "(resumable: run again after an interruption, or with a larger --num). The "
+                                     "simulator comes from --simulator/--option or from --config.")
+    sim.add_argument("--config", default=None, metavar="CONFIG.toml",
+                     help="take the simulator, budget, seed, chunk size, store and executor from a configuration")
+    sim.add_argument("--simulator", default=None,
+                     help="registered simulator name (e.g. two_moons) or package.module:factory")
     sim.add_argument("--option", action="append", type=_option, metavar="KEY=VALUE",
                      help="simulator option (repeatable; VALUE read as JSON when it parses)")
-    sim.add_argument("--num", type=int, required=True, help="number of simulations")
-    sim.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
-    sim.add_argument("--store", required=True, help="store folder, e.g. runs.h5")
-    sim.add_argument("--chunk-size", type=int, default=1000, help="simulations per chunk (default 1000)")
+    sim.add_argument("--num", type=int, default=None, help="number of simulations")
+    sim.add_argument("--store", default=None, help="store folder, e.g. runs.h5")
+    sim.add_argument("--chunk-size", type=int, default=None, help="simulations per chunk (default 1000)")
     where = sim.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None, help="local worker processes")
     where.add_argument("--dask", default=None, metavar="ADDRESS",
                        help="dask scheduler address (tcp://host:8786), or 'local' for a LocalCluster")
-    sim.add_argument("--threads", type=int, default=1, help="torch CPU threads in this process (default 1)")
-    sim.add_argument("--quiet", action="store_true", help="print nothing")
+    _common(sim, device=False, threads=1)
     sim.set_defaults(func=_simulate)
+
+    train = sub.add_parser("train", help="fit a posterior or an emulator on a store",
+                           description="Fit a posterior p(θ | x) or an emulator p(x | θ) on the valid rows of a "
+                                       "store and save it. The simulator (its prior, x_kind) is rebuilt from the "
+                                       "store's metadata, or taken from --config with the model settings there.")
+    train.add_argument("--store", required=True, help="store folder written by simgen simulate or simgen run")
+    train.add_argument("--out", required=True, help="model file to write, e.g. posterior.pt")
+    train.add_argument("--config", default=None, metavar="CONFIG.toml", help="simulator and model settings")
+    train.add_argument("--direction", choices=("posterior", "emulator"), default="posterior",
+                       help="posterior p(θ | x) or emulator p(x | θ) (default posterior)")
+    train.add_argument("--model", default=None, help="family: flow, cnf, diffusion, vae (default: the config's, "
+                                                     "else flow)")
+    train.add_argument("--embedding", choices=("auto", "power_spectrum", "flatten"), default=None,
+                       help="posterior embedding of x (default auto)")
+    train.add_argument("--max-epochs", type=int, default=None, help="cap on training epochs")
+    train.add_argument("--max-time", type=float, default=None, help="cap on training seconds")
+    train.add_argument("--batch-size", type=int, default=None, help="rows per step (default: automatic)")
+    train.add_argument("--learning-rate", type=float, default=None, help="initial learning rate")
+    _common(train)
+    train.set_defaults(func=_train)
+
+    sample = sub.add_parser("sample", help="draw from a saved posterior or emulator",
+                            description="Posterior: --num draws of θ for each observation in --x. Emulator: --num "
+                                        "simulations at each θ in --theta. Saved as [m, num, ...] to --out.")
+    sample.add_argument("--model", required=True, help="model file (simgen run's posterior.pt, simgen train's)")
+    sample.add_argument("--x", default=None, help="observations [m, *x_shape]: .npy, .pt or .json")
+    sample.add_argument("--theta", default=None, help="parameters [m, d_theta]: a file or a JSON list")
+    sample.add_argument("--num", type=int, default=1000, help="draws per observation or θ (default 1000)")
+    sample.add_argument("--out", required=True, help="output file, .npy or .pt")
+    _common(sample)
+    sample.set_defaults(func=_sample)
+
+    evaluate = sub.add_parser("evaluate", help="check a saved model against its simulator",
+                              description="A posterior: C2ST against the simulator's reference posterior at "
+                                          "held-out observations (where it has one), corner plots, coverage and "
+                                          "SBC. An emulator: emulated vs simulated data at held-out θ.")
+    evaluate.add_argument("--model", required=True, help="model file")
+    evaluate.add_argument("--config", default=None, metavar="CONFIG.toml", help="take the simulator from here")
+    evaluate.add_argument("--simulator", default=None, help="registered simulator name or package.module:factory")
+    evaluate.add_argument("--option", action="append", type=_option, metavar="KEY=VALUE", help="simulator option")
+    evaluate.add_argument("--num-observations", type=int, default=3, help="held-out observations (default 3)")
+    evaluate.add_argument("--num-samples", type=int, default=2000, help="draws per observation (default 2000)")
+    evaluate.add_argument("--calibration", type=int, default=100,
+                          help="held-out simulations for coverage and SBC (default 100; 0 skips)")
+    evaluate.add_argument("--emulator-samples", type=int, default=None,
+                          help="emulated and simulated draws per θ (default: --num-samples)")
+    evaluate.add_argument("--out", default="simgen-eval", help="output folder (default simgen-eval)")
+    _common(evaluate)
+    evaluate.set_defaults(func=_evaluate)
+
+    report = sub.add_parser("report", help="(re)write the HTML report of a run's output folder",
+                            description="Write FOLDER/report.html from the summary.json (or evaluation.json) and "
+                                        "figures that simgen run (or simgen evaluate) left in FOLDER.")
+    report.add_argument("folder", nargs="?", default="simgen-out", help="output folder (default simgen-out)")
+    report.add_argument("--name", default="report.html", help="file name of the report (default report.html)")
+    report.add_argument("--quiet", action="store_true", help="print nothing")
+    report.set_defaults(func=_report, threads=1)
     return parser
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    for name in ("num", "num_simulations", "workers", "chunk_size", "threads", "num_observations", "max_epochs"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1; got {value}")
+    if getattr(args, "num_simulations", None) is not None and args.num_simulations < 10:
+        raise UsageError(f"--num-simulations must be at least 10; got {args.num_simulations}")
+    for name in ("calibration",):
+        value = getattr(args, name, None)
+        if value is not None and value < 0:
+            raise UsageError(f"--{name} must be >= 0; got {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``simgen`` console script; returns the exit code (0 ok, 1 failure, 2 usage)."""
-    args = _parser().parse_args(argv)
-    if getattr(args, "num", 1) < 1 or (getattr(args, "workers", None) or 1) < 1:
-        print("simgen: --num and --workers must be at least 1", file=sys.stderr)
-        return 2
-    if getattr(args, "num_simulations", 10) < 10 or getattr(args, "num_samples", 10) < 10:
-        print("simgen: --num-simulations and --num-samples must be at least 10", file=sys.stderr)
-        return 2
+    """Entry point of the ``simgen`` console script; returns the exit code (0 ok, 1 failure, 2 usage or
+    configuration error)."""
+    from .config import ConfigError
+
     try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
+        return int(e.code or 0)
+    try:
+        _check_numbers(args)
         return args.func(args)
-    except (ValueError, RuntimeError, OSError) as e:
-        print(f"simgen: error: {e}", file=sys.stderr)
-        return 1
+    except (UsageError, ConfigError) as e:
+        print(f"simgen {args.command}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"simgen {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a runtime failure: reported in one line, exit code 1
+        print(f"simgen {args.command}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        if os.environ.get("SIMGEN_DEBUG"):
+            raise
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

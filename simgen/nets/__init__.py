@@ -24,6 +24,7 @@ from .conv import (
 )
 from .mlp import MLP, Flatten, ResidualMLP
 from .sets import DeepSets, SetStandardize, split_mask
+from .spectra import PowerSpectrumEmbedding
 
 __all__ = [
     "MLP",
@@ -39,6 +40,7 @@ __all__ = [
     "MapEmbedding",
     "SequenceEmbedding",
     "DeepSets",
+    "PowerSpectrumEmbedding",
     "SetStandardize",
     "split_mask",
     "default_embedding",
@@ -50,7 +52,8 @@ __all__ = [
 
 _BUILTIN: dict[str, type[nn.Module]] = {
     cls.name: cls
-    for cls in (MLP, ResidualMLP, Flatten, ConvEncoder, ConvDecoder, UNet, MapEmbedding, SequenceEmbedding, DeepSets)
+    for cls in (MLP, ResidualMLP, Flatten, ConvEncoder, ConvDecoder, UNet, MapEmbedding, SequenceEmbedding, DeepSets,
+                PowerSpectrumEmbedding)
 }
 
 

@@ -1,0 +1,557 @@
+"""The ``simgen run`` configuration: a TOML file (read with :mod:`tomllib`), validated before anything runs.
+
+A configuration names a simulator, a simulation budget, the models to fit (a posterior p(θ | x), an emulator
+p(x | θ), or both), the observations to infer θ from, the checks to run and where to write everything.
+:func:`load_config` returns a :class:`RunConfig` whose every value has been checked: an unknown key, a value of
+the wrong type or outside its allowed set raises :class:`ConfigError` naming the key (``posterior.model``) and
+what is allowed, before a single simulation runs. The simulator is built (not run) during validation, so its
+options are checked too.
+
+Budgets (``budget = "tiny" | "small" | "default"``) are presets of the numbers below; a key given explicitly
+wins over the preset. ``"tiny"`` is for tests and smoke runs (seconds), ``"small"`` for a first look (about a
+minute), ``"default"`` for results worth reading (minutes).
+
+Paths inside a configuration file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BUDGETS",
+    "DEFAULT_CONFIG",
+    "EXAMPLE_CONFIG",
+    "ConfigError",
+    "ModelConfig",
+    "RunConfig",
+    "load_config",
+    "parse_config",
+    "resolve_simulator",
+]
+
+#: presets: numbers a budget sets unless the configuration gives them
+BUDGETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "num_simulations": 200, "posterior_epochs": 3, "posterior_time": 10.0, "emulator_epochs": 1,
+        "emulator_time": 10.0, "num_samples": 200, "reference_samples": 200, "calibration": 20,
+        "calibration_samples": 40, "emulator_maps": 10, "held_out": 2, "mcmc_chains": 20, "mcmc_warmup": 10,
+    },
+    "small": {
+        "num_simulations": 4000, "posterior_epochs": 100, "posterior_time": 40.0, "emulator_epochs": 30,
+        "emulator_time": 40.0, "num_samples": 2000, "reference_samples": 2000, "calibration": 100,
+        "calibration_samples": 200, "emulator_maps": 64, "held_out": 3, "mcmc_chains": 100, "mcmc_warmup": 50,
+    },
+    "default": {
+        "num_simulations": 50_000, "posterior_epochs": 300, "posterior_time": 200.0, "emulator_epochs": 200,
+        "emulator_time": 120.0, "num_samples": 10_000, "reference_samples": 10_000, "calibration": 200,
+        "calibration_samples": 500, "emulator_maps": 256, "held_out": 3, "mcmc_chains": 200,
+        "mcmc_warmup": 100,
+    },
+}
+
+DIRECTIONS = ("posterior", "emulator")
+EMBEDDINGS = ("auto", "power_spectrum", "flatten")
+DEVICES = ("auto", "cpu", "cuda", "cuda:<index>", "mps")
+OBSERVATION_SUFFIXES = (".npy", ".pt", ".json")
+
+_TOP_KEYS = ("seed", "device", "budget", "simulator", "simulation", "posterior", "emulator", "observations",
+             "evaluation", "output")
+_SIMULATOR_KEYS = ("name", "options")
+_SIMULATION_KEYS = ("num_simulations", "chunk_size", "store", "workers", "executor")
+_MODEL_KEYS = ("enabled", "model", "embedding", "options", "training", "mcmc", "num_train")
+_OBSERVATION_KEYS = ("held_out", "theta", "file", "true_theta")
+_EVALUATION_KEYS = ("num_samples", "c2st", "reference_samples", "calibration", "calibration_samples",
+                    "emulator_maps", "mcmc_chains", "mcmc_warmup")
+_OUTPUT_KEYS = ("dir", "report", "save_models")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration: ``key`` is the dotted key at fault (``"posterior.model"``)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config key '{key}': {message}")
+        self.key = key
+
+
+@dataclass
+class ModelConfig:
+    """One direction's model: family, its constructor options, embedding (posteriors), training settings."""
+
+    enabled: bool
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    embedding: str = "auto"
+    mcmc: bool = False  #: emulators: also sample p(θ | x_obs) by MCMC on the emulator
+    num_train: int | None = None  #: train on the first this many valid simulations (``None``: all)
+
+
+@dataclass
+class RunConfig:
+    """A validated ``simgen run`` configuration (see the module docstring and :data:`EXAMPLE_CONFIG`)."""
+
+    simulator: str
+    simulator_options: dict[str, Any]
+    seed: int = 0
+    device: str = "auto"
+    budget: str = "default"
+    num_simulations: int = 20_000
+    chunk_size: int = 1000
+    store: str = "store.h5"
+    workers: int = 0
+    executor: str = ""
+    posterior: ModelConfig = field(default_factory=lambda: ModelConfig(True, "flow"))
+    emulator: ModelConfig = field(default_factory=lambda: ModelConfig(False, "vae"))
+    held_out: int = 3
+    theta_obs: list[list[float]] | None = None
+    obs_file: str | None = None
+    true_theta: list[list[float]] | None = None
+    num_samples: int = 10_000
+    c2st: bool = True
+    reference_samples: int = 10_000
+    calibration: int = 200
+    calibration_samples: int = 500
+    emulator_maps: int = 256
+    mcmc_chains: int = 200
+    mcmc_warmup: int = 100
+    out_dir: str = "simgen-out"
+    report: str = "report.html"
+    save_models: bool = True
+    #: folder relative paths are resolved against (the configuration file's)
+    base_dir: str = "."
+    #: where the configuration came from (a path, or "embedded default")
+    source: str = "embedded default"
+
+    def path(self, name: str) -> Path:
+        """``name`` resolved against :attr:`base_dir` (absolute paths unchanged)."""
+        p = Path(name).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    @property
+    def out(self) -> Path:
+        return self.path(self.out_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+DEFAULT_CONFIG = """\
+# The embedded default of `simgen run`: weak-lensing-like convergence maps with an exact posterior.
+seed = 0
+device = "auto"
+budget = "default"
+
+[simulator]
+name = "cosmology_maps"                # Gaussian field with shape noise, theta = (Omega_m, sigma_8, w_0)
+options = { n_pix = 32 }
+
+[simulation]
+store = "store.h5"
+
+[posterior]
+model = "flow"
+embedding = "power_spectrum"           # log power in shells of |m| -> MLP (sufficient statistics for this field)
+training = { patience = 15 }
+
+[emulator]
+model = "vae"                          # convolutional VAE emulator of the maps
+num_train = 20000                      # its first 20 000 maps, in small steps: about two passes in its budget
+training = { batch_size = 64 }
+
+[observations]                         # held-out simulations (3; 2 with budget "tiny"), compared with the
+                                       # exact posterior
+
+[output]
+dir = "simgen-out"
+"""
+
+EXAMPLE_CONFIG = """\
+# simgen run configuration (written by `simgen init`). Run it with: simgen run simgen.toml
+# Every key is optional except [simulator].name. Paths are relative to this file's folder.
+
+seed = 0                     # seeds simulation, training and sampling
+device = "auto"              # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", "mps"
+budget = "small"             # "tiny" (seconds) | "small" (about a minute) | "default" (minutes): presets of the
+                             # numbers below; a key given here wins over its preset
+
+[simulator]
+name = "two_moons"           # a registered simulator: two_moons, gaussian_linear, slcp, gaussian_mixture,
+                             #   cosmology_maps, collider, collider_detector, double_well, external
+                             # or your own: "mypackage.module:make_simulator" (called with the options below;
+                             #   it returns an object with .prior (a torch Distribution) and __call__(theta) -> x)
+options = {}                 # keyword arguments of the simulator, e.g. { n_pix = 16 } for cosmology_maps
+# An external program (no shell is used; see simulators/external.py for the exchange protocol):
+# name = "external"
+# options = { command = ["./my_sim", "{input}"], prior = { low = [0, 0], high = [1, 1] }, x_shape = [3],
+#             timeout = 60 }
+
+[simulation]
+# num_simulations = 4000     # simulation attempts (failed ones are kept in the store, left out of training)
+chunk_size = 1000            # simulations per stored chunk; with the seed it alone fixes the results
+store = "store.h5"           # campaign store under the output folder: run again to resume or extend
+workers = 0                  # local worker processes (0: this process)
+executor = ""                # "" (local), "dask" (a local dask cluster) or "tcp://host:8786" (a scheduler)
+
+[posterior]                  # p(theta | x), amortised over x
+enabled = true
+model = "flow"               # "flow" | "cnf" | "diffusion" | "vae" (the families installed)
+embedding = "auto"           # "auto" (CNN for maps, none for vectors) | "power_spectrum" (maps) | "flatten"
+options = {}                 # the family's constructor arguments, e.g. { transforms = 5, hidden_features = 64 }
+training = {}                # TrainingConfig fields, e.g. { max_epochs = 100, max_time = 60, batch_size = 256 }
+# num_train = 10000          # train on the first this many valid simulations (default: all of them)
+
+[emulator]                   # p(x | theta), a surrogate of the simulator
+enabled = false
+model = "flow"               # "flow" | "cnf" | "diffusion" | "vae"
+mcmc = false                 # also infer theta by MCMC on the emulator's likelihood
+options = {}
+training = {}
+
+[observations]               # what to infer theta from: one of
+held_out = 3                 # simulations at fresh prior draws (their true theta is known), or
+# theta = [[0.5, 0.5]]       # simulations at these theta ("simulate at theta = ..."), or
+# file = "x_obs.npy"         # observed data [m, *x_shape] (.npy, .pt or .json), each row one observation
+# true_theta = [[0.5, 0.5]]  # (optional, with file) the parameters behind the file's rows
+
+[evaluation]
+# num_samples = 2000         # posterior draws per observation
+c2st = true                  # C2ST against the simulator's reference posterior, when it has one
+# calibration = 100          # held-out simulations for coverage and SBC (0: skip)
+# emulator_maps = 64         # emulated simulations per check of the emulator against the simulator
+# mcmc_chains = 100          # chains (and warm-up sweeps) of the MCMC through the emulator ([emulator].mcmc)
+# mcmc_warmup = 50
+
+[output]
+dir = "simgen-out"           # everything goes here: store, models, figures, summary.json, the report
+report = "report.html"
+save_models = true
+"""
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+def _table(raw: Any, key: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(key, f"must be a table ([{key}]); got {type(raw).__name__} {raw!r}")
+    for k in raw:
+        if k not in allowed:
+            where = f" in [{key}]" if key else " at the top level"
+            raise ConfigError(f"{key}.{k}" if key else k, f"unknown key; allowed keys{where}: {', '.join(allowed)}")
+    return raw
+
+
+def _int(raw: Any, key: str, low: int = 0) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ConfigError(key, f"must be an integer >= {low}; got {raw!r}")
+    if raw < low:
+        raise ConfigError(key, f"must be an integer >= {low}; got {raw}")
+    return raw
+
+
+def _number(raw: Any, key: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise ConfigError(key, f"must be a finite number; got {raw!r}")
+    return float(raw)
+
+
+def _bool(raw: Any, key: str) -> bool:
+    if not isinstance(raw, bool):
+        raise ConfigError(key, f"must be true or false; got {raw!r}")
+    return raw
+
+
+def _str(raw: Any, key: str, allowed: tuple[str, ...] | None = None) -> str:
+    if not isinstance(raw, str):
+        hint = f"one of {', '.join(repr(a) for a in allowed)}" if allowed else "a string"
+        raise ConfigError(key, f"must be {hint}; got {raw!r}")
+    if allowed is not None and raw not in allowed:
+        raise ConfigError(key, f"must be one of {', '.join(repr(a) for a in allowed)}; got {raw!r}")
+    return raw
+
+
+def _matrix(raw: Any, key: str, columns: int | None) -> list[list[float]]:
+    """A list of rows of numbers (a single row may be given flat)."""
+    if isinstance(raw, list) and raw and all(isinstance(v, int | float) and not isinstance(v, bool) for v in raw):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or not all(isinstance(r, list) for r in raw):
+        raise ConfigError(key, f"must be a list of parameter rows, e.g. [[0.3, 0.8, -1.0]]; got {raw!r}")
+    rows = [[_number(v, key) for v in r] for r in raw]
+    if columns is not None and any(len(r) != columns for r in rows):
+        bad = next(r for r in rows if len(r) != columns)
+        raise ConfigError(key, f"every row must have d_theta = {columns} numbers (the prior's); got {bad}")
+    return rows
+
+
+def _device(raw: Any) -> str:
+    device = _str(raw, "device")
+    if device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit()):
+        return device
+    raise ConfigError("device", f"must be one of {', '.join(repr(d) for d in DEVICES)}; got {device!r}")
+
+
+def _families() -> tuple[str, ...]:
+    from .models import FAMILIES
+
+    return tuple(sorted(FAMILIES))
+
+
+def _training(raw: Any, key: str) -> dict[str, Any]:
+    from .training import TrainingConfig
+
+    names = tuple(f.name for f in dataclasses.fields(TrainingConfig))
+    settings = dict(_table(raw, key, names))
+    try:
+        TrainingConfig(**settings)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(key, str(e)) from None
+    return settings
+
+
+def _model(raw: Any, key: str, direction: str) -> ModelConfig:
+    """A ``[posterior]`` or ``[emulator]`` table (``None``: absent; a present table is enabled by default)."""
+    table = _table({} if raw is None else raw, key, _MODEL_KEYS)
+    enabled = _bool(table.get("enabled", raw is not None or direction == "posterior"), f"{key}.enabled")
+    model = _str(table.get("model", "flow"), f"{key}.model", _families())
+    options = table.get("options", {})
+    if not isinstance(options, dict):
+        raise ConfigError(f"{key}.options", f"must be a table of the {model} family's constructor arguments; "
+                          f"got {options!r}")
+    from .models import FAMILIES
+
+    try:
+        FAMILIES[model](**options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{key}.options", f"not accepted by the {model} family: {e}") from None
+    embedding = _str(table.get("embedding", "auto"), f"{key}.embedding", EMBEDDINGS)
+    if direction == "emulator" and "embedding" in table:
+        raise ConfigError(f"{key}.embedding", "an emulator's context is θ (no embedding); remove the key")
+    mcmc = _bool(table.get("mcmc", False), f"{key}.mcmc")
+    if direction == "posterior" and "mcmc" in table:
+        raise ConfigError(f"{key}.mcmc", "only [emulator] has mcmc (inference through the emulator's likelihood)")
+    num_train = _int(table["num_train"], f"{key}.num_train", 10) if "num_train" in table else None
+    return ModelConfig(enabled, model, dict(options), _training(table.get("training", {}), f"{key}.training"),
+                       embedding, mcmc, num_train)
+
+
+# --------------------------------------------------------------------------------------------- simulators
+
+
+def resolve_simulator(name: str, options: dict[str, Any], *, base_dir: str | Path = ".") -> Any:
+    """Build the simulator a configuration names, without simulating.
+
+    ``name`` is a registry name (``simulators.available()``), ``"external"`` (a command-line program; its
+    ``cwd`` defaults to ``base_dir``), or ``"package.module:attribute"``: a factory called with ``options``
+    (a :class:`simulators.Simulator` subclass, or any function returning an object with a ``prior`` and
+    ``__call__(theta) -> x``), or such an object itself (then ``options`` must be empty).
+
+    Raises:
+        ConfigError: an unknown name, a module or attribute that cannot be imported, options the simulator
+            refuses, or a result without a torch ``Distribution`` prior.
+    """
+    from torch.distributions import Distribution
+
+    import simulators
+
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise ConfigError("simulator.name", f"cannot import module {module_name!r} ({e}); make it importable "
+                              "(installed, or on PYTHONPATH)") from None
+        try:
+            target = getattr(module, attr)
+        except AttributeError:
+            raise ConfigError("simulator.name", f"module {module_name!r} has no attribute {attr!r}") from None
+        sim = _call_factory(target, options, name) if _is_factory(target) else target
+        if not _is_factory(target) and options:
+            raise ConfigError("simulator.options", f"{name} is an object, not a factory: it takes no options")
+    else:
+        available = simulators.available()
+        if name not in available:
+            raise ConfigError("simulator.name", f"must be one of {', '.join(available)} or "
+                              f"'package.module:factory'; got {name!r}")
+        if name == "external":
+            options = {"cwd": str(base_dir), **options}
+        sim = _call_factory(lambda **kw: simulators.get(name, **kw), options, name)
+    prior = getattr(sim, "prior", None)
+    if not isinstance(prior, Distribution) or not callable(sim):
+        raise ConfigError("simulator.name", f"{name} must give a callable simulator with a .prior torch "
+                          f"Distribution; got {type(sim).__name__} with prior {type(prior).__name__}")
+    if len(prior.event_shape) != 1:
+        raise ConfigError("simulator.name", f"{name}'s prior must have event shape [d_theta]; got "
+                          f"{list(prior.event_shape)}")
+    return sim
+
+
+def _is_factory(target: Any) -> bool:
+    return isinstance(target, type) or (callable(target) and getattr(target, "prior", None) is None)
+
+
+def _call_factory(factory: Callable[..., Any], options: dict[str, Any], name: str) -> Any:
+    try:
+        return factory(**options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError("simulator.options", f"not accepted by {name}: {e}") from None
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = ".",
+                 build_simulator: bool = True, budget: str | None = None) -> tuple[RunConfig, Any]:
+    """Validate a configuration's TOML ``text``; returns the :class:`RunConfig` and the simulator it names
+    (``None`` when ``build_simulator=False``). ``budget`` replaces the file's ``budget`` (a command line's
+    ``--budget``); keys the file sets explicitly still win over the preset.
+
+    Raises:
+        ConfigError: the first problem found, naming its key and what is allowed.
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("(file)", f"{source} is not valid TOML: {e}") from None
+    _table(raw, "", _TOP_KEYS)
+    if budget is not None:
+        raw["budget"] = budget
+    seed = _int(raw.get("seed", 0), "seed")
+    device = _device(raw.get("device", "auto"))
+    budget = _str(raw.get("budget", "default"), "budget", tuple(BUDGETS))
+    preset = BUDGETS[budget]
+
+    sim_raw = raw.get("simulator")
+    if sim_raw is None:
+        raise ConfigError("simulator.name", "missing: name a registered simulator, 'package.module:factory' or "
+                          "'external'")
+    if isinstance(sim_raw, str):
+        sim_raw = {"name": sim_raw}
+    sim_table = _table(sim_raw, "simulator", _SIMULATOR_KEYS)
+    if "name" not in sim_table:
+        raise ConfigError("simulator.name", "missing: name a registered simulator, 'package.module:factory' or "
+                          "'external'")
+    sim_name = _str(sim_table["name"], "simulator.name")
+    sim_options = sim_table.get("options", {})
+    if not isinstance(sim_options, dict):
+        raise ConfigError("simulator.options", f"must be a table of keyword arguments; got {sim_options!r}")
+
+    simulation = _table(raw.get("simulation", {}), "simulation", _SIMULATION_KEYS)
+    num_simulations = _int(simulation.get("num_simulations", preset["num_simulations"]),
+                           "simulation.num_simulations", 10)
+    chunk_size = _int(simulation.get("chunk_size", 1000), "simulation.chunk_size", 1)
+    store = _str(simulation.get("store", "store.h5"), "simulation.store")
+    workers = _int(simulation.get("workers", 0), "simulation.workers")
+    executor = _str(simulation.get("executor", ""), "simulation.executor")
+    if executor and executor != "dask" and "://" not in executor:
+        raise ConfigError("simulation.executor", f"must be '', 'dask' or a scheduler address 'tcp://host:port'; "
+                          f"got {executor!r}")
+    if executor and workers:
+        raise ConfigError("simulation.workers", "give workers or executor, not both")
+
+    posterior = _model(raw.get("posterior"), "posterior", "posterior")
+    emulator = _model(raw.get("emulator"), "emulator", "emulator")
+    if not (posterior.enabled or emulator.enabled):
+        raise ConfigError("posterior.enabled", "at least one of [posterior] and [emulator] must be enabled")
+    for cfg, direction in ((posterior, "posterior"), (emulator, "emulator")):
+        cfg.training.setdefault("max_epochs", preset[f"{direction}_epochs"])
+        cfg.training.setdefault("max_time", preset[f"{direction}_time"])
+
+    obs = _table(raw.get("observations", {}), "observations", _OBSERVATION_KEYS)
+    given = [k for k in ("held_out", "theta", "file") if k in obs]
+    if len(given) > 1:
+        raise ConfigError(f"observations.{given[1]}", f"give one of held_out, theta, file; got {', '.join(given)}")
+    held_out = _int(obs.get("held_out", 0 if given else preset["held_out"]), "observations.held_out")
+    obs_file = _str(obs["file"], "observations.file") if "file" in obs else None
+    if obs_file is not None and Path(obs_file).suffix not in OBSERVATION_SUFFIXES:
+        raise ConfigError("observations.file", f"must end in one of {', '.join(OBSERVATION_SUFFIXES)}; "
+                          f"got {obs_file!r}")
+    if "true_theta" in obs and obs_file is None:
+        raise ConfigError("observations.true_theta", "goes with observations.file (held_out and theta know "
+                          "their parameters)")
+
+    evaluation = _table(raw.get("evaluation", {}), "evaluation", _EVALUATION_KEYS)
+    ev = {k: _int(evaluation.get(k, preset[k]), f"evaluation.{k}", 0 if k in ("calibration", "mcmc_warmup") else 1)
+          for k in ("num_samples", "reference_samples", "calibration", "calibration_samples", "emulator_maps",
+                    "mcmc_chains", "mcmc_warmup")}
+    c2st = _bool(evaluation.get("c2st", True), "evaluation.c2st")
+
+    output = _table(raw.get("output", {}), "output", _OUTPUT_KEYS)
+    out_dir = _str(output.get("dir", "simgen-out"), "output.dir")
+    report = _str(output.get("report", "report.html"), "output.report")
+    if not report.endswith(".html"):
+        raise ConfigError("output.report", f"must be a file name ending in .html; got {report!r}")
+    save_models = _bool(output.get("save_models", True), "output.save_models")
+
+    config = RunConfig(
+        simulator=sim_name, simulator_options=dict(sim_options), seed=seed, device=device, budget=budget,
+        num_simulations=num_simulations, chunk_size=chunk_size, store=store, workers=workers, executor=executor,
+        posterior=posterior, emulator=emulator, held_out=held_out, obs_file=obs_file,
+        num_samples=ev["num_samples"], c2st=c2st, reference_samples=ev["reference_samples"],
+        calibration=ev["calibration"], calibration_samples=ev["calibration_samples"],
+        emulator_maps=ev["emulator_maps"], mcmc_chains=ev["mcmc_chains"], mcmc_warmup=ev["mcmc_warmup"],
+        out_dir=out_dir, report=report, save_models=save_models,
+        base_dir=str(base_dir), source=source,
+    )
+    sim = None
+    if build_simulator:
+        sim = resolve_simulator(sim_name, config.simulator_options, base_dir=base_dir)
+        d_theta = int(sim.prior.event_shape[0])
+        if "theta" in obs:
+            config.theta_obs = _matrix(obs["theta"], "observations.theta", d_theta)
+            _check_in_support(sim.prior, config.theta_obs, "observations.theta")
+        if "true_theta" in obs:
+            config.true_theta = _matrix(obs["true_theta"], "observations.true_theta", d_theta)
+        if obs_file is not None:
+            path = config.path(obs_file)
+            if not path.is_file():
+                raise ConfigError("observations.file", f"no file at {path}")
+    elif "theta" in obs:
+        config.theta_obs = _matrix(obs["theta"], "observations.theta", None)
+    if config.theta_obs is None and obs_file is None and held_out == 0:
+        raise ConfigError("observations.held_out", "must be >= 1 when neither observations.theta nor "
+                          "observations.file is given")
+    return config, sim
+
+
+def _check_in_support(prior: Any, rows: list[list[float]], key: str) -> None:
+    import torch
+
+    theta = torch.tensor(rows, dtype=torch.float32)
+    try:
+        log_p = prior.log_prob(theta)
+    except (ValueError, RuntimeError):
+        log_p = torch.full((len(rows),), -math.inf)
+    bad = ~torch.isfinite(log_p)
+    if bad.any():
+        raise ConfigError(key, f"θ = {rows[int(bad.nonzero()[0, 0])]} lies outside the prior's support")
+
+
+def load_config(path: str | Path | None = None, *, build_simulator: bool = True,
+                budget: str | None = None) -> tuple[RunConfig, Any]:
+    """Read and validate a configuration file (``None``: the embedded default, :data:`DEFAULT_CONFIG`);
+    ``budget`` overrides the file's (see :func:`parse_config`).
+
+    Returns:
+        ``(config, simulator)``; see :func:`parse_config`.
+
+    Raises:
+        ConfigError: a missing or unreadable file, or an invalid configuration (naming the key).
+    """
+    if path is None:
+        return parse_config(DEFAULT_CONFIG, source="embedded default", build_simulator=build_simulator,
+                            budget=budget)
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError("(file)", f"cannot read {path}: {e.strerror or e}") from None
+    return parse_config(text, source=str(path), base_dir=path.resolve().parent, build_simulator=build_simulator,
+                        budget=budget)
