@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _common import mean_se, observations
 
 import simgen
 import simulators
@@ -49,22 +49,6 @@ class RowCounter:
     def take(self) -> int:
         rows, self.rows = self.rows, 0
         return rows
-
-
-def _observations(sim, num_obs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``num_obs`` fixed (θ_o, x_o) pairs: θ_o from the prior, x_o simulated, both seeded."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        theta = sim.prior.sample((num_obs,)).reshape(num_obs, -1)
-    return theta, sim(theta, generator=g)
-
-
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
-    return mean, math.sqrt(var / n)
 
 
 def _train_simgen(family: str, prior, theta, x, seed: int, settings: dict, extra: bool):
@@ -139,7 +123,7 @@ def main() -> None:
     rows = []
     for task in args.tasks.split(","):
         sim = simulators.get(task)
-        _, x_o = _observations(sim, args.num_obs, seed=1000 + args.seed)
+        _, x_o = observations(sim, args.num_obs, seed=1000 + args.seed)
         reference = sim.reference_posterior_batched(
             x_o, args.num_samples, generator=torch.Generator().manual_seed(args.seed)
         )
@@ -159,7 +143,7 @@ def main() -> None:
                     times.append(time.perf_counter() - start)
                     nfe.append(counter.take() / args.num_samples)
                     scores.append(simgen.diagnostics.c2st(samples, reference[i]))
-                m, se = _mean_se(scores)
+                m, se = mean_se(scores)
                 row = {"task": task, "method": method, "sampler": name, "c2st": m, "se": se, "scores": scores,
                        "train_s": train_s, "epochs": epochs, "sample_s": sum(times) / len(times),
                        "nfe_per_sample": sum(nfe) / len(nfe)}

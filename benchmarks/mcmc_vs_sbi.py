@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _common import mean_se, observations
 
 import simgen
 import simulators
@@ -37,15 +37,6 @@ MONITORS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "two_moons": lambda t: torch.stack([(t[:, 0] + t[:, 1]).abs(), t[:, 1] - t[:, 0]], dim=1),
     "slcp": lambda t: torch.cat([t[:, :2], t[:, 2:4].abs(), t[:, 4:]], dim=1),
 }
-
-
-def _observations(sim: simulators.Simulator, num_obs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``num_obs`` fixed (θ_o, x_o) pairs: θ_o from the prior, x_o simulated, both seeded."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        theta = sim.prior.sample((num_obs,)).reshape(num_obs, -1)
-    return theta, sim(theta, generator=g)
 
 
 def _train_sbi(prior, theta, x, seed: int):
@@ -88,13 +79,6 @@ def _sbi_chains(posterior) -> torch.Tensor:
     return posterior.theta_transform.inv(chains.reshape(-1, d)).reshape(c, n, d)
 
 
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
-    return mean, math.sqrt(var / n)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="two_moons,slcp")
@@ -128,7 +112,7 @@ def main() -> None:
     for task in args.tasks.split(","):
         sim = simulators.get(task)
         monitor = MONITORS.get(task)
-        theta_o, x_o = _observations(sim, args.num_obs, seed=1000 + args.seed)
+        theta_o, x_o = observations(sim, args.num_obs, seed=1000 + args.seed)
         reference = sim.reference_posterior_batched(
             x_o, args.num_samples, generator=torch.Generator().manual_seed(args.seed)
         )
@@ -171,7 +155,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for task in dict.fromkeys(r["task"] for r in rows):
         sel = [r for r in rows if r["task"] == task]
-        stats = {k: _mean_se([r[k] for r in sel]) for k in ("simgen_s", "sbi_s", "simgen_c2st", "sbi_c2st")}
+        stats = {k: mean_se([r[k] for r in sel]) for k in ("simgen_s", "sbi_s", "simgen_c2st", "sbi_c2st")}
         ratio = sum(r["simgen_s"] for r in sel) / sum(r["sbi_s"] for r in sel)
         print(f"| {task} | {stats['simgen_s'][0]:.2f} | {stats['sbi_s'][0]:.2f} | {ratio:.2f} | "
               f"{stats['simgen_c2st'][0]:.3f} ± {stats['simgen_c2st'][1]:.3f} | "

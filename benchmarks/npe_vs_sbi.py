@@ -20,18 +20,10 @@ import time
 from pathlib import Path
 
 import torch
+from _common import mean_se, observations
 
 import simgen
 import simulators
-
-
-def _observations(sim: simulators.Simulator, num_obs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``num_obs`` fixed (θ_o, x_o) pairs: θ_o from the prior, x_o simulated, both seeded."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        theta = sim.prior.sample((num_obs,)).reshape(num_obs, -1)
-    return theta, sim(theta, generator=g)
 
 
 def _train_sbi(prior, theta, x, seed: int):
@@ -43,13 +35,6 @@ def _train_sbi(prior, theta, x, seed: int):
     inference.append_simulations(theta, x).train(show_train_summary=False)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return inference.build_posterior(), seconds, cpu
-
-
-def _mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
-    return mean, math.sqrt(var / n)
 
 
 def main() -> None:
@@ -72,7 +57,7 @@ def main() -> None:
     rows = []
     for task in args.tasks.split(","):
         sim = simulators.get(task)
-        theta_o, x_o = _observations(sim, args.num_obs, seed=1000 + args.seed)
+        theta_o, x_o = observations(sim, args.num_obs, seed=1000 + args.seed)
         reference = sim.reference_posterior_batched(
             x_o, args.num_samples, generator=torch.Generator().manual_seed(args.seed)
         )
@@ -96,7 +81,7 @@ def main() -> None:
                 theirs = sbi_post.sample((args.num_samples,), x=x_o[i], show_progress_bars=False)
                 scores["simgen"].append(simgen.diagnostics.c2st(ours[i], reference[i]))
                 scores["sbi"].append(simgen.diagnostics.c2st(theirs, reference[i]))
-            (m_ours, se_ours), (m_sbi, se_sbi) = _mean_se(scores["simgen"]), _mean_se(scores["sbi"])
+            (m_ours, se_ours), (m_sbi, se_sbi) = mean_se(scores["simgen"]), mean_se(scores["sbi"])
             row = {
                 "task": task, "budget": budget,
                 "simgen_c2st": m_ours, "simgen_se": se_ours, "sbi_c2st": m_sbi, "sbi_se": se_sbi,
