@@ -86,18 +86,22 @@ class ContinuousFlow(ConditionalDensity):
 
     The divergence is exact (D backward passes per evaluation) when D = prod(y_shape) ≤ ``exact_trace_max_dim``,
     else Hutchinson's estimate with K = ``hutchinson_probes`` Rademacher probes (K backward passes), drawn once
-    per call and shared by every row and every ODE step. Hutchinson's estimate of ℓ is unbiased for the
-    trajectory the solver follows (the trajectory does not depend on the probes; with ``dopri5`` the step
-    sizes do, slightly, through the error norm), so log p̂ is unbiased for the solver's log p with variance
-    O(1/K); p̂ = exp(log p̂) is biased upwards by Jensen's inequality. With ``generator`` the probes — hence
-    log p̂ — are a deterministic function of (y, c, seed): an MCMC chain re-seeding one frozen generator sees a
-    fixed, smooth target whose error is that one draw's (≈ a fixed O(1/√K) perturbation of log p), not a noisy
-    one. Cost per evaluation: one forward and D (exact) or K (Hutchinson) backward passes; each ODE solve makes
-    ``last_nfe`` of them (dopri5 at 1e-5: a few hundred on the 2-D tests). An MCMC chain
-    (``LikelihoodEstimator.posterior()``) pays a whole solve per target evaluation: a fixed-step
-    ``log_prob_method`` (``"rk4"``, 10 steps = 40 evaluations) bounds that cost, at a discretisation bias
-    (O(h⁴)) that is deterministic, hence the same target throughout the chain. ``log_prob`` does not propagate
-    gradients to its inputs or the parameters.
+    per call and kept for every ODE step. Hutchinson's estimate of ℓ is unbiased for the trajectory the solver
+    follows (the trajectory does not depend on the probes; with ``dopri5`` the step sizes do, slightly, through
+    the error norm), so log p̂ is unbiased for the solver's log p with variance O(1/K); p̂ = exp(log p̂) is
+    biased upwards by Jensen's inequality. The variance is not small for a map: for a U-Net field on 16 × 16
+    maps one probe's error was ~10 nats. Without ``generator`` every row gets its own probes, so errors are
+    independent and a mean over rows (a likelihood gap, a KL estimate) converges. With ``generator`` the probes
+    are drawn from it once and *shared by all rows*, so that log p̂ is a deterministic function of (y, c, seed)
+    whatever else is in the batch: an MCMC chain re-seeding one frozen generator sees a fixed, smooth target
+    whose error is that one draw's (a fixed O(1/√K) perturbation of log p), not a noisy one; but then the rows'
+    errors are correlated (nearly equal for similar rows), and a mean over rows keeps that one error — do not
+    pass a generator to average log p̂ over many rows. Cost per evaluation: one forward and D (exact) or K (Hutchinson)
+    backward passes; each ODE solve makes ``last_nfe`` of them (dopri5 at 1e-5: a few hundred on the 2-D tests). An MCMC
+    chain (``LikelihoodEstimator.posterior()``) pays a whole solve per target evaluation: a fixed-step
+    ``log_prob_method`` (``"rk4"``, 10 steps = 40 evaluations) bounds that cost, at a discretisation bias (O(h⁴)) that
+    is deterministic, hence the same target throughout the chain.
+    ``log_prob`` does not propagate gradients to its inputs or the parameters.
 
     Networks: vectors use a :class:`~simgen.nets.FiLMResidualMLP` F(y, t, c); maps a conditional U-Net
     (:class:`~simgen.nets.conv.UNet`) fed [time embedding, c] by FiLM. Families add F to the prediction that is
@@ -217,10 +221,10 @@ class ContinuousFlow(ConditionalDensity):
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def _divergence_probes(self, generator: torch.Generator | None) -> Tensor | None:
-        if self.dim <= self.exact_trace_max_dim:
-            return None
-        return hutchinson_probes(self.hutchinson_probes, self.dim, generator=generator, device=self._device())
+    def _hutchinson_probes(self, rows: int, generator: torch.Generator | None) -> Tensor:
+        """Shared probes ``[K, D]`` from ``generator`` (a frozen target), else independent ones ``[K, rows, D]``."""
+        return hutchinson_probes(self.hutchinson_probes, self.dim, rows=None if generator is not None else rows,
+                                 generator=generator, device=self._device())
 
     # ----------------------------------------------------------------- the shared ODE paths
     def time_grid(self, steps: int) -> Tensor:
@@ -284,11 +288,8 @@ class ContinuousFlow(ConditionalDensity):
         n, d = y.shape[0], self.dim
         tau0, tau1 = self.tau_range
         if exact is None:
-            probes = self._divergence_probes(generator)
-        elif exact:
-            probes = None
-        else:
-            probes = hutchinson_probes(self.hutchinson_probes, d, generator=generator, device=self._device())
+            exact = d <= self.exact_trace_max_dim
+        probes = None if exact else self._hutchinson_probes(n, generator)
 
         def field(t: Tensor, state: Tensor) -> Tensor:
             with torch.enable_grad():
@@ -299,7 +300,8 @@ class ContinuousFlow(ConditionalDensity):
 
         start = torch.cat([(1 - tau0) * y.detach().reshape(n, d), y.new_zeros(n, 1)], dim=1)
         grid = torch.linspace(tau0, tau1, steps + 1)
-        sol = integrate(field, start, grid, method=method, rtol=self.rtol, atol=self.atol)
+        # the error control weighs the log-density column like all D sample columns together
+        sol = integrate(field, start, grid, method=method, rtol=self.rtol, atol=self.atol, split=d)
         self.last_nfe = sol.nfe
         end, trace = sol.y[:, :d], sol.y[:, d]
         base = -0.5 * (end / tau1).pow(2).sum(-1) - d * math.log(tau1) - 0.5 * d * LOG_2PI

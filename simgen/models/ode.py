@@ -62,6 +62,7 @@ def integrate(
     method: Method = "heun",
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    split: int | None = None,
 ) -> Solution:
     r"""Solve dy/dt = f(t, y) from ``grid[0]`` to ``grid[-1]``, y(grid[0]) = ``y0``.
 
@@ -73,7 +74,11 @@ def integrate(
     * RK4:    the classical four-stage method (local error O(h⁵)).
 
     ``"dopri5"`` uses only the end points of ``grid`` and chooses its own steps so that the local error
-    estimate stays below ``atol + rtol·|y|`` (torchdiffeq's ``odeint``).
+    estimate stays below ``atol + rtol·|y|`` (torchdiffeq's ``odeint``): the root-mean-square over the state of
+    the error relative to that tolerance must stay below 1. With ``split = k``, the state ``[n, m]`` holds two
+    quantities, columns ``[:, :k]`` and ``[:, k:]``, and the error norm is the larger of their two RMS norms
+    (torchdiffeq's mixed norm for tuple states): an augmented state [y, log-det] of a D-dimensional flow would
+    otherwise weigh the log-det's error by 1/(D + 1), and at D = 256 let it drift by many nats.
 
     Args:
         f: the vector field, ``f(t, y)`` with t a 0-dimensional tensor and y shaped like ``y0``.
@@ -81,6 +86,7 @@ def integrate(
         grid: times ``[N + 1]``, strictly monotone.
         method: ``"euler"``, ``"heun"``, ``"rk4"`` or ``"dopri5"``.
         rtol, atol: tolerances of ``"dopri5"``.
+        split: see above (``"dopri5"`` only; ``y0`` must then be ``[n, m]`` with 0 < ``split`` < m).
 
     Returns:
         :class:`Solution` with the state at ``grid[-1]`` and the number of evaluations of f.
@@ -99,10 +105,19 @@ def integrate(
         nfe += 1
         return f(t, y)
 
+    if split is not None and not (y0.dim() == 2 and 0 < split < y0.shape[1]):
+        raise ValueError(f"split must be in (0, {y0.shape[-1]}) for a state [n, m]; got {split} for shape "
+                         f"{list(y0.shape)}")
     if method == "dopri5":
         from torchdiffeq import odeint
 
-        y = odeint(field, y0, grid[[0, -1]], rtol=rtol, atol=atol, method="dopri5")[-1]
+        options = None
+        if split is not None:
+            def mixed_norm(error: Tensor) -> Tensor:
+                return torch.maximum(error[:, :split].pow(2).mean().sqrt(), error[:, split:].pow(2).mean().sqrt())
+
+            options = {"norm": mixed_norm}
+        y = odeint(field, y0, grid[[0, -1]], rtol=rtol, atol=atol, method="dopri5", options=options)[-1]
         return Solution(y, nfe)
     y = y0
     for k in range(grid.shape[0] - 1):
@@ -151,24 +166,30 @@ def hutchinson_probes(
     num_probes: int,
     features: int,
     *,
+    rows: int | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     distribution: Literal["rademacher", "gaussian"] = "rademacher",
 ) -> Tensor:
-    """``[num_probes, features]`` probe vectors ε with E[εεᵀ] = I: Rademacher (±1, the lower-variance choice,
-    Var = 2 Σ_{i≠j} J_ij² per probe) or standard normal (Var = ‖J + Jᵀ‖²_F / 2 per probe).
+    """Probe vectors ε with E[εεᵀ] = I: Rademacher (±1, the lower-variance choice, Var = 2 Σ_{i≠j} J_ij² per
+    probe) or standard normal (Var = ‖J + Jᵀ‖²_F / 2 per probe).
 
-    Drawn from ``generator`` (on its device) when given, else from torch's global RNG."""
+    ``[num_probes, features]``, shared by every row of a batch, or with ``rows`` ``[num_probes, rows, features]``,
+    independent probes for each row. Drawn from ``generator`` (on its device) when given, else from torch's
+    global RNG."""
     if not isinstance(num_probes, int) or num_probes < 1:
         raise ValueError(f"the number of Hutchinson probes must be a positive int; got {num_probes!r}")
     if distribution not in ("rademacher", "gaussian"):
         raise ValueError(f"probe distribution must be 'rademacher' or 'gaussian'; got {distribution!r}")
+    if rows is not None and (not isinstance(rows, int) or rows < 1):
+        raise ValueError(f"rows must be a positive int or None; got {rows!r}")
     gen_device = generator.device if generator is not None else device
+    shape = (num_probes, features) if rows is None else (num_probes, rows, features)
     if distribution == "rademacher":
-        eps = torch.randint(0, 2, (num_probes, features), generator=generator, device=gen_device).to(dtype) * 2 - 1
+        eps = torch.randint(0, 2, shape, generator=generator, device=gen_device).to(dtype) * 2 - 1
     else:
-        eps = torch.randn(num_probes, features, generator=generator, device=gen_device, dtype=dtype)
+        eps = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype)
     return eps.to(device)
 
 
@@ -180,9 +201,11 @@ def divergence(out: Tensor, y: Tensor, *, probes: Tensor | None = None) -> Tenso
 
     * ``probes=None`` — exact: D backward passes, pass i giving the column ∂F_i/∂y_· summed over the batch,
       whose i-th entry is ∂F_i/∂y_i for every row; cost D vector–Jacobian products.
-    * ``probes`` ε ``[K, D]`` — Hutchinson: (1/K) Σ_k ε_kᵀ (∂F/∂y) ε_k, K backward passes, an unbiased
-      estimate of the trace for probes with E[εεᵀ] = I. The same probes serve every row (common random
-      numbers), so each row's estimate depends on that row and the probes only.
+    * ``probes`` ε ``[K, D]`` or ``[K, n, D]`` — Hutchinson: (1/K) Σ_k ε_kᵀ (∂F/∂y) ε_k, K backward passes, an
+      unbiased estimate of the trace for probes with E[εεᵀ] = I. ``[K, D]`` probes serve every row (common
+      random numbers: each row's estimate depends on that row and the probes only, whatever else is in the
+      batch, but the rows' errors are correlated — for similar rows nearly equal, so a batch mean keeps one
+      probe's error); ``[K, n, D]`` gives each row its own probes (independent errors that average out).
 
     ``out`` and ``y`` may be ``[n, *shape]``; they are flattened to D = prod(shape). The result is detached.
     """
@@ -197,8 +220,8 @@ def divergence(out: Tensor, y: Tensor, *, probes: Tensor | None = None) -> Tenso
             (grad,) = torch.autograd.grad(flat[:, i].sum(), y, retain_graph=True)
             total = total + grad.reshape(n, -1)[:, i]
         return total.detach()
-    if probes.dim() != 2 or probes.shape[1] != d:
-        raise ValueError(f"probes must have shape [K, {d}]; got {list(probes.shape)}")
+    if not ((probes.dim() == 2 and probes.shape[1] == d) or (probes.dim() == 3 and probes.shape[1:] == (n, d))):
+        raise ValueError(f"probes must have shape [K, {d}] or [K, {n}, {d}]; got {list(probes.shape)}")
     probes = probes.to(device=y.device, dtype=y.dtype)
     for eps in probes:
         (grad,) = torch.autograd.grad((flat * eps).sum(), y, retain_graph=True)

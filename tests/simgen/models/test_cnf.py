@@ -155,6 +155,36 @@ def test_hutchinson_log_prob_is_unbiased_and_frozen_by_a_generator(family):
     assert small.build((4,), 2).log_prob(y, c, generator=torch.Generator().manual_seed(0)).shape == (6,)
 
 
+class _LinearField(CNF):
+    """v(y, τ) = M y: log p(y) = log N(e^M y; 0, I) + tr M exactly; M's off-diagonal part is pure Hutchinson noise."""
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        super().__init__(log_prob_method="rk4", log_prob_steps=8, exact_trace_max_dim=0)
+        self.matrix = matrix
+
+    def velocity(self, y, tau, c):
+        return y @ self.matrix.T
+
+
+def test_hutchinson_rows_get_independent_probes_unless_a_generator_freezes_them():
+    """Without a generator each row has its own probes, so a mean over rows converges to the exact value;
+    with one, every row shares the probes: identical rows get identical values, whatever the batch holds."""
+    g = torch.Generator().manual_seed(0)
+    d = 32
+    matrix = 0.3 * torch.randn(d, d, generator=g) / math.sqrt(d)
+    density = _LinearField(matrix).build((d,), None)
+    y = torch.randn(1, d, generator=g).expand(400, d)
+    exact = (-0.5 * (y @ torch.linalg.matrix_exp(matrix).T).pow(2).sum(-1) - 0.5 * d * math.log(2 * math.pi)
+             + torch.trace(matrix))
+    independent = density.log_prob(y, None) - exact
+    assert independent.std() > 0.05  # real Hutchinson noise
+    assert independent.mean().abs() < 4 * independent.std() / math.sqrt(400)
+    frozen = density.log_prob(y, None, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(frozen, frozen[0].expand(400))
+    alone = density.log_prob(y[:1], None, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(alone, frozen[:1])
+
+
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_conditional_shapes_nfe_and_generators(family):
     density = _perturbed(family, 3, context=2)

@@ -39,6 +39,29 @@ def test_dopri5_meets_its_tolerance_and_integrates_backwards():
     assert torch.allclose(heun_back.y, _exact(y0, 2.0, 0.0), atol=1e-3)
 
 
+def test_dopri5_split_controls_a_narrow_column_as_tightly_as_the_wide_block():
+    """An augmented state [y (255 columns), log-det (1)]: the RMS norm over all 256 columns lets the last one's
+    error grow 16-fold past the tolerance; ``split`` controls each block on its own."""
+    d = 255
+
+    def field(t, s):
+        out = torch.zeros_like(s)
+        out[:, d] = 40 * torch.cos(40 * t) * (1 + s[:, 0])  # ∫₀³ = sin(120) (1 + y₀)
+        return out
+
+    y0 = torch.zeros(3, d + 1, dtype=torch.float64)
+    y0[:, 0] = torch.tensor([0.0, 1.0, 2.0])
+    exact = math.sin(120.0) * (1 + y0[:, 0])
+    grid = torch.tensor([0.0, 3.0], dtype=torch.float64)
+    errors = {}
+    for split in (None, d):
+        sol = integrate(field, y0, grid, method="dopri5", rtol=1e-5, atol=1e-5, split=split)
+        errors[split] = (sol.y[:, d] - exact).abs().max().item()
+    assert errors[d] < 2e-4 < errors[None], errors
+    with pytest.raises(ValueError, match="split"):
+        integrate(field, y0, grid, method="dopri5", split=d + 1)
+
+
 def test_integrate_rejects_bad_arguments():
     y0 = torch.zeros(1, 2)
     with pytest.raises(ValueError, match="ODE method must be one of"):
@@ -116,3 +139,10 @@ def test_hutchinson_probes_follow_the_generator_and_reject_bad_arguments():
     net, y = _field()
     with pytest.raises(ValueError, match=r"probes must have shape \[K, 5\]"):
         divergence(net(y), y, probes=torch.ones(2, 3))
+    # per-row probes: row i's estimate uses probe row i only
+    per_row = hutchinson_probes(1, 5, rows=y.shape[0], generator=torch.Generator().manual_seed(2))
+    assert per_row.shape == (1, y.shape[0], 5)
+    out = net(y)
+    for i in range(y.shape[0]):
+        shared = divergence(out, y, probes=per_row[:, i])
+        assert torch.allclose(divergence(out, y, probes=per_row)[i], shared[i])
