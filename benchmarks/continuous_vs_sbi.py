@@ -155,7 +155,7 @@ def main() -> None:
 
     if not rows:
         return
-    print("\n| task | method | sampler | C2ST | train (s) | 10^4 samples (s) | NFE / sample |")
+    print(f"\n| task | method | sampler | C2ST | train (s) | {args.num_samples} samples (s) | NFE / sample |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['task']} | {r['method']} | {r['sampler']} | {r['c2st']:.3f} ± {r['se']:.3f} | "
