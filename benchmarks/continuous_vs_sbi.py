@@ -63,9 +63,9 @@ def _train_simgen(family: str, prior, theta, x, seed: int, settings: dict, extra
             if method is None:  # the estimator's own path, with the family's default sampler
                 return post.sample(n, x_o, generator=g)
             with torch.no_grad():
-                c = density.context(x_o[None].to(post.device))
-                u = density.density.sample(n, c, generator=g, method=method)[0]
-                return density.from_latent(u).cpu()
+                c_std = density.standardized_context(x_o[None].to(post.device))
+                u = density.density.sample(n, density.embed(c_std), generator=g, method=method)
+                return density.from_latent(u, c_std)[0].cpu()  # c_std: undo the linear baseline too
 
         return draw
 
