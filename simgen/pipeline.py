@@ -20,7 +20,6 @@ and easy to learn from.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import time
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 
 from . import nets
 from .config import ConfigError, RunConfig
+from .simulate import _accepts_generator
 
 __all__ = [
     "Observations",
@@ -100,14 +100,6 @@ def make_embedding(kind: str, x: Tensor, x_kind: str | None) -> nn.Module | None
 
 
 # ----------------------------------------------------------------------------------------------- simulation
-
-
-def _accepts_generator(fn: Any) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return "generator" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def simulate_at(simulator: Any, theta: Tensor, seed: int) -> Tensor:
