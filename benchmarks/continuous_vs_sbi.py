@@ -148,6 +148,8 @@ def main() -> None:
                        "train_s": train_s, "epochs": epochs, "sample_s": sum(times) / len(times),
                        "nfe_per_sample": sum(nfe) / len(nfe)}
                 rows.append(row)
+                if args.json:  # after every row, so a run stopped early keeps what it measured
+                    Path(args.json).write_text(json.dumps(rows, indent=2))
                 print(f"{task:16s} {method:9s} {name:8s} C2ST {m:.3f} ± {se:.3f}  train {train_s:7.1f}s "
                       f"({epochs} epochs)  sample {row['sample_s']:6.2f}s  NFE/sample {row['nfe_per_sample']:.0f}",
                       flush=True)
@@ -160,8 +162,6 @@ def main() -> None:
     for r in rows:
         print(f"| {r['task']} | {r['method']} | {r['sampler']} | {r['c2st']:.3f} ± {r['se']:.3f} | "
               f"{r['train_s']:.1f} | {r['sample_s']:.2f} | {r['nfe_per_sample']:.0f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ def main() -> None:
                 "simgen_epochs": history.epochs, "scores": scores,
             }
             rows.append(row)
+            if args.json:  # after every row, so a run stopped early keeps what it measured
+                Path(args.json).write_text(json.dumps(rows, indent=2))
             print(f"{task:16s} {budget:>6d}  C2ST simgen {m_ours:.3f} ± {se_ours:.3f}  sbi {m_sbi:.3f} ± {se_sbi:.3f}"
                   f"  (diff {m_ours - m_sbi:+.3f}, {abs(m_ours - m_sbi) / math.hypot(se_ours, se_sbi):.1f} SE)"
                   f"  {timing}", flush=True)
@@ -110,8 +112,6 @@ def main() -> None:
         ratio = sum(r["simgen_train_s"] for r in sel) / sum(r["sbi_train_s"] for r in sel)
         print(f"budget {budget}: mean C2ST simgen {ours:.3f} vs sbi {theirs:.3f}; "
               f"total training time ratio {ratio:.2f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
