@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from . import nets
 from .models import FAMILIES, ConditionalDensity, TransformedDensity, make_family
 from .training import TrainingConfig, TrainingHistory, train
-from .transforms import Dequantize, LinearResidual, Standardize, SupportBijection
+from .transforms import SUPPORT_MAPS, Dequantize, LinearResidual, Standardize, SupportBijection
 
 __all__ = ["PosteriorEstimator", "LikelihoodEstimator", "ValidityClassifier", "as_tensor", "default_device"]
 
@@ -70,6 +70,7 @@ class _Estimator:
         simulator: Any | None = None,
         device: str | torch.device | None = None,
         linear_baseline: bool = True,
+        support_map: str | None = None,
     ) -> None:
         if prior is not None and not isinstance(prior, Distribution):
             raise ValueError(f"prior must be a torch Distribution; got {type(prior).__name__}")
@@ -79,6 +80,8 @@ class _Estimator:
                 "torch.distributions.Independent(..., 1) over a 1-element batch, or use sbi.utils.BoxUniform)"
             )
         make_family(model)  # validate the model string early
+        if support_map is not None and support_map not in SUPPORT_MAPS:
+            raise ValueError(f"support_map must be one of {SUPPORT_MAPS} or None (the family's); got {support_map!r}")
         if x_kind is None and simulator is not None:
             x_kind = getattr(simulator, "x_kind", None)
         if discrete is None and simulator is not None:
@@ -93,6 +96,8 @@ class _Estimator:
         self.discrete = tuple(int(i) for i in (discrete or ()))
         self.device = torch.device(device) if device is not None else default_device()
         self.linear_baseline = bool(linear_baseline)
+        spec = model if isinstance(model, ConditionalDensity) else FAMILIES[model]
+        self.support_map = support_map if support_map is not None else spec.support_map
         self.theta_shape: tuple[int, ...] | None = None
         self.x_shape: tuple[int, ...] | None = None
         self.density: TransformedDensity | None = None
@@ -167,7 +172,7 @@ class _Estimator:
         The embedding is the user's ``embedding=`` if given, else the default for the context's kind.
         """
         is_map = self.x_kind == "map"
-        support = SupportBijection(self.prior) if (y_is_theta and self.prior is not None) else None
+        support = SupportBijection(self.prior, self.support_map) if (y_is_theta and self.prior is not None) else None
         dequantize = Dequantize(self.discrete) if (not y_is_theta and self.discrete) else None
         spec = self.model_spec
         family = make_family(spec) if isinstance(spec, str) else type(spec)(**spec.config())
@@ -349,6 +354,7 @@ class _Estimator:
             "x_kind": self.x_kind,
             "discrete": list(self.discrete),
             "linear_baseline": self.linear_baseline,
+            "support_map": self.support_map,
             "embedding": nets.network_config(self.density.embedding) if self.density.embedding is not None else None,
             "history": self.history.to_dict() if self.history is not None else None,
         }
@@ -389,6 +395,9 @@ class PosteriorEstimator(_Estimator):
             regression on the context (:class:`~simgen.transforms.LinearResidual`), so that the family starts
             from the best linear-Gaussian model and only learns the rest. Exact, cheap, and worth most where the
             truth is nearly linear-Gaussian; ``False`` models the standardised y directly.
+        support_map: how a box prior's support is mapped onto R^d, ``"logit"`` or ``"probit"``
+            (:class:`~simgen.transforms.SupportBijection`); default the family's (flows and VAEs logit,
+            diffusion and CNF probit, whose Gaussian tails those families follow).
     """
 
     direction = "posterior"

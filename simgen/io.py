@@ -160,7 +160,8 @@ def load(
             )
         embedding = nets.build_network(config["embedding"])
     est = cls(prior, family, embedding=embedding, x_kind=config["x_kind"], discrete=config["discrete"],
-              device=device, linear_baseline=config.get("linear_baseline", False))
+              device=device, linear_baseline=config.get("linear_baseline", False),
+              support_map=config.get("support_map", "logit"))
     est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
     posterior = config["direction"] == "posterior"
     y_shape, c_shape = (est.theta_shape, est.x_shape) if posterior else (est.x_shape, est.theta_shape)

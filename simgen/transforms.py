@@ -7,9 +7,9 @@ standardised, unconstrained inputs. The change of variables gives
 
 so every transform here reports ``log_abs_det_jacobian(y)`` = log |det ∂T/∂y| per row (shape ``[n]``).
 
-* :class:`SupportBijection` maps a bounded prior's support onto R^d (``biject_to(prior.support)`` inverted),
-  computed in float64 and kept strictly inside the support (a float32 sigmoid that rounds to a `Uniform`'s
-  upper bound would give a log-probability of −inf).
+* :class:`SupportBijection` maps a bounded prior's support onto R^d (``biject_to(prior.support)`` inverted, or
+  the Gaussian quantile map :class:`ProbitBox` for a box), computed in float64 and kept strictly inside the
+  support (a float32 sigmoid that rounds to a `Uniform`'s upper bound would give a log-probability of −inf).
 * :class:`Standardize` z-scores: one location/scale per dimension for vectors, one per channel for maps.
 * :class:`LinearResidual` subtracts y's least-squares linear regression on the context and rescales by the
   residual spread, so that the family starts from the best linear-Gaussian model and learns what is left.
@@ -18,13 +18,18 @@ so every transform here reports ``log_abs_det_jacobian(y)`` = log |det ∂T/∂y
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, biject_to, constraints
+from torch.distributions import Distribution, Transform, biject_to, constraints
 
-__all__ = ["Standardize", "SupportBijection", "LinearResidual", "Dequantize", "support_bounds"]
+__all__ = ["Standardize", "SupportBijection", "ProbitBox", "SUPPORT_MAPS", "LinearResidual", "Dequantize",
+           "support_bounds"]
+
+#: how :class:`SupportBijection` maps a box: ``"logit"`` (torch's ``biject_to``) or ``"probit"`` (:class:`ProbitBox`)
+SUPPORT_MAPS = ("logit", "probit")
 
 
 def _sum_event(t: Tensor) -> Tensor:
@@ -107,10 +112,56 @@ def support_bounds(support: constraints.Constraint) -> tuple[Tensor | None, Tens
     return as_tensor(lower), as_tensor(upper)
 
 
-class SupportBijection(nn.Module):
-    r"""u = B⁻¹(θ) with B = ``biject_to(prior.support)``: the prior's support onto R^d.
+class ProbitBox(Transform):
+    r"""θ = a + (b − a)·Φ(u): R onto the interval (a, b) through the standard normal CDF Φ (elementwise).
 
-    For a box [a, b], B(u) = a + (b − a)·sigmoid(u), so u = logit((θ − a)/(b − a)) and
+    u = Φ⁻¹((θ − a)/(b − a)) and log |∂θ/∂u| = log(b − a) + log φ(u) = log(b − a) − u²/2 − ½ log 2π.
+    Unlike the logistic map, a uniform θ becomes exactly N(0, 1), and posterior mass that reaches a bound of
+    the box, where its density is p(θ_bound) > 0, becomes a Gaussian tail ∝ φ(u) rather than the logistic map's
+    exponential one ∝ e^{−|u|}: the tail a model started from a Gaussian (diffusion, flow matching) reproduces.
+    Evaluate in float64: Φ(u) for u > 8 is 1 in float32.
+    """
+
+    domain = constraints.real
+    bijective = True
+    sign = +1
+
+    def __init__(self, lower: Tensor, upper: Tensor, cache_size: int = 0) -> None:
+        super().__init__(cache_size=cache_size)
+        self.lower, self.upper = lower, upper
+
+    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    def codomain(self) -> constraints.Constraint:
+        return constraints.interval(self.lower, self.upper)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ProbitBox) and torch.equal(self.lower, other.lower)
+                and torch.equal(self.upper, other.upper))
+
+    def _call(self, u: Tensor) -> Tensor:
+        lower, upper = self.lower.to(u), self.upper.to(u)
+        # Φ(u) = 1 − Φ(−u): measure from the nearer bound, so that neither end loses its digits
+        return torch.where(u <= 0, lower + (upper - lower) * torch.special.ndtr(u),
+                           upper - (upper - lower) * torch.special.ndtr(-u))
+
+    def _inverse(self, theta: Tensor) -> Tensor:
+        lower, upper = self.lower.to(theta), self.upper.to(theta)
+        width = upper - lower
+        low_half = theta - lower <= upper - theta
+        return torch.where(low_half, torch.special.ndtri((theta - lower) / width),
+                           -torch.special.ndtri((upper - theta) / width))
+
+    def log_abs_det_jacobian(self, u: Tensor, theta: Tensor) -> Tensor:
+        width = (self.upper - self.lower).to(u)
+        return torch.log(width) - 0.5 * u**2 - 0.5 * math.log(2 * math.pi)
+
+
+class SupportBijection(nn.Module):
+    r"""u = B⁻¹(θ): the prior's support onto R^d.
+
+    ``map="logit"`` takes B = ``biject_to(prior.support)``: for a box [a, b], B(u) = a + (b − a)·sigmoid(u),
+    so u = logit((θ − a)/(b − a)). ``map="probit"`` takes B = :class:`ProbitBox` on a box (both bounds finite
+    in every dimension; other supports fall back to ``biject_to``), u = Φ⁻¹((θ − a)/(b − a)). Either way
     log |det ∂u/∂θ| = −Σ_j log |∂B_j/∂u_j|. All of it runs in float64; θ is clamped to lie strictly inside
     the support before the inverse, and samples B(u) are nudged inside the support *after* the cast to float32
     (``nextafter`` towards the interior), so that ``prior.log_prob`` of a sample is never −inf.
@@ -118,11 +169,20 @@ class SupportBijection(nn.Module):
     ``contains(θ)`` tells which rows lie in the support, so that callers can return −inf for the others.
     """
 
-    def __init__(self, prior: Distribution) -> None:
+    def __init__(self, prior: Distribution, map: str = "logit") -> None:
         super().__init__()
+        if map not in SUPPORT_MAPS:
+            raise ValueError(f"map must be one of {SUPPORT_MAPS}; got {map!r}")
         self.support = prior.support
-        self.bijection = biject_to(prior.support)
         lower, upper = support_bounds(prior.support)
+        box = (lower is not None and upper is not None
+               and bool(torch.isfinite(lower).all()) and bool(torch.isfinite(upper).all()))
+        self.map = map
+        if map == "probit" and box:
+            event_shape = prior.event_shape
+            self.bijection = ProbitBox(lower.expand(event_shape).clone(), upper.expand(event_shape).clone())
+        else:
+            self.bijection = biject_to(prior.support)
         event_shape = prior.event_shape
         self.register_buffer("lower", None if lower is None else lower.expand(event_shape).clone())
         self.register_buffer("upper", None if upper is None else upper.expand(event_shape).clone())

@@ -32,6 +32,9 @@ class ConditionalDensity(nn.Module, abc.ABC):
     #: :class:`~simgen.training.TrainingConfig` settings this family trains best with; an estimator starts from
     #: them when no ``config=`` is given, and a user's keyword settings override them
     training_defaults: ClassVar[dict[str, Any]] = {}
+    #: how a posterior estimator maps a box prior onto R^d for this family (``"logit"`` or ``"probit"``, see
+    #: :class:`~simgen.transforms.SupportBijection`); the estimator's ``support_map=`` overrides it
+    support_map: ClassVar[str] = "logit"
 
     def __init__(self) -> None:
         super().__init__()

@@ -45,6 +45,27 @@ def test_an_estimator_without_linear_baseline_loads_as_such(tmp_path, conjugate,
     assert torch.allclose(loaded.log_prob(x, theta), emu.log_prob(x, theta))
 
 
+def test_the_support_map_is_the_familys_unless_given_and_survives_saving(tmp_path, two_moons, two_moons_data):
+    from simgen.models import Diffusion, Flow
+    from simgen.transforms import ProbitBox
+
+    assert simgen.PosteriorEstimator(two_moons.prior, "flow").support_map == "logit"
+    assert simgen.PosteriorEstimator(two_moons.prior, "cnf").support_map == "probit"
+    with pytest.raises(ValueError, match="support_map must be one of"):
+        simgen.PosteriorEstimator(two_moons.prior, "flow", support_map="tanh")
+    for family, support_map in ((Diffusion(hidden_features=16, num_blocks=1), None),
+                                (Flow(transforms=1, hidden_features=8), "probit")):
+        post = simgen.PosteriorEstimator(two_moons.prior, family, support_map=support_map)
+        post.fit(*two_moons_data, seed=0, progress=False, max_epochs=1)
+        assert isinstance(post.density.support.bijection, ProbitBox)
+        post.save(tmp_path / "post.pt")
+        loaded = simgen.load(tmp_path / "post.pt")
+        assert loaded.support_map == "probit" and isinstance(loaded.density.support.bijection, ProbitBox)
+        theta, x_obs = torch.rand(5, 2) * 2 - 1, torch.tensor([0.1, 0.3])
+        assert torch.allclose(loaded.log_prob(theta, x_obs, generator=_gen()),
+                              post.log_prob(theta, x_obs, generator=_gen()))
+
+
 def test_tampered_truncated_and_foreign_files_fail_clearly(tmp_path, two_moons_posterior):
     path = tmp_path / "post.pt"
     two_moons_posterior.save(path)
