@@ -96,8 +96,7 @@ class _Estimator:
         self.discrete = tuple(int(i) for i in (discrete or ()))
         self.device = torch.device(device) if device is not None else default_device()
         self.linear_baseline = bool(linear_baseline)
-        spec = model if isinstance(model, ConditionalDensity) else FAMILIES[model]
-        self.support_map = support_map if support_map is not None else spec.support_map
+        self.support_map = support_map if support_map is not None else self._family_spec().support_map
         self.theta_shape: tuple[int, ...] | None = None
         self.x_shape: tuple[int, ...] | None = None
         self.density: TransformedDensity | None = None
@@ -159,10 +158,14 @@ class _Estimator:
         return x
 
     # ----------------------------------------------------------------- building
+    def _family_spec(self) -> ConditionalDensity | type[ConditionalDensity]:
+        """The chosen family's class (model string) or object: where its class-level preferences live."""
+        spec = self.model_spec
+        return FAMILIES[spec] if isinstance(spec, str) else spec
+
     def _training_defaults(self) -> dict[str, Any]:
         """The chosen family's preferred training settings (see ``ConditionalDensity.training_defaults``)."""
-        spec = self.model_spec
-        return dict((FAMILIES[spec] if isinstance(spec, str) else spec).training_defaults)
+        return dict(self._family_spec().training_defaults)
 
     def _make_density(
         self, y_shape: tuple[int, ...], c_shape: tuple[int, ...], y_is_theta: bool

@@ -175,17 +175,16 @@ class SupportBijection(nn.Module):
             raise ValueError(f"map must be one of {SUPPORT_MAPS}; got {map!r}")
         self.support = prior.support
         lower, upper = support_bounds(prior.support)
-        box = (lower is not None and upper is not None
-               and bool(torch.isfinite(lower).all()) and bool(torch.isfinite(upper).all()))
-        self.map = map
-        if map == "probit" and box:
-            event_shape = prior.event_shape
-            self.bijection = ProbitBox(lower.expand(event_shape).clone(), upper.expand(event_shape).clone())
-        else:
-            self.bijection = biject_to(prior.support)
         event_shape = prior.event_shape
         self.register_buffer("lower", None if lower is None else lower.expand(event_shape).clone())
         self.register_buffer("upper", None if upper is None else upper.expand(event_shape).clone())
+        box = (lower is not None and upper is not None
+               and bool(torch.isfinite(lower).all()) and bool(torch.isfinite(upper).all()))
+        self.map = map
+        # the transform keeps its own float64 bounds (moved to its input's device per call): buffers are
+        # replaced by .to(), a reference to them would go stale
+        self.bijection = (ProbitBox(self.lower.clone(), self.upper.clone()) if map == "probit" and box
+                          else biject_to(prior.support))
         self.identity = lower is None and upper is None
 
     def _clamp64(self, theta: Tensor) -> Tensor:
