@@ -5,7 +5,11 @@ The benchmarks run as scripts (``python benchmarks/<name>.py``), so this folder 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import time
+from typing import Any
 
 import torch
 
@@ -27,3 +31,16 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / n
     var = sum((v - mean) ** 2 for v in values) / max(n - 1, 1)
     return mean, math.sqrt(var / n)
+
+
+def train_sbi(inference: Any, theta: torch.Tensor, x: torch.Tensor) -> tuple[Any, float, float, int]:
+    """Train an ``sbi`` inference object on (θ, x): its estimator, wall seconds, CPU seconds, epochs trained.
+
+    sbi prints "converged after N epochs" behind a carriage return and without a newline, which glued it onto the
+    benchmark's next printed row; its stdout is captured while it trains and the epoch count returned instead.
+    """
+    start, cpu = time.perf_counter(), time.process_time()
+    with contextlib.redirect_stdout(io.StringIO()):
+        estimator = inference.append_simulations(theta, x).train(show_train_summary=False)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return estimator, seconds, cpu, inference._summary["epochs_trained"][-1]

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import mean_se, observations
+from _common import mean_se, observations, train_sbi
 
 import simgen
 import simulators
@@ -82,9 +82,7 @@ def _train_sbi(kind: str, prior, theta, x, seed: int):
 
     torch.manual_seed(seed)
     inference = (NPSE if kind == "npse" else FMPE)(prior=prior, show_progress_bars=False)
-    start = time.perf_counter()
-    estimator = inference.append_simulations(theta, x).train(show_train_summary=False)
-    seconds = time.perf_counter() - start
+    estimator, seconds, _, epochs = train_sbi(inference, theta, x)
     posterior = inference.build_posterior(estimator)
     # build_posterior deep-copies the estimator: count the rows through the posterior's copy of the network
     sampled = getattr(posterior, "vector_field_estimator", estimator)
@@ -94,7 +92,6 @@ def _train_sbi(kind: str, prior, theta, x, seed: int):
         torch.manual_seed(s)
         return posterior.sample((n,), x=x_o, show_progress_bars=False)
 
-    epochs = getattr(inference, "_summary", {}).get("epochs_trained", [-1])[-1]
     return seconds, {"default": draw}, counter, epochs
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import mean_se, observations
+from _common import mean_se, observations, train_sbi
 
 import simgen
 import simulators
@@ -44,9 +44,7 @@ def _train_sbi(prior, theta, x, seed: int):
 
     torch.manual_seed(seed)
     inference = NLE(prior=prior, show_progress_bars=False)
-    start = time.perf_counter()
-    inference.append_simulations(theta, x).train(show_train_summary=False)
-    seconds = time.perf_counter() - start
+    _, seconds, _, _ = train_sbi(inference, theta, x)
     return inference.build_posterior(), seconds
 
 

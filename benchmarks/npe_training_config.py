@@ -4,7 +4,7 @@ Trains ``PosteriorEstimator(prior, Flow(**FAMILY))`` on ``N`` simulations of ``T
 ``TrainingConfig`` fields in ``TRAINING`` and reports −mean log q(θ | x) on 5,000 fresh simulations (seed 123):
 the expected KL to the true posterior up to a constant, so lower is better and differences compare configurations.
 
-    OMP_NUM_THREADS=1 python benchmarks/npe_training_config.py two_moons 10000 '{}' '{"learning_rate": 0.004}'
+    OMP_NUM_THREADS=1 python benchmarks/npe_training_config.py two_moons 10000 '{}' '{"learning_rate": 0.002}'
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import mean_se, observations
+from _common import mean_se, observations, train_sbi
 
 import simgen
 import simulators
@@ -31,10 +31,8 @@ def _train_sbi(prior, theta, x, seed: int):
 
     torch.manual_seed(seed)
     inference = NPE(prior=prior, show_progress_bars=False)
-    start, cpu = time.perf_counter(), time.process_time()
-    inference.append_simulations(theta, x).train(show_train_summary=False)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return inference.build_posterior(), seconds, cpu
+    _, seconds, cpu, epochs = train_sbi(inference, theta, x)
+    return inference.build_posterior(), seconds, cpu, epochs
 
 
 def main() -> None:
@@ -67,11 +65,11 @@ def main() -> None:
             cpu = time.process_time()
             history = post.fit(theta, x, seed=args.seed, progress=False)
             cpu = time.process_time() - cpu
-            sbi_post, sbi_seconds, sbi_cpu = _train_sbi(sim.prior, theta, x, args.seed)
+            sbi_post, sbi_seconds, sbi_cpu, sbi_epochs = _train_sbi(sim.prior, theta, x, args.seed)
             # CPU seconds of this process: the fairer ratio on a machine shared with other work
             timing = (f"train simgen {history.wall_time:6.1f}s ({history.epochs} epochs, {cpu:.1f} CPU s)"
-                      f"  sbi {sbi_seconds:6.1f}s ({sbi_cpu:.1f} CPU s)  ratio {history.wall_time / sbi_seconds:.2f}"
-                      f" (CPU {cpu / sbi_cpu:.2f})")
+                      f"  sbi {sbi_seconds:6.1f}s ({sbi_epochs} epochs, {sbi_cpu:.1f} CPU s)"
+                      f"  ratio {history.wall_time / sbi_seconds:.2f} (CPU {cpu / sbi_cpu:.2f})")
             if args.train_only:
                 print(f"{task:16s} {budget:>6d}  {timing}", flush=True)
                 continue
@@ -87,7 +85,7 @@ def main() -> None:
                 "simgen_c2st": m_ours, "simgen_se": se_ours, "sbi_c2st": m_sbi, "sbi_se": se_sbi,
                 "simgen_train_s": history.wall_time, "sbi_train_s": sbi_seconds,
                 "simgen_train_cpu_s": cpu, "sbi_train_cpu_s": sbi_cpu,
-                "simgen_epochs": history.epochs, "scores": scores,
+                "simgen_epochs": history.epochs, "sbi_epochs": sbi_epochs, "scores": scores,
             }
             rows.append(row)
             if args.json:  # after every row, so a run stopped early keeps what it measured
