@@ -209,13 +209,14 @@ def test_validity_needs_a_store(conjugate_emulator):
 
 
 def test_family_training_defaults_scale_the_learning_rate_with_the_batch():
-    """A flow trains on 10⁴ rows in 1024-row batches at twice the base rate; an explicit config wins."""
+    """A flow trains on 10⁴ rows in 1024-row batches at twice its own base rate (4e-3, not the trainer's 2e-3);
+    an explicit config wins."""
     prior = BoxUniform(torch.tensor([0.0]), torch.tensor([1.0]))
     theta = prior.sample((12_000,))
     x = theta + 0.1 * torch.randn_like(theta)
     small = Flow(transforms=1, hidden_features=8)
     post = simgen.PosteriorEstimator(prior, small)
     history = post.fit(theta, x, seed=0, progress=False, max_epochs=1)
-    assert history.learning_rate[0] == pytest.approx(2 * simgen.TrainingConfig().learning_rate)
+    assert history.learning_rate[0] == pytest.approx(2 * 4e-3)
     history = post.fit(theta, x, config=simgen.TrainingConfig(max_epochs=1), seed=0, progress=False)
     assert history.learning_rate[0] == pytest.approx(simgen.TrainingConfig().learning_rate)
