@@ -23,26 +23,11 @@ from . import nets
 from .models import FAMILIES, ConditionalDensity, TransformedDensity, make_family
 from .training import TrainingConfig, TrainingHistory, train
 from .transforms import SUPPORT_MAPS, Dequantize, LinearResidual, Standardize, SupportBijection
+from .utils import as_tensor, default_device
 
 __all__ = ["PosteriorEstimator", "LikelihoodEstimator", "ValidityClassifier", "as_tensor", "default_device"]
 
 X_KINDS = ("vector", "map", "set", "sequence")
-
-
-def default_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def as_tensor(a: Any, name: str) -> Tensor:
-    """A float32 CPU tensor from an array-like (torch, numpy, nested lists), with a clear error otherwise."""
-    try:
-        t = torch.as_tensor(a.detach().cpu() if isinstance(a, Tensor) else a)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{name} must be an array-like of numbers; got {type(a).__name__} ({e})") from None
-    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)):
-        raise ValueError(f"{name} must hold real numbers; got dtype {t.dtype}")
-    return t.to(torch.float32)
 
 
 def infer_x_kind(x_shape: tuple[int, ...]) -> str:
