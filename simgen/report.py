@@ -41,7 +41,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from .estimators import as_tensor
+from .utils import as_tensor
 
 __all__ = ["Report"]
 
