@@ -104,12 +104,12 @@ class MCMCPosterior:
     multimodal by symmetry, pass ``monitor`` — mode-invariant functions of θ (e.g. ``|θ₃|``, ``|θ₄|`` for SLCP)
     — so that chains in mirror modes are not flagged.
 
-    The defaults favour speed: the emulator's cost per call is mostly fixed overhead up to ~10³ rows, so the
-    sampler runs many short chains (MALA: 500 chains, 200 warm-up iterations, n / 500 draws each) whose union
-    inherits SIR's spread over the posterior. Short chains do not each traverse a long curved posterior
-    (two_moons' crescents), which R̂ (built for few long chains) reports as R̂ ≫ 1 even when the pooled draws
-    match the posterior well; ask for fewer chains and more warm-up / thinning (or ``method="hmc"``) when
-    each chain must mix on its own.
+    The defaults favour speed: a batched network call costs about the same for one row as for many (its
+    overhead dominates until the batch fills the device), so the sampler runs many short chains (MALA: 500
+    chains, 200 warm-up iterations, n / 500 draws each) whose union inherits SIR's spread over the posterior.
+    Short chains do not each traverse a long curved posterior (two_moons' crescents), which R̂ (built for few
+    long chains) reports as R̂ ≫ 1 even when the pooled draws match the posterior well; ask for fewer chains and
+    more warm-up / thinning (or ``method="hmc"``) when each chain must mix on its own.
 
     A stochastic likelihood estimate (IWAE, Hutchinson) is made a deterministic function of θ by re-seeding one
     frozen generator at every evaluation, so chains never target a noisy density.
