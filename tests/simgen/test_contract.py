@@ -152,11 +152,14 @@ def test_same_generator_seed_gives_the_same_draws_and_log_prob(case: Case) -> No
 
 
 def test_a_rows_log_prob_does_not_depend_on_the_rest_of_its_batch(case: Case) -> None:
+    # Exact for closed-form and fixed-step log_probs. An adaptive ODE solver (dopri5, the CNF/diffusion default)
+    # takes one step sequence for the whole batch, so a row moves within the solver's tolerance: 1e-3 nats
+    # allows that, while row-dependent draws (a stochastic estimate not shared across rows) move it by far more.
     est, y, c = case.est, case.y[:6], case.c[:6]
     whole = est.log_prob(y, c, generator=gen(5))
     for rows in (slice(0, 2), slice(3, 4)):
         part = est.log_prob(y[rows], c[rows], generator=gen(5))
-        torch.testing.assert_close(part, whole[rows], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(part, whole[rows], rtol=0.0, atol=1e-3)
 
 
 # --------------------------------------------------------------------------------------------------- save/load
