@@ -114,13 +114,7 @@ class _Estimator:
             if theta.shape[1] != d:
                 raise ValueError(f"theta must have d_theta = {d} columns (the prior's); got {theta.shape[1]}")
         for name, t in (("theta", theta), ("x", x)):
-            bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
-            if bad.any():
-                rows = torch.nonzero(bad).flatten()[:5].tolist()
-                raise ValueError(
-                    f"{name} contains NaN or inf in {int(bad.sum())} of {t.shape[0]} rows (first: {rows}); "
-                    "remove them (simgen.simulate reports and drops failed simulations)"
-                )
+            _check_rows(t, name, "; remove them (simgen.simulate reports and drops failed simulations)")
         return theta, x
 
     def _check_theta(self, theta: Any, name: str = "theta") -> Tensor:
@@ -130,7 +124,7 @@ class _Estimator:
             theta = theta[None]
         if theta.dim() != 2 or theta.shape[1] != d:
             raise ValueError(f"{name} must have shape [n, {d}] or [{d}]; got {tuple(theta.shape)}")
-        return theta
+        return _check_rows(theta, name)
 
     def _check_x(self, x: Any, name: str = "x") -> Tensor:
         x = as_tensor(x, name)
@@ -140,7 +134,7 @@ class _Estimator:
         if tuple(x.shape[1:]) != shape:
             raise ValueError(f"{name} must have shape [m, {', '.join(map(str, shape))}] or {list(shape)}; "
                              f"got {list(x.shape)}")
-        return x
+        return _check_rows(x, name)
 
     # ----------------------------------------------------------------- building
     def _family_spec(self) -> ConditionalDensity | type[ConditionalDensity]:
@@ -681,8 +675,19 @@ def _short(description: dict[str, Any]) -> str:
 
 
 def _check_n(n: int) -> None:
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"the number of samples must be a positive int; got {n!r}")
+
+
+def _check_rows(t: Tensor, name: str, hint: str = "") -> Tensor:
+    """``t`` ``[n, ...]`` when it has rows and all are finite; else a ``ValueError`` naming ``name``."""
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} must have at least one row; got shape {list(t.shape)}")
+    bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+    if bad.any():
+        rows = torch.nonzero(bad).flatten()[:5].tolist()
+        raise ValueError(f"{name} contains NaN or inf in {int(bad.sum())} of {t.shape[0]} rows (first: {rows}){hint}")
+    return t
 
 
 def _broadcast_rows(a: Tensor, b: Tensor, name_a: str, name_b: str) -> tuple[Tensor, Tensor]:
