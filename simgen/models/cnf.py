@@ -38,6 +38,7 @@ __all__ = ["ContinuousFlow", "CNF"]
 
 LOG_2PI = math.log(2 * math.pi)
 TraceProbes = Literal["rademacher", "coloured"]
+PaddingMode = Literal["circular", "zeros"]
 
 
 class MapField(nn.Module):
@@ -52,6 +53,7 @@ class MapField(nn.Module):
         channels: Sequence[int],
         blocks_per_level: int,
         attention: bool,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         from ..nets.conv import UNet, map_channels
@@ -60,7 +62,7 @@ class MapField(nn.Module):
         self.channels_in = map_channels(y_shape)
         self.time = TimeEmbedding(time_features)
         self.unet = UNet(self.channels_in[0], time_features + (context_features or 0), channels=tuple(channels),
-                         blocks_per_level=blocks_per_level, attention=attention)
+                         blocks_per_level=blocks_per_level, attention=attention, padding_mode=padding_mode)
 
     def forward(self, y: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
         n = y.shape[0]
@@ -131,6 +133,8 @@ class ContinuousFlow(ConditionalDensity):
         trace_probes: probes for maps: ``"coloured"`` (default; :func:`~simgen.models.ode.coloured_probes`,
             Q = C·s² backward passes per group) or ``"rademacher"`` (one per group). Vectors always use Rademacher.
         colouring_period: s, the period of the colouring.
+        padding_mode: the map U-Net's padding, ``"circular"`` (default: periodic fields, see
+            :class:`~simgen.nets.conv.UNet`) or ``"zeros"``. Models saved before the option load with zeros.
     """
 
     support_map = "probit"
@@ -153,8 +157,12 @@ class ContinuousFlow(ConditionalDensity):
         hutchinson_probes: int = 1,
         trace_probes: TraceProbes = "coloured",
         colouring_period: int = 4,
+        padding_mode: PaddingMode = "circular",
     ) -> None:
         super().__init__()
+        if padding_mode not in ("circular", "zeros"):
+            raise ValueError(f"padding_mode must be 'circular' or 'zeros'; got {padding_mode!r}")
+        self._padding_mode = padding_mode
         if trace_probes not in ("rademacher", "coloured"):
             raise ValueError(f"trace_probes must be 'rademacher' or 'coloured'; got {trace_probes!r}")
         if not isinstance(colouring_period, int) or colouring_period < 1:
@@ -190,8 +198,15 @@ class ContinuousFlow(ConditionalDensity):
             method=self.method, steps=self.steps, log_prob_method=self.log_prob_method,
             log_prob_steps=self.log_prob_steps, rtol=self.rtol, atol=self.atol,
             exact_trace_max_dim=self.exact_trace_max_dim, hutchinson_probes=self.hutchinson_probes,
-            trace_probes=self.trace_probes, colouring_period=self.colouring_period,
+            trace_probes=self.trace_probes, colouring_period=self.colouring_period, padding_mode=self.padding_mode,
         )
+
+    @property
+    def padding_mode(self) -> str:
+        """The U-Net's padding: the built network's (a state dict saved before the option loads as ``"zeros"``)."""
+        if isinstance(self.net, MapField):
+            return self.net.unet.padding_mode
+        return self._padding_mode
 
     # ----------------------------------------------------------------- what a family defines
     @property
@@ -214,7 +229,7 @@ class ContinuousFlow(ConditionalDensity):
                              f"got y_shape {self.y_shape}")
         if self.is_map:
             self.net = MapField(self.y_shape, self.context_features, self.time_features, self.channels,
-                                self.blocks_per_level, self.attention)
+                                self.blocks_per_level, self.attention, self._padding_mode)
         else:
             self.net = FiLMResidualMLP(self.y_shape[0], self.context_features, self.hidden_features,
                                        self.num_blocks, self.time_features)

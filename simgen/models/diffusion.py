@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .cnf import ContinuousFlow, TraceProbes, stratified_uniform, validation_copies, validation_generator
+from .cnf import ContinuousFlow, PaddingMode, TraceProbes, stratified_uniform, validation_copies, validation_generator
 from .ode import Method, euler_maruyama
 
 __all__ = ["Diffusion"]
@@ -110,6 +110,7 @@ class Diffusion(ContinuousFlow):
         time_sampling: TimeSampling = "uniform_tau",
         trace_probes: TraceProbes = "coloured",
         colouring_period: int = 4,
+        padding_mode: PaddingMode = "circular",
     ) -> None:
         if time_sampling not in ("uniform_t", "uniform_tau"):
             raise ValueError(f"time_sampling must be 'uniform_t' or 'uniform_tau'; got {time_sampling!r}")
@@ -123,7 +124,8 @@ class Diffusion(ContinuousFlow):
             raise ValueError(f"sde_steps must be a positive int; got {sde_steps!r}")
         super().__init__(hidden_features, num_blocks, time_features, channels, blocks_per_level, attention,
                          "heun" if method == "sde" else method, steps, log_prob_method, log_prob_steps, rtol, atol,
-                         exact_trace_max_dim, hutchinson_probes, trace_probes, colouring_period)
+                         exact_trace_max_dim, hutchinson_probes, trace_probes, colouring_period,
+                         padding_mode)
         self.method = method
         self.schedule, self.beta_min, self.beta_max, self.t_min = schedule, float(beta_min), float(beta_max), \
             float(t_min)
