@@ -88,29 +88,31 @@ class ContinuousFlow(ConditionalDensity):
         log p(y | c) = log N(y_{τ₁}; 0, τ₁² I) + ℓ_{τ₁} + D log(1 − τ₀).
 
     The divergence is exact (D backward passes per evaluation) when D = prod(y_shape) ≤ ``exact_trace_max_dim``,
-    else Hutchinson's estimate with K = ``hutchinson_probes`` Rademacher probes (K backward passes), drawn once
-    per call and kept for every ODE step. Hutchinson's estimate of ℓ is unbiased for the trajectory the solver
+    else a stochastic estimate from G = ``hutchinson_probes`` (or ``num_probes=``) independent probe groups,
+    drawn once per call and kept for every ODE step: for vectors one Rademacher probe per group (Hutchinson),
+    for maps by default one *coloured* set of Q = C·s² probes per group (:func:`~simgen.models.ode.coloured_probes`,
+    s = ``colouring_period``), whose error comes only from Jacobian entries between pixels at least s apart —
+    small for a convolutional field, so a map's log p̂ costs Q backward passes per evaluation at a variance far
+    below Rademacher's (README). Each group's ℓ is integrated as its own column, so ``log_prob_with_se`` returns
+    the standard error over groups with the mean. The estimate of ℓ is unbiased for the trajectory the solver
     follows (the trajectory does not depend on the probes; with ``dopri5`` the step sizes do, slightly, through
-    the error norm), so log p̂ is unbiased for the solver's log p with variance O(1/K); p̂ = exp(log p̂) is
-    biased upwards by Jensen's inequality. The variance is not small for a map: for a U-Net field on 16 × 16
-    maps one probe's error was ~10 nats. Without ``generator`` every row gets its own probes, so errors are
-    independent and a mean over rows (a likelihood gap, a KL estimate) converges. With ``generator`` the probes
-    are drawn from it once and *shared by all rows*, so that log p̂ is a deterministic function of (y, c, seed)
-    whatever else is in the batch: an MCMC chain re-seeding one frozen generator sees a fixed, smooth target
-    whose error is that one draw's (a fixed O(1/√K) perturbation of log p), not a noisy one; but then the rows'
-    errors are correlated (nearly equal for similar rows), and a mean over rows keeps that one error — do not
-    pass a generator to average log p̂ over many rows. Cost per evaluation: one forward and D (exact) or K (Hutchinson)
-    backward passes; each ODE solve makes ``last_nfe`` of them (dopri5 at 1e-5: a few hundred on the 2-D tests). An MCMC
-    chain (``LikelihoodEstimator.posterior()``) pays a whole solve per target evaluation: a fixed-step
-    ``log_prob_method`` (``"rk4"``, 10 steps = 40 evaluations) bounds that cost, at a discretisation bias (O(h⁴)) that
-    is deterministic, hence the same target throughout the chain.
+    the error norm), so log p̂ is unbiased for the solver's log p; p̂ = exp(log p̂) is biased upwards by Jensen's
+    inequality. Without ``generator`` every row gets its own probes, so errors are independent and a mean over
+    rows (a likelihood gap, a KL estimate) converges. With ``generator`` the probes are drawn from it once and
+    *shared by all rows*, so that log p̂ is a deterministic function of (y, c, seed) whatever else is in the
+    batch: an MCMC chain re-seeding one frozen generator sees a fixed, smooth target whose error is that one
+    draw's, not a noisy one; but then the rows' errors are correlated (nearly equal for similar rows), and a mean
+    over rows keeps that one error — never pass a generator to average log p̂ over many rows.
+    Cost per evaluation: one forward pass and D (exact) or G·Q (stochastic) backward passes; each ODE solve makes
+    ``last_nfe`` evaluations. An MCMC chain (``LikelihoodEstimator.posterior()``) pays a whole solve per target
+    evaluation: a fixed-step ``log_prob_method`` (``"rk4"``, 10 steps = 40 evaluations) bounds that cost, at a
+    discretisation bias (O(h⁴)) that is deterministic, hence the same target throughout the chain.
     ``log_prob`` does not propagate gradients to its inputs or the parameters.
 
     Bounded posteriors: the estimator maps a box prior through the Gaussian quantile (``support_map =
     "probit"``, :class:`~simgen.transforms.ProbitBox`), not the logistic one: a uniform θ becomes exactly
     N(0, I), the family's own noise, and posterior mass at a bound a Gaussian tail rather than an exponential
-    one. Diffusion on two_moons (10⁴ simulations, the four benchmark observations whose posterior reaches the
-    box): C2ST [0.75, 0.91, 0.91, 0.78] with the logit, [0.69, 0.88, 0.88, 0.75] with the probit.
+    one (the README compares the two on two_moons).
 
     Networks: vectors use a :class:`~simgen.nets.FiLMResidualMLP` F(y, t, c); maps a conditional U-Net
     (:class:`~simgen.nets.conv.UNet`) fed [time embedding, c] by FiLM. Families add F to the prediction that is
