@@ -8,12 +8,14 @@ from .base import ConditionalDensity
 from .cnf import CNF, ContinuousFlow
 from .diffusion import Diffusion
 from .flow import Flow
+from .mapflow import MapFlow
 from .transformed import TransformedDensity
 from .vae import VAE
 
 __all__ = [
     "ConditionalDensity",
     "Flow",
+    "MapFlow",
     "VAE",
     "CNF",
     "Diffusion",
@@ -24,7 +26,8 @@ __all__ = [
 ]
 
 #: model string -> family class; the string alone builds the family with its defaults.
-FAMILIES: dict[str, type[ConditionalDensity]] = {"flow": Flow, "vae": VAE, "cnf": CNF, "diffusion": Diffusion}
+FAMILIES: dict[str, type[ConditionalDensity]] = {"flow": Flow, "vae": VAE, "cnf": CNF, "diffusion": Diffusion,
+                                                "mapflow": MapFlow}
 
 
 def make_family(model: str | ConditionalDensity, config: dict[str, Any] | None = None) -> ConditionalDensity:
