@@ -35,6 +35,9 @@ class ConditionalDensity(nn.Module, abc.ABC):
     #: how a posterior estimator maps a box prior onto R^d for this family (``"logit"`` or ``"probit"``, see
     #: :class:`~simgen.transforms.SupportBijection`); the estimator's ``support_map=`` overrides it
     support_map: ClassVar[str] = "logit"
+    #: the kinds of y this family models (``"vector"``, ``"map"``, ``"set"``, ``"sequence"``): a posterior's y is
+    #: θ, a vector; a likelihood's y is x, of the estimator's ``x_kind``
+    data_kinds: ClassVar[frozenset[str]] = frozenset({"vector", "map", "set", "sequence"})
 
     def __init__(self) -> None:
         super().__init__()

@@ -55,6 +55,7 @@ class MapFlow(ConditionalDensity):
     """
 
     family = "mapflow"
+    data_kinds = frozenset({"map"})
     training_defaults = {"max_batch_size": 512, "learning_rate": 2e-3}
 
     def __init__(self, blocks: int = 2, hidden_features: int = 64, num_bins: int = 8, tail_bound: float = 5.0) -> None:
