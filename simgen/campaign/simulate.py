@@ -53,12 +53,12 @@ def simulate(
         seed: the campaign's seed (see the module docstring).
         chunk_size: rows per chunk; with ``seed``, it alone fixes the results.
         progress: show a progress bar.
-        store: a folder (e.g. ``"runs.h5"``) to keep every chunk in (see :mod:`simgen.store`): chunks already
+        store: a folder (e.g. ``"runs.h5"``) to keep every chunk in (see :mod:`simgen.campaign.store`): chunks already
             there are not simulated again, so an interrupted campaign resumes, and asking for more simulations
             than it holds extends it (whole chunks). The results equal an uninterrupted run's, row for row.
-        return_data: ``False`` returns the :class:`~simgen.store.Store` instead of the arrays (needs ``store``),
+        return_data: ``False`` returns the :class:`~simgen.campaign.Store` instead of the arrays (needs ``store``),
             for campaigns larger than memory.
-        workers: run chunks in this many local processes (see :mod:`simgen.executors`).
+        workers: run chunks in this many local processes (see :mod:`simgen.campaign.executors`).
         executor: ``"dask"`` (a dask ``LocalCluster``), a scheduler address, a ``distributed.Client``, or
             ``"processes"``; default: this process (or ``workers`` processes).
         metadata: extra JSON metadata for the store; ``{"simulator_options": {...}}`` records the options the

@@ -61,7 +61,7 @@ class Flow(ConditionalDensity):
         affine_first: put a conditional masked affine autoregressive layer first (``"nsf"``/``"realnvp"``).
             Off by default: spline layers start at the identity (see ``_identity_at_start``), so with the
             estimator's linear baseline the initial model is the least-squares linear-Gaussian fit, while a
-            randomly initialised affine layer would start elsewhere and overfit early (README, "Benchmarks").
+            randomly initialised affine layer would start elsewhere and overfit early (README, "Tests and benchmarks").
     """
 
     family = "flow"
