@@ -77,3 +77,16 @@ def test_sampling_checks_are_shared(family):
         density.sample(5, None)
     assert density.device == torch.device("cpu") and density.standardize_y in (True, False)
     density.on_epoch(0)  # every family has the hook
+
+
+def test_cli_trains_a_likelihood_under_both_names(tmp_path):
+    import simulators
+    from simgen.cli import main
+
+    sim = simulators.get("two_moons")
+    simgen.simulate(sim, sim.prior, 200, store=tmp_path / "s.h5", progress=False, return_data=False)
+    args = ["train", "--store", str(tmp_path / "s.h5"), "--max-epochs", "1", "--threads", "1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a.pt"), "--direction", "likelihood"]) == 0
+    with pytest.warns(FutureWarning, match="--direction likelihood"):
+        assert main([*args, "--out", str(tmp_path / "b.pt"), "--direction", "emulator"]) == 0
+    assert simgen.load(tmp_path / "b.pt").direction == "likelihood"
