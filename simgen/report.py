@@ -336,7 +336,7 @@ class Report:
     # ----------------------------------------------------------------------------------------- output
     def html(self) -> str:
         """The report as one HTML document."""
-        from . import __version__
+        from ._version import __version__
 
         taken: set[str] = set()
         nav, body = [], []
