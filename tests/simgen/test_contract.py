@@ -4,7 +4,8 @@ One case is a family (from the registry, so a new family joins by being register
 (``PosteriorEstimator`` models y = θ given c = x; ``LikelihoodEstimator`` models y = x given c = θ) × a data kind
 (x a vector, a map ``[1, 8, 8]`` or ``[8, 8]``, or a masked set ``[6, 3]``). Each case is fitted once per module
 for two epochs of a tiny network: the contract is about the interface, not about accuracy, and holds for any
-weights. Per case:
+weights. A family that does not model a case's y (MapFlow models maps only) refuses its shape with a
+``ValueError`` when built: that case checks that ``fit`` refuses the data, and skips the rest. Per case:
 
 - shapes: ``log_prob`` ``[n]`` (a single row of either argument broadcast), ``sample`` ``[n, *y_shape]``,
   ``sample_batched`` ``[m, n, *y_shape]``, all finite; posterior draws inside the prior's support;
@@ -14,16 +15,17 @@ weights. Per case:
 - a save/load round trip through ``simgen.load`` gives the same ``log_prob`` and draws;
 - bad input (wrong shapes, NaN, mismatched or empty rows, a bad sample count) raises ``ValueError`` naming the
   argument;
-- for vector data, ∫ exp(log_prob) = 1 over a 2-D grid (midpoint rule). Without a generator, every grid point
-  of a stochastic ``log_prob`` gets its own draws; an importance-weighted estimate p̂ (a VAE's IWAE) is
-  unbiased for p, so the quadrature sum averages its noise out, whereas one generator shared by all points
-  would put the same draws' error into every point.
+- for vector data (two pixels for a family of maps), ∫ exp(log_prob) = 1 over a 2-D grid (midpoint rule).
+  Without a generator, every grid point of a stochastic ``log_prob`` gets its own draws; an importance-weighted
+  estimate p̂ (a VAE's IWAE) is unbiased for p, so the quadrature sum averages its noise out, whereas one
+  generator shared by all points would put the same draws' error into every point.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -219,7 +221,8 @@ def with_nan(t: torch.Tensor) -> torch.Tensor:
 
 def test_bad_input_raises_a_value_error_that_names_the_argument(case: Case) -> None:
     if case.refused is not None:  # data a family does not model are refused when fitting, before any training
-        raises("", lambda: case.new_estimator().fit(case.theta, case.x, max_epochs=1, progress=False))
+        fit = case.new_estimator().fit
+        raises(re.escape(case.refused), lambda: fit(case.theta, case.x, max_epochs=1, progress=False))
         return
     est, y, c, yn, cn = case.est, case.y[:4], case.c[:4], case.y_name, case.c_name
     # shapes: a trailing dimension too many or a column too few, for either argument
