@@ -96,6 +96,14 @@ class Estimator:
         self.validity: ValidityClassifier | None = None
 
     # ----------------------------------------------------------------- the direction (subclasses)
+    #: ``"posterior"`` or ``"likelihood"``
+    direction: str = ""
+
+    @property
+    def y_kind(self) -> str:
+        """The kind of data the family models: θ, a vector, for a posterior; x, of ``x_kind``, for a likelihood."""
+        raise NotImplementedError
+
     def split(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(y, c)`` from θ and x."""
         raise NotImplementedError
@@ -180,6 +188,9 @@ class Estimator:
         """
         spec = self.model_spec
         family = make_model(spec) if isinstance(spec, str) else type(spec)(**spec.config())
+        if self.y_kind not in family.data_kinds:
+            raise ValueError(f"model {family.family!r} models y of kind {sorted(family.data_kinds)}; this "
+                             f"{self.direction} estimator's y is of kind {self.y_kind!r} (shape {list(y_shape)})")
         support, dequantize, y_std = self.y_parts(y_shape, family)
         embedding, c_std = self.context_parts(c_shape)
         family.build(y_shape, nets.output_features(embedding, c_shape))

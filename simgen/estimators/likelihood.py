@@ -33,6 +33,10 @@ class LikelihoodEstimator(Estimator):
 
     direction = "likelihood"
 
+    @property
+    def y_kind(self) -> str:
+        return self.x_kind or "vector"
+
     # ----------------------------------------------------------------- the direction: y = x, c = θ
     def split(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         return x, theta

@@ -54,6 +54,10 @@ class PosteriorEstimator(Estimator):
             raise ValueError("PosteriorEstimator needs the prior the simulations were drawn from")
         super().__init__(prior, model, **kwargs)
 
+    @property
+    def y_kind(self) -> str:
+        return "vector"
+
     # ----------------------------------------------------------------- the direction: y = θ, c = x
     def split(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         return theta, x
