@@ -387,8 +387,8 @@ def check_likelihood(config: RunConfig, simulator: Any, emulator: Any, theta: Te
     # the likelihood gap needs the emulator's log_prob on every draw: an IWAE or ODE estimate per map is too
     # slow for a run's budget, so it is computed for vector data only
     is_map = getattr(simulator, "x_kind", None) == "map" or len(getattr(emulator, "x_shape", ()) or ()) >= 2
-    comparison = diagnostics.compare_emulator(emulator, simulator, theta, num_samples=config.emulator_maps,
-                                              gap=False if is_map else None, seed=config.seed + 4)
+    comparison = diagnostics.compare_likelihood(emulator, simulator, theta, num_samples=config.emulator_maps,
+                                                gap=False if is_map else None, seed=config.seed + 4)
     where = [", ".join(f"{v:.3g}" for v in row.tolist()) for row in comparison.theta]
     section = "Emulator vs simulator"
     outputs.verdict(section, comparison.flagged, comparison.summary())

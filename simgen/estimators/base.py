@@ -136,13 +136,7 @@ class Estimator:
             if theta.shape[1] != d:
                 raise ValueError(f"theta must have d_theta = {d} columns (the prior's); got {theta.shape[1]}")
         for name, t in (("theta", theta), ("x", x)):
-            bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
-            if bad.any():
-                rows = torch.nonzero(bad).flatten()[:5].tolist()
-                raise ValueError(
-                    f"{name} contains NaN or inf in {int(bad.sum())} of {t.shape[0]} rows (first: {rows}); "
-                    "remove them (simgen.simulate reports and drops failed simulations)"
-                )
+            check_rows(t, name, "; remove them (simgen.simulate reports and drops failed simulations)")
         return theta, x
 
     def check_theta(self, theta: Any, name: str = "theta") -> Tensor:
@@ -153,7 +147,7 @@ class Estimator:
             theta = theta[None]
         if theta.dim() != 2 or theta.shape[1] != d:
             raise ValueError(f"{name} must have shape [n, {d}] or [{d}]; got {tuple(theta.shape)}")
-        return theta
+        return check_rows(theta, name)
 
     def check_x(self, x: Any, name: str = "x") -> Tensor:
         """x as ``[m, *x_shape]`` (a single ``[*x_shape]`` row gets its batch dimension)."""
@@ -164,7 +158,7 @@ class Estimator:
         if tuple(x.shape[1:]) != shape:
             raise ValueError(f"{name} must have shape [m, {', '.join(map(str, shape))}] or {list(shape)}; "
                              f"got {list(x.shape)}")
-        return x
+        return check_rows(x, name)
 
     # the former private names, still used by code written against them
     _check_pairs, _check_theta, _check_x = check_pairs, check_theta, check_x
@@ -359,6 +353,17 @@ class Estimator:
         y, c = broadcast_rows(y, c, *names)
         with torch.no_grad():
             return self.density.log_prob(y.to(self.device), c.to(self.device), generator=generator).cpu()
+
+
+def check_rows(t: Tensor, name: str, hint: str = "") -> Tensor:
+    """``t`` ``[n, ...]`` when it has rows and all are finite; else a ``ValueError`` naming ``name``."""
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} must have at least one row; got shape {list(t.shape)}")
+    bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+    if bad.any():
+        rows = torch.nonzero(bad).flatten()[:5].tolist()
+        raise ValueError(f"{name} contains NaN or inf in {int(bad.sum())} of {t.shape[0]} rows (first: {rows}){hint}")
+    return t
 
 
 def training_config(

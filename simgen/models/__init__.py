@@ -13,12 +13,14 @@ from .base import ConditionalDensity
 from .cnf import CNF, ContinuousFlow
 from .diffusion import Diffusion
 from .flow import Flow
+from .mapflow import MapFlow
 from .transformed import TransformedDensity
 from .vae import VAE
 
 __all__ = [
     "ConditionalDensity",
     "Flow",
+    "MapFlow",
     "VAE",
     "CNF",
     "Diffusion",
@@ -47,7 +49,7 @@ def register_model(cls: F) -> F:
     return cls
 
 
-for _family in (Flow, VAE, CNF, Diffusion):
+for _family in (Flow, VAE, CNF, Diffusion, MapFlow):
     register_model(_family)
 
 

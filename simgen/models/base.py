@@ -30,8 +30,8 @@ class ConditionalDensity(nn.Module, abc.ABC):
 
     A family implements :meth:`_build`, :meth:`config`, :meth:`loss`, :meth:`log_prob` and :meth:`_sample`
     (draws for rows whose contexts are already repeated); :meth:`sample` does the checks and the reshaping once
-    for all. Every optional hook is declared here with its default (:attr:`standardize_y`, :meth:`on_epoch`,
-    :meth:`check_context`, :attr:`device`), so callers never probe for attributes.
+    for all. Every optional hook is declared here with its default (:attr:`data_kinds`, :attr:`standardize_y`,
+    :meth:`on_epoch`, :meth:`check_context`, :attr:`device`), so callers never probe for attributes.
     """
 
     #: registry name of the family, used in saved configs
@@ -42,6 +42,9 @@ class ConditionalDensity(nn.Module, abc.ABC):
     #: how a posterior estimator maps a box prior onto R^d for this family (``"logit"`` or ``"probit"``, see
     #: :class:`~simgen.transforms.SupportBijection`); the estimator's ``support_map=`` overrides it
     support_map: ClassVar[str] = "logit"
+    #: the kinds of y this family models (``"vector"``, ``"map"``, ``"set"``, ``"sequence"``): a posterior's y is
+    #: θ, a vector; a likelihood's y is x, of the estimator's ``x_kind``
+    data_kinds: ClassVar[frozenset[str]] = frozenset({"vector", "map", "set", "sequence"})
     #: whether the estimator standardises y before this family sees it (a family of binary data, such as a
     #: Bernoulli VAE, models y as it is)
     standardize_y: bool = True

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .cnf import ContinuousFlow, stratified_uniform, validation_copies, validation_generator
+from .cnf import ContinuousFlow, PaddingMode, TraceProbes, stratified_uniform, validation_copies, validation_generator
 from .ode import Method, euler_maruyama
 
 __all__ = ["Diffusion"]
@@ -74,8 +74,8 @@ class Diffusion(ContinuousFlow):
         schedule: ``"linear"`` or ``"cosine"``.
         beta_min, beta_max: the linear schedule's β(0) and β(1).
         t_min: the smallest diffusion time (data end). Samples carry the noise of level t_min, σ_{t_min}/α_{t_min}
-            ≈ √(β_min t_min) in standardised units (0.001 at the default 1e-5): at 1e-3 (0.01) it visibly widened
-            two_moons' thin crescents (C2ST 0.65–0.68 on three observations, against 0.60–0.61 at 1e-5).
+            ≈ √(β_min t_min) in standardised units (0.001 at the default 1e-5); larger values visibly widen thin
+            posteriors (README).
         method: default sampler: ``"heun"`` (probability-flow ODE, default), ``"euler"``, ``"rk4"``,
             ``"dopri5"`` or ``"sde"`` (Euler–Maruyama on the reverse SDE).
         steps: ODE steps of the fixed-step samplers.
@@ -108,6 +108,9 @@ class Diffusion(ContinuousFlow):
         exact_trace_max_dim: int = 16,
         hutchinson_probes: int = 1,
         time_sampling: TimeSampling = "uniform_tau",
+        trace_probes: TraceProbes = "coloured",
+        colouring_period: int = 4,
+        padding_mode: PaddingMode = "circular",
     ) -> None:
         if time_sampling not in ("uniform_t", "uniform_tau"):
             raise ValueError(f"time_sampling must be 'uniform_t' or 'uniform_tau'; got {time_sampling!r}")
@@ -121,7 +124,8 @@ class Diffusion(ContinuousFlow):
             raise ValueError(f"sde_steps must be a positive int; got {sde_steps!r}")
         super().__init__(hidden_features, num_blocks, time_features, channels, blocks_per_level, attention,
                          "heun" if method == "sde" else method, steps, log_prob_method, log_prob_steps, rtol, atol,
-                         exact_trace_max_dim, hutchinson_probes)
+                         exact_trace_max_dim, hutchinson_probes, trace_probes, colouring_period,
+                         padding_mode)
         self.method = method
         self.schedule, self.beta_min, self.beta_max, self.t_min = schedule, float(beta_min), float(beta_max), \
             float(t_min)

@@ -17,9 +17,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 #: the app layer: the only part of simgen that may know the demo simulators' registry
 APP_LAYER = {"simgen.cli", "simgen.config", "simgen.pipeline", "simgen.report"}
-#: library modules that still import simulators/ (its map statistics move into the library in the diagnostics
-#: redesign of issue 16; remove them from here then)
-PENDING = {"simgen.diagnostics", "simgen.plots"}
 
 
 def modules(package: str) -> dict[str, Path]:
@@ -118,7 +115,7 @@ def test_simulators_import_nothing_from_simgen() -> None:
 
 def test_only_the_app_layer_imports_simulators() -> None:
     def exempt(name: str) -> bool:
-        return any(name == m or name.startswith(f"{m}.") for m in APP_LAYER | PENDING)
+        return any(name == m or name.startswith(f"{m}.") for m in APP_LAYER)
 
     mods = modules("simgen")
     bad = [f"{name} (line {line}): {target}" for name, path in mods.items() if not exempt(name)

@@ -1,0 +1,194 @@
+"""A normalizing flow for maps on a torus: isotropic Fourier filters alternating with pixel-wise splines."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
+from torch import Tensor, nn
+
+from .base import ConditionalDensity
+from .flow import rational_quadratic_spline
+
+__all__ = ["MapFlow"]
+
+
+class MapFlow(ConditionalDensity):
+    r"""Conditional flow for periodic maps y ``[C, H, W]`` (or ``[H, W]``): exact log p, one-pass sampling.
+
+    The latent z ~ N(0, I) (one standard normal per pixel) is reached from a map y by
+
+        u₀ = (y − a(c)) ⊙ e^{−s(c)},   u_{l} = F_l(g_l(u_{l−1}; c); c),  l = 1 … L,   z = u_L,
+
+    with per-channel shift a and log-scale s, g_l a monotone rational-quadratic spline applied to every pixel
+    of a channel alike (Durkan et al. 2019, "Neural Spline Flows", arXiv:1906.04032; identity tails outside
+    ``[-tail_bound, tail_bound]``), and F_l an isotropic circulant filter,
+
+        F(u) = ifft2(γ(|k|; c) ⊙ fft2(u)),   γ > 0,
+
+    a real symmetric convolution on the torus whose eigenvalues are γ at every mode k of the N_H × N_W
+    frequency grid (|k|² = (k_y/H)² + (k_x/W)², modes of equal |k| share one γ). All parameters are small
+    networks of the context c, evaluated once per context row. The change of variables is exact:
+
+        log p(y | c) = log N(z; 0, I) − HW Σ_ch s_ch + Σ_l [Σ_pixels log g_l′ + Σ_ch Σ_k log γ_l(|k|)].
+
+    Every layer commutes with translations on the torus (g acts pixel-wise, F is a convolution, a and s are
+    constants per channel) and N(0, I) is invariant under them, so log p(shift(y) | c) = log p(y | c) for any
+    shift; F also commutes with the lattice's reflections and quarter turns. This is the translation- and
+    rotation-equivariant flow of Dai & Seljak (2022, "Translation and rotation equivariant normalizing flow
+    (TRENF) for optimal cosmological analysis", arXiv:2202.05282), with the spectra and splines conditioned on
+    c. One block (L = 1, g = identity) is exactly a stationary Gaussian field with conditional power spectrum
+    P(|k| | c) = e^{2s} / γ(|k|)²; the splines add one-point non-Gaussianity such as a lognormal field's
+    (y = e^{G} − κ₀ with G Gaussian is exactly g = log, then F), and further blocks mix the two. Channels
+    are filtered separately (no cross-spectra).
+
+    Every conditioner's last layer starts at zero and the splines at the identity (equal bins, unit knot
+    derivatives), so a fresh model is N(0, I) on the standardised pixels.
+
+    Args:
+        blocks: number L of (spline, filter) blocks.
+        hidden_features: width of the conditioner networks (two hidden layers).
+        num_bins: spline bins.
+        tail_bound: spline interval half-width, in the units of the standardised, rescaled map u.
+    """
+
+    family = "mapflow"
+    data_kinds = frozenset({"map"})
+    training_defaults = {"max_batch_size": 512, "learning_rate": 2e-3}
+
+    def __init__(self, blocks: int = 2, hidden_features: int = 64, num_bins: int = 8, tail_bound: float = 5.0) -> None:
+        super().__init__()
+        if blocks < 1 or hidden_features < 1 or num_bins < 1:
+            raise ValueError(f"blocks, hidden_features and num_bins must be >= 1; got {blocks}, {hidden_features}, "
+                             f"{num_bins}")
+        if not tail_bound > 0:
+            raise ValueError(f"tail_bound must be > 0; got {tail_bound}")
+        self.blocks = int(blocks)
+        self.hidden_features = int(hidden_features)
+        self.num_bins = int(num_bins)
+        self.tail_bound = float(tail_bound)
+
+    def config(self) -> dict[str, Any]:
+        return dict(blocks=self.blocks, hidden_features=self.hidden_features, num_bins=self.num_bins,
+                    tail_bound=self.tail_bound)
+
+    # ------------------------------------------------------------------------------------------- building
+    def _build(self) -> None:
+        if len(self.y_shape) not in (2, 3):
+            raise ValueError(f"MapFlow models maps [H, W] or [C, H, W]; got y_shape {list(self.y_shape)}")
+        c, h, w = (1, *self.y_shape) if len(self.y_shape) == 2 else self.y_shape
+        self._chw = (c, h, w)
+        # |k|² on the rfft2 grid in units of (cycles per pixel)² · H²W², an integer, so equal radii group exactly
+        ky = torch.fft.fftfreq(h, 1.0 / h).double()
+        kx_half = torch.fft.rfftfreq(w, 1.0 / w).double()
+        kx_full = torch.fft.fftfreq(w, 1.0 / w).double()
+        half = ((ky[:, None] * w) ** 2 + (kx_half[None, :] * h) ** 2).round().long()
+        full = ((ky[:, None] * w) ** 2 + (kx_full[None, :] * h) ** 2).round().long()
+        radii, group = torch.unique(half, return_inverse=True)
+        # eigenvalue multiplicity of each radius on the full frequency grid (the log-determinant's weights)
+        counts = torch.bucketize(full.reshape(-1), radii)
+        self.register_buffer("_group", group)  # [H, W//2+1] radius index of each rfft2 mode
+        self.register_buffer("_counts", torch.bincount(counts, minlength=len(radii)).float())  # [R]
+        self.num_radii = len(radii)
+        f = self.context_features
+        k = self.num_bins
+        self.shift_scale = _Conditioner(f, 2 * c, self.hidden_features)
+        self.splines = nn.ModuleList()
+        self.filters = nn.ModuleList()
+        for _ in range(self.blocks):
+            spline = _Conditioner(f, c * (3 * k - 1), self.hidden_features)
+            with torch.no_grad():  # unit inner knot derivatives: the spline starts as the identity
+                spline.bias_view(c, 3 * k - 1)[:, 2 * k:] = math.log(math.expm1(1.0 - DEFAULT_MIN_DERIVATIVE))
+            self.splines.append(spline)
+            self.filters.append(_Conditioner(f, c * self.num_radii, self.hidden_features))
+
+    # ------------------------------------------------------------------------------------------ transform
+    def _layer_params(self, c: Tensor | None, n: int) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
+        """Every layer's parameters for ``n`` rows: shift, log-scale ``[n, C]``; per block the spline's
+        ``[n, C, 3K − 1]`` and the filter's log γ ``[n, C, R]``."""
+        ch = self._chw[0]
+        shift, log_scale = self.shift_scale(c, n).reshape(n, 2, ch).unbind(1)
+        splines = [s(c, n).reshape(n, ch, 3 * self.num_bins - 1) for s in self.splines]
+        filters = [f(c, n).reshape(n, ch, self.num_radii) for f in self.filters]
+        return shift, log_scale, splines, filters
+
+    def _spline(self, u: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        k = self.num_bins
+        p = params[:, :, None, None, :].expand(*u.shape, 3 * k - 1)
+        out, log_det = rational_quadratic_spline(u, p[..., :k], p[..., k:2 * k], p[..., 2 * k:], inverse=inverse,
+                                                 tail_bound=self.tail_bound)
+        return out, log_det.sum((1, 2, 3))
+
+    def _filter(self, u: Tensor, log_gain: Tensor, sign: float) -> tuple[Tensor, Tensor]:
+        """u ↦ ifft2(γ^sign ⊙ fft2(u)) and its log|det| = sign Σ_ch Σ_k log γ(|k|)."""
+        gain = torch.exp(sign * log_gain)[:, :, self._group]  # [n, C, H, W//2+1]
+        out = torch.fft.irfft2(torch.fft.rfft2(u) * gain, s=u.shape[-2:])
+        return out, sign * (log_gain @ self._counts).sum(1)
+
+    def _to_latent(self, y: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+        n = y.shape[0]
+        shift, log_scale, splines, filters = self._layer_params(c, n)
+        u = (y.reshape(n, *self._chw) - shift[:, :, None, None]) * torch.exp(-log_scale)[:, :, None, None]
+        log_det = -self._chw[1] * self._chw[2] * log_scale.sum(1)
+        for spline, log_gain in zip(splines, filters, strict=True):
+            u, ld_spline = self._spline(u, spline, inverse=False)
+            u, ld_filter = self._filter(u, log_gain, 1.0)
+            log_det = log_det + ld_spline + ld_filter
+        return u, log_det
+
+    # -------------------------------------------------------------------------------------------- interface
+    def log_prob(self, y: Tensor, c: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
+        self._check_built()
+        if tuple(y.shape[1:]) != self.y_shape:
+            raise ValueError(f"y must have shape [n, {', '.join(map(str, self.y_shape))}]; got {list(y.shape)}")
+        z, log_det = self._to_latent(y, c)
+        d = z[0].numel()
+        return -0.5 * (z * z).sum((1, 2, 3)) - 0.5 * d * math.log(2 * math.pi) + log_det
+
+    def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
+        return -self.log_prob(y, c).mean()
+
+    def sample(self, n: int, c: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
+        self._check_built()
+        m = 1 if c is None else c.shape[0]
+        weight = self.shift_scale.final.weight
+        u = torch.randn(m * n, *self._chw, generator=generator, device=weight.device, dtype=weight.dtype)
+        # parameters once per context row, then repeated for its n draws
+        shift, log_scale, splines, filters = (
+            _repeat(t, n) for t in self._layer_params(c, m)
+        )
+        for spline, log_gain in zip(reversed(splines), reversed(filters), strict=True):
+            u, _ = self._filter(u, log_gain, -1.0)
+            u, _ = self._spline(u, spline, inverse=True)
+        y = u * torch.exp(log_scale)[:, :, None, None] + shift[:, :, None, None]
+        y = y.reshape(m, n, *self.y_shape)
+        return y[0] if c is None else y
+
+
+def _repeat(t: Tensor | list[Tensor], n: int) -> Tensor | list[Tensor]:
+    if isinstance(t, list):
+        return [x.repeat_interleave(n, dim=0) for x in t]
+    return t.repeat_interleave(n, dim=0)
+
+
+class _Conditioner(nn.Module):
+    """A small MLP c ``[n, f]`` → ``[n, out]`` whose last layer starts at zero; a learned constant when the
+    model is unconditional (``f`` is ``None``)."""
+
+    def __init__(self, features: int | None, out: int, hidden: int) -> None:
+        super().__init__()
+        self.final = nn.Linear(hidden if features else 1, out)
+        nn.init.zeros_(self.final.weight)
+        nn.init.zeros_(self.final.bias)
+        self.body = (nn.Sequential(nn.Linear(features, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+                     if features else None)
+
+    def bias_view(self, *shape: int) -> Tensor:
+        return self.final.bias.view(*shape)
+
+    def forward(self, c: Tensor | None, n: int) -> Tensor:
+        if self.body is None:
+            return self.final.bias.expand(n, -1)
+        return self.final(self.body(c))
