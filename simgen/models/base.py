@@ -30,8 +30,8 @@ class ConditionalDensity(nn.Module, abc.ABC):
 
     A family implements :meth:`_build`, :meth:`config`, :meth:`loss`, :meth:`log_prob` and :meth:`_sample`
     (draws for rows whose contexts are already repeated); :meth:`sample` does the checks and the reshaping once
-    for all. Every optional hook is declared here with its default (:attr:`standardize_y`, :meth:`on_epoch`,
-    :meth:`check_context`, :attr:`device`), so callers never probe for attributes.
+    for all. Every optional hook is declared here with its default (:attr:`data_kinds`, :attr:`standardize_y`,
+    :meth:`on_epoch`, :meth:`check_context`, :attr:`device`), so callers never probe for attributes.
     """
 
     #: registry name of the family, used in saved configs
