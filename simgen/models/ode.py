@@ -8,6 +8,9 @@ evaluates densities through the functions here and nowhere else:
   2 evaluations per step), ``"rk4"`` (classical, order 4, 4 per step) — or adaptively with torchdiffeq's
   Dormand–Prince ``"dopri5"`` (order 5(4), step size controlled by ``rtol``/``atol``);
 * :func:`euler_maruyama` integrates an Itô SDE dy = b(t, y) dt + g(t) dw (strong order ½);
+* :func:`heun_denoiser` is EDM's deterministic sampler (Karras et al. 2022, arXiv:2206.00364, Algorithm 1 without
+  churn) on the noise levels of :func:`karras_sigmas`: the probability-flow ODE dx/dσ = (x − D(x, σ))/σ of a
+  denoiser D, written for any family that has one (k-diffusion style: a plain function of a denoiser);
 * :func:`divergence` computes ∇·f = tr(∂f/∂y) for a batch, exactly (one backward pass per dimension) or by
   Hutchinson's estimator tr(J) = E_ε[εᵀ J ε] with E[εεᵀ] = I (Hutchinson 1989; FFJORD: Grathwohl et al. 2019,
   arXiv:1810.01367), unbiased for any number of probes; :func:`divergence_draws` returns independent estimates
@@ -32,8 +35,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["ODE_METHODS", "Solution", "integrate", "euler_maruyama", "divergence", "divergence_draws",
-           "hutchinson_probes", "coloured_probes"]
+__all__ = ["ODE_METHODS", "Solution", "integrate", "euler_maruyama", "karras_sigmas", "heun_denoiser",
+           "divergence", "divergence_draws", "hutchinson_probes", "coloured_probes"]
 
 #: the ODE methods of :func:`integrate`
 ODE_METHODS = ("euler", "heun", "rk4", "dopri5")
@@ -168,6 +171,42 @@ def euler_maruyama(
         z = torch.randn(y.shape, generator=generator, device=gen_device, dtype=y.dtype).to(y.device)
         y = y + drift(t, y) * h + g(t) * h.abs().sqrt() * z
     return Solution(y, grid.shape[0] - 1)
+
+
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
+    r"""EDM's noise levels σ_i = (σ_max^{1/ρ} + i/(N−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, i = 0, …, N−1, then σ_N = 0:
+    ``[steps + 1]`` (float64), decreasing; ρ = 7 concentrates the steps at low noise (Karras et al. 2022, eq. 5)."""
+    if not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"the number of noise levels must be an int >= 2; got {steps!r}")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max; got {sigma_min}, {sigma_max}")
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    sigmas = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def heun_denoiser(denoise: VectorField, x: Tensor, sigmas: Tensor) -> Solution:
+    r"""Integrate dx/dσ = (x − D(x, σ))/σ through the decreasing noise levels ``sigmas`` (last one 0).
+
+    Heun's method (EDM's Algorithm 1 with S_churn = 0): with d_i = (x_i − D(x_i, σ_i))/σ_i,
+    x̃ = x_i + (σ_{i+1} − σ_i) d_i, and unless σ_{i+1} = 0, x_{i+1} = x_i + (σ_{i+1} − σ_i)(d_i + d̃)/2 with
+    d̃ = (x̃ − D(x̃, σ_{i+1}))/σ_{i+1}; the last step (to σ = 0) is Euler's, x = D(x, σ_{N−1}). N levels before 0
+    cost 2N − 1 evaluations of ``denoise(sigma, x)`` (σ a 0-dimensional tensor), counted in ``nfe``.
+    """
+    if sigmas.dim() != 1 or sigmas.shape[0] < 2 or not (sigmas[1:] < sigmas[:-1]).all() or sigmas[-1] != 0:
+        raise ValueError("sigmas must be a decreasing 1-D tensor ending at 0")
+    nfe = 0
+    for i in range(sigmas.shape[0] - 1):
+        sigma, nxt = sigmas[i], sigmas[i + 1]
+        d = (x - denoise(sigma, x)) / float(sigma)
+        nfe += 1
+        x_new = x + float(nxt - sigma) * d
+        if nxt > 0:
+            d_new = (x_new - denoise(nxt, x_new)) / float(nxt)
+            nfe += 1
+            x_new = x + float(nxt - sigma) * 0.5 * (d + d_new)
+        x = x_new
+    return Solution(x, nfe)
 
 
 def hutchinson_probes(
