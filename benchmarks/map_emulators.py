@@ -1,0 +1,211 @@
+"""Map emulators against the exact likelihood: held-out gap, power spectrum, peak counts and cost per family.
+
+On ``cosmology_maps`` (``--size`` × ``--size``; Gaussian with shape noise by default, ``--noiseless``,
+``--field lognormal`` for the noiseless shifted-lognormal field) or on ``--sim powerlaw`` (a stationary Gaussian
+field with P(k) = A (k / k₁)^(−n), θ = (ln A, n) ~ U[−1, 1] × U[2, 4], exact likelihood: steep red spectra such
+as k⁻³), simulate ``--num-maps`` training pairs (θ from the prior, fixed seed) and ``--num-test`` held-out pairs,
+fit each family as ``LikelihoodEstimator(prior, model=family)`` with no other settings, and report
+
+* gap = E[log p(x | θ) − log q(x | θ)] per pixel over the held-out pairs ± its standard error (nats/pixel; the
+  exact log p is the simulator's; a normalised q cannot make it negative beyond noise);
+* worst C_ℓ ratio: the emulated over the simulated mean binned power spectrum at ``--num-theta`` prior draws of
+  θ, ``--num-samples`` maps each, the bin furthest from 1 (and the largest |z| of that comparison);
+* peak-count |z|: the largest two-sample z-score of the mean peak counts per height bin over those θ;
+* training time, epochs, time to sample 1,000 maps at one θ, and network evaluations per map when sampling.
+
+Families: ``mapflow`` (:class:`~simgen.models.MapFlow`), ``flow`` (the spline flow on flattened pixels),
+``maf`` (the package's MAF on flattened pixels), any other registered model string, and ``sbi`` (sbi's NLE with
+its MAF on flattened pixels; sbi standardises x itself). A JSON file (``--out``) is rewritten after every row.
+
+    OMP_NUM_THREADS=1 python benchmarks/map_emulators.py --families mapflow,flow --size 16 --num-maps 10000
+    OMP_NUM_THREADS=1 python benchmarks/map_emulators.py --families mapflow --field lognormal --noiseless
+    OMP_NUM_THREADS=1 python benchmarks/map_emulators.py --families mapflow --sim powerlaw
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from typing import Any
+
+import torch
+
+import simgen
+import simulators
+from simgen.models import Flow, MapFlow
+from simulators.statistics import binned_power_spectrum, peak_counts
+
+
+class PowerLawField:
+    r"""A stationary Gaussian field on an N × N torus with P(k) = e^{θ₀} (|k| / 1)^{−θ₁} per pixel (the DC mode
+    at |k| = ½), θ ~ U[−1, 1] × U[2, 4]; log p(x | θ) = −½ Σ_k [|X_k|² / (N² P_k) + ln(2π P_k)], X = fft2(x)."""
+
+    x_kind = "map"
+    tractable = True
+
+    def __init__(self, n_pix: int) -> None:
+        self.n_pix = n_pix
+        self.prior = torch.distributions.Independent(
+            torch.distributions.Uniform(torch.tensor([-1.0, 2.0]), torch.tensor([1.0, 4.0])), 1)
+        k = torch.fft.fftfreq(n_pix, 1.0 / n_pix).double()
+        radius = torch.hypot(k[:, None], k[None, :])
+        radius[0, 0] = 0.5
+        self.log_radius = radius.log()
+
+    def _log_power(self, theta: torch.Tensor) -> torch.Tensor:
+        theta = theta.double()
+        return theta[:, :1, None] - theta[:, 1:, None] * self.log_radius
+
+    def __call__(self, theta: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        white = torch.randn(len(theta), self.n_pix, self.n_pix, generator=generator, dtype=torch.float64)
+        amplitude = (0.5 * self._log_power(theta)).exp()
+        return torch.fft.ifft2(amplitude * torch.fft.fft2(white)).real.float()
+
+    def log_likelihood(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        log_power = self._log_power(theta)
+        power = torch.fft.fft2(x.double()).abs() ** 2 / self.n_pix**2
+        return -0.5 * (power / log_power.exp() + log_power + math.log(2 * math.pi)).sum((-2, -1))
+
+
+def make_simulator(args: argparse.Namespace) -> Any:
+    if args.sim == "powerlaw":
+        return PowerLawField(args.size)
+    return simulators.get("cosmology_maps", n_pix=args.size, field=args.field,
+                          n_gal=None if args.noiseless else 10.0)
+
+
+def simulate(sim: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        theta = sim.prior.sample((n,))
+    return theta, sim(theta, generator=g)
+
+
+class SbiEmulator:
+    """sbi's NLE (MAF on flattened pixels) behind the two methods the benchmark calls."""
+
+    def __init__(self, prior: Any, x_shape: tuple[int, ...]) -> None:
+        from sbi.inference import NLE
+
+        self.inference = NLE(prior, density_estimator="maf", show_progress_bars=False)
+        self.x_shape = x_shape
+        self.estimator = None
+        self.epochs = 0
+
+    def fit(self, theta: torch.Tensor, x: torch.Tensor) -> None:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.estimator = self.inference.append_simulations(theta, x.reshape(len(x), -1)).train(
+                show_train_summary=False)
+        self.epochs = self.inference._summary["epochs_trained"][-1]
+
+    def log_prob(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([self.estimator.log_prob(xb.reshape(1, len(xb), -1), condition=tb)[0]
+                              for xb, tb in zip(x.split(1000), theta.split(1000), strict=True)])
+
+    def sample_batched(self, n: int, thetas: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            y = self.estimator.sample((n,), condition=thetas)  # [n, m, d]
+        return y.transpose(0, 1).reshape(len(thetas), n, *self.x_shape)
+
+
+def family_model(name: str) -> Any:
+    return {"mapflow": MapFlow(), "flow": "flow", "maf": Flow(kind="maf")}.get(name, name)
+
+
+def evaluations_per_map(name: str, emu: Any, d: int) -> str:
+    """Network evaluations per sampled map (a conditioner evaluated once per θ counts once)."""
+    if name == "mapflow":
+        return "1 (conditioners once per θ; FFTs and splines per map)"
+    if name in ("flow",):
+        return "1"
+    if name in ("maf", "sbi"):
+        return f"{d} (autoregressive inverse)"
+    return "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", default="mapflow,flow")
+    parser.add_argument("--sim", default="cosmology", choices=["cosmology", "powerlaw"])
+    parser.add_argument("--size", type=int, default=16)
+    parser.add_argument("--field", default="gaussian", choices=["gaussian", "lognormal"])
+    parser.add_argument("--noiseless", action="store_true")
+    parser.add_argument("--num-maps", type=int, default=10_000)
+    parser.add_argument("--num-test", type=int, default=2_000)
+    parser.add_argument("--num-theta", type=int, default=3)
+    parser.add_argument("--num-samples", type=int, default=1_000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-time", type=float, default=None, help="training time cap per family (s)")
+    parser.add_argument("--out", default="map_emulators.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    sim = make_simulator(args)
+    setting = (f"{args.sim}" + ("" if args.sim == "powerlaw" else f" {args.field}" +
+                                (" noiseless" if args.noiseless else " with noise")) + f", {args.size}x{args.size}")
+    print(f"simgen {simgen.__version__}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); {setting}; "
+          f"{args.num_maps} training maps, {args.num_test} held-out", flush=True)
+    theta, x = simulate(sim, args.num_maps, args.seed)
+    theta_t, x_t = simulate(sim, args.num_test, args.seed + 1)
+    exact = sim.log_likelihood(theta_t, x_t).double()
+    pixels = math.prod(x.shape[1:])
+    theta_c, _ = simulate(sim, args.num_theta, args.seed + 2)
+    g = torch.Generator().manual_seed(args.seed + 3)
+    sim_maps = torch.stack([sim(t.expand(args.num_samples, -1), generator=g) for t in theta_c])
+    rows: list[dict[str, Any]] = []
+    for name in args.families.split(","):
+        start = time.perf_counter()
+        if name == "sbi":
+            emu = SbiEmulator(sim.prior, tuple(x.shape[1:]))
+            emu.fit(theta, x)
+            epochs = emu.epochs
+        else:
+            emu = simgen.LikelihoodEstimator(sim.prior, model=family_model(name))
+            settings = {} if args.max_time is None else {"max_time": args.max_time}
+            epochs = emu.fit(theta, x, seed=args.seed, progress=False, **settings).epochs
+        train_s = time.perf_counter() - start
+        log_q = emu.log_prob(x_t, theta_t).double()
+        diff = (exact - log_q) / pixels
+        gap, se = diff.mean().item(), (diff.std() / len(diff) ** 0.5).item()
+        start = time.perf_counter()
+        emu.sample_batched(1000, theta_c[:1])
+        sample_s = time.perf_counter() - start
+        emu_maps = emu.sample_batched(args.num_samples, theta_c).float()
+        ratio, ratio_z, peak_z = _spectrum_and_peaks(sim_maps, emu_maps)
+        row = dict(family=name, setting=setting, num_maps=args.num_maps, gap_per_pixel=gap, gap_se=se,
+                   gap_per_map=gap * pixels, worst_cl_ratio=ratio, worst_cl_z=ratio_z, peak_count_max_z=peak_z,
+                   train_seconds=train_s, epochs=epochs, sample_1000_seconds=sample_s,
+                   evaluations_per_map=evaluations_per_map(name, emu, pixels), threads=args.threads)
+        rows.append(row)
+        print(f"{name:>8}: gap {gap:.4f} ± {se:.4f} nats/pixel ({gap * pixels:.2f} nats/map); worst C_l ratio "
+              f"{ratio:.3f} (|z| {ratio_z:.1f}); peak |z| {peak_z:.1f}; train {train_s:.0f} s ({epochs} epochs); "
+              f"1000 maps in {sample_s:.2f} s; {row['evaluations_per_map']} net evals/map", flush=True)
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+def _spectrum_and_peaks(sim_maps: torch.Tensor, emu_maps: torch.Tensor) -> tuple[float, float, float]:
+    """Worst ratio of the mean binned power spectra (and its |z|), and the largest peak-count |z|, over θ."""
+    def z_scores(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        var = a.var(1) / a.shape[1] + b.var(1) / b.shape[1]
+        return torch.where(var > 0, (b.mean(1) - a.mean(1)) / var.clamp_min(1e-30).sqrt(), torch.zeros_like(var))
+
+    ps_sim, ps_emu = binned_power_spectrum(sim_maps).double(), binned_power_spectrum(emu_maps).double()
+    ratio = ps_emu.mean(1) / ps_sim.mean(1)
+    worst = (ratio - 1).abs().argmax()
+    scale = sim_maps.std()
+    peaks_sim = peak_counts((sim_maps - sim_maps.mean()) / scale, sigma_ref=1.0).double()
+    peaks_emu = peak_counts((emu_maps - sim_maps.mean()) / scale, sigma_ref=1.0).double()
+    return (ratio.reshape(-1)[worst].item(), z_scores(ps_sim, ps_emu).abs().reshape(-1)[worst].item(),
+            z_scores(peaks_sim, peaks_emu).abs().max().item())
+
+
+if __name__ == "__main__":
+    main()
