@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from .. import nets
-from ..models import MODELS, ConditionalDensity, TransformedDensity, make_model
+from ..models import MODELS, ConditionalDensity, TransformedDensity, make_model, model_for
 from ..training import StoreBatches, TrainingConfig, TrainingHistory, train
 from ..transforms import SUPPORT_MAPS, Dequantize, LinearResidual, Standardize, SupportBijection
 from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows, default_device
@@ -173,9 +173,10 @@ class Estimator:
 
     # ----------------------------------------------------------------- building
     def family_spec(self) -> ConditionalDensity | type[ConditionalDensity]:
-        """The chosen family's class (model string) or object: where its class-level preferences live."""
+        """The chosen family's class (model string, resolved for this estimator's kind of y by
+        :func:`~simgen.models.model_for`) or object: where its class-level preferences live."""
         spec = self.model_spec
-        return MODELS[spec] if isinstance(spec, str) else spec
+        return MODELS[model_for(spec, self.y_kind)] if isinstance(spec, str) else spec
 
     def training_defaults(self) -> dict[str, Any]:
         """The chosen family's preferred training settings (see ``ConditionalDensity.training_defaults``)."""
@@ -187,7 +188,7 @@ class Estimator:
         The embedding is the user's ``embedding=`` if given, else the default for the context's kind.
         """
         spec = self.model_spec
-        family = make_model(spec) if isinstance(spec, str) else type(spec)(**spec.config())
+        family = make_model(model_for(spec, self.y_kind)) if isinstance(spec, str) else type(spec)(**spec.config())
         if self.y_kind not in family.data_kinds:
             raise ValueError(f"model {family.family!r} models y of kind {sorted(family.data_kinds)}; this "
                              f"{self.direction} estimator's y is of kind {self.y_kind!r} (shape {list(y_shape)})")

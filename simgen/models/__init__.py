@@ -28,6 +28,7 @@ __all__ = [
     "TransformedDensity",
     "MODELS",
     "make_model",
+    "model_for",
     "register_model",
     "make_family",
     "FAMILIES",
@@ -61,6 +62,19 @@ def make_model(model: str | ConditionalDensity, config: dict[str, Any] | None = 
     if not isinstance(model, str) or model not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)} or a ConditionalDensity; got {model!r}")
     return MODELS[model](**(config or {}))
+
+
+#: (model name, kind of y) -> the registered family that name stands for on that kind of data: ``model="flow"``
+#: on maps is the map flow, which is exact and translation-invariant on the torus where a flow on flattened
+#: pixels is neither
+KIND_MODELS: dict[tuple[str, str], str] = {("flow", "map"): "mapflow"}
+
+
+def model_for(model: str, y_kind: str) -> str:
+    """The registered family name that ``model`` stands for when it models y of kind ``y_kind`` (``"vector"``,
+    ``"map"``, ``"set"``, ``"sequence"``): the map architecture for maps (see :data:`KIND_MODELS`), else
+    ``model`` itself."""
+    return KIND_MODELS.get((model, y_kind), model)
 
 
 #: deprecated name of :data:`MODELS` (the same dict)
