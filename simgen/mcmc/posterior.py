@@ -307,16 +307,21 @@ class MCMCPosterior:
                          "theta" if self.monitor is None else "monitor", r_hat, ess, acceptance, step,
                          time.perf_counter() - start, evaluations)
         draws = chains * per_chain
+        min_ess = min(400.0, 0.1 * draws)
         bad_rhat = torch.nonzero(r_hat > 1.05).flatten().tolist()
-        low_ess = torch.nonzero(ess < min(400.0, 0.1 * draws)).flatten().tolist()
+        low_ess = torch.nonzero(ess < min_ess).flatten().tolist()
         if bad_rhat or low_ess:
             what = "θ" if self.monitor is None else "monitor(θ)"
+            problems = []
+            if bad_rhat:
+                problems.append(f"{what} columns {bad_rhat} have R-hat > 1.05 "
+                                f"({[round(float(r_hat[i]), 3) for i in bad_rhat]})")
+            if low_ess:
+                problems.append(f"{what} columns {low_ess} have bulk ESS < {min_ess:.0f} "
+                                f"({[round(float(ess[i])) for i in low_ess]})")
             warnings.warn(
-                f"MCMC may not have converged: {what} columns {bad_rhat} have R-hat > 1.05 "
-                f"({[round(float(r_hat[i]), 3) for i in bad_rhat]}), columns {low_ess} have bulk ESS < "
-                f"{min(400.0, 0.1 * draws):.0f} ({[round(float(ess[i])) for i in low_ess]}). Run longer "
-                "(warmup=, thin=), or, for a posterior multimodal by symmetry, pass monitor= mode-invariant "
-                "functions of θ",
+                f"MCMC may not have converged: {'; '.join(problems)}. Run longer (warmup=, thin=), or, for a "
+                "posterior multimodal by symmetry, pass monitor= mode-invariant functions of θ",
                 RuntimeWarning, stacklevel=3,
             )
         return record
