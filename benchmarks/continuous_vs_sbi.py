@@ -32,7 +32,7 @@ from _common import mean_se, observations, train_sbi
 
 import simgen
 import simulators
-from simgen.models import make_family
+from simgen.models import make_model
 
 
 class RowCounter:
@@ -52,7 +52,7 @@ class RowCounter:
 
 
 def _train_simgen(family: str, prior, theta, x, seed: int, settings: dict, extra: bool):
-    post = simgen.PosteriorEstimator(prior, make_family(family))
+    post = simgen.PosteriorEstimator(prior, make_model(family))
     history = post.fit(theta, x, seed=seed, progress=False, **settings)
     density = post.density
     counter = RowCounter(density.density.net)

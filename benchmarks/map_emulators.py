@@ -34,8 +34,8 @@ import torch
 
 import simgen
 import simulators
+from simgen.diagnostics.maps import binned_power_spectrum, peak_counts
 from simgen.models import Flow, MapFlow
-from simulators.statistics import binned_power_spectrum, peak_counts
 
 
 class PowerLawField:

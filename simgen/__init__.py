@@ -1,18 +1,21 @@
 """simgen: simulation-based inference with conditional deep generative models.
 
-Every model is a conditional density p(y | c): a posterior p(θ | x) or an emulator p(x | θ).
+Every model is a conditional density p(y | c): a posterior p(θ | x) or a likelihood p(x | θ) (an emulator of
+the simulator). README's "Architecture" section maps the package.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from . import diagnostics, models, nets, plots
+from ._version import __version__
+from .campaign import Store, open_store
+from .estimators import LikelihoodEstimator, PosteriorEstimator
+from .io import load
 
-from . import diagnostics, models, nets, plots  # noqa: E402
-from .estimators import LikelihoodEstimator, PosteriorEstimator  # noqa: E402
-from .io import load  # noqa: E402
-from .simulate import simulate  # noqa: E402
-from .store import Store, open_store  # noqa: E402
-from .training import TrainingConfig, TrainingHistory  # noqa: E402
+# ``simgen.simulate`` is the function; importing the former module of that name here first keeps a later
+# ``from simgen.simulate import ...`` from rebinding the package attribute to the module
+from .simulate import simulate
+from .training import TrainingConfig, TrainingHistory
 
 __all__ = [
     "__version__",

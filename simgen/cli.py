@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -187,20 +188,23 @@ def _train(args: argparse.Namespace) -> int:
 
     from . import pipeline
     from .config import ModelConfig, load_config
-    from .models import FAMILIES
+    from .models import MODELS
 
     if args.config is not None:
         config, sim = load_config(args.config)
     else:
         config, sim = load_config(None, build_simulator=False)
-        config.posterior, config.emulator = ModelConfig(True, "flow"), ModelConfig(True, "flow")
-    if args.model is not None and args.model not in FAMILIES:
-        raise UsageError(f"--model must be one of {', '.join(sorted(FAMILIES))}; got {args.model!r}")
+        config.posterior, config.likelihood = ModelConfig(True, "flow"), ModelConfig(True, "flow")
+    if args.model is not None and args.model not in MODELS:
+        raise UsageError(f"--model must be one of {', '.join(sorted(MODELS))}; got {args.model!r}")
+    if args.direction == "emulator":
+        warnings.warn("--direction emulator is now --direction likelihood", FutureWarning, stacklevel=2)
+        args.direction = "likelihood"
     _setup(args)
     store = simgen.open_store(args.store)
     if sim is None:
         sim = _store_simulator(store)
-    spec = config.posterior if args.direction == "posterior" else config.emulator
+    spec = config.posterior if args.direction == "posterior" else config.likelihood
     if args.model is not None and args.model != spec.model:
         spec.model, spec.options = args.model, {}
     if args.embedding is not None:
@@ -215,7 +219,7 @@ def _train(args: argparse.Namespace) -> int:
     say = _say(args)
     theta, x = store.load()
     say(f"training a {args.direction} ({spec.model}) on {theta.shape[0]} valid simulations of {args.store}")
-    fit = pipeline.fit_posterior if args.direction == "posterior" else pipeline.fit_emulator
+    fit = pipeline.fit_posterior if args.direction == "posterior" else pipeline.fit_likelihood
     estimator = fit(config, sim, theta, x, progress=not args.quiet, say=say)
     estimator.save(args.out)
     say(f"wrote {args.out}")
@@ -243,8 +247,6 @@ def _read_array(text: str, what: str) -> Any:
 
 def _load_model(path: str, device: str | None) -> Any:
     import simgen
-
-    from . import pipeline  # noqa: F401  (registers the power-spectrum embedding for loading)
 
     return simgen.load(path, device=device)
 
@@ -326,7 +328,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if config.calibration > 0:
             summary["calibration"] = pipeline.check_calibration(config, sim, est, outputs, say=say)
     else:
-        summary["emulator"] = pipeline.check_emulator(config, sim, est, observations.theta, outputs, say=say)
+        summary["emulator"] = pipeline.check_likelihood(config, sim, est, observations.theta, outputs, say=say)
     summary["figures"] = [{**f, "path": str(Path(f["path"]).relative_to(out))} for f in outputs.files]
     (out / "evaluation.json").write_text(json.dumps(summary, indent=2, default=str))
     report = pipeline.write_report(out / "report.html", f"simgen evaluate: {args.model}",
@@ -409,15 +411,16 @@ def _parser() -> argparse.ArgumentParser:
     _common(sim, device=False, threads=1)
     sim.set_defaults(func=_simulate)
 
-    train = sub.add_parser("train", help="fit a posterior or an emulator on a store",
-                           description="Fit a posterior p(θ | x) or an emulator p(x | θ) on the valid rows of a "
+    train = sub.add_parser("train", help="fit a posterior or a likelihood (emulator) on a store",
+                           description="Fit a posterior p(θ | x) or a likelihood p(x | θ) on the valid rows of a "
                                        "store and save it. The simulator (its prior, x_kind) is rebuilt from the "
                                        "store's metadata, or taken from --config with the model settings there.")
     train.add_argument("--store", required=True, help="store folder written by simgen simulate or simgen run")
     train.add_argument("--out", required=True, help="model file to write, e.g. posterior.pt")
     train.add_argument("--config", default=None, metavar="CONFIG.toml", help="simulator and model settings")
-    train.add_argument("--direction", choices=("posterior", "emulator"), default="posterior",
-                       help="posterior p(θ | x) or emulator p(x | θ) (default posterior)")
+    train.add_argument("--direction", choices=("posterior", "likelihood", "emulator"), default="posterior",
+                       help="posterior p(θ | x) or likelihood p(x | θ), an emulator of the simulator (default "
+                            "posterior; 'emulator' is the former name of 'likelihood')")
     train.add_argument("--model", default=None, help="family: flow, cnf, diffusion, vae (default: the config's, "
                                                      "else flow)")
     train.add_argument("--embedding", choices=("auto", "power_spectrum", "flatten"), default=None,

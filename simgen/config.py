@@ -1,7 +1,8 @@
 """The ``simgen run`` configuration: a TOML file (read with :mod:`tomllib`), validated before anything runs.
 
-A configuration names a simulator, a simulation budget, the models to fit (a posterior p(θ | x), an emulator
-p(x | θ), or both), the observations to infer θ from, the checks to run and where to write everything.
+A configuration names a simulator, a simulation budget, the models to fit (a posterior p(θ | x), a likelihood
+p(x | θ) — an emulator of the simulator — or both), the observations to infer θ from, the checks to run and
+where to write everything.
 :func:`load_config` returns a :class:`RunConfig` whose every value has been checked: an unknown key, a value of
 the wrong type or outside its allowed set raises :class:`ConfigError` naming the key (``posterior.model``) and
 what is allowed, before a single simulation runs. The simulator is built (not run) during validation, so its
@@ -11,7 +12,8 @@ Budgets (``budget = "tiny" | "small" | "default"``) are presets of the numbers b
 wins over the preset. ``"tiny"`` is for tests and smoke runs (seconds), ``"small"`` for a first look (about a
 minute), ``"default"`` for results worth reading (minutes).
 
-Paths inside a configuration file are relative to the file's folder.
+Paths inside a configuration file are relative to the file's folder. The likelihood's section is ``[likelihood]``;
+the former name ``[emulator]`` is still read, with a ``FutureWarning``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import importlib
 import math
 import tomllib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,13 +60,15 @@ BUDGETS: dict[str, dict[str, Any]] = {
     },
 }
 
-DIRECTIONS = ("posterior", "emulator")
+DIRECTIONS = ("posterior", "likelihood")
+#: former section names still read (with a FutureWarning) -> their current name
+SECTION_ALIASES = {"emulator": "likelihood"}
 EMBEDDINGS = ("auto", "power_spectrum", "flatten")
 DEVICES = ("auto", "cpu", "cuda", "cuda:<index>", "mps")
 OBSERVATION_SUFFIXES = (".npy", ".pt", ".json")
 
-_TOP_KEYS = ("seed", "device", "budget", "simulator", "simulation", "posterior", "emulator", "observations",
-             "evaluation", "output")
+_TOP_KEYS = ("seed", "device", "budget", "simulator", "simulation", "posterior", "likelihood", "emulator",
+             "observations", "evaluation", "output")
 _SIMULATOR_KEYS = ("name", "options")
 _SIMULATION_KEYS = ("num_simulations", "chunk_size", "store", "workers", "executor")
 _MODEL_KEYS = ("enabled", "model", "embedding", "options", "training", "mcmc", "num_train")
@@ -90,7 +95,7 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     embedding: str = "auto"
-    mcmc: bool = False  #: emulators: also sample p(θ | x_obs) by MCMC on the emulator
+    mcmc: bool = False  #: likelihoods: also sample p(θ | x_obs) by MCMC on the likelihood
     num_train: int | None = None  #: train on the first this many valid simulations (``None``: all)
 
 
@@ -109,7 +114,7 @@ class RunConfig:
     workers: int = 0
     executor: str = ""
     posterior: ModelConfig = field(default_factory=lambda: ModelConfig(True, "flow"))
-    emulator: ModelConfig = field(default_factory=lambda: ModelConfig(False, "vae"))
+    likelihood: ModelConfig = field(default_factory=lambda: ModelConfig(False, "vae"))
     held_out: int = 3
     theta_obs: list[list[float]] | None = None
     obs_file: str | None = None
@@ -142,6 +147,15 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def emulator(self) -> ModelConfig:
+        """Former name of :attr:`likelihood`."""
+        return self.likelihood
+
+    @emulator.setter
+    def emulator(self, value: ModelConfig) -> None:
+        self.likelihood = value
+
 
 DEFAULT_CONFIG = """\
 # The embedded default of `simgen run`: weak-lensing-like convergence maps with an exact posterior.
@@ -161,7 +175,7 @@ model = "flow"
 embedding = "power_spectrum"           # log power in shells of |m| -> MLP (sufficient statistics for this field)
 training = { patience = 15 }
 
-[emulator]
+[likelihood]
 model = "vae"                          # convolutional VAE emulator of the maps
 num_train = 20000                      # its first 20 000 maps, in small steps: about two passes in its budget
 training = { batch_size = 64 }
@@ -208,7 +222,7 @@ options = {}                 # the family's constructor arguments, e.g. { transf
 training = {}                # TrainingConfig fields, e.g. { max_epochs = 100, max_time = 60, batch_size = 256 }
 # num_train = 10000          # train on the first this many valid simulations (default: all of them)
 
-[emulator]                   # p(x | theta), a surrogate of the simulator
+[likelihood]                 # p(x | theta), an emulator (surrogate) of the simulator
 enabled = false
 model = "flow"               # "flow" | "cnf" | "diffusion" | "vae"
 mcmc = false                 # also infer theta by MCMC on the emulator's likelihood
@@ -226,7 +240,7 @@ held_out = 3                 # simulations at fresh prior draws (their true thet
 c2st = true                  # C2ST against the simulator's reference posterior, when it has one
 # calibration = 100          # held-out simulations for coverage and SBC (0: skip)
 # emulator_maps = 64         # emulated simulations per check of the emulator against the simulator
-# mcmc_chains = 100          # chains (and warm-up sweeps) of the MCMC through the emulator ([emulator].mcmc)
+# mcmc_chains = 100          # chains (and warm-up sweeps) of the MCMC through the emulator ([likelihood].mcmc)
 # mcmc_warmup = 50
 
 [output]
@@ -299,9 +313,9 @@ def _device(raw: Any) -> str:
 
 
 def _families() -> tuple[str, ...]:
-    from .models import FAMILIES
+    from .models import MODELS
 
-    return tuple(sorted(FAMILIES))
+    return tuple(sorted(MODELS))
 
 
 def _training(raw: Any, key: str) -> dict[str, Any]:
@@ -316,8 +330,20 @@ def _training(raw: Any, key: str) -> dict[str, Any]:
     return settings
 
 
+def _section(raw: dict[str, Any], name: str) -> str:
+    """The key under which section ``name`` is given: ``name`` itself, or a former name (with a FutureWarning)."""
+    former = [old for old, new in SECTION_ALIASES.items() if new == name and old in raw]
+    if not former:
+        return name
+    if name in raw:
+        raise ConfigError(former[0], f"[{former[0]}] is the former name of [{name}]; give one of them")
+    warnings.warn(f"the config section [{former[0]}] is now called [{name}]; [{former[0]}] will stop being read "
+                  "in a later version", FutureWarning, stacklevel=4)
+    return former[0]
+
+
 def _model(raw: Any, key: str, direction: str) -> ModelConfig:
-    """A ``[posterior]`` or ``[emulator]`` table (``None``: absent; a present table is enabled by default)."""
+    """A ``[posterior]`` or ``[likelihood]`` table (``None``: absent; a present table is enabled by default)."""
     table = _table({} if raw is None else raw, key, _MODEL_KEYS)
     enabled = _bool(table.get("enabled", raw is not None or direction == "posterior"), f"{key}.enabled")
     model = _str(table.get("model", "flow"), f"{key}.model", _families())
@@ -325,18 +351,18 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
     if not isinstance(options, dict):
         raise ConfigError(f"{key}.options", f"must be a table of the {model} family's constructor arguments; "
                           f"got {options!r}")
-    from .models import FAMILIES
+    from .models import MODELS
 
     try:
-        FAMILIES[model](**options)
+        MODELS[model](**options)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{key}.options", f"not accepted by the {model} family: {e}") from None
     embedding = _str(table.get("embedding", "auto"), f"{key}.embedding", EMBEDDINGS)
-    if direction == "emulator" and "embedding" in table:
-        raise ConfigError(f"{key}.embedding", "an emulator's context is θ (no embedding); remove the key")
+    if direction == "likelihood" and "embedding" in table:
+        raise ConfigError(f"{key}.embedding", "a likelihood's context is θ (no embedding); remove the key")
     mcmc = _bool(table.get("mcmc", False), f"{key}.mcmc")
     if direction == "posterior" and "mcmc" in table:
-        raise ConfigError(f"{key}.mcmc", "only [emulator] has mcmc (inference through the emulator's likelihood)")
+        raise ConfigError(f"{key}.mcmc", "only [likelihood] has mcmc (inference through the emulator's likelihood)")
     num_train = _int(table["num_train"], f"{key}.num_train", 10) if "num_train" in table else None
     return ModelConfig(enabled, model, dict(options), _training(table.get("training", {}), f"{key}.training"),
                        embedding, mcmc, num_train)
@@ -457,12 +483,14 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
         raise ConfigError("simulation.workers", "give workers or executor, not both")
 
     posterior = _model(raw.get("posterior"), "posterior", "posterior")
-    emulator = _model(raw.get("emulator"), "emulator", "emulator")
-    if not (posterior.enabled or emulator.enabled):
-        raise ConfigError("posterior.enabled", "at least one of [posterior] and [emulator] must be enabled")
-    for cfg, direction in ((posterior, "posterior"), (emulator, "emulator")):
-        cfg.training.setdefault("max_epochs", preset[f"{direction}_epochs"])
-        cfg.training.setdefault("max_time", preset[f"{direction}_time"])
+    likelihood_key = _section(raw, "likelihood")
+    likelihood = _model(raw.get(likelihood_key), likelihood_key, "likelihood")
+    if not (posterior.enabled or likelihood.enabled):
+        raise ConfigError("posterior.enabled", "at least one of [posterior] and [likelihood] must be enabled")
+    # the budget presets keep their former key names (emulator_epochs, emulator_time)
+    for cfg, preset_key in ((posterior, "posterior"), (likelihood, "emulator")):
+        cfg.training.setdefault("max_epochs", preset[f"{preset_key}_epochs"])
+        cfg.training.setdefault("max_time", preset[f"{preset_key}_time"])
 
     obs = _table(raw.get("observations", {}), "observations", _OBSERVATION_KEYS)
     given = [k for k in ("held_out", "theta", "file") if k in obs]
@@ -493,7 +521,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
     config = RunConfig(
         simulator=sim_name, simulator_options=dict(sim_options), seed=seed, device=device, budget=budget,
         num_simulations=num_simulations, chunk_size=chunk_size, store=store, workers=workers, executor=executor,
-        posterior=posterior, emulator=emulator, held_out=held_out, obs_file=obs_file,
+        posterior=posterior, likelihood=likelihood, held_out=held_out, obs_file=obs_file,
         num_samples=ev["num_samples"], c2st=c2st, reference_samples=ev["reference_samples"],
         calibration=ev["calibration"], calibration_samples=ev["calibration_samples"],
         emulator_maps=ev["emulator_maps"], mcmc_chains=ev["mcmc_chains"], mcmc_warmup=ev["mcmc_warmup"],

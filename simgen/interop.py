@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .estimators import as_tensor
+from .utils import as_tensor
 
 __all__ = ["SbiPosterior", "to_sbi"]
 

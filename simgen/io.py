@@ -20,19 +20,38 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, Uniform
+from torch.distributions import Distribution
 
-from . import __version__, nets
-from .models import make_family
+from . import nets
+from ._version import __version__
+from .campaign.describe import prior_from_json, prior_to_json
 
-__all__ = ["save", "load", "FORMAT_VERSION", "prior_to_json", "prior_from_json"]
+__all__ = ["save", "load", "register_estimator", "ESTIMATORS", "FORMAT_VERSION", "prior_to_json", "prior_from_json"]
 
 FORMAT = "simgen-model"
 FORMAT_VERSION = 1
+
+#: direction (``config["direction"]`` in a model file) -> estimator class; filled by :func:`register_estimator`
+ESTIMATORS: dict[str, type] = {}
+
+E = TypeVar("E", bound=type)
+
+
+def register_estimator(cls: E) -> E:
+    """Class decorator: files whose ``direction`` is ``cls.direction`` load as ``cls``.
+
+    The class provides ``config()`` (what :func:`save` writes), ``from_config(config, prior=, embedding=,
+    device=)`` and ``load_state(state, validity_state, validity_config)`` (what :func:`load` calls).
+    """
+    direction = getattr(cls, "direction", "")
+    if not direction:
+        raise ValueError(f"{cls.__name__} has no direction to register under")
+    ESTIMATORS[direction] = cls
+    return cls
 
 
 def _digest(config: str, state: dict[str, Tensor]) -> str:
@@ -51,44 +70,12 @@ def _signed(state: dict[str, Tensor], validity_state: dict[str, Tensor]) -> dict
     return {**state, **{f"@validity/{k}": v for k, v in validity_state.items()}}
 
 
-def prior_to_json(prior: Distribution) -> dict[str, Any] | None:
-    """JSON description of a common prior, ``None`` for one that must be passed back at load time."""
-    if isinstance(prior, Independent):
-        base = prior_to_json(prior.base_dist)
-        if base is None:
-            return None
-        return {"type": "Independent", "base": base, "reinterpreted": prior.reinterpreted_batch_ndims}
-    if isinstance(prior, Uniform):
-        return {"type": "Uniform", "low": prior.low.tolist(), "high": prior.high.tolist()}
-    if isinstance(prior, Normal):
-        return {"type": "Normal", "loc": prior.loc.tolist(), "scale": prior.scale.tolist()}
-    if isinstance(prior, MultivariateNormal):
-        return {"type": "MultivariateNormal", "loc": prior.loc.tolist(), "covariance": prior.covariance_matrix.tolist()}
-    return None
-
-
-def prior_from_json(spec: dict[str, Any]) -> Distribution:
-    """Rebuild a prior written by :func:`prior_to_json` (a ``BoxUniform`` comes back as the equivalent
-    ``Independent(Uniform)``)."""
-    kind = spec["type"]
-    t = lambda v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
-    if kind == "Independent":
-        return Independent(prior_from_json(spec["base"]), spec["reinterpreted"])
-    if kind == "Uniform":
-        return Uniform(t(spec["low"]), t(spec["high"]))
-    if kind == "Normal":
-        return Normal(t(spec["loc"]), t(spec["scale"]))
-    if kind == "MultivariateNormal":
-        return MultivariateNormal(t(spec["loc"]), covariance_matrix=t(spec["covariance"]))
-    raise ValueError(f"unknown prior type {kind!r} in the model file")
-
-
 def save(estimator: Any, path: str | Path) -> None:
     """Write a fitted estimator to ``path`` (see the module docstring for the format)."""
-    config = estimator._config()
+    config = estimator.config()
     config["prior"] = prior_to_json(estimator.prior) if estimator.prior is not None else None
     config["has_prior"] = estimator.prior is not None
-    validity = getattr(estimator, "validity", None)
+    validity = estimator.validity
     config["validity"] = validity.config() if validity is not None else None
     config_json = json.dumps(config, sort_keys=True)
     state = {k: v.detach().cpu() for k, v in estimator.density.state_dict().items()}
@@ -125,8 +112,6 @@ def load(
         ValueError: the file is not a simgen model, is truncated or modified, has an unknown format version,
             or needs a ``prior``/``embedding`` that was not given.
     """
-    from .estimators import LikelihoodEstimator, PosteriorEstimator
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
@@ -151,38 +136,18 @@ def load(
         if config["prior"] is None:
             raise ValueError(f"{path} was saved with a custom prior: pass it back with simgen.load(path, prior=...)")
         prior = prior_from_json(config["prior"])
-    cls = PosteriorEstimator if config["direction"] == "posterior" else LikelihoodEstimator
-    family = make_family(config["family"], config["family_config"])
+    cls = ESTIMATORS.get(config["direction"])
+    if cls is None:
+        raise ValueError(f"{path} holds a {config['direction']!r} estimator; this simgen knows {sorted(ESTIMATORS)}")
     if embedding is None:
         if config["embedding"] is None:
             raise ValueError(
                 f"{path} was fitted with a custom embedding: pass it with simgen.load(path, embedding=...)"
             )
         embedding = nets.build_network(config["embedding"])
-    est = cls(prior, family, embedding=embedding, x_kind=config["x_kind"], discrete=config["discrete"],
-              device=device, linear_baseline=config.get("linear_baseline", False),
-              support_map=config.get("support_map", "logit"))
-    est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
-    posterior = config["direction"] == "posterior"
-    y_shape, c_shape = (est.theta_shape, est.x_shape) if posterior else (est.x_shape, est.theta_shape)
-
-    density = est._make_density(y_shape, c_shape, posterior)
+    est = cls.from_config(config, prior=prior, embedding=embedding, device=device)
     try:
-        density.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: the weights do not fit the model described by its config ({e})") from e
-    est.density = density.to(est.device).eval()
-    if config.get("validity"):
-        from .estimators import ValidityClassifier
-
-        validity = ValidityClassifier(**config["validity"])
-        try:
-            validity.load_state_dict(validity_state, strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"{path}: the validity classifier's weights do not fit its config ({e})") from e
-        est.validity = validity.to(est.device).eval()
-    if config.get("history"):
-        from .training import TrainingHistory
-
-        est.history = TrainingHistory(**config["history"])
+        est.load_state(state, validity_state, config.get("validity"))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
     return est

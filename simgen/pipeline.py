@@ -6,11 +6,11 @@ inputs, usable alone (``simgen train``, ``simgen evaluate`` and the tutorials ca
 1. :func:`simulate_training_set` — θ ~ p(θ), x ~ p(x | θ) into a resumable store (seed ``seed``);
 2. :func:`make_observations` — the observations to infer θ from: held-out simulations (seed ``seed + 1``),
    simulations at given θ, or a file;
-3. :func:`fit_posterior`, :func:`fit_emulator` — the models of the directions asked for;
+3. :func:`fit_posterior`, :func:`fit_likelihood` — the models of the directions asked for;
 4. :func:`check_observations` — posterior draws per observation, C2ST against the simulator's reference
    posterior where it has one, corner plots with both;
 5. :func:`check_calibration` — expected coverage and SBC ranks on held-out simulations (seed ``seed + 2``);
-6. :func:`check_emulator` — emulated against simulated data at the observations' θ;
+6. :func:`check_likelihood` — the likelihood's emulated against simulated data at the observations' θ;
 7. :func:`write_report` — ``summary.json`` and one HTML report with every figure.
 
 The default posterior embedding for ``cosmology_maps`` is :class:`~simgen.nets.PowerSpectrumEmbedding`: for a stationary
@@ -35,21 +35,22 @@ from torch import Tensor, nn
 
 from . import nets
 from .config import ConfigError, RunConfig
-from .simulate import _accepts_generator
+from .utils import call_simulator
 
 __all__ = [
     "Observations",
     "RunResult",
     "check_calibration",
     "check_emulator",
+    "check_likelihood",
     "check_observations",
     "estimate_seconds",
     "fit_emulator",
+    "fit_likelihood",
     "fit_posterior",
     "load_observations",
     "make_embedding",
     "make_observations",
-    "missing",
     "run",
     "simulate_at",
     "simulate_training_set",
@@ -62,17 +63,6 @@ Say = Callable[[str], None]
 
 def _silent(_: str) -> None:
     return None
-
-
-def missing(module: str, *names: str) -> list[str]:
-    """Which of ``simgen.<module>.<name>`` this installation lacks (the steps using them are skipped)."""
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"simgen.{module}")
-    except ImportError:
-        return [f"simgen.{module}"]
-    return [f"simgen.{module}.{n}" for n in names if not hasattr(mod, n)]
 
 
 # ------------------------------------------------------------------------------------------------ embedding
@@ -103,16 +93,10 @@ def make_embedding(kind: str, x: Tensor, x_kind: str | None) -> nn.Module | None
 
 
 def simulate_at(simulator: Any, theta: Tensor, seed: int) -> Tensor:
-    """One simulation at each row of θ ``[m, d_theta]`` → ``[m, *x_shape]``, seeded by ``seed`` (a
-    ``torch.Generator`` when the simulator takes one, else torch's global RNG, restored afterwards)."""
+    """One simulation at each row of θ ``[m, d_theta]`` → ``[m, *x_shape]``, seeded by ``seed`` (see
+    :func:`simgen.utils.call_simulator`)."""
     theta = torch.as_tensor(theta, dtype=torch.float32)
-    if _accepts_generator(simulator):
-        x = simulator(theta, generator=torch.Generator().manual_seed(seed))
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            x = simulator(theta)
-    x = torch.as_tensor(x if not isinstance(x, np.ndarray) else torch.from_numpy(x)).float()
+    x = call_simulator(simulator, theta, seed)
     if x.shape[0] != theta.shape[0]:
         raise ValueError(f"the simulator returned {x.shape[0]} rows for {theta.shape[0]} parameter rows")
     return x
@@ -220,12 +204,12 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
     """A :class:`~simgen.PosteriorEstimator` of ``[posterior]`` fitted on (θ, x), seed ``config.seed``."""
     import simgen
 
-    from .models import make_family
+    from .models import make_model
 
     spec = config.posterior
     theta, x = theta[: spec.num_train], x[: spec.num_train]
     embedding = make_embedding(spec.embedding, x, getattr(simulator, "x_kind", None))
-    post = simgen.PosteriorEstimator(simulator.prior, make_family(spec.model, spec.options), embedding=embedding,
+    post = simgen.PosteriorEstimator(simulator.prior, make_model(spec.model, spec.options), embedding=embedding,
                                      simulator=simulator, device=_device(config))
     history = post.fit(theta, x, seed=config.seed, progress=progress, **spec.training)
     say(f"  posterior ({spec.model}, embedding {spec.embedding}, {theta.shape[0]} simulations): "
@@ -234,16 +218,16 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
     return post
 
 
-def fit_emulator(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
+def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
                  say: Say = _silent) -> Any:
-    """A :class:`~simgen.LikelihoodEstimator` of ``[emulator]`` fitted on (θ, x), seed ``config.seed``."""
+    """A :class:`~simgen.LikelihoodEstimator` of ``[likelihood]`` fitted on (θ, x), seed ``config.seed``."""
     import simgen
 
-    from .models import make_family
+    from .models import make_model
 
-    spec = config.emulator
+    spec = config.likelihood
     theta, x = theta[: spec.num_train], x[: spec.num_train]
-    emu = simgen.LikelihoodEstimator(simulator.prior, make_family(spec.model, spec.options), simulator=simulator,
+    emu = simgen.LikelihoodEstimator(simulator.prior, make_model(spec.model, spec.options), simulator=simulator,
                                      device=_device(config))
     history = emu.fit(theta, x, seed=config.seed, progress=progress, **spec.training)
     say(f"  emulator ({spec.model}, {theta.shape[0]} simulations): {history.epochs} epochs in "
@@ -307,7 +291,7 @@ def check_observations(config: RunConfig, simulator: Any, observations: Observat
                        posterior: Any = None, emulator: Any = None, progress: bool = True,
                        say: Say = _silent) -> list[dict[str, Any]]:
     """Posterior draws for each observation (from ``posterior``, and by MCMC on ``emulator`` when
-    ``[emulator].mcmc``), their C2ST against the simulator's reference posterior where it has one, and a corner
+    ``[likelihood].mcmc``), their C2ST against the simulator's reference posterior where it has one, and a corner
     plot with both. Draws are saved to ``out/samples.pt``. Returns one result row per observation."""
     from . import diagnostics, plots
 
@@ -317,7 +301,7 @@ def check_observations(config: RunConfig, simulator: Any, observations: Observat
     methods: list[tuple[str, Any]] = []
     if posterior is not None:
         methods.append(("posterior", posterior))
-    if emulator is not None and config.emulator.mcmc:
+    if emulator is not None and config.likelihood.mcmc:
         methods.append(("emulator_mcmc", emulator.posterior(num_chains=config.mcmc_chains,
                                                             warmup=config.mcmc_warmup, progress=progress)))
     for i in range(observations.x.shape[0]):
@@ -394,7 +378,7 @@ def check_calibration(config: RunConfig, simulator: Any, posterior: Any, outputs
     }
 
 
-def check_emulator(config: RunConfig, simulator: Any, emulator: Any, theta: Tensor, outputs: Outputs, *,
+def check_likelihood(config: RunConfig, simulator: Any, emulator: Any, theta: Tensor, outputs: Outputs, *,
                    say: Say = _silent) -> dict[str, Any]:
     """The emulator against the simulator at θ rows ``[m, d_theta]``: ``config.emulator_maps`` draws of each,
     two-sample statistics and (for maps) power spectra, statistic histograms and galleries."""
@@ -403,8 +387,8 @@ def check_emulator(config: RunConfig, simulator: Any, emulator: Any, theta: Tens
     # the likelihood gap needs the emulator's log_prob on every draw: an IWAE or ODE estimate per map is too
     # slow for a run's budget, so it is computed for vector data only
     is_map = getattr(simulator, "x_kind", None) == "map" or len(getattr(emulator, "x_shape", ()) or ()) >= 2
-    comparison = diagnostics.compare_emulator(emulator, simulator, theta, num_samples=config.emulator_maps,
-                                              gap=False if is_map else None, seed=config.seed + 4)
+    comparison = diagnostics.compare_likelihood(emulator, simulator, theta, num_samples=config.emulator_maps,
+                                                gap=False if is_map else None, seed=config.seed + 4)
     where = [", ".join(f"{v:.3g}" for v in row.tolist()) for row in comparison.theta]
     section = "Emulator vs simulator"
     outputs.verdict(section, comparison.flagged, comparison.summary())
@@ -535,15 +519,15 @@ def estimate_seconds(config: RunConfig, simulator: Any) -> dict[str, float]:
     m = max(config.held_out, len(config.theta_obs or []), 1)
     n_sims = config.num_simulations + (config.calibration if config.posterior.enabled else 0) + m
     out = {"simulation": per_sim * n_sims + 2.0}
-    for name, spec in (("posterior", config.posterior), ("emulator", config.emulator)):
+    for name, spec in (("posterior", config.posterior), ("emulator", config.likelihood)):
         if spec.enabled:
             out[f"{name} training"] = float(spec.training.get("max_time") or 600.0) + 5.0
     checks = m * (2.0 + 12.0 * config.reference_samples / 10_000 * config.c2st)
     if config.posterior.enabled and config.calibration:
         checks += 5.0 + 0.05 * config.calibration
-    if config.emulator.enabled:
+    if config.likelihood.enabled:
         checks += 10.0 + per_sim * config.emulator_maps * m
-        if config.emulator.mcmc:
+        if config.likelihood.mcmc:
             checks += 60.0 * m
     out["checks and report"] = checks + 5.0
     return out
@@ -593,10 +577,10 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
         posterior = fit_posterior(config, simulator, theta, x, progress=progress, say=say)
         histories["posterior"] = posterior.history
         done()
-    if config.emulator.enabled:
+    if config.likelihood.enabled:
         done = step("emulator training")
-        say(f"[3/5] fitting the emulator p(x | θ) ({config.emulator.model})")
-        emulator = fit_emulator(config, simulator, theta, x, progress=progress, say=say)
+        say(f"[3/5] fitting the emulator p(x | θ) ({config.likelihood.model})")
+        emulator = fit_likelihood(config, simulator, theta, x, progress=progress, say=say)
         histories["emulator"] = emulator.history
         done()
     outputs.training("Training", histories)
@@ -608,7 +592,7 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
         "simgen_version": simgen.__version__,
     }
     say(f"[4/5] inferring θ for {observations.x.shape[0]} observation(s) ({observations.source})")
-    if posterior is not None or config.emulator.mcmc:
+    if posterior is not None or config.likelihood.mcmc:
         done = step("inference and C2ST")
         rows = check_observations(config, simulator, observations, outputs, posterior=posterior,
                                   emulator=emulator, progress=progress, say=say)
@@ -618,24 +602,18 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
             summary["mean_c2st"] = round(float(np.mean(scores)), 4)
         done()
     say("[5/5] checking calibration and the emulator, writing the report")
-    needs = missing("diagnostics", "coverage", "sbc") + missing("plots", "coverage", "sbc_ranks")
-    if posterior is not None and config.calibration > 0 and needs:
-        say(f"  calibration skipped: this installation lacks {', '.join(needs)}")
-    elif posterior is not None and config.calibration > 0:
+    if posterior is not None and config.calibration > 0:
         done = step("calibration")
         summary["calibration"] = check_calibration(config, simulator, posterior, outputs, say=say)
         done()
-    needs = missing("diagnostics", "compare_emulator") + missing("plots", "power_spectra", "maps", "histograms")
-    if emulator is not None and needs:
-        say(f"  emulator checks skipped: this installation lacks {', '.join(needs)}")
-    elif emulator is not None:
+    if emulator is not None:
         done = step("emulator checks")
         theta_check = observations.theta
         if theta_check is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed + 5)
                 theta_check = simulator.prior.sample((3,)).float()
-        summary["emulator"] = check_emulator(config, simulator, emulator, theta_check, outputs, say=say)
+        summary["emulator"] = check_likelihood(config, simulator, emulator, theta_check, outputs, say=say)
         done()
 
     paths: dict[str, Path] = {"store": out / config.store}
@@ -644,18 +622,27 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
             if est is not None:
                 est.save(out / f"{name}.pt")
                 paths[f"{name} model"] = out / f"{name}.pt"
-    if posterior is not None or config.emulator.mcmc:
+    if posterior is not None or config.likelihood.mcmc:
         paths["samples"] = out / "samples.pt"
     paths["figures"] = outputs.folder
     paths["summary"] = out / "summary.json"
     summary["timings_seconds"] = timings
     summary["figures"] = [{**f, "path": str(Path(f["path"]).relative_to(out))} for f in outputs.files]
-    if missing("report", "Report"):
-        say("  report skipped: this installation lacks simgen.report")
-    else:
-        paths["report"] = out / config.report
+    paths["report"] = out / config.report
     summary["total_seconds"] = round(time.perf_counter() - start, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     if "report" in paths:
         write_report(paths["report"], f"simgen run: {config.simulator}", summary_facts(summary), outputs)
     return RunResult(summary, paths)
+
+
+def fit_emulator(*args: Any, **kwargs: Any) -> Any:
+    """Deprecated name of :func:`fit_likelihood`."""
+    warnings.warn("simgen.pipeline.fit_emulator is now fit_likelihood", FutureWarning, stacklevel=2)
+    return fit_likelihood(*args, **kwargs)
+
+
+def check_emulator(*args: Any, **kwargs: Any) -> Any:
+    """Deprecated name of :func:`check_likelihood`."""
+    warnings.warn("simgen.pipeline.check_emulator is now check_likelihood", FutureWarning, stacklevel=2)
+    return check_likelihood(*args, **kwargs)

@@ -18,7 +18,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .estimators import as_tensor
+from .diagnostics.maps import binned_power_spectrum, power_spectrum_bins
+from .utils import as_tensor
 
 __all__ = ["corner", "coverage", "sbc_ranks", "loss_curves", "maps", "power_spectra", "histograms", "latent_space"]
 
@@ -440,20 +441,18 @@ def power_spectra(
     *,
     side: float | None = None,
 ) -> Figure:
-    r"""Binned power spectra C_b of map sets (:func:`simulators.statistics.binned_power_spectrum`): mean over maps
+    r"""Binned power spectra C_b of map sets (:func:`simgen.diagnostics.maps.binned_power_spectrum`): mean over maps
     with a ±1 standard-deviation band, log–log; with two or more sets, a second panel shows each set's mean
     divided by the first's.
 
     Args:
         simulated: maps ``[n, N, N]`` (or ``[n, C, N, N]``: first channel), or a mapping name → maps.
         emulated: maps of the same shape.
-        side: field side in radians (default that of :mod:`simulators.statistics`, 5°), which sets ℓ_b = 2πb/L.
+        side: field side in radians (default that of :mod:`simgen.diagnostics.maps`, 5°), which sets ℓ_b = 2πb/L.
 
     Returns:
         The Figure: one axes (spectra), two with a ratio panel.
     """
-    from simulators.statistics import binned_power_spectrum, power_spectrum_bins
-
     sets = _map_sets(simulated, emulated, "maps")
     n_pix = next(iter(sets.values())).shape[-1]
     kwargs = {} if side is None else {"side": side}

@@ -41,7 +41,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from .estimators import as_tensor
+from .utils import as_tensor
 
 __all__ = ["Report"]
 
@@ -336,7 +336,7 @@ class Report:
     # ----------------------------------------------------------------------------------------- output
     def html(self) -> str:
         """The report as one HTML document."""
-        from . import __version__
+        from ._version import __version__
 
         taken: set[str] = set()
         nav, body = [], []

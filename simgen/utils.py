@@ -19,6 +19,7 @@ __all__ = [
     "as_tensor",
     "default_device",
     "check_positive_int",
+    "check_rows",
     "broadcast_rows",
     "accepts_keyword",
     "seeded",
@@ -51,6 +52,18 @@ def check_positive_int(n: Any, what: str = "the number of samples") -> int:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"{what} must be a positive int; got {n!r}")
     return n
+
+
+def check_rows(t: Tensor, name: str, hint: str = "") -> Tensor:
+    """``t`` ``[n, ...]`` itself when it has at least one row and every row is finite; else a ``ValueError``
+    naming ``name``, how many rows are bad and the first of them, followed by ``hint``."""
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} must have at least one row; got shape {list(t.shape)}")
+    bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+    if bad.any():
+        rows = torch.nonzero(bad).flatten()[:5].tolist()
+        raise ValueError(f"{name} contains NaN or inf in {int(bad.sum())} of {t.shape[0]} rows (first: {rows}){hint}")
+    return t
 
 
 def broadcast_rows(a: Tensor, b: Tensor, name_a: str, name_b: str) -> tuple[Tensor, Tensor]:

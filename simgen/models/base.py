@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..utils import check_positive_int
+
 __all__ = ["ConditionalDensity"]
 
 
@@ -25,6 +27,11 @@ class ConditionalDensity(nn.Module, abc.ABC):
 
     ``generator`` makes a stochastic ``log_prob`` (Hutchinson probes, IWAE draws) a deterministic function of
     its inputs, so that an MCMC chain can freeze it and never sample a noisy target.
+
+    A family implements :meth:`_build`, :meth:`config`, :meth:`loss`, :meth:`log_prob` and :meth:`_sample`
+    (draws for rows whose contexts are already repeated); :meth:`sample` does the checks and the reshaping once
+    for all. Every optional hook is declared here with its default (:attr:`data_kinds`, :attr:`standardize_y`,
+    :meth:`on_epoch`, :meth:`check_context`, :attr:`device`), so callers never probe for attributes.
     """
 
     #: registry name of the family, used in saved configs
@@ -35,6 +42,12 @@ class ConditionalDensity(nn.Module, abc.ABC):
     #: how a posterior estimator maps a box prior onto R^d for this family (``"logit"`` or ``"probit"``, see
     #: :class:`~simgen.transforms.SupportBijection`); the estimator's ``support_map=`` overrides it
     support_map: ClassVar[str] = "logit"
+    #: the kinds of y this family models (``"vector"``, ``"map"``, ``"set"``, ``"sequence"``): a posterior's y is
+    #: θ, a vector; a likelihood's y is x, of the estimator's ``x_kind``
+    data_kinds: ClassVar[frozenset[str]] = frozenset({"vector", "map", "set", "sequence"})
+    #: whether the estimator standardises y before this family sees it (a family of binary data, such as a
+    #: Bernoulli VAE, models y as it is)
+    standardize_y: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,9 +80,51 @@ class ConditionalDensity(nn.Module, abc.ABC):
     def log_prob(self, y: Tensor, c: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
         """log p(y[i] | c[i]) for each row: ``[n]``."""
 
-    @abc.abstractmethod
-    def sample(self, n: int, c: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` draws per context row: ``[m, n, *y_shape]`` (``[n, *y_shape]`` when ``c`` is ``None``)."""
+    def sample(self, n: int, c: Tensor | None, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        """``n`` draws per context row: ``[m, n, *y_shape]`` (``[n, *y_shape]`` when ``c`` is ``None``).
+
+        Checks ``n`` and ``c``, repeats each context row ``n`` times and hands the ``m · n`` rows to
+        :meth:`_sample`; ``options`` are the family's sampling options (an ODE family's ``method=``, ...).
+        """
+        self._check_built()
+        check_positive_int(n)
+        self.check_context(c)
+        m = 1 if c is None else c.shape[0]
+        context = None if c is None else c.repeat_interleave(n, dim=0)
+        y = self._sample(m * n, context, generator=generator, **options).reshape(m, n, *self.y_shape)
+        return y[0] if c is None else y
+
+    def _sample(self, rows: int, context: Tensor | None, *, generator: torch.Generator | None = None,
+                **options: Any) -> Tensor:
+        """One draw per context row: ``[rows, *y_shape]`` given ``context`` ``[rows, f]`` (or ``None``).
+
+        A family implements this, or overrides :meth:`sample` as a whole (families not yet converted do).
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements neither sample nor _sample")
+
+    # ----------------------------------------------------------------- optional hooks, with their defaults
+    def on_epoch(self, epoch: int) -> None:
+        """Called by the trainer before each epoch (a schedule such as a KL warm-up); nothing by default."""
+
+    def check_context(self, c: Tensor | None, rows: int | None = None) -> None:
+        """A clear error unless ``c`` is ``[rows, context_features]`` (any number of rows when ``rows`` is
+        ``None``), or ``None`` for a family built without a context."""
+        if (c is None) != (self.context_features is None):
+            expected = "c=None (it was built without a context)" if c is not None else "a context c"
+            raise ValueError(f"this {type(self).__name__} needs {expected}")
+        if c is not None and (c.dim() != 2 or c.shape[1] != self.context_features
+                              or (rows is not None and c.shape[0] != rows)):
+            lead = "n" if rows is None else str(rows)
+            raise ValueError(f"c must have shape [{lead}, {self.context_features}]; got {list(c.shape)}")
+
+    @property
+    def device(self) -> torch.device:
+        """Where the family's parameters (else buffers) live; the CPU for a family without either."""
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
 
     def _check_built(self) -> None:
         if not self.built:

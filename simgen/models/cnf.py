@@ -25,18 +25,20 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..nets.time import FiLMResidualMLP, TimeEmbedding
 from .base import ConditionalDensity
-from .ode import Method, check_method, divergence, hutchinson_probes, integrate
+from .ode import Method, check_method, coloured_probes, divergence, divergence_draws, hutchinson_probes, integrate
 
 __all__ = ["ContinuousFlow", "CNF"]
 
 LOG_2PI = math.log(2 * math.pi)
+TraceProbes = Literal["rademacher", "coloured"]
+PaddingMode = Literal["circular", "zeros"]
 
 
 class MapField(nn.Module):
@@ -51,6 +53,7 @@ class MapField(nn.Module):
         channels: Sequence[int],
         blocks_per_level: int,
         attention: bool,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         from ..nets.conv import UNet, map_channels
@@ -59,7 +62,7 @@ class MapField(nn.Module):
         self.channels_in = map_channels(y_shape)
         self.time = TimeEmbedding(time_features)
         self.unet = UNet(self.channels_in[0], time_features + (context_features or 0), channels=tuple(channels),
-                         blocks_per_level=blocks_per_level, attention=attention)
+                         blocks_per_level=blocks_per_level, attention=attention, padding_mode=padding_mode)
 
     def forward(self, y: Tensor, t: Tensor, c: Tensor | None = None) -> Tensor:
         n = y.shape[0]
@@ -85,29 +88,31 @@ class ContinuousFlow(ConditionalDensity):
         log p(y | c) = log N(y_{τ₁}; 0, τ₁² I) + ℓ_{τ₁} + D log(1 − τ₀).
 
     The divergence is exact (D backward passes per evaluation) when D = prod(y_shape) ≤ ``exact_trace_max_dim``,
-    else Hutchinson's estimate with K = ``hutchinson_probes`` Rademacher probes (K backward passes), drawn once
-    per call and kept for every ODE step. Hutchinson's estimate of ℓ is unbiased for the trajectory the solver
+    else a stochastic estimate from G = ``hutchinson_probes`` (or ``num_probes=``) independent probe groups,
+    drawn once per call and kept for every ODE step: for vectors one Rademacher probe per group (Hutchinson),
+    for maps by default one *coloured* set of Q = C·s² probes per group (:func:`~simgen.models.ode.coloured_probes`,
+    s = ``colouring_period``), whose error comes only from Jacobian entries between pixels at least s apart —
+    small for a convolutional field, so a map's log p̂ costs Q backward passes per evaluation at a variance far
+    below Rademacher's (README). Each group's ℓ is integrated as its own column, so ``log_prob_with_se`` returns
+    the standard error over groups with the mean. The estimate of ℓ is unbiased for the trajectory the solver
     follows (the trajectory does not depend on the probes; with ``dopri5`` the step sizes do, slightly, through
-    the error norm), so log p̂ is unbiased for the solver's log p with variance O(1/K); p̂ = exp(log p̂) is
-    biased upwards by Jensen's inequality. The variance is not small for a map: for a U-Net field on 16 × 16
-    maps one probe's error was ~10 nats. Without ``generator`` every row gets its own probes, so errors are
-    independent and a mean over rows (a likelihood gap, a KL estimate) converges. With ``generator`` the probes
-    are drawn from it once and *shared by all rows*, so that log p̂ is a deterministic function of (y, c, seed)
-    whatever else is in the batch: an MCMC chain re-seeding one frozen generator sees a fixed, smooth target
-    whose error is that one draw's (a fixed O(1/√K) perturbation of log p), not a noisy one; but then the rows'
-    errors are correlated (nearly equal for similar rows), and a mean over rows keeps that one error — do not
-    pass a generator to average log p̂ over many rows. Cost per evaluation: one forward and D (exact) or K (Hutchinson)
-    backward passes; each ODE solve makes ``last_nfe`` of them (dopri5 at 1e-5: a few hundred on the 2-D tests). An MCMC
-    chain (``LikelihoodEstimator.posterior()``) pays a whole solve per target evaluation: a fixed-step
-    ``log_prob_method`` (``"rk4"``, 10 steps = 40 evaluations) bounds that cost, at a discretisation bias (O(h⁴)) that
-    is deterministic, hence the same target throughout the chain.
+    the error norm), so log p̂ is unbiased for the solver's log p; p̂ = exp(log p̂) is biased upwards by Jensen's
+    inequality. Without ``generator`` every row gets its own probes, so errors are independent and a mean over
+    rows (a likelihood gap, a KL estimate) converges. With ``generator`` the probes are drawn from it once and
+    *shared by all rows*, so that log p̂ is a deterministic function of (y, c, seed) whatever else is in the
+    batch: an MCMC chain re-seeding one frozen generator sees a fixed, smooth target whose error is that one
+    draw's, not a noisy one; but then the rows' errors are correlated (nearly equal for similar rows), and a mean
+    over rows keeps that one error — never pass a generator to average log p̂ over many rows.
+    Cost per evaluation: one forward pass and D (exact) or G·Q (stochastic) backward passes; each ODE solve makes
+    ``last_nfe`` evaluations. An MCMC chain (``LikelihoodEstimator.posterior()``) pays a whole solve per target
+    evaluation: a fixed-step ``log_prob_method`` (``"rk4"``, 10 steps = 40 evaluations) bounds that cost, at a
+    discretisation bias (O(h⁴)) that is deterministic, hence the same target throughout the chain.
     ``log_prob`` does not propagate gradients to its inputs or the parameters.
 
     Bounded posteriors: the estimator maps a box prior through the Gaussian quantile (``support_map =
     "probit"``, :class:`~simgen.transforms.ProbitBox`), not the logistic one: a uniform θ becomes exactly
     N(0, I), the family's own noise, and posterior mass at a bound a Gaussian tail rather than an exponential
-    one. Diffusion on two_moons (10⁴ simulations, the four benchmark observations whose posterior reaches the
-    box): C2ST [0.75, 0.91, 0.91, 0.78] with the logit, [0.69, 0.88, 0.88, 0.75] with the probit.
+    one (the README compares the two on two_moons).
 
     Networks: vectors use a :class:`~simgen.nets.FiLMResidualMLP` F(y, t, c); maps a conditional U-Net
     (:class:`~simgen.nets.conv.UNet`) fed [time embedding, c] by FiLM. Families add F to the prediction that is
@@ -125,7 +130,13 @@ class ContinuousFlow(ConditionalDensity):
         log_prob_steps: fixed steps of ``log_prob`` for the fixed-step methods.
         rtol, atol: tolerances of ``"dopri5"``.
         exact_trace_max_dim: largest D with an exact divergence.
-        hutchinson_probes: K, probes of Hutchinson's estimator above it.
+        hutchinson_probes: G, independent probe groups of the trace estimator above it (the default of
+            ``log_prob``'s ``num_probes``).
+        trace_probes: probes for maps: ``"coloured"`` (default; :func:`~simgen.models.ode.coloured_probes`,
+            Q = C·s² backward passes per group) or ``"rademacher"`` (one per group). Vectors always use Rademacher.
+        colouring_period: s, the period of the colouring.
+        padding_mode: the map U-Net's padding, ``"circular"`` (default: periodic fields, see
+            :class:`~simgen.nets.conv.UNet`) or ``"zeros"``. Models saved before the option load with zeros.
     """
 
     support_map = "probit"
@@ -146,8 +157,19 @@ class ContinuousFlow(ConditionalDensity):
         atol: float = 1e-5,
         exact_trace_max_dim: int = 16,
         hutchinson_probes: int = 1,
+        trace_probes: TraceProbes = "coloured",
+        colouring_period: int = 4,
+        padding_mode: PaddingMode = "circular",
     ) -> None:
         super().__init__()
+        if padding_mode not in ("circular", "zeros"):
+            raise ValueError(f"padding_mode must be 'circular' or 'zeros'; got {padding_mode!r}")
+        self._padding_mode = padding_mode
+        if trace_probes not in ("rademacher", "coloured"):
+            raise ValueError(f"trace_probes must be 'rademacher' or 'coloured'; got {trace_probes!r}")
+        if not isinstance(colouring_period, int) or colouring_period < 1:
+            raise ValueError(f"colouring_period must be a positive int; got {colouring_period!r}")
+        self.trace_probes, self.colouring_period = trace_probes, colouring_period
         check_method(method, steps)
         check_method(log_prob_method, log_prob_steps)
         if min(hidden_features, num_blocks, time_features, blocks_per_level) < 1 or not channels \
@@ -178,7 +200,15 @@ class ContinuousFlow(ConditionalDensity):
             method=self.method, steps=self.steps, log_prob_method=self.log_prob_method,
             log_prob_steps=self.log_prob_steps, rtol=self.rtol, atol=self.atol,
             exact_trace_max_dim=self.exact_trace_max_dim, hutchinson_probes=self.hutchinson_probes,
+            trace_probes=self.trace_probes, colouring_period=self.colouring_period, padding_mode=self.padding_mode,
         )
+
+    @property
+    def padding_mode(self) -> str:
+        """The U-Net's padding: the built network's (a state dict saved before the option loads as ``"zeros"``)."""
+        if isinstance(self.net, MapField):
+            return self.net.unet.padding_mode
+        return self._padding_mode
 
     # ----------------------------------------------------------------- what a family defines
     @property
@@ -201,7 +231,7 @@ class ContinuousFlow(ConditionalDensity):
                              f"got y_shape {self.y_shape}")
         if self.is_map:
             self.net = MapField(self.y_shape, self.context_features, self.time_features, self.channels,
-                                self.blocks_per_level, self.attention)
+                                self.blocks_per_level, self.attention, self._padding_mode)
         else:
             self.net = FiLMResidualMLP(self.y_shape[0], self.context_features, self.hidden_features,
                                        self.num_blocks, self.time_features)
@@ -227,12 +257,19 @@ class ContinuousFlow(ConditionalDensity):
         self._check_context(c, y.shape[0])
 
     def _device(self) -> torch.device:
-        return next(self.parameters()).device
+        # a field without parameters (an exact field plugged in for a test) still has buffers
+        for tensor in (*self.parameters(), *self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
 
-    def _hutchinson_probes(self, rows: int, generator: torch.Generator | None) -> Tensor:
-        """Shared probes ``[K, D]`` from ``generator`` (a frozen target), else independent ones ``[K, rows, D]``."""
-        return hutchinson_probes(self.hutchinson_probes, self.dim, rows=None if generator is not None else rows,
-                                 generator=generator, device=self._device())
+    def _probes(self, groups: int, rows: int, generator: torch.Generator | None) -> Tensor:
+        """``groups`` probe groups ``[G, Q, D]`` shared by the rows when drawn from ``generator`` (a frozen
+        target), else independent ones ``[G, Q, rows, D]`` (see the class docstring)."""
+        per_row = None if generator is not None else rows
+        if self.is_map and self.trace_probes == "coloured":
+            return coloured_probes(groups, self.y_shape, self.colouring_period, rows=per_row, generator=generator,
+                                   device=self._device())
+        return hutchinson_probes(groups, self.dim, rows=per_row, generator=generator, device=self._device())[:, None]
 
     # ----------------------------------------------------------------- the shared ODE paths
     def time_grid(self, steps: int) -> Tensor:
@@ -283,35 +320,81 @@ class ContinuousFlow(ConditionalDensity):
         method: Method | None = None,
         steps: int | None = None,
         exact: bool | None = None,
+        num_probes: int | None = None,
     ) -> Tensor:
         """log p(y[i] | c[i]) ``[n]`` by the instantaneous change of variables (see the class docstring).
 
         ``method``/``steps`` override the family's ``log_prob_method``/``log_prob_steps``; ``exact`` forces the
-        exact divergence (``True``) or Hutchinson's estimate (``False``) whatever the dimension."""
+        exact divergence (``True``) or the stochastic estimate (``False``) whatever the dimension; ``num_probes``
+        (G) overrides ``hutchinson_probes``: the result is the mean of G independent unbiased estimates (one ODE
+        solve; :meth:`log_prob_with_se` also returns their standard error)."""
+        return self._log_prob_draws(y, c, generator=generator, method=method, steps=steps, exact=exact,
+                                    num_probes=num_probes).mean(0)
+
+    def log_prob_with_se(
+        self,
+        y: Tensor,
+        c: Tensor | None,
+        *,
+        generator: torch.Generator | None = None,
+        method: Method | None = None,
+        steps: int | None = None,
+        exact: bool | None = None,
+        num_probes: int | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        r"""(log p̂, its standard error), both ``[n]``, from G = ``num_probes`` probe groups (default
+        max(2, ``hutchinson_probes``)).
+
+        The G trace estimates ℓ̂_g share one ODE trajectory, so log p̂_g − log p̂_h = ℓ̂_g − ℓ̂_h: their mean is
+        ``log_prob``'s value and SE = sd_g(log p̂_g)/√G measures the trace estimator's error (not the solver's).
+        With the exact trace the standard error is 0. With ``generator`` the probes are shared by the rows (see
+        the class docstring), so the standard errors of different rows are not independent."""
+        draws = self._log_prob_draws(y, c, generator=generator, method=method, steps=steps, exact=exact,
+                                     num_probes=max(2, self.hutchinson_probes) if num_probes is None else num_probes)
+        if draws.shape[0] == 1:  # exact trace
+            return draws[0], torch.zeros_like(draws[0])
+        return draws.mean(0), draws.std(0) / math.sqrt(draws.shape[0])
+
+    def _log_prob_draws(
+        self,
+        y: Tensor,
+        c: Tensor | None,
+        *,
+        generator: torch.Generator | None,
+        method: Method | None,
+        steps: int | None,
+        exact: bool | None,
+        num_probes: int | None,
+    ) -> Tensor:
+        """``[G, n]``: G unbiased estimates of log p(y | c) on one trajectory (``[1, n]`` with the exact trace)."""
         self._check_built()
         self._check_rows(y, c)
         method = method or self.log_prob_method
         steps = steps or self.log_prob_steps
         check_method(method, steps)
+        groups = self.hutchinson_probes if num_probes is None else num_probes
+        if not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"num_probes must be a positive int; got {num_probes!r}")
         n, d = y.shape[0], self.dim
         tau0, tau1 = self.tau_range
         if exact is None:
             exact = d <= self.exact_trace_max_dim
-        probes = None if exact else self._hutchinson_probes(n, generator)
+        probes = None if exact else self._probes(groups, n, generator)
+        width = 1 if exact else groups
 
         def field(t: Tensor, state: Tensor) -> Tensor:
             with torch.enable_grad():
                 yt = state[:, :d].detach().reshape(n, *self.y_shape).requires_grad_(True)
                 v = self.velocity(yt, t.expand(n), c)
-                div = divergence(v, yt, probes=probes)
-            return torch.cat([v.detach().reshape(n, d), div[:, None].to(state.dtype)], dim=1)
+                div = divergence(v, yt)[None] if probes is None else divergence_draws(v, yt, probes)
+            return torch.cat([v.detach().reshape(n, d), div.T.to(state.dtype)], dim=1)
 
-        start = torch.cat([(1 - tau0) * y.detach().reshape(n, d), y.new_zeros(n, 1)], dim=1)
+        start = torch.cat([(1 - tau0) * y.detach().reshape(n, d), y.new_zeros(n, width)], dim=1)
         grid = torch.linspace(tau0, tau1, steps + 1)
-        # the error control weighs the log-density column like all D sample columns together
+        # the error control weighs the log-density columns like all D sample columns together
         sol = integrate(field, start, grid, method=method, rtol=self.rtol, atol=self.atol, split=d)
         self.last_nfe = sol.nfe
-        end, trace = sol.y[:, :d], sol.y[:, d]
+        end, trace = sol.y[:, :d], sol.y[:, d:].T  # [n, D], [G, n]
         base = -0.5 * (end / tau1).pow(2).sum(-1) - d * math.log(tau1) - 0.5 * d * LOG_2PI
         return base + trace + d * math.log(1 - tau0)
 

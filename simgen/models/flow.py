@@ -61,17 +61,12 @@ class Flow(ConditionalDensity):
         affine_first: put a conditional masked affine autoregressive layer first (``"nsf"``/``"realnvp"``).
             Off by default: spline layers start at the identity (see ``_identity_at_start``), so with the
             estimator's linear baseline the initial model is the least-squares linear-Gaussian fit, while a
-            randomly initialised affine layer would start elsewhere and overfit early (held-out gap of a
-            ``gaussian_linear`` emulator at 10⁴ simulations: 0.100 nats with it, 0.017 without, at the former
-            2e-3 learning rate).
+            randomly initialised affine layer would start elsewhere and overfit early (README, "Tests and benchmarks").
     """
 
     family = "flow"
-    # a spline flow's step is mostly fixed overhead at 512 rows: 1024-row steps halve its training time on
-    # 10^4 simulations at an equal test likelihood; at twice the trainer's base learning rate (scaled to 8e-3
-    # at 1024 rows) two_moons and slcp at 10^4 simulations reach an equal or better test likelihood in 19 % and
-    # 32 % fewer epochs (benchmarks/npe_training_config.py), while 10-D gaussian_linear, which stops after ~17
-    # epochs either way, ends a little worse (emulator held-out gap 0.033 -> 0.063 nats)
+    # a small spline flow's step is mostly fixed overhead, so larger steps at a higher learning rate reach an
+    # equal test likelihood in fewer epochs (benchmarks/npe_training_config.py; figures in the README)
     training_defaults = {"max_batch_size": 1024, "learning_rate": 4e-3}
 
     def __init__(
@@ -98,7 +93,7 @@ class Flow(ConditionalDensity):
         self.tail_bound = tail_bound
         self.dropout = dropout
         self.affine_first = affine_first
-        self.flow: _NFlow | None = None
+        self.flow: _ConditionalFlow | None = None
 
     def config(self) -> dict[str, Any]:
         return dict(
@@ -124,7 +119,7 @@ class Flow(ConditionalDensity):
             layers.append(self._layer(d, i))
             if d > 1:
                 layers.append(T.LULinear(d, identity_init=True))
-        self.flow = _NFlow(T.CompositeTransform(layers), StandardNormal([d]))
+        self.flow = _ConditionalFlow(T.CompositeTransform(layers), StandardNormal([d]))
 
     def _conditioner(self, in_features: int, out_features: int) -> ResidualNet:
         return ResidualNet(
@@ -168,16 +163,19 @@ class Flow(ConditionalDensity):
         self._check_built()
         return self.flow.log_prob(self._flat(y), context=c)
 
-    def sample(self, n: int, c: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
-        self._check_built()
-        d = math.prod(self.y_shape)
-        m = 1 if c is None else c.shape[0]
-        device = next(self.parameters()).device
-        z = torch.randn(m * n, d, generator=generator, device=device)
-        context = None if c is None else c.repeat_interleave(n, dim=0)
-        y, _ = self.flow._transform.inverse(z, context=context)
-        y = y.reshape(m, n, *self.y_shape)
-        return y[0] if c is None else y
+    def _sample(self, rows: int, context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
+        """y = f(z; c) for z ~ N(0, I) drawn from ``generator``: ``[rows, *y_shape]``."""
+        z = torch.randn(rows, math.prod(self.y_shape), generator=generator, device=self.device)
+        return self.flow.transform_noise(z, context).reshape(rows, *self.y_shape)
+
+
+class _ConditionalFlow(_NFlow):
+    """nflows' flow, with sampling from given noise (nflows draws its own, which no ``generator`` can seed)."""
+
+    def transform_noise(self, z: Tensor, context: Tensor | None) -> Tensor:
+        """y = f(z; c) for noise ``z`` ``[n, d]`` and context ``[n, f]`` (or ``None``)."""
+        y, _ = self._transform.inverse(z, context=context)
+        return y
 
 
 def _identity_at_start(layer: T.PiecewiseRationalQuadraticCouplingTransform) -> T.Transform:
@@ -204,8 +202,8 @@ class _SplineCoupling(T.PiecewiseRationalQuadraticCouplingTransform):
     """nflows' rational-quadratic spline coupling, evaluated by :func:`rational_quadratic_spline`.
 
     Same parameters, same state-dict keys and the same function as nflows' layer; only the evaluation differs
-    (no boolean-mask gathers and scatters for the linear tails), which makes a two-dimensional flow's training
-    step about a fifth faster on a CPU.
+    (no boolean-mask gathers and scatters for the linear tails), which makes a small flow's training step
+    faster on a CPU.
     """
 
     def _piecewise_cdf(self, inputs: Tensor, transform_params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:

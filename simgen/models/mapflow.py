@@ -62,6 +62,7 @@ class MapFlow(ConditionalDensity):
     """
 
     family = "mapflow"
+    data_kinds = frozenset({"map"})
     training_defaults = {"max_batch_size": 512, "learning_rate": 2e-3}
 
     def __init__(

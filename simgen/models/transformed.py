@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..transforms import Dequantize, LinearResidual, Standardize, SupportBijection
+from ..utils import check_positive_int
 from .base import ConditionalDensity
 
 __all__ = ["TransformedDensity"]
@@ -57,9 +58,7 @@ class TransformedDensity(ConditionalDensity):
         return self.density.config()
 
     def on_epoch(self, epoch: int) -> None:
-        hook = getattr(self.density, "on_epoch", None)
-        if hook is not None:
-            hook(epoch)
+        self.density.on_epoch(epoch)
 
     def standardized_context(self, c: Tensor | None) -> Tensor | None:
         """s(c): the standardised, not yet embedded context ``[n, *c_shape]``."""
@@ -121,9 +120,15 @@ class TransformedDensity(ConditionalDensity):
             logp = torch.where(inside, logp, torch.full_like(logp, -torch.inf))
         return logp
 
-    def sample(self, n: int, c: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, c: Tensor | None, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        """``n`` draws per raw context row ``c`` ``[m, *c_shape]``: ``[m, n, *y_shape]``.
+
+        Overrides :meth:`ConditionalDensity.sample`, which would repeat each raw context ``n`` times before the
+        embedding: here the ``m`` contexts are embedded once and the family repeats the embedded rows.
+        """
+        check_positive_int(n)
         c_std = self.standardized_context(c)
-        y = self.from_latent(self.density.sample(n, self.embed(c_std), generator=generator), c_std)
+        y = self.from_latent(self.density.sample(n, self.embed(c_std), generator=generator, **options), c_std)
         if self.dequantize is not None:
             y = self.dequantize.round(y.reshape(-1, *self.y_shape)).reshape(y.shape)
         return y

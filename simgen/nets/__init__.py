@@ -25,6 +25,7 @@ from .conv import (
 from .mlp import MLP, Flatten, ResidualMLP
 from .sets import DeepSets, SetStandardize, split_mask
 from .spectra import PowerSpectrumEmbedding
+from .time import FiLMResidualMLP, TimeEmbedding
 
 __all__ = [
     "MLP",
@@ -41,6 +42,8 @@ __all__ = [
     "SequenceEmbedding",
     "DeepSets",
     "PowerSpectrumEmbedding",
+    "TimeEmbedding",
+    "FiLMResidualMLP",
     "SetStandardize",
     "split_mask",
     "default_embedding",
@@ -53,7 +56,7 @@ __all__ = [
 _BUILTIN: dict[str, type[nn.Module]] = {
     cls.name: cls
     for cls in (MLP, ResidualMLP, Flatten, ConvEncoder, ConvDecoder, UNet, MapEmbedding, SequenceEmbedding, DeepSets,
-                PowerSpectrumEmbedding)
+                PowerSpectrumEmbedding, TimeEmbedding, FiLMResidualMLP)
 }
 
 

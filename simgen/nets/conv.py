@@ -49,6 +49,14 @@ def _conv(dims: int) -> type[nn.Module]:
     raise ValueError(f"dims must be 1 (sequences) or 2 (maps); got {dims}")
 
 
+PADDING_MODES = ("zeros", "circular")
+
+
+def _check_padding(padding_mode: str) -> None:
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}; got {padding_mode!r}")
+
+
 def _groups(channels: int, groups: int) -> int:
     """The largest divisor of ``channels`` that is at most ``groups`` (GroupNorm needs a divisor)."""
     return max(g for g in range(1, min(groups, channels) + 1) if channels % g == 0)
@@ -75,6 +83,8 @@ class ResBlock(nn.Module):
         dropout: dropout before the second convolution.
         film: FiLM conditioning (scale and shift) instead of an additive bias.
         dims: 2 for maps ``[n, C, H, W]``, 1 for sequences ``[n, C, T]``.
+        padding_mode: ``"zeros"`` or ``"circular"`` (periodic maps: the block then commutes with every shift
+            on the torus).
     """
 
     def __init__(
@@ -86,15 +96,17 @@ class ResBlock(nn.Module):
         dropout: float = 0.0,
         film: bool = False,
         dims: int = 2,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         conv = _conv(dims)
+        _check_padding(padding_mode)
         out_channels = out_channels or in_channels
         self.film = film
         self.norm1 = nn.GroupNorm(_groups(in_channels, groups), in_channels)
-        self.conv1 = conv(in_channels, out_channels, 3, padding=1)
+        self.conv1 = conv(in_channels, out_channels, 3, padding=1, padding_mode=padding_mode)
         self.norm2 = nn.GroupNorm(_groups(out_channels, groups), out_channels)
-        self.conv2 = conv(out_channels, out_channels, 3, padding=1)
+        self.conv2 = conv(out_channels, out_channels, 3, padding=1, padding_mode=padding_mode)
         width = 2 * out_channels if film else out_channels
         self.context = nn.Linear(context_features, width) if context_features else None
         if film and self.context is not None:  # γ (the first half) starts at zero: the scale 1 + γ is one
@@ -124,9 +136,10 @@ class ResBlock(nn.Module):
 class Downsample(nn.Module):
     """Halve the spatial sizes (rounding up) with a stride-2 size-3 convolution (``dims=1`` for sequences)."""
 
-    def __init__(self, channels: int, dims: int = 2) -> None:
+    def __init__(self, channels: int, dims: int = 2, padding_mode: str = "zeros") -> None:
         super().__init__()
-        self.conv = _conv(dims)(channels, channels, 3, stride=2, padding=1)
+        _check_padding(padding_mode)
+        self.conv = _conv(dims)(channels, channels, 3, stride=2, padding=1, padding_mode=padding_mode)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.conv(h)
@@ -135,9 +148,10 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Double H and W: nearest-neighbour upsampling followed by a 3×3 convolution (no checkerboard artefacts)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, padding_mode: str = "zeros") -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        _check_padding(padding_mode)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, padding_mode=padding_mode)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.conv(nn.functional.interpolate(h, scale_factor=2.0, mode="nearest"))
@@ -343,6 +357,13 @@ class UNet(nn.Module):
     multiple and the output is cropped back, so the network is defined on every size. A single-channel network
     (``in_channels=1``) also takes ``[n, H, W]`` and then returns ``[n, H, W]``.
 
+    **Padding.** ``padding_mode="circular"`` (the default) pads every convolution periodically, the right
+    boundary for fields on a torus (FFT-generated maps): on maps whose sides are multiples of 2^(L−1) the network
+    then commutes with every shift by a multiple of 2^(L−1) pixels (each stride-2 convolution halves a shift,
+    each upsampling doubles it; attention and group normalisation are permutation-equivariant).
+    ``"zeros"`` is the former behaviour. The mode is also kept in a buffer, so that a state dict saved before
+    the option existed (it lacks the buffer) loads into a zero-padded network, as it was trained.
+
     Args:
         in_channels: channels C of the maps (in and out).
         cond_features: width f of the conditioning vector (0: unconditional, ``cond=None``).
@@ -350,6 +371,7 @@ class UNet(nn.Module):
         blocks_per_level: residual blocks per level going down.
         attention: self-attention at the lowest resolution.
         groups: GroupNorm groups (the largest divisor of each channel count up to this).
+        padding_mode: ``"circular"`` (periodic maps) or ``"zeros"``.
     """
 
     name = "unet"
@@ -362,9 +384,11 @@ class UNet(nn.Module):
         blocks_per_level: int = 2,
         attention: bool = True,
         groups: int = 8,
+        padding_mode: str = "circular",
     ) -> None:
         super().__init__()
         _check_levels(channels, blocks_per_level)
+        _check_padding(padding_mode)
         if in_channels < 1 or cond_features < 0:
             raise ValueError(f"UNet needs in_channels >= 1 and cond_features >= 0; got {in_channels}, "
                              f"{cond_features}")
@@ -374,7 +398,7 @@ class UNet(nn.Module):
         cond = self.cond_features or None
 
         def block(c_in: int, c_out: int) -> ResBlock:
-            return ResBlock(c_in, c_out, cond, groups, film=True)
+            return ResBlock(c_in, c_out, cond, groups, film=True, padding_mode=padding_mode)
 
         self.stem = nn.Conv2d(in_channels, channels[0], 3, padding=1)
         skips, width = [channels[0]], channels[0]
@@ -403,9 +427,32 @@ class UNet(nn.Module):
         nn.init.zeros_(self.output.bias)
         self._config = dict(in_channels=self.in_channels, cond_features=self.cond_features, channels=channels,
                             blocks_per_level=blocks_per_level, attention=attention, groups=groups)
+        self.register_buffer("circular_padding", torch.tensor(False))
+        self.set_padding_mode(padding_mode)
+        self._register_load_state_dict_pre_hook(self._padding_from_state)
+
+    @property
+    def padding_mode(self) -> str:
+        return "circular" if bool(self.circular_padding) else "zeros"
+
+    def set_padding_mode(self, padding_mode: str) -> None:
+        """Switch every 3×3 convolution to ``padding_mode`` (the weights are the same in both modes)."""
+        _check_padding(padding_mode)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1):
+                module.padding_mode = padding_mode
+        self.circular_padding.fill_(padding_mode == "circular")
+
+    def _padding_from_state(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """A state dict decides the padding it was trained with; one without the buffer predates circular
+        padding: zeros."""
+        key = prefix + "circular_padding"
+        if key not in state_dict:
+            state_dict[key] = torch.tensor(False)
+        self.set_padding_mode("circular" if bool(state_dict[key]) else "zeros")
 
     def config(self) -> dict[str, Any]:
-        return dict(self._config)
+        return dict(self._config, padding_mode=self.padding_mode)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         squeeze = x.dim() == 3 and self.in_channels == 1

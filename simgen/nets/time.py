@@ -160,13 +160,3 @@ class FiLMResidualMLP(nn.Module):
         for block in self.blocks:
             h = block(h, e)
         return self.output(self.act(self.norm(h)))
-
-
-def _register() -> None:
-    from . import register_network
-
-    for cls in (TimeEmbedding, FiLMResidualMLP):
-        register_network(cls)
-
-
-_register()

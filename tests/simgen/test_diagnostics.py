@@ -223,9 +223,9 @@ def test_posterior_predictive_of_maps_compares_summary_statistics():
     assert all(((q >= 0) & (q <= 1)).all() for q in res.quantiles.values())
 
 
-def test_compare_emulator_exact_simulator_has_no_gap_and_a_wrong_one_is_flagged(linear_task):
+def test_compare_likelihood_exact_simulator_has_no_gap_and_a_wrong_one_is_flagged(linear_task):
     sim, theta, _ = linear_task
-    exact = D.compare_emulator(SimulatorAsEmulator(sim), sim, theta[:2], num_samples=500, seed=0)
+    exact = D.compare_likelihood(SimulatorAsEmulator(sim), sim, theta[:2], num_samples=500, seed=0)
     assert exact.simulated.shape == exact.emulated.shape == (2, 500, 2)
     assert exact.c2st.shape == exact.mmd.shape == (2,) and exact.wasserstein.shape == (2, 2)
     assert (exact.c2st - 0.5).abs().max() < 0.06
@@ -234,7 +234,7 @@ def test_compare_emulator_exact_simulator_has_no_gap_and_a_wrong_one_is_flagged(
     assert set(exact.statistics) == {"mean", "variance"} and exact.ks_pvalues.shape == (2, 2)
 
     shift = 0.2
-    wrong = D.compare_emulator(SimulatorAsEmulator(sim, shift), sim, theta[:2], num_samples=500, seed=0)
+    wrong = D.compare_likelihood(SimulatorAsEmulator(sim, shift), sim, theta[:2], num_samples=500, seed=0)
     assert wrong.flagged and wrong.c2st.min() > 0.55 and wrong.mmd.min() > 0.01
     # E_p[log p − log q] = KL(N(μ, 0.1 I) ‖ N(μ + δ, 0.1 I)) = d δ² / (2 · 0.1) = 0.4 nats
     kl = 2 * shift**2 / (2 * 0.1)
@@ -243,10 +243,25 @@ def test_compare_emulator_exact_simulator_has_no_gap_and_a_wrong_one_is_flagged(
     assert len(wrong.table()) == 2 and "gap (nats)" in wrong.table()[0]
 
 
-def test_compare_emulator_for_maps_uses_summary_statistics():
+def test_former_names_compare_emulator_and_emulator_comparison_warn_and_still_work(linear_task):
+    sim, theta, _ = linear_task
+    new = D.compare_likelihood(SimulatorAsEmulator(sim), sim, theta[:1], num_samples=50, seed=0)
+    with pytest.warns(DeprecationWarning, match="compare_likelihood"):
+        old = D.compare_emulator(SimulatorAsEmulator(sim), sim, theta[:1], num_samples=50, seed=0)
+    torch.testing.assert_close(old.emulated, new.emulated)
+    torch.testing.assert_close(old.c2st, new.c2st)
+    with pytest.warns(DeprecationWarning, match="LikelihoodComparison"):
+        assert D.EmulatorComparison is D.LikelihoodComparison
+    with pytest.warns(DeprecationWarning):
+        from simgen.diagnostics import EmulatorComparison  # noqa: F401
+    with pytest.raises(AttributeError):
+        D.NoSuchName  # noqa: B018
+
+
+def test_compare_likelihood_for_maps_uses_summary_statistics():
     sim = simulators.get("cosmology_maps", n_pix=16)
     theta = torch.tensor([[0.3, 0.8, -1.0]])
-    exact = D.compare_emulator(SimulatorAsEmulator(sim), sim, theta, num_samples=120, seed=0, gap=False)
+    exact = D.compare_likelihood(SimulatorAsEmulator(sim), sim, theta, num_samples=120, seed=0, gap=False)
     assert exact.is_map and exact.ks_pvalues is None and exact.log_likelihood_gap is None
     assert set(exact.statistics) == {"power_spectrum", "peak_counts", "pixel_histogram", "moments"}
     assert exact.statistics["power_spectrum"].z.shape == (1, 8)
@@ -257,14 +272,14 @@ def test_compare_emulator_for_maps_uses_summary_statistics():
             return super().sample_batched(n, torch.as_tensor(thetas) + torch.tensor([0.0, 0.15, 0.0]),
                                           generator=generator)
 
-    wrong = D.compare_emulator(WrongSigma8(sim), sim, theta, num_samples=120, seed=0, gap=False)
+    wrong = D.compare_likelihood(WrongSigma8(sim), sim, theta, num_samples=120, seed=0, gap=False)
     assert wrong.flagged and wrong.statistics["power_spectrum"].max_abs_z > 4
     assert (wrong.statistics["power_spectrum"].relative_error > 0).all()  # more power at a higher σ_8
 
 
-def test_compare_emulator_of_a_trained_flow_emulator(conjugate, conjugate_emulator):
+def test_compare_likelihood_of_a_trained_flow_emulator(conjugate, conjugate_emulator):
     theta = torch.tensor([[0.0, 0.0], [1.0, -0.5]])
-    res = D.compare_emulator(conjugate_emulator, conjugate, theta, num_samples=400, seed=0, gap=True)
+    res = D.compare_likelihood(conjugate_emulator, conjugate, theta, num_samples=400, seed=0, gap=True)
     assert res.c2st.max() < 0.6, res.summary()
     # held-out likelihood gap = KL(p ‖ q) ≥ 0 up to noise, small for a decent emulator
     assert (res.log_likelihood_gap > -4 * res.log_likelihood_gap_se).all() and res.gap_nats < 0.1

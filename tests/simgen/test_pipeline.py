@@ -25,13 +25,13 @@ def maps():
 
 
 def test_power_spectrum_embedding_matches_the_binned_spectrum(maps):
-    from simulators.statistics import binned_power_spectrum
+    from simgen.diagnostics.maps import binned_power_spectrum
 
     sim, _, x = maps
     radial = PowerSpectrumEmbedding((16, 16), shells="radial")
     s = radial.spectrum(x[:5])
     assert s.shape == (5, 11)  # bins 1 … floor(16/√2 + ½) = 11, the corners included
-    # bins 1 … N/2 are simulators.statistics' bins: C_b = Δ² × mean |K|²/N²
+    # bins 1 … N/2 are simgen.diagnostics.maps' bins: C_b = Δ² × mean |K|²/N²
     pixel = math.radians(5.0) / 16
     ref = binned_power_spectrum(x[:5]).double() / pixel**2
     torch.testing.assert_close(s[:, :8].double(), torch.log(ref), rtol=1e-4, atol=1e-4)

@@ -8,6 +8,7 @@ import torch
 from scipy import stats
 
 import simulators
+from simgen.diagnostics.maps import binned_power_spectrum
 from simulators.cosmology import (
     C_OVER_H0,
     CosmologyMaps,
@@ -17,7 +18,6 @@ from simulators.cosmology import (
     empty_beam_convergence,
     shape_noise_std,
 )
-from simulators.statistics import binned_power_spectrum
 
 F64 = torch.float64
 FIDUCIAL = [[0.3, 0.8, -1.0]]

@@ -110,3 +110,25 @@ def test_diffusion_rejects_bad_hyper_parameters_and_rebuilds_from_config():
         Diffusion(sde_steps=0)
     model = Diffusion(schedule="cosine", method="sde", sde_steps=50, t_min=1e-4)
     assert Diffusion(**model.config()).config() == model.config()
+
+
+def test_edm_schedule_preconditioning_and_a_fresh_model_are_exact_for_standard_normal_data():
+    """schedule="edm": σ runs log-linearly from 0.002 to 80, EDM's c_skip/c_out/c_in, a fresh network (F = 0)
+    is the exact denoiser of N(0, I) data, so its log_prob is log N(y; 0, I) up to the solver and the prior at
+    σ_max; a few training steps on maps give a finite loss and finite samples of the right shape."""
+    model = Diffusion(schedule="edm", hidden_features=16, num_blocks=1, time_features=8).build((3,), None)
+    level, c_skip, c_out, c_in, c_noise = model.preconditioning(torch.tensor([0.0, 0.5, 1.0]))
+    assert torch.allclose(level, torch.tensor([0.002, (0.002 * 80) ** 0.5, 80.0], dtype=torch.float64))
+    assert torch.allclose(c_skip, 1 / (1 + level**2)) and torch.allclose(c_out, level / (1 + level**2).sqrt())
+    assert torch.allclose(c_in, 1 / (1 + level**2).sqrt())
+    y = torch.randn(5, 3)
+    exact = torch.distributions.Normal(0.0, 1.0).log_prob(y).sum(-1)
+    assert torch.allclose(model.log_prob(y, None), exact, atol=1e-3)
+    maps = Diffusion(schedule="edm", channels=(8,), blocks_per_level=1, attention=False).build((8, 8), 2)
+    loss = maps.loss(torch.randn(16, 8, 8), torch.randn(16, 2))
+    loss.backward()
+    assert torch.isfinite(loss)
+    for method in ("heun", "edm"):
+        out = maps.sample(3, torch.randn(2, 2), method=method, steps=4)
+        assert out.shape == (2, 3, 8, 8) and torch.isfinite(out).all()
+    assert Diffusion(**maps.config()).schedule == "edm"

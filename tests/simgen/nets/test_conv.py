@@ -222,3 +222,26 @@ def test_new_conv_networks_rebuild_from_their_config_to_identical_outputs(make):
     else:
         x = torch.randn(2, *net.in_shape)
         assert torch.equal(rebuilt(x), net(x))
+
+
+@pytest.mark.parametrize("channels", [(8, 16), (8, 16, 16)])
+def test_circular_unet_commutes_with_torus_shifts_by_its_downsampling_factor(channels):
+    """Circular padding: shifting a 16 × 16 map by multiples of 2^L (L downsamplings) shifts the output alike;
+    zero padding does not."""
+    torch.manual_seed(0)
+    unets = {mode: nets.UNet(1, 4, channels=channels, blocks_per_level=1, attention=True, padding_mode=mode)
+            for mode in ("circular", "zeros")}
+    state = {k: v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in unets["zeros"].state_dict().items() if not k.endswith("circular_padding")}
+    for net in unets.values():
+        net.load_state_dict(state, strict=False)
+    unets["circular"].set_padding_mode("circular")
+    step = 2 ** (len(channels) - 1)
+    x, cond = torch.randn(2, 1, 16, 16), torch.randn(2, 4)
+    for shift in [(step, 0), (0, 3 * step), (2 * step, step)]:
+        rolled = unets["circular"](torch.roll(x, shift, dims=(-2, -1)), cond)
+        assert torch.allclose(rolled, torch.roll(unets["circular"](x, cond), shift, dims=(-2, -1)), atol=1e-5)
+        zeros = unets["zeros"](torch.roll(x, shift, dims=(-2, -1)), cond)
+        assert not torch.allclose(zeros, torch.roll(unets["zeros"](x, cond), shift, dims=(-2, -1)), atol=1e-3)
+    with pytest.raises(ValueError, match="padding_mode"):
+        nets.UNet(1, 4, padding_mode="reflect")

@@ -1,9 +1,10 @@
 r"""Summary statistics of maps: binned power spectrum, peak counts, one-point moments, pixel histogram.
 
 Fixed functions of the data, never of :math:`\theta` (research/simulators.md §1.9), for comparing emulated
-maps with simulated ones; ``simgen.diagnostics`` uses these. Every function takes maps ``[..., N, N]``
-(numpy or torch, any leading batch dimensions, typically ``[n, N, N]``), computes in float64 and returns a
-CPU ``torch.float32`` tensor ``[..., k]``.
+maps with simulated ones (:func:`~simgen.diagnostics.compare_likelihood`) and an observed map with its posterior
+predictive (:func:`~simgen.diagnostics.posterior_predictive`); :func:`map_statistics` bundles them. Every
+function takes maps ``[..., N, N]`` (numpy or torch, any leading batch dimensions, typically ``[n, N, N]``),
+computes in float64 and returns a CPU ``torch.float32`` tensor ``[..., k]``.
 
 - :func:`binned_power_spectrum`: :math:`\hat C_b = \frac{\Delta^2}{n_b N^2} \sum_{m \in b} |K[m]|^2` with
   :math:`K = \mathrm{fft2}(\kappa)`, bins :math:`|m| \in [b - \tfrac12, b + \tfrac12)`, :math:`b = 1, \dots, N/2`,
@@ -24,16 +25,27 @@ CPU ``torch.float32`` tensor ``[..., k]``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["binned_power_spectrum", "moments", "peak_counts", "pixel_histogram", "power_spectrum_bins"]
+from ..utils import as_tensor
+
+__all__ = [
+    "binned_power_spectrum",
+    "moments",
+    "peak_counts",
+    "pixel_histogram",
+    "power_spectrum_bins",
+    "map_statistics",
+    "is_map",
+]
 
 F64 = torch.float64
-DEFAULT_SIDE = math.radians(5.0)  # the side of a cosmology_maps patch
+DEFAULT_SIDE = math.radians(5.0)  # the patch side of the cosmology_maps demo, whose maps these were made for
 DEFAULT_SIGMA_REF = 0.01
 
 
@@ -181,6 +193,46 @@ def pixel_histogram(
     index = torch.bucketize(nu, edges, right=True) - 1  # ν ∈ [e_i, e_{i+1}) → i
     index = torch.where(nu == high, int(bins) - 1, index)  # the last bin is closed
     return _count(index, (index >= 0) & (index < bins), int(bins))
+
+
+def is_map(x_shape: Sequence[int], kind: str | None) -> bool:
+    """Whether rows of shape ``x_shape`` are maps: as ``kind`` says (``"map"`` or not) when given, else when they
+    have at least two dimensions."""
+    if kind is not None:
+        return kind == "map"
+    return len(x_shape) >= 2
+
+
+def map_statistics(maps: Any, *, loc: float = 0.0, scale: float = 1.0, side: float | None = None) -> dict[str, Tensor]:
+    r"""Summary statistics of square maps ``[n, *lead, N, N]`` for comparisons.
+
+    The maps are first standardised as κ̃ = (κ − ``loc``)/``scale`` (pass the *reference* set's pixel mean and
+    standard deviation so that the same fixed function is applied to both sets), then:
+
+    - ``power_spectrum``: :func:`binned_power_spectrum` of κ (unstandardised), bins
+      b = 1 … N/2 (field side ``side`` radians, default 5°);
+    - ``peak_counts``: :func:`peak_counts` of κ̃ (heights in units of ``scale``, edges −1…5);
+    - ``pixel_histogram``: :func:`pixel_histogram` of κ̃ on 20 bins over [−4, 6];
+    - ``moments``: variance, skewness, excess kurtosis of κ.
+
+    Leading channel/patch dimensions are flattened into the statistic's dimension.
+
+    Returns:
+        name → ``[n, k]`` float32.
+    """
+    m = as_tensor(maps, "maps")
+    if m.dim() < 3 or m.shape[-1] != m.shape[-2]:
+        raise ValueError(f"maps must be [n, ..., N, N] (square); got {list(m.shape)}")
+    n = m.shape[0]
+    z = (m - loc) / scale
+    ps_kwargs = {} if side is None else {"side": side}
+    out = {
+        "power_spectrum": binned_power_spectrum(m, **ps_kwargs),
+        "peak_counts": peak_counts(z, sigma_ref=1.0),
+        "pixel_histogram": pixel_histogram(z, sigma_ref=1.0),
+        "moments": moments(m),
+    }
+    return {k: v.reshape(n, -1) for k, v in out.items()}
 
 
 def _count(index: Tensor, keep: Tensor, bins: int) -> Tensor:

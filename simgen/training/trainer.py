@@ -5,7 +5,7 @@ that restores the best state, a learning-rate schedule, gradient clipping and a 
 validation loss. Rows come from a :class:`BatchSource`: in memory (:class:`TensorBatches`: the data live on the
 device as whole tensors and batches are index gathers, no DataLoader, no per-step Python beyond the optimiser
 step, which is what dominates small models' training time), or streamed from a campaign store
-(:class:`simgen.store.StoreBatches`) when the data do not fit in memory. The loop is the same for both.
+(:class:`~simgen.training.data.StoreBatches`) when the data do not fit in memory. The loop is the same for both.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-__all__ = ["TrainingConfig", "TrainingHistory", "train", "BatchSource", "TensorBatches", "weighted_draw"]
+from .data import BatchSource, TensorBatches
+
+__all__ = ["TrainingConfig", "TrainingHistory", "train"]
 
 
 @dataclass
@@ -107,90 +109,6 @@ class TrainingHistory:
         return asdict(self)
 
 
-def split_indices(n: int, validation_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Seed-fixed split of ``range(n)`` into (train, validation) index tensors, both non-empty."""
-    if n < 2:
-        raise ValueError(f"training needs at least 2 rows (one for validation); got {n}")
-    n_val = min(max(1, round(n * validation_fraction)), n - 1)
-    perm = torch.randperm(n, generator=generator)
-    return perm[n_val:], perm[:n_val]
-
-
-def weighted_draw(weights: Tensor, n: int, generator: torch.Generator) -> Tensor:
-    """``n`` row indices drawn with replacement with probability ∝ ``weights`` (inverse CDF, no size limit)."""
-    cdf = torch.cumsum(weights.double(), 0)
-    u = torch.rand(n, generator=generator, dtype=torch.float64) * cdf[-1]
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=weights.shape[0] - 1)
-
-
-@runtime_checkable
-class BatchSource(Protocol):
-    """Where :func:`train` gets its rows: a fixed train/validation split served as ``(y, c)`` batches.
-
-    :class:`TensorBatches` serves tensors in memory; :class:`simgen.store.StoreBatches` streams a store's chunks.
-    """
-
-    num_train: int
-    num_validation: int
-
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor | None]]:
-        """One epoch of shuffled training batches."""
-        ...
-
-    def validation_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor | None]]:
-        """The validation rows, in a fixed order."""
-        ...
-
-
-class TensorBatches:
-    """Rows in memory on the training device: a seed-fixed split, batches by index gathers.
-
-    With ``weights`` (importance weights w ≥ 0 per row), each epoch's training rows are drawn with replacement
-    with probability ∝ w, and the validation rows are such a draw made once: the expected loss is then the
-    w-weighted loss, for any family's loss (which need not decompose into per-row terms).
-    """
-
-    def __init__(
-        self,
-        y: Tensor,
-        c: Tensor | None,
-        validation_fraction: float,
-        generator: torch.Generator,
-        device: torch.device,
-        weights: Tensor | None = None,
-    ) -> None:
-        if c is not None and c.shape[0] != y.shape[0]:
-            raise ValueError(f"y and c must have the same number of rows; got {y.shape[0]} and {c.shape[0]}")
-        if weights is not None and weights.shape != (y.shape[0],):
-            raise ValueError(f"weights must have shape [{y.shape[0]}]; got {tuple(weights.shape)}")
-        train_idx, val_idx = split_indices(y.shape[0], validation_fraction, generator)
-        self.w_train = None
-        if weights is not None:
-            self.w_train = weights[train_idx].double()
-            val_idx = val_idx[weighted_draw(weights[val_idx], val_idx.shape[0], generator)]
-        y = y.to(device)
-        c = c.to(device) if c is not None else None
-        self.y_val, self.c_val = y[val_idx.to(device)], None if c is None else c[val_idx.to(device)]
-        self.y_tr, self.c_tr = y[train_idx.to(device)], None if c is None else c[train_idx.to(device)]
-        self.device = device
-        self.num_train, self.num_validation = self.y_tr.shape[0], self.y_val.shape[0]
-
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor | None]]:
-        n = self.num_train
-        if self.w_train is None:
-            perm = torch.randperm(n, generator=generator)
-        else:
-            perm = weighted_draw(self.w_train, n, generator)
-        perm = perm.to(self.device)
-        for start_row in range(0, n, batch_size):
-            idx = perm[start_row : start_row + batch_size]
-            yield self.y_tr[idx], None if self.c_tr is None else self.c_tr[idx]
-
-    def validation_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor | None]]:
-        for s in range(0, self.num_validation, batch_size):
-            yield self.y_val[s : s + batch_size], None if self.c_val is None else self.c_val[s : s + batch_size]
-
-
 def train(
     model: nn.Module,
     y: Tensor | BatchSource,
@@ -215,7 +133,7 @@ def train(
         device: where to train (default: the model's device).
         progress: show a tqdm bar with the validation loss.
         epoch_hook: called as ``epoch_hook(epoch)`` before each epoch (e.g. a KL warm-up); a model's own
-            ``on_epoch(epoch)`` method, if it has one, is called too.
+            ``on_epoch(epoch)`` (every :class:`~simgen.models.ConditionalDensity` has one) is called too.
         weights: importance weights ``[n]`` of the rows (see :class:`TensorBatches`).
 
     Returns:
@@ -266,7 +184,9 @@ def train(
             if epoch_hook is not None:
                 epoch_hook(epoch)
             for module in {id(model): model, id(evaluated): evaluated}.values():
-                if hasattr(module, "on_epoch"):  # the averaged copy follows schedules such as a KL warm-up
+                # any module with loss(y, c) trains here, so the hook is optional (ConditionalDensity declares
+                # it); the averaged copy follows schedules such as a KL warm-up too
+                if hasattr(module, "on_epoch"):
                     module.on_epoch(epoch)
             model.train()
             total = torch.zeros((), device=device)

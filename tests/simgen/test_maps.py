@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from simulators.statistics import (
+from simgen.diagnostics.maps import (
     binned_power_spectrum,
     moments,
     peak_counts,

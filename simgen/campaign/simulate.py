@@ -1,0 +1,199 @@
+"""Running a simulator over prior draws: chunked, seeded, failures reported and set aside.
+
+The attempts are split into seeded chunks (:mod:`simgen.campaign.chunks`), which run in this process or on
+workers (:mod:`simgen.campaign.executors`: local processes, dask.distributed) and can be kept in a store
+(:mod:`simgen.campaign.store`), which makes a campaign resumable and extensible chunk by chunk. Results depend
+only on ``(seed, chunk_size)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+from tqdm.auto import tqdm
+
+from ..utils import check_positive_int
+from .describe import describe_distribution, describe_simulator
+from .executors import ChunkTask, make_executor
+from .store import Store
+from .types import ChunkResult, SimulationFailure
+
+__all__ = ["simulate"]
+
+
+def simulate(
+    simulator: Any,
+    prior: Distribution,
+    num_simulations: int,
+    *,
+    seed: int = 0,
+    chunk_size: int = 1000,
+    progress: bool = True,
+    store: str | os.PathLike | None = None,
+    return_data: bool = True,
+    workers: int | None = None,
+    executor: Any = None,
+    metadata: dict[str, Any] | None = None,
+) -> Any:
+    """Draw θ ~ prior and x ~ simulator(θ) for ``num_simulations`` attempts.
+
+    Args:
+        simulator: any callable mapping θ ``[n, d_theta]`` to x ``[n, *x_shape]``; if it accepts
+            ``generator=``, it receives a seeded ``torch.Generator``, else the global torch and numpy RNGs are
+            seeded (and restored) around the call.
+        prior: a torch ``Distribution`` over θ (the proposal the campaign draws from).
+        num_simulations: attempts; failed ones are reported and left out.
+        seed: the campaign's seed (see the module docstring).
+        chunk_size: rows per chunk; with ``seed``, it alone fixes the results.
+        progress: show a progress bar.
+        store: a folder (e.g. ``"runs.h5"``) to keep every chunk in (see :mod:`simgen.campaign.store`): chunks already
+            there are not simulated again, so an interrupted campaign resumes, and asking for more simulations
+            than it holds extends it (whole chunks). The results equal an uninterrupted run's, row for row.
+        return_data: ``False`` returns the :class:`~simgen.campaign.Store` instead of the arrays (needs ``store``),
+            for campaigns larger than memory.
+        workers: run chunks in this many local processes (see :mod:`simgen.campaign.executors`).
+        executor: ``"dask"`` (a dask ``LocalCluster``), a scheduler address, a ``distributed.Client``, or
+            ``"processes"``; default: this process (or ``workers`` processes).
+        metadata: extra JSON metadata for the store; ``{"simulator_options": {...}}`` records the options the
+            simulator was built with (the CLI does).
+
+    Returns:
+        ``(theta, x)``: CPU float32 tensors ``[n_valid, d_theta]`` and ``[n_valid, *x_shape]``; or the store
+        (``return_data=False``).
+
+    Raises:
+        ValueError: bad arguments, a store holding another campaign, or every simulation failed (the first
+            errors are quoted).
+    """
+    check_positive_int(num_simulations, "num_simulations")
+    check_positive_int(chunk_size, "chunk_size")
+    if not isinstance(prior, Distribution):
+        raise ValueError(f"prior must be a torch Distribution; got {type(prior).__name__}")
+    if not callable(simulator):
+        raise ValueError(f"simulator must be callable; got {type(simulator).__name__}")
+    if not return_data and store is None:
+        raise ValueError("return_data=False leaves the data on disk: it needs store=PATH")
+    declared = getattr(simulator, "x_shape", None)
+    x_shape = tuple(declared) if declared is not None else None
+    num_chunks = math.ceil(num_simulations / chunk_size)
+    campaign = None
+    if store is not None:
+        campaign = Store.create_or_resume(store, _store_metadata(simulator, prior, seed, chunk_size, x_shape,
+                                                                 metadata))
+        if x_shape is None and campaign.x_shape is not None:
+            x_shape = campaign.x_shape
+    results: dict[int, ChunkResult] = {}
+    counts = {"failed": 0}
+    failures: list[SimulationFailure] = []
+
+    def keep_rows(k: int) -> int:
+        return min(chunk_size, num_simulations - k * chunk_size)
+
+    def record(k: int, result: ChunkResult) -> None:
+        fails = [f for f in result.failures if f.row < num_simulations]
+        counts["failed"] += len(fails)
+        if len(failures) < 1000:
+            failures.extend(fails[: 1000 - len(failures)])
+
+    with contextlib.ExitStack() as stack:
+        if campaign is not None:
+            stack.enter_context(campaign.lock())
+            done = set(campaign.chunk_indices())
+            campaign.set_num_simulations(num_simulations)
+        else:
+            done = set()
+        pending = [k for k in range(num_chunks) if k not in done]
+        bar = stack.enter_context(tqdm(total=num_simulations, desc="simulating", disable=not progress, unit="sim"))
+        for k in sorted(done):
+            if k < num_chunks:
+                bar.update(keep_rows(k))
+                record(k, _stored_failures(campaign, k, keep_rows(k)))
+        made = make_executor(executor, workers)
+        if made is not executor:
+            stack.callback(made.close)
+        task = ChunkTask(simulator, prior, chunk_size, seed, x_shape)
+        while pending:
+            # Without a known x shape, chunks run one at a time until one has set it, so that every chunk
+            # is checked against the same shape whatever the executor.
+            batch, pending = (pending, []) if task.x_shape is not None else (pending[:1], pending[1:])
+            for k, result in made.run(task, batch):
+                if task.x_shape is None and result.x is not None:
+                    task.x_shape = tuple(result.x.shape[1:])
+                if campaign is not None:
+                    campaign.write_chunk(k, result, _log_prob(prior, result.theta))
+                if return_data:
+                    results[k] = result
+                record(k, result)
+                bar.update(keep_rows(k))
+                bar.set_postfix(failed=counts["failed"], refresh=False)
+        if campaign is not None:
+            campaign.write_index()
+    x_shape = task.x_shape
+    if counts["failed"] == num_simulations and return_data:
+        first = "; ".join(f"{f.error}: {f.message}" for f in failures[:3])
+        raise ValueError(f"all {num_simulations} simulations failed (first: {first})")
+    if counts["failed"]:
+        kinds: dict[str, int] = {}
+        for f in failures:
+            kinds[f.error] = kinds.get(f.error, 0) + 1
+        warnings.warn(
+            f"{counts['failed']} of {num_simulations} simulations failed and were left out "
+            f"({', '.join(f'{n} {kind}' for kind, n in kinds.items())}; first: row {failures[0].row}, "
+            f"theta={failures[0].theta}: {failures[0].message})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if not return_data:
+        return campaign
+    thetas, xs = [], []
+    for k in range(num_chunks):
+        keep = keep_rows(k)
+        if k in results:
+            r = results.pop(k)
+            theta, x, valid = r.theta[:keep], None if r.x is None else r.x[:keep], r.valid[:keep]
+        else:
+            rows = campaign.read_chunk(k, keep, ("theta", "x", "valid"))
+            theta, x, valid = rows["theta"], rows["x"], rows["valid"]
+        thetas.append(theta[valid])
+        xs.append(x[valid] if x is not None else torch.empty(0, *x_shape))
+    return torch.cat(thetas), torch.cat(xs)
+
+
+def _log_prob(prior: Distribution, theta: Tensor) -> Tensor:
+    """log q(θ) of the distribution θ was drawn from, ``[k]`` (NaN where it cannot be evaluated)."""
+    try:
+        return prior.log_prob(theta).reshape(theta.shape[0]).double()
+    except Exception:  # noqa: BLE001 - a proposal without log_prob still gets its draws stored
+        return torch.full((theta.shape[0],), math.nan, dtype=torch.float64)
+
+
+def _stored_failures(store: Any, k: int, keep: int) -> ChunkResult:
+    rows = store.read_chunk(k, keep, ("failures",))
+    return ChunkResult(torch.empty(0), None, torch.empty(0, dtype=torch.bool), rows["failures"])
+
+
+def _store_metadata(
+    simulator: Any, prior: Distribution, seed: int, chunk_size: int, x_shape: tuple[int, ...] | None,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    extra = dict(extra or {})
+    options = extra.pop("simulator_options", None)
+    return {
+        "simulator": describe_simulator(simulator, options),
+        "proposal": describe_distribution(prior),
+        "seed": int(seed),
+        "chunk_size": int(chunk_size),
+        "theta_dim": int(prior.event_shape.numel()) if len(prior.event_shape) else 1,
+        "x_shape": None if x_shape is None else list(x_shape),
+        "x_kind": getattr(simulator, "x_kind", None),
+        "x_discrete": [int(i) for i in getattr(simulator, "x_discrete", ()) or ()],
+        "parameter_names": list(getattr(simulator, "parameter_names", []) or []),
+        **extra,
+    }

@@ -1,0 +1,304 @@
+r"""A likelihood emulator q(x | θ) against its simulator p(x | θ): two-sample tests per θ, summary statistics,
+and the exact-likelihood gap E_p[log p − log q] when the simulator's likelihood is tractable.
+
+The result is a :class:`LikelihoodComparison` from :func:`compare_likelihood`; ``compare_emulator`` and
+``EmulatorComparison`` are their former names, kept as deprecated aliases.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..utils import as_tensor, call_simulator, seeded
+from .draws import child_seeds, draw
+from .maps import is_map as rows_are_maps
+from .maps import map_statistics
+from .two_sample import c2st, mmd
+
+__all__ = ["LikelihoodComparison", "StatisticComparison", "compare_likelihood", "compare_emulator"]
+
+#: former names, still importable with a DeprecationWarning
+DEPRECATED_NAMES = {"EmulatorComparison": "LikelihoodComparison"}
+
+
+@dataclass
+class StatisticComparison:
+    r"""One summary statistic (k bins) compared between a simulated and an emulated set at each of m θ.
+
+    z_ij = (ē_ij − s̄_ij) / √(v^s_ij/n_s + v^e_ij/n_e): two-sample z-score of bin j's mean at θ_i (≈ N(0, 1) when
+    both sets come from one distribution).
+
+    Attributes:
+        name: the statistic.
+        simulated_mean, emulated_mean: ``[m, k]``.
+        simulated_std: ``[m, k]`` spread of the statistic over simulations.
+        z: ``[m, k]``.
+    """
+
+    name: str
+    simulated_mean: Tensor
+    emulated_mean: Tensor
+    simulated_std: Tensor
+    z: Tensor
+
+    @property
+    def max_abs_z(self) -> float:
+        finite = self.z[torch.isfinite(self.z)]
+        return float(finite.abs().max()) if finite.numel() else 0.0
+
+    @property
+    def relative_error(self) -> Tensor:
+        """``[m, k]``: (ē − s̄)/|s̄| (NaN where s̄ = 0)."""
+        return (self.emulated_mean - self.simulated_mean) / self.simulated_mean.abs()
+
+
+def _compare_statistic(name: str, sim: Tensor, emu: Tensor) -> StatisticComparison:
+    """``sim`` ``[m, n_s, k]``, ``emu`` ``[m, n_e, k]`` → :class:`StatisticComparison` (non-finite rows dropped
+    per bin)."""
+    def stats(t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        t = t.double()
+        ok = torch.isfinite(t)
+        cnt = ok.sum(1).clamp_min(1)
+        z = torch.where(ok, t, 0.0)
+        mean = z.sum(1) / cnt
+        var = torch.where(ok, (t - mean[:, None]) ** 2, 0.0).sum(1) / (cnt - 1).clamp_min(1)
+        return mean, var, cnt
+
+    ms, vs, ns = stats(sim)
+    me, ve, ne = stats(emu)
+    se = torch.sqrt(vs / ns + ve / ne)
+    z = torch.where(se > 0, (me - ms) / se, torch.where(me == ms, 0.0, math.inf))
+    return StatisticComparison(name, ms.float(), me.float(), vs.sqrt().float(), z.float())
+
+
+@dataclass
+class LikelihoodComparison:
+    r"""An emulator q(x | θ) against its simulator p(x | θ) at m parameter rows, n draws of each per row.
+
+    Attributes:
+        theta: ``[m, d_theta]``.
+        simulated, emulated: ``[m, n, *x_shape]`` the draws compared (kept for plots).
+        is_map: whether x was compared as maps.
+        c2st: ``[m]`` classifier two-sample accuracy per θ (:func:`c2st`, simulated draws as the reference) on
+            the raw x for vectors, on the summary statistics of :func:`map_statistics` for maps (a classifier on
+            N² pixels would need far more draws).
+        mmd: ``[m]`` :func:`mmd` per θ, on x z-scored by the simulated draws' per-dimension statistics (vectors)
+            or by their pixel mean and standard deviation (maps).
+        wasserstein: ``[m, k]`` 1-D Wasserstein distance per dimension in units of the simulated standard
+            deviation (vectors, k = d_x), or of all pixel values pooled (maps, k = 1).
+        ks_pvalues: ``[m, d_x]`` two-sample Kolmogorov–Smirnov p-values per dimension (vectors; ``None`` for maps,
+            whose pixels are not independent draws).
+        statistics: name → :class:`StatisticComparison`: for maps the power spectrum, peak counts, pixel
+            histogram and moments; for vectors each observable's mean and variance.
+        log_likelihood_gap: ``[m]`` E_p[log p(x | θ) − log q(x | θ)] in nats, estimated on the simulated draws
+            (fresh simulations, so held out from training; ≥ 0 in expectation: the KL divergence
+            KL(p(·|θ) ‖ q(·|θ))), or ``None`` without an exact simulator likelihood or emulator ``log_prob``.
+        log_likelihood_gap_se: ``[m]`` its standard error.
+        num_dims: dimensions D of x, for the gap per dimension.
+        c2st_tolerance: accuracy above which :attr:`flagged` reports a C2ST.
+        alpha: family-wise level of the z-score and KS flags (Bonferroni over all bins and θ rows).
+    """
+
+    theta: Tensor
+    simulated: Tensor
+    emulated: Tensor
+    is_map: bool
+    c2st: Tensor
+    mmd: Tensor
+    wasserstein: Tensor
+    ks_pvalues: Tensor | None
+    statistics: dict[str, StatisticComparison] = field(default_factory=dict)
+    log_likelihood_gap: Tensor | None = None
+    log_likelihood_gap_se: Tensor | None = None
+    num_dims: int = 1
+    c2st_tolerance: float = 0.55
+    alpha: float = 0.01
+
+    @property
+    def gap_nats(self) -> float | None:
+        """Mean over θ of the likelihood gap, nats."""
+        return None if self.log_likelihood_gap is None else float(self.log_likelihood_gap.mean())
+
+    @property
+    def gap_nats_per_dim(self) -> float | None:
+        """:attr:`gap_nats` / D."""
+        return None if self.gap_nats is None else self.gap_nats / self.num_dims
+
+    def reasons(self) -> list[str]:
+        """What the tests reject, in words (empty when nothing is flagged)."""
+        from scipy.stats import norm
+
+        out = []
+        bad = torch.nonzero(self.c2st > self.c2st_tolerance).flatten().tolist()
+        if bad:
+            out.append(f"C2ST > {self.c2st_tolerance} at θ rows {bad} (max {float(self.c2st.max()):.3f})")
+        total = sum(s.z.numel() for s in self.statistics.values())
+        if total:
+            z_crit = float(norm.isf(self.alpha / (2 * total)))
+            for s in self.statistics.values():
+                if s.max_abs_z > z_crit:
+                    out.append(f"{s.name}: max |z| {s.max_abs_z:.2f} > {z_crit:.2f}")
+        if self.ks_pvalues is not None:
+            p_min = float(self.ks_pvalues.min())
+            if p_min < self.alpha / self.ks_pvalues.numel():
+                out.append(f"per-dimension KS: smallest p-value {p_min:.3g}")
+        return out
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.reasons())
+
+    def summary(self) -> str:
+        text = (f"emulator vs simulator at {self.theta.shape[0]} θ, {self.simulated.shape[1]} draws each: "
+                f"C2ST {float(self.c2st.mean()):.3f} (max {float(self.c2st.max()):.3f}), "
+                f"MMD² {float(self.mmd.mean()):.3g}, W1/σ {float(self.wasserstein.mean()):.3f}")
+        if self.gap_nats is not None:
+            text += f", likelihood gap {self.gap_nats:.3f} nats ({self.gap_nats_per_dim:.4f} per dimension)"
+        reasons = self.reasons()
+        return text + ("; FLAGGED: " + "; ".join(reasons) if reasons else "; nothing flagged")
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per θ: C2ST, MMD², mean W1/σ, likelihood gap (for reports)."""
+        rows = []
+        for i in range(self.theta.shape[0]):
+            row: dict[str, Any] = {"theta": ", ".join(f"{v:.3g}" for v in self.theta[i].tolist()),
+                                   "C2ST": float(self.c2st[i]), "MMD²": float(self.mmd[i]),
+                                   "W1/σ": float(self.wasserstein[i].mean())}
+            if self.log_likelihood_gap is not None:
+                row["gap (nats)"] = float(self.log_likelihood_gap[i])
+                row["gap/dim"] = float(self.log_likelihood_gap[i]) / self.num_dims
+            rows.append(row)
+        return rows
+
+
+def compare_likelihood(
+    emulator: Any,
+    simulator: Any,
+    theta: Any,
+    *,
+    num_samples: int = 1000,
+    gap: bool | None = None,
+    c2st_tolerance: float = 0.55,
+    alpha: float = 0.01,
+    seed: int | None = None,
+) -> LikelihoodComparison:
+    r"""Emulated against simulated draws at given θ rows (see :class:`LikelihoodComparison`).
+
+    Args:
+        emulator: ``sample_batched(n, thetas)`` → ``[m, n, *x_shape]``; for the gap also ``log_prob(x, theta)``
+            → ``[n]`` (a :class:`~simgen.LikelihoodEstimator`).
+        simulator: ``simulator(theta)`` → ``[n, *x_shape]``; with ``tractable`` true and ``log_likelihood(theta,
+            x)`` the likelihood gap is computed; ``x_kind`` (when present) says whether x is a map.
+        theta: ``[m, d_theta]`` (or ``[d_theta]``) parameters to compare at.
+        num_samples: draws n of each per θ.
+        gap: compute the likelihood gap (``None``: when the simulator is tractable and the emulator has
+            ``log_prob``).
+        c2st_tolerance: C2ST accuracy above which the comparison is flagged.
+        alpha: family-wise level of the other flags.
+        seed: makes the draws reproducible.
+
+    Returns:
+        :class:`LikelihoodComparison`.
+    """
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    theta = as_tensor(theta, "theta")
+    if theta.dim() == 1:
+        theta = theta[None]
+    if theta.dim() != 2:
+        raise ValueError(f"theta must be [m, d_theta] or [d_theta]; got {list(theta.shape)}")
+    if num_samples < 5:
+        raise ValueError(f"num_samples must be >= 5 (C2ST folds); got {num_samples}")
+    m, n = theta.shape[0], num_samples
+    seed_emu, seed_sim = (None, None) if seed is None else child_seeds(seed, 2)
+    emulated = draw(emulator, n, theta, seed_emu, m, "emulator")
+    simulated = as_tensor(call_simulator(simulator, theta.repeat_interleave(n, dim=0), seed_sim), "simulations")
+    simulated = simulated.reshape(m, n, *simulated.shape[1:])
+    if emulated.shape != simulated.shape:
+        raise ValueError(f"emulated draws {list(emulated.shape)} and simulations {list(simulated.shape)} differ "
+                         "in shape")
+    x_shape = tuple(simulated.shape[2:])
+    is_map = rows_are_maps(x_shape, getattr(simulator, "x_kind", None)) and x_shape[-1] == x_shape[-2]
+    num_dims = math.prod(x_shape)
+
+    c2sts, mmds, w1s, kss = [], [], [], []
+    statistics: dict[str, StatisticComparison] = {}
+    if is_map:
+        loc, scale = float(simulated.mean()), float(simulated.std().clamp_min(1e-12))
+        side = getattr(simulator, "side", None)
+        sim_stats = [map_statistics(simulated[i], loc=loc, scale=scale, side=side) for i in range(m)]
+        emu_stats = [map_statistics(emulated[i], loc=loc, scale=scale, side=side) for i in range(m)]
+        for name in sim_stats[0]:
+            statistics[name] = _compare_statistic(name, torch.stack([s[name] for s in sim_stats]),
+                                                  torch.stack([s[name] for s in emu_stats]))
+        for i in range(m):
+            feats = [_c2st_features(st) for st in (emu_stats[i], sim_stats[i])]
+            keep = [torch.isfinite(f).all(dim=1) for f in feats]
+            c2sts.append(c2st(feats[0][keep[0]], feats[1][keep[1]], seed=seed if seed is not None else 1))
+            es, ss = (emulated[i] - loc) / scale, (simulated[i] - loc) / scale
+            mmds.append(mmd(es, ss))
+            w1s.append([wasserstein_distance(es.reshape(-1).numpy(), ss.reshape(-1).numpy())])
+        ks_pvalues = None
+    else:
+        flat_e, flat_s = emulated.reshape(m, n, -1), simulated.reshape(m, n, -1)
+        statistics["mean"] = _compare_statistic("mean", flat_s, flat_e)
+        statistics["variance"] = _compare_statistic(  # mean squared deviation from each set's own mean
+            "variance", (flat_s - flat_s.mean(1, keepdim=True)) ** 2, (flat_e - flat_e.mean(1, keepdim=True)) ** 2)
+        for i in range(m):
+            mean, std = flat_s[i].mean(0), flat_s[i].std(0).clamp_min(1e-12)
+            es, ss = (flat_e[i] - mean) / std, (flat_s[i] - mean) / std
+            c2sts.append(c2st(flat_e[i], flat_s[i], seed=seed if seed is not None else 1))
+            mmds.append(mmd(es, ss))
+            w1s.append([wasserstein_distance(es[:, j].numpy(), ss[:, j].numpy()) for j in range(es.shape[1])])
+            kss.append([ks_2samp(es[:, j].numpy(), ss[:, j].numpy()).pvalue for j in range(es.shape[1])])
+        ks_pvalues = torch.tensor(kss, dtype=torch.float32)
+
+    gap_mean = gap_se = None
+    if gap is None:
+        gap = bool(getattr(simulator, "tractable", False)) and hasattr(emulator, "log_prob")
+    if gap:
+        log_p = torch.stack([as_tensor(simulator.log_likelihood(theta[i : i + 1], simulated[i]), "log_likelihood")
+                             .double() for i in range(m)])
+        with seeded(seed):
+            log_q = torch.stack([as_tensor(emulator.log_prob(simulated[i], theta[i : i + 1]), "emulator log_prob")
+                                 .double().reshape(-1) for i in range(m)])
+        diff = log_p - log_q  # [m, n]
+        gap_mean = diff.mean(1).float()
+        gap_se = (diff.std(1) / math.sqrt(n)).float()
+
+    return LikelihoodComparison(
+        theta=theta, simulated=simulated, emulated=emulated, is_map=is_map,
+        c2st=torch.tensor(c2sts, dtype=torch.float32), mmd=torch.tensor(mmds, dtype=torch.float32),
+        wasserstein=torch.tensor(w1s, dtype=torch.float32), ks_pvalues=ks_pvalues, statistics=statistics,
+        log_likelihood_gap=gap_mean, log_likelihood_gap_se=gap_se, num_dims=num_dims,
+        c2st_tolerance=c2st_tolerance, alpha=alpha,
+    )
+
+
+def _c2st_features(stats: dict[str, Tensor]) -> Tensor:
+    """Per-map classifier features (few, so that the classifier stays small): log power spectrum, log variance,
+    skewness, kurtosis and the number of peaks."""
+    m = stats["moments"]
+    return torch.cat([torch.log(stats["power_spectrum"].clamp_min(1e-30)), torch.log(m[:, :1].clamp_min(1e-30)),
+                      m[:, 1:], stats["peak_counts"].sum(1, keepdim=True)], dim=1)
+
+
+def compare_emulator(*args: Any, **kwargs: Any) -> LikelihoodComparison:
+    """Deprecated name of :func:`compare_likelihood` (same arguments, same result)."""
+    warnings.warn("simgen.diagnostics.compare_emulator is deprecated; use compare_likelihood (same arguments)",
+                  DeprecationWarning, stacklevel=2)
+    return compare_likelihood(*args, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name in DEPRECATED_NAMES:
+        new = DEPRECATED_NAMES[name]
+        warnings.warn(f"simgen.diagnostics.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

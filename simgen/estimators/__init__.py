@@ -1,0 +1,30 @@
+"""Posterior and likelihood estimators: they pick y and c, build a family for the data, and delegate.
+
+``PosteriorEstimator`` models p(θ | x) (y = θ, c = x); ``LikelihoodEstimator`` models the likelihood p(x | θ)
+(y = x, c = θ), an emulator of the simulator. Both own the pre-processing (standardisation, prior-support
+bijection, dequantisation and the context embedding) through :class:`~simgen.models.TransformedDensity`, and
+train with :func:`simgen.training.train`.
+
+Modules: :mod:`~simgen.estimators.base` (what both share), :mod:`~simgen.estimators.posterior`,
+:mod:`~simgen.estimators.likelihood`, :mod:`~simgen.estimators.ingest` (training from a campaign store) and
+:mod:`~simgen.estimators.validity` (the classifier P(valid | θ)). Each estimator registers itself with
+:mod:`simgen.io` under its direction, so the loader needs no import of it.
+"""
+
+from __future__ import annotations
+
+from ..utils import as_tensor, default_device
+from .base import Estimator, infer_x_kind
+from .ingest import fit_streaming
+from .likelihood import LikelihoodEstimator
+from .posterior import PosteriorEstimator
+from .validity import ValidityClassifier, fit_validity
+
+#: the former private names, kept for code written against them
+_Estimator = Estimator
+_fit_streaming = fit_streaming
+
+__all__ = [
+    "PosteriorEstimator", "LikelihoodEstimator", "Estimator", "ValidityClassifier", "fit_validity", "infer_x_kind",
+    "as_tensor", "default_device",
+]

@@ -1,0 +1,379 @@
+"""What both estimators share: the family, its pre-processing, input checks, fitting, saving and sampling.
+
+An estimator models y given a context c: a posterior y = θ, c = x (:mod:`~simgen.estimators.posterior`), a
+likelihood y = x, c = θ (:mod:`~simgen.estimators.likelihood`). Each subclass knows its direction and says
+how its y and c are pre-processed (:meth:`Estimator.y_parts`, :meth:`Estimator.context_parts`); everything else
+is here. The density itself is a :class:`~simgen.models.TransformedDensity` trained by
+:func:`simgen.training.train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from .. import nets
+from ..models import MODELS, ConditionalDensity, TransformedDensity, make_model, model_for
+from ..training import StoreBatches, TrainingConfig, TrainingHistory, train
+from ..transforms import SUPPORT_MAPS, Dequantize, LinearResidual, Standardize, SupportBijection
+from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows, default_device
+from . import ingest
+from .validity import ValidityClassifier
+
+__all__ = ["Estimator", "infer_x_kind", "training_config", "X_KINDS"]
+
+X_KINDS = ("vector", "map", "set", "sequence")
+
+
+def infer_x_kind(x_shape: tuple[int, ...]) -> str:
+    """``[d]`` → vector, ``[H, W]`` or ``[C, H, W]`` → map; other shapes must be given explicitly."""
+    if len(x_shape) == 1:
+        return "vector"
+    if len(x_shape) in (2, 3):
+        return "map"
+    raise ValueError(f"cannot infer x_kind for rows of shape {x_shape}; pass x_kind= one of {X_KINDS}")
+
+
+class Estimator:
+    """What both directions share: the family, pre-processing, fitting, saving.
+
+    Subclasses set :attr:`direction` and implement :meth:`y_parts`, :meth:`context_parts`, :meth:`split`
+    (which of θ, x is y) and their public ``fit``/``sample``/``log_prob`` in their own argument order.
+    """
+
+    #: ``"posterior"`` (y = θ, c = x) or ``"likelihood"`` (y = x, c = θ); the key the loader finds it by
+    direction: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        prior: Distribution | None,
+        model: str | ConditionalDensity = "flow",
+        *,
+        embedding: nn.Module | None = None,
+        x_kind: str | None = None,
+        discrete: Sequence[int] | None = None,
+        simulator: Any | None = None,
+        device: str | torch.device | None = None,
+        linear_baseline: bool = True,
+        support_map: str | None = None,
+    ) -> None:
+        if prior is not None and not isinstance(prior, Distribution):
+            raise ValueError(f"prior must be a torch Distribution; got {type(prior).__name__}")
+        if prior is not None and len(prior.event_shape) != 1:
+            raise ValueError(
+                f"prior must have event shape [d_theta]; got {list(prior.event_shape)} (wrap a scalar prior as "
+                "torch.distributions.Independent(..., 1) over a 1-element batch, or use sbi.utils.BoxUniform)"
+            )
+        make_model(model)  # validate the model string early
+        if support_map is not None and support_map not in SUPPORT_MAPS:
+            raise ValueError(f"support_map must be one of {SUPPORT_MAPS} or None (the family's); got {support_map!r}")
+        if x_kind is None and simulator is not None:
+            x_kind = getattr(simulator, "x_kind", None)  # simulators are duck-typed: the attribute is optional
+        if discrete is None and simulator is not None:
+            discrete = getattr(simulator, "x_discrete", None)
+        if x_kind is not None and x_kind not in X_KINDS:
+            raise ValueError(f"x_kind must be one of {X_KINDS}; got {x_kind!r}")
+        self.prior = prior
+        self.model_spec = model
+        self.embedding = embedding
+        self.x_kind = x_kind
+        self._discrete_given = discrete is not None
+        self.discrete = tuple(int(i) for i in (discrete or ()))
+        self.device = torch.device(device) if device is not None else default_device()
+        self.linear_baseline = bool(linear_baseline)
+        self.support_map = support_map if support_map is not None else self.family_spec().support_map
+        self.theta_shape: tuple[int, ...] | None = None
+        self.x_shape: tuple[int, ...] | None = None
+        self.density: TransformedDensity | None = None
+        self.history: TrainingHistory | None = None
+        #: P(valid | θ), fitted by ``fit(store)`` (likelihoods only); see ``LikelihoodEstimator.posterior``
+        self.validity: ValidityClassifier | None = None
+
+    # ----------------------------------------------------------------- the direction (subclasses)
+    #: ``"posterior"`` or ``"likelihood"``
+    direction: str = ""
+
+    @property
+    def y_kind(self) -> str:
+        """The kind of data the family models: θ, a vector, for a posterior; x, of ``x_kind``, for a likelihood."""
+        raise NotImplementedError
+
+    def split(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(y, c)`` from θ and x."""
+        raise NotImplementedError
+
+    def y_parts(self, y_shape: tuple[int, ...], family: ConditionalDensity) -> tuple[
+            SupportBijection | None, Dequantize | None, Standardize]:
+        """The fixed maps applied to y before the family sees it: support bijection, dequantisation,
+        standardisation."""
+        raise NotImplementedError
+
+    def context_parts(self, c_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+        """The context's embedding and standardisation (the user's ``embedding=`` when given)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- data checks
+    @property
+    def d_theta(self) -> int:
+        return math.prod(self._require_fitted().theta_shape)
+
+    def _require_fitted(self) -> Estimator:
+        if self.density is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet: call .fit(theta, x) first")
+        return self
+
+    def check_pairs(self, theta: Any, x: Any) -> tuple[Tensor, Tensor]:
+        """θ ``[n, d_theta]`` and x ``[n, *x_shape]`` as float tensors, checked for shape and finiteness."""
+        theta, x = as_tensor(theta, "theta"), as_tensor(x, "x")
+        if theta.dim() == 1:
+            theta = theta[:, None]
+        if theta.dim() != 2:
+            raise ValueError(f"theta must have shape [n, d_theta]; got {tuple(theta.shape)}")
+        if x.dim() < 2:
+            raise ValueError(f"x must have shape [n, *x_shape] with a batch dimension; got {tuple(x.shape)}")
+        if theta.shape[0] != x.shape[0]:
+            raise ValueError(f"theta and x must have the same number of rows; got {theta.shape[0]} and {x.shape[0]}")
+        if self.prior is not None:
+            d = self.prior.event_shape[0]
+            if theta.shape[1] != d:
+                raise ValueError(f"theta must have d_theta = {d} columns (the prior's); got {theta.shape[1]}")
+        for name, t in (("theta", theta), ("x", x)):
+            check_rows(t, name, "; remove them (simgen.simulate reports and drops failed simulations)")
+        return theta, x
+
+    def check_theta(self, theta: Any, name: str = "theta") -> Tensor:
+        """θ as ``[n, d_theta]`` (a single ``[d_theta]`` row gets its batch dimension)."""
+        theta = as_tensor(theta, name)
+        d = self.d_theta
+        if theta.dim() == 1 and theta.shape[0] == d:
+            theta = theta[None]
+        if theta.dim() != 2 or theta.shape[1] != d:
+            raise ValueError(f"{name} must have shape [n, {d}] or [{d}]; got {tuple(theta.shape)}")
+        return check_rows(theta, name)
+
+    def check_x(self, x: Any, name: str = "x") -> Tensor:
+        """x as ``[m, *x_shape]`` (a single ``[*x_shape]`` row gets its batch dimension)."""
+        x = as_tensor(x, name)
+        shape = self._require_fitted().x_shape
+        if tuple(x.shape) == shape:
+            x = x[None]
+        if tuple(x.shape[1:]) != shape:
+            raise ValueError(f"{name} must have shape [m, {', '.join(map(str, shape))}] or {list(shape)}; "
+                             f"got {list(x.shape)}")
+        return check_rows(x, name)
+
+    # the former private names, still used by code written against them
+    _check_pairs, _check_theta, _check_x = check_pairs, check_theta, check_x
+
+    # ----------------------------------------------------------------- building
+    def family_spec(self) -> ConditionalDensity | type[ConditionalDensity]:
+        """The chosen family's class (model string, resolved for this estimator's kind of y by
+        :func:`~simgen.models.model_for`) or object: where its class-level preferences live."""
+        spec = self.model_spec
+        return MODELS[model_for(spec, self.y_kind)] if isinstance(spec, str) else spec
+
+    def training_defaults(self) -> dict[str, Any]:
+        """The chosen family's preferred training settings (see ``ConditionalDensity.training_defaults``)."""
+        return dict(self.family_spec().training_defaults)
+
+    def make_density(self, y_shape: tuple[int, ...], c_shape: tuple[int, ...]) -> TransformedDensity:
+        """A fresh family, built for y ``[n, *y_shape]`` given c ``[n, *c_shape]``, in its pre-processing.
+
+        The embedding is the user's ``embedding=`` if given, else the default for the context's kind.
+        """
+        spec = self.model_spec
+        family = make_model(model_for(spec, self.y_kind)) if isinstance(spec, str) else type(spec)(**spec.config())
+        if self.y_kind not in family.data_kinds:
+            raise ValueError(f"model {family.family!r} models y of kind {sorted(family.data_kinds)}; this "
+                             f"{self.direction} estimator's y is of kind {self.y_kind!r} (shape {list(y_shape)})")
+        support, dequantize, y_std = self.y_parts(y_shape, family)
+        embedding, c_std = self.context_parts(c_shape)
+        family.build(y_shape, nets.output_features(embedding, c_shape))
+        residual = None
+        if self.linear_baseline and len(y_shape) == 1 and len(c_shape) == 1 and y_std.enabled:
+            residual = LinearResidual(y_shape[0], c_shape[0])
+        return TransformedDensity(family, y_std, c_std, embedding, support=support, dequantize=dequantize,
+                                  residual=residual)
+
+    def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(y_shape, c_shape)`` of the fitted data."""
+        y, c = self.split(torch.empty(0, *self.theta_shape), torch.empty(0, *self.x_shape))
+        return tuple(y.shape[1:]), tuple(c.shape[1:])
+
+    # ----------------------------------------------------------------- fitting
+    def _fit(
+        self,
+        data: tuple[Tensor, Tensor] | StoreBatches,
+        config: TrainingConfig | None,
+        seed: int | None,
+        progress: bool,
+        settings: dict[str, Any],
+        weights: Tensor | None = None,
+    ) -> TrainingHistory:
+        """Build a fresh density and train it on tensors ``(y, c)`` (with optional importance ``weights``) or on
+        a streaming :class:`~simgen.training.StoreBatches`."""
+        config = training_config(config, settings, self.training_defaults())
+        streaming = isinstance(data, StoreBatches)
+        y_shape, c_shape = self.shapes() if streaming else (tuple(data[0].shape[1:]), tuple(data[1].shape[1:]))
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            density = self.make_density(y_shape, c_shape)
+
+        def prepared(y_rows: Tensor) -> Tensor:
+            y_fit = density.dequantize.midpoint(y_rows) if density.dequantize is not None else y_rows
+            return density.support(y_fit) if density.support is not None else y_fit
+
+        if streaming:  # standardisation statistics from one pass over the chunks
+            ingest.fit_streaming(density.y_standardize, density.c_standardize,
+                                 ((prepared(yb), cb) for yb, cb in data.iter_rows()))
+        else:
+            density.y_standardize.fit(prepared(data[0]))
+            density.c_standardize.fit(data[1])
+        if density.residual is not None:  # regression of the standardised y on the standardised context
+            rows = data.iter_rows() if streaming else [data]
+            density.residual.fit((density.y_standardize(prepared(yb)), density.c_standardize(cb)) for yb, cb in rows)
+        density.to(self.device)
+        y, c = (data, None) if streaming else data
+        self.history = train(density, y, c, config, seed=seed, device=self.device, progress=progress,
+                             weights=weights)
+        self.density = density
+        self.validity = None
+        return self.history
+
+    def _fit_store(
+        self,
+        path: Any,
+        config: TrainingConfig | None,
+        seed: int | None,
+        progress: bool,
+        settings: dict[str, Any],
+        max_memory_gb: float | None,
+        proposal: Distribution | None,
+    ) -> tuple[TrainingHistory, Any]:
+        """Fit from a campaign store: in memory when its valid rows fit in ``max_memory_gb``, else streamed."""
+        store = ingest.open_training_store(path)
+        meta = store.metadata
+        d_theta = int(meta.get("theta_dim", 0))
+        if self.prior is not None and d_theta != self.prior.event_shape[0]:
+            raise ValueError(f"the store's theta has {d_theta} dimensions; the prior has {self.prior.event_shape[0]}")
+        self.x_kind = self.x_kind or meta.get("x_kind")
+        if not self._discrete_given and meta.get("x_discrete"):
+            self.discrete = tuple(int(i) for i in meta["x_discrete"])
+        weight_fn = self.store_weights(store, proposal)
+        in_memory, per_buffer = ingest.rows_fit_in_memory(store, d_theta, max_memory_gb)
+        if in_memory:
+            theta, x = store.load()
+            return self._fit_pairs(theta, x, config, seed, progress, settings, weight_fn), store
+        config = training_config(config, settings, self.training_defaults())
+        split_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
+        source = StoreBatches(store, self.direction == "posterior", config.validation_fraction, split_seed,
+                              per_buffer, weight_fn)
+        self.theta_shape, self.x_shape = (d_theta,), tuple(store.x_shape)
+        self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
+        return self._fit(source, config, seed, progress, {}), store
+
+    def store_weights(self, store: Any, proposal: Distribution | None) -> Callable[[Tensor], Tensor] | None:
+        """Importance weights of a store's rows (see :func:`simgen.estimators.ingest.store_weights`); a
+        likelihood needs none: p(x | θ) is the same whatever θ was drawn from."""
+        return None
+
+    def _fit_pairs(
+        self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
+        settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None,
+    ) -> TrainingHistory:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- saving and loading
+    def config(self) -> dict[str, Any]:
+        """JSON description of the fitted estimator (family, shapes, kinds); see :mod:`simgen.io`."""
+        self._require_fitted()
+        return {
+            "direction": self.direction,
+            "family": self.density.density.family,
+            "family_config": self.density.density.config(),
+            "theta_shape": list(self.theta_shape),
+            "x_shape": list(self.x_shape),
+            "x_kind": self.x_kind,
+            "discrete": list(self.discrete),
+            "linear_baseline": self.linear_baseline,
+            "support_map": self.support_map,
+            "embedding": nets.network_config(self.density.embedding) if self.density.embedding is not None else None,
+            "history": self.history.to_dict() if self.history is not None else None,
+        }
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], *, prior: Distribution | None, embedding: nn.Module,
+        device: str | torch.device | None = None,
+    ) -> Estimator:
+        """An estimator with a fresh density of the shapes and kinds ``config`` describes (weights not loaded):
+        the loader's half of :meth:`config`."""
+        est = cls(prior, make_model(config["family"], config["family_config"]), embedding=embedding,
+                  x_kind=config["x_kind"], discrete=config["discrete"], device=device,
+                  linear_baseline=config.get("linear_baseline", False), support_map=config.get("support_map", "logit"))
+        est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
+        est.density = est.make_density(*est.shapes())
+        if config.get("history"):
+            est.history = TrainingHistory(**config["history"])
+        return est
+
+    def load_state(self, state: dict[str, Tensor], validity_state: dict[str, Tensor],
+                   validity_config: dict[str, Any] | None) -> None:
+        """Load saved weights into the density built by :meth:`from_config` (and its validity classifier).
+
+        Raises:
+            ValueError: the weights do not fit the model.
+        """
+        try:
+            self.density.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f"the weights do not fit the model described by its config ({e})") from e
+        self.density = self.density.to(self.device).eval()
+        if validity_config:
+            validity = ValidityClassifier(**validity_config)
+            try:
+                validity.load_state_dict(validity_state, strict=True)
+            except RuntimeError as e:
+                raise ValueError(f"the validity classifier's weights do not fit its config ({e})") from e
+            self.validity = validity.to(self.device).eval()
+
+    def save(self, path: str) -> None:
+        """Write weights, a JSON config and the format version to ``path`` (see :func:`simgen.load`)."""
+        from ..io import save
+
+        save(self, path)
+
+    # ----------------------------------------------------------------- sampling
+    def _sample_chunks(self, n: int, c: Tensor, generator: torch.Generator | None, chunk: int = 100_000) -> Tensor:
+        """``n`` samples per context row, drawn ``chunk`` rows at a time: ``[m, n, *y_shape]`` on the CPU."""
+        check_positive_int(n)
+        out = []
+        with torch.no_grad():
+            c = c.to(self.device)
+            for s in range(0, n, chunk):
+                out.append(self.density.sample(min(chunk, n - s), c, generator=generator).cpu())
+        return torch.cat(out, dim=1)
+
+    def _log_prob(self, y: Tensor, c: Tensor, names: tuple[str, str], generator: torch.Generator | None) -> Tensor:
+        y, c = broadcast_rows(y, c, *names)
+        with torch.no_grad():
+            return self.density.log_prob(y.to(self.device), c.to(self.device), generator=generator).cpu()
+
+
+def training_config(
+    config: TrainingConfig | None, settings: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> TrainingConfig:
+    """``config`` (else a :class:`TrainingConfig` from the family's ``defaults``) with ``settings`` replaced."""
+    config = config or TrainingConfig(**(defaults or {}))
+    names = {f.name for f in dataclasses.fields(TrainingConfig)}
+    unknown = set(settings) - names
+    if unknown:
+        raise ValueError(f"unknown training settings {sorted(unknown)}; allowed: {sorted(names)}")
+    return dataclasses.replace(config, **settings)

@@ -1,0 +1,152 @@
+"""The likelihood direction: q_φ(x | θ) ≈ p(x | θ), an emulator of the simulator (y = x, c = θ)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .. import nets
+from ..io import register_estimator
+from ..models import ConditionalDensity
+from ..training import TrainingConfig, TrainingHistory
+from ..transforms import Dequantize, Standardize, SupportBijection
+from ..utils import check_positive_int
+from .base import Estimator, infer_x_kind
+from .validity import fit_validity
+
+__all__ = ["LikelihoodEstimator"]
+
+
+@register_estimator
+class LikelihoodEstimator(Estimator):
+    r"""Neural likelihood estimation: an emulator q_φ(x | θ) ≈ p(x | θ) of the simulator.
+
+    Trained by maximum likelihood on simulated pairs (Papamakarios, Sterratt & Murray 2019, "Sequential Neural
+    Likelihood", arXiv:1805.07226). ``posterior()`` turns it into p(θ | x_obs) ∝ Π_i q(x_obs,i | θ) p(θ),
+    sampled by MCMC (:mod:`simgen.mcmc`).
+
+    Arguments as :class:`PosteriorEstimator`; ``prior`` may be ``None`` when no posterior is needed.
+    """
+
+    direction = "likelihood"
+
+    @property
+    def y_kind(self) -> str:
+        return self.x_kind or "vector"
+
+    # ----------------------------------------------------------------- the direction: y = x, c = θ
+    def split(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x, theta
+
+    def y_parts(self, y_shape: tuple[int, ...], family: ConditionalDensity) -> tuple[
+            SupportBijection | None, Dequantize | None, Standardize]:
+        """x's integer-valued dimensions are dequantised, then x is standardised (per channel for maps; not at
+        all for a family of binary data, such as a Bernoulli VAE)."""
+        dequantize = Dequantize(self.discrete) if self.discrete else None
+        return None, dequantize, Standardize(y_shape, per_channel=self.x_kind == "map", enabled=family.standardize_y)
+
+    def context_parts(self, c_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+        """θ is standardised and passed on as it is (flattened), unless an ``embedding=`` was given."""
+        embedding = self.embedding if self.embedding is not None else nets.Flatten(c_shape)
+        return embedding, Standardize(c_shape)
+
+    def fit(
+        self,
+        theta: Any,
+        x: Any = None,
+        *,
+        config: TrainingConfig | None = None,
+        seed: int | None = None,
+        progress: bool = True,
+        max_memory_gb: float | None = None,
+        **settings: Any,
+    ) -> TrainingHistory:
+        """Fit q(x | θ) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store
+        (``fit("runs.h5")``; see :meth:`PosteriorEstimator.fit` for stores, ``max_memory_gb`` and ``settings``).
+
+        From a store, it also fits the classifier P(valid | θ) on every row's status (valid or failed), which
+        ``posterior(validity=True)`` uses; the emulator itself only ever sees valid rows.
+        """
+        if x is None:
+            history, store = self._fit_store(theta, config, seed, progress, settings, max_memory_gb, None)
+            self.validity = fit_validity(store.theta, store.valid, seed=seed, device=self.device)
+            return history
+        return self._fit_pairs(theta, x, config, seed, progress, settings)
+
+    def _fit_pairs(
+        self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
+        settings: dict[str, Any], weight_fn: Any = None,
+    ) -> TrainingHistory:
+        theta, x = self.check_pairs(theta, x)
+        self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
+        self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
+        d_x = math.prod(self.x_shape)
+        if any(not 0 <= i < d_x for i in self.discrete):
+            raise ValueError(f"discrete indices must lie in [0, {d_x}); got {list(self.discrete)}")
+        if self.discrete and self.x_kind != "vector":
+            raise ValueError(f"discrete dimensions are supported for vector x only; x_kind is {self.x_kind!r}")
+        return self._fit((x, theta), config, seed, progress, settings)
+
+    def sample(self, n: int, theta: Any, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` emulated simulations at one θ (``[d_theta]`` or ``[1, d_theta]``): ``[n, *x_shape]``."""
+        theta = self.check_theta(theta)
+        if theta.shape[0] != 1:
+            raise ValueError(f"sample takes one theta; got {theta.shape[0]} rows. Use sample_batched(n, thetas)")
+        return self.sample_batched(n, theta, generator=generator)[0]
+
+    def sample_batched(self, n: int, thetas: Any, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` emulated simulations for each of ``m`` parameters ``[m, d_theta]``: ``[m, n, *x_shape]``."""
+        check_positive_int(n)
+        return self._sample_chunks(n, self.check_theta(thetas, "thetas"), generator)
+
+    def log_prob(self, x: Any, theta: Any, *, generator: torch.Generator | None = None) -> Tensor:
+        """log q(x[i] | θ[i]) ``[n]``; a single x or θ row is broadcast against the other."""
+        return self._log_prob(self.check_x(x), self.check_theta(theta), ("x", "theta"), generator)
+
+    def log_likelihood(
+        self, theta: Tensor, x_obs: Tensor, *, generator: torch.Generator | None = None, grad: bool = False
+    ) -> Tensor:
+        r"""Σ_i log q(x_obs,i | θ_b) for each θ row: θ ``[B, d_theta]``, x_obs ``[m, *x_shape]`` → ``[B]``.
+
+        Runs on the model's device without input checks (the MCMC hot path); differentiable in θ with
+        ``grad=True`` (gradient-based samplers), else under ``no_grad``.
+        """
+        m, b = x_obs.shape[0], theta.shape[0]
+        with torch.set_grad_enabled(grad):
+            x_rep = x_obs.to(self.device).repeat(b, *([1] * (x_obs.dim() - 1)))
+            theta_rep = theta.to(self.device).repeat_interleave(m, dim=0)
+            return self.density.log_prob(x_rep, theta_rep, generator=generator).reshape(b, m).sum(dim=1)
+
+    def posterior(self, validity: bool = False, **mcmc: Any) -> Any:
+        r"""p(θ | x_obs) ∝ Π_i q(x_obs,i | θ) p(θ), sampled by MCMC over many chains (MALA by default).
+
+        ``validity=True`` multiplies in P(valid | θ), a classifier fitted on the store's rows by ``fit(store)``:
+        p(θ | x_obs) ∝ P(valid | θ) Π_i q(x_obs,i | θ) p(θ). The emulator is trained on valid simulations only,
+        so it models p(x | θ, valid); when the failure rate depends on θ, the simulator's actual likelihood of
+        a (valid) observation is P(valid | θ) p(x | θ, valid), and leaving the factor out over-weights regions
+        where the simulator often fails. It matters when failures are frequent and θ-dependent; it costs one
+        small MLP evaluation per likelihood call (negligible next to the emulator).
+
+        ``mcmc`` sets :class:`~simgen.mcmc.MCMCPosterior`'s options: ``method=`` (``"mala"``, ``"hmc"`` or
+        ``"slice"`` — the one for emulators whose ``log_prob`` has no gradient), ``num_chains=``, ``warmup=``,
+        ``thin=``, ``num_init=``, ``num_leapfrog=``, ``target_accept=``, ``monitor=`` (mode-invariant functions
+        of θ for R̂/ESS) and ``progress=``. Each call's split-R̂ and ESS are in ``.last_run``.
+
+        Raises:
+            ValueError: no prior, or ``validity=True`` for an emulator not fitted from a store.
+        """
+        from ..mcmc import MCMCPosterior
+
+        self._require_fitted()
+        if self.prior is None:
+            raise ValueError("posterior() needs a prior: construct LikelihoodEstimator(prior=..., ...)")
+        if validity and self.validity is None:
+            raise ValueError(
+                "posterior(validity=True) needs the classifier P(valid | θ), which is fitted from a campaign "
+                "store's valid and failed rows: fit the emulator with emu.fit('runs.h5') (a store written by "
+                "simgen.simulate(..., store='runs.h5'))"
+            )
+        return MCMCPosterior(self, self.prior, validity=self.validity if validity else None, **mcmc)

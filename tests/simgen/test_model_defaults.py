@@ -1,0 +1,38 @@
+"""A model name stands for the family that suits the data: ``model="flow"`` on maps is the map flow."""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Independent, Uniform
+
+import simgen
+from simgen.models import Flow, MapFlow, model_for
+
+PRIOR = Independent(Uniform(torch.zeros(1), torch.ones(1)), 1)
+
+
+def test_model_for_maps_the_flow_to_the_map_flow_on_maps_only() -> None:
+    assert model_for("flow", "map") == "mapflow"
+    for kind in ("vector", "set", "sequence"):
+        assert model_for("flow", kind) == "flow"
+    assert model_for("diffusion", "map") == "diffusion"
+
+
+def test_a_likelihood_flow_on_maps_is_a_map_flow_and_saves_as_one(tmp_path) -> None:
+    g = torch.Generator().manual_seed(0)
+    theta = torch.rand(64, 1, generator=g)
+    x = theta[:, :, None] * torch.randn(64, 4, 4, generator=g)  # [n, 4, 4] maps
+    est = simgen.LikelihoodEstimator(PRIOR, model="flow")
+    est.fit(theta, x, max_epochs=1, progress=False, seed=0)
+    assert isinstance(est.density.density, MapFlow)
+    est.save(str(tmp_path / "m.pt"))
+    loaded = simgen.load(str(tmp_path / "m.pt"))
+    assert isinstance(loaded.density.density, MapFlow)
+    torch.testing.assert_close(loaded.log_prob(x[:3], theta[:3]), est.log_prob(x[:3], theta[:3]))
+    # a vector x keeps the flow on vectors; a posterior's y (θ) is a vector whatever x is
+    flat = simgen.LikelihoodEstimator(PRIOR, model="flow")
+    flat.fit(theta, x.reshape(64, 16), max_epochs=1, progress=False, seed=0)
+    assert isinstance(flat.density.density, Flow)
+    post = simgen.PosteriorEstimator(PRIOR, model="flow")
+    post.fit(theta, x, max_epochs=1, progress=False, seed=0)
+    assert isinstance(post.density.density, Flow)
