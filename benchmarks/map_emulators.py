@@ -13,8 +13,9 @@ fit each family as ``LikelihoodEstimator(prior, model=family)`` with no other se
 * peak-count |z|: the largest two-sample z-score of the mean peak counts per height bin over those θ;
 * training time, epochs, time to sample 1,000 maps at one θ, and network evaluations per map when sampling.
 
-Families: ``mapflow`` (:class:`~simgen.models.MapFlow`), ``flow`` (the spline flow on flattened pixels),
-``maf`` (the package's MAF on flattened pixels), any other registered model string, and ``sbi`` (sbi's NLE with
+Families: ``mapflow`` (:class:`~simgen.models.MapFlow`, what ``model="flow"`` builds for maps), ``flow`` (the
+spline flow :class:`~simgen.models.Flow` on flattened pixels), ``maf`` (the package's MAF on flattened pixels),
+any other registered model string (resolved for maps as the estimator does), and ``sbi`` (sbi's NLE with
 its MAF on flattened pixels; sbi standardises x itself). A JSON file (``--out``) is rewritten after every row.
 
     OMP_NUM_THREADS=1 python benchmarks/map_emulators.py --families mapflow,flow --size 16 --num-maps 10000
@@ -116,7 +117,8 @@ class SbiEmulator:
 
 
 def family_model(name: str, mapflow_config: dict[str, Any]) -> Any:
-    return {"mapflow": MapFlow(**mapflow_config), "flow": "flow", "maf": Flow(kind="maf")}.get(name, name)
+    # a Flow object, not the string: model="flow" on maps resolves to the map flow
+    return {"mapflow": MapFlow(**mapflow_config), "flow": Flow(), "maf": Flow(kind="maf")}.get(name, name)
 
 
 def evaluations_per_map(name: str, emu: Any, d: int) -> str:

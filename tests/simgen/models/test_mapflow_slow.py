@@ -5,8 +5,8 @@ import torch
 
 import simgen
 import simulators
+from simgen.diagnostics.maps import binned_power_spectrum
 from simgen.models import MapFlow
-from simulators.statistics import binned_power_spectrum
 
 
 def _pairs(sim, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
