@@ -13,8 +13,9 @@ fit each family as ``LikelihoodEstimator(prior, model=family)`` with no other se
 * peak-count |z|: the largest two-sample z-score of the mean peak counts per height bin over those θ;
 * training time, epochs, time to sample 1,000 maps at one θ, and network evaluations per map when sampling.
 
-Families: ``mapflow`` (:class:`~simgen.models.MapFlow`), ``flow`` (the spline flow on flattened pixels),
-``maf`` (the package's MAF on flattened pixels), any other registered model string, and ``sbi`` (sbi's NLE with
+Families: ``mapflow`` (:class:`~simgen.models.MapFlow`, what ``model="flow"`` builds for maps), ``flow`` (the
+spline flow :class:`~simgen.models.Flow` on flattened pixels), ``maf`` (the package's MAF on flattened pixels),
+any other registered model string (resolved for maps as the estimator does), and ``sbi`` (sbi's NLE with
 its MAF on flattened pixels; sbi standardises x itself). A JSON file (``--out``) is rewritten after every row.
 
     OMP_NUM_THREADS=1 python benchmarks/map_emulators.py --families mapflow,flow --size 16 --num-maps 10000
@@ -115,8 +116,9 @@ class SbiEmulator:
         return y.transpose(0, 1).reshape(len(thetas), n, *self.x_shape)
 
 
-def family_model(name: str) -> Any:
-    return {"mapflow": MapFlow(), "flow": "flow", "maf": Flow(kind="maf")}.get(name, name)
+def family_model(name: str, mapflow_config: dict[str, Any]) -> Any:
+    # a Flow object, not the string: model="flow" on maps resolves to the map flow
+    return {"mapflow": MapFlow(**mapflow_config), "flow": Flow(), "maf": Flow(kind="maf")}.get(name, name)
 
 
 def evaluations_per_map(name: str, emu: Any, d: int) -> str:
@@ -144,6 +146,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-time", type=float, default=None, help="training time cap per family (s)")
+    parser.add_argument("--mapflow-config", default="{}", help='MapFlow arguments as JSON, e.g. \'{"blocks": 1}\'')
     parser.add_argument("--out", default="map_emulators.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -167,7 +170,7 @@ def main() -> None:
             emu.fit(theta, x)
             epochs = emu.epochs
         else:
-            emu = simgen.LikelihoodEstimator(sim.prior, model=family_model(name))
+            emu = simgen.LikelihoodEstimator(sim.prior, model=family_model(name, json.loads(args.mapflow_config)))
             settings = {} if args.max_time is None else {"max_time": args.max_time}
             epochs = emu.fit(theta, x, seed=args.seed, progress=False, **settings).epochs
         train_s = time.perf_counter() - start
@@ -179,7 +182,8 @@ def main() -> None:
         sample_s = time.perf_counter() - start
         emu_maps = emu.sample_batched(args.num_samples, theta_c).float()
         ratio, ratio_z, peak_z = _spectrum_and_peaks(sim_maps, emu_maps)
-        row = dict(family=name, setting=setting, num_maps=args.num_maps, gap_per_pixel=gap, gap_se=se,
+        row = dict(family=name, setting=setting, mapflow_config=args.mapflow_config if name == "mapflow" else None,
+                   num_maps=args.num_maps, gap_per_pixel=gap, gap_se=se,
                    gap_per_map=gap * pixels, worst_cl_ratio=ratio, worst_cl_z=ratio_z, peak_count_max_z=peak_z,
                    train_seconds=train_s, epochs=epochs, sample_1000_seconds=sample_s,
                    evaluations_per_map=evaluations_per_map(name, emu, pixels), threads=args.threads)

@@ -26,9 +26,10 @@ class MapFlow(ConditionalDensity):
 
         u₀ = (y − a(c)) ⊙ e^{−s(c)},   u_{l} = F_l(g_l(u_{l−1}; c); c),  l = 1 … L,   z = u_L,
 
-    with per-channel shift a and log-scale s, g_l a monotone rational-quadratic spline applied to every pixel
-    of a channel alike (Durkan et al. 2019, "Neural Spline Flows", arXiv:1906.04032; identity tails outside
-    ``[-tail_bound, tail_bound]``), and F_l an isotropic circulant filter,
+    with a shift a and log-scale s per channel (per pixel with ``stationary=False``), g_l a monotone
+    rational-quadratic spline applied to every pixel of a channel alike (Durkan et al. 2019, "Neural Spline
+    Flows", arXiv:1906.04032; identity tails outside ``[-tail_bound, tail_bound]``), and F_l an isotropic
+    circulant filter,
 
         F(u) = ifft2(γ(|k|; c) ⊙ fft2(u)),   γ > 0,
 
@@ -36,17 +37,17 @@ class MapFlow(ConditionalDensity):
     frequency grid (|k|² = (k_y/H)² + (k_x/W)², modes of equal |k| share one γ). All parameters are small
     networks of the context c, evaluated once per context row. The change of variables is exact:
 
-        log p(y | c) = log N(z; 0, I) − HW Σ_ch s_ch + Σ_l [Σ_pixels log g_l′ + Σ_ch Σ_k log γ_l(|k|)].
+        log p(y | c) = log N(z; 0, I) − Σ_pixels s + Σ_l [Σ_pixels log g_l′ + Σ_ch Σ_k log γ_l(|k|)].
 
-    Every layer commutes with translations on the torus (g acts pixel-wise, F is a convolution, a and s are
-    constants per channel) and N(0, I) is invariant under them, so log p(shift(y) | c) = log p(y | c) for any
-    shift; F also commutes with the lattice's reflections and quarter turns. This is the translation- and
-    rotation-equivariant flow of Dai & Seljak (2022, "Translation and rotation equivariant normalizing flow
-    (TRENF) for optimal cosmological analysis", arXiv:2202.05282), with the spectra and splines conditioned on
-    c. One block (L = 1, g = identity) is exactly a stationary Gaussian field with conditional power spectrum
-    P(|k| | c) = e^{2s} / γ(|k|)²; the splines add one-point non-Gaussianity such as a lognormal field's
-    (y = e^{G} − κ₀ with G Gaussian is exactly g = log, then F), and further blocks mix the two. Channels
-    are filtered separately (no cross-spectra).
+    With ``stationary=True`` (default) every layer commutes with translations on the torus (g acts
+    pixel-wise, F is a convolution, a and s are constants per channel) and N(0, I) is invariant under them, so
+    log p(shift(y) | c) = log p(y | c) for any shift; F also commutes with the lattice's reflections and
+    quarter turns. This is the translation- and rotation-equivariant flow of Dai & Seljak (2022, "Translation
+    and rotation equivariant normalizing flow (TRENF) for optimal cosmological analysis", arXiv:2202.05282),
+    with the spectra and splines conditioned on c. One block (L = 1, g = identity) is exactly a stationary
+    Gaussian field with conditional power spectrum P(|k| | c) = e^{2s} / γ(|k|)²; the splines add one-point
+    non-Gaussianity such as a lognormal field's (y = e^{G} − κ₀ with G Gaussian is exactly g = log, then F),
+    and further blocks mix the two. Channels are filtered separately (no cross-spectra).
 
     Every conditioner's last layer starts at zero and the splines at the identity (equal bins, unit knot
     derivatives), so a fresh model is N(0, I) on the standardised pixels.
@@ -56,13 +57,22 @@ class MapFlow(ConditionalDensity):
         hidden_features: width of the conditioner networks (two hidden layers).
         num_bins: spline bins.
         tail_bound: spline interval half-width, in the units of the standardised, rescaled map u.
+        stationary: ``False`` gives a and s one value per pixel (a non-stationary mean and variance map, for
+            fields that are not statistically homogeneous); the model is then no longer translation-invariant.
     """
 
     family = "mapflow"
     data_kinds = frozenset({"map"})
     training_defaults = {"max_batch_size": 512, "learning_rate": 2e-3}
 
-    def __init__(self, blocks: int = 2, hidden_features: int = 64, num_bins: int = 8, tail_bound: float = 5.0) -> None:
+    def __init__(
+        self,
+        blocks: int = 2,
+        hidden_features: int = 64,
+        num_bins: int = 8,
+        tail_bound: float = 5.0,
+        stationary: bool = True,
+    ) -> None:
         super().__init__()
         if blocks < 1 or hidden_features < 1 or num_bins < 1:
             raise ValueError(f"blocks, hidden_features and num_bins must be >= 1; got {blocks}, {hidden_features}, "
@@ -73,10 +83,11 @@ class MapFlow(ConditionalDensity):
         self.hidden_features = int(hidden_features)
         self.num_bins = int(num_bins)
         self.tail_bound = float(tail_bound)
+        self.stationary = bool(stationary)
 
     def config(self) -> dict[str, Any]:
         return dict(blocks=self.blocks, hidden_features=self.hidden_features, num_bins=self.num_bins,
-                    tail_bound=self.tail_bound)
+                    tail_bound=self.tail_bound, stationary=self.stationary)
 
     # ------------------------------------------------------------------------------------------- building
     def _build(self) -> None:
@@ -98,7 +109,9 @@ class MapFlow(ConditionalDensity):
         self.num_radii = len(radii)
         f = self.context_features
         k = self.num_bins
-        self.shift_scale = _Conditioner(f, 2 * c, self.hidden_features)
+        # one shift and log-scale per channel, or per pixel for a non-stationary field
+        self._affine_shape = (c, 1, 1) if self.stationary else (c, h, w)
+        self.shift_scale = _Conditioner(f, 2 * math.prod(self._affine_shape), self.hidden_features)
         self.splines = nn.ModuleList()
         self.filters = nn.ModuleList()
         for _ in range(self.blocks):
@@ -110,10 +123,10 @@ class MapFlow(ConditionalDensity):
 
     # ------------------------------------------------------------------------------------------ transform
     def _layer_params(self, c: Tensor | None, n: int) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
-        """Every layer's parameters for ``n`` rows: shift, log-scale ``[n, C]``; per block the spline's
-        ``[n, C, 3K − 1]`` and the filter's log γ ``[n, C, R]``."""
+        """Every layer's parameters for ``n`` rows: shift, log-scale ``[n, C, 1, 1]`` (``[n, C, H, W]`` when
+        not stationary); per block the spline's ``[n, C, 3K − 1]`` and the filter's log γ ``[n, C, R]``."""
         ch = self._chw[0]
-        shift, log_scale = self.shift_scale(c, n).reshape(n, 2, ch).unbind(1)
+        shift, log_scale = self.shift_scale(c, n).reshape(n, 2, *self._affine_shape).unbind(1)
         splines = [s(c, n).reshape(n, ch, 3 * self.num_bins - 1) for s in self.splines]
         filters = [f(c, n).reshape(n, ch, self.num_radii) for f in self.filters]
         return shift, log_scale, splines, filters
@@ -132,8 +145,8 @@ class MapFlow(ConditionalDensity):
     def _to_latent(self, y: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         n = y.shape[0]
         shift, log_scale, splines, filters = self._layer_params(c, n)
-        u = (y.reshape(n, *self._chw) - shift[:, :, None, None]) * torch.exp(-log_scale)[:, :, None, None]
-        log_det = -self._chw[1] * self._chw[2] * log_scale.sum(1)
+        u = (y.reshape(n, *self._chw) - shift) * torch.exp(-log_scale)
+        log_det = -log_scale.sum((1, 2, 3)) * (math.prod(self._chw) // math.prod(self._affine_shape))
         for spline, log_gain in zip(splines, filters, strict=True):
             u, ld_spline = self._spline(u, spline, inverse=False)
             u, ld_filter = self._filter(u, log_gain, 1.0)
@@ -164,7 +177,7 @@ class MapFlow(ConditionalDensity):
         for spline, log_gain in zip(reversed(splines), reversed(filters), strict=True):
             u, _ = self._filter(u, log_gain, -1.0)
             u, _ = self._spline(u, spline, inverse=True)
-        y = u * torch.exp(log_scale)[:, :, None, None] + shift[:, :, None, None]
+        y = u * torch.exp(log_scale) + shift
         y = y.reshape(m, n, *self.y_shape)
         return y[0] if c is None else y
 

@@ -16,11 +16,12 @@ def _perturbed(model: MapFlow, scale: float = 0.3, seed: int = 0) -> MapFlow:
     return model
 
 
+@pytest.mark.parametrize("stationary", [True, False])
 @pytest.mark.parametrize("y_shape", [(4, 4), (2, 4, 6)])
-def test_log_prob_is_the_change_of_variables(y_shape):
+def test_log_prob_is_the_change_of_variables(y_shape, stationary):
     """log p equals log N(z) + log|det ∂z/∂y| with a brute-force Jacobian of the model's own map y ↦ z."""
     torch.manual_seed(0)
-    model = _perturbed(MapFlow(blocks=2, hidden_features=8).build(y_shape, 3).double())
+    model = _perturbed(MapFlow(blocks=2, hidden_features=8, stationary=stationary).build(y_shape, 3).double())
     y, c = 1.5 * torch.randn(3, *y_shape, dtype=torch.float64), torch.randn(3, 3, dtype=torch.float64)
     d = math.prod(y_shape)
     log_p = model.log_prob(y, c)
@@ -75,9 +76,10 @@ def test_log_prob_is_invariant_under_every_shift_on_the_torus(y_shape):
         torch.testing.assert_close(model.log_prob(torch.flip(y, (-1,)), c), base, rtol=0, atol=1e-9)
 
 
-def test_sampling_inverts_the_latent_map():
+@pytest.mark.parametrize("stationary", [True, False])
+def test_sampling_inverts_the_latent_map(stationary):
     torch.manual_seed(3)
-    model = _perturbed(MapFlow(blocks=2, hidden_features=8).build((6, 6), 2).double())
+    model = _perturbed(MapFlow(blocks=2, hidden_features=8, stationary=stationary).build((6, 6), 2).double())
     c = torch.randn(2, 2, dtype=torch.float64)
     with torch.no_grad():
         y = model.sample(4, c, generator=torch.Generator().manual_seed(5))
@@ -88,10 +90,11 @@ def test_sampling_inverts_the_latent_map():
 
 
 def test_a_fresh_model_is_the_standard_normal():
-    model = MapFlow().build((4, 4), 3)
     y, c = torch.randn(5, 4, 4), torch.randn(5, 3)
     expected = torch.distributions.Normal(0.0, 1.0).log_prob(y).sum((1, 2))
-    torch.testing.assert_close(model.log_prob(y, c), expected)
+    for stationary in (True, False):
+        model = MapFlow(stationary=stationary).build((4, 4), 3)
+        torch.testing.assert_close(model.log_prob(y, c), expected)
 
 
 def test_unconditional_model_and_bad_arguments():
