@@ -223,14 +223,17 @@ def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, 
     """A :class:`~simgen.LikelihoodEstimator` of ``[likelihood]`` fitted on (θ, x), seed ``config.seed``."""
     import simgen
 
-    from .models import make_model
+    from .estimators import infer_x_kind
+    from .models import make_model, model_for
 
     spec = config.likelihood
     theta, x = theta[: spec.num_train], x[: spec.num_train]
-    emu = simgen.LikelihoodEstimator(simulator.prior, make_model(spec.model, spec.options), simulator=simulator,
-                                     device=_device(config))
+    # the model name stands for the family that suits x (model="flow" on maps is the map flow)
+    kind = getattr(simulator, "x_kind", None) or infer_x_kind(tuple(x.shape[1:]))
+    family = make_model(model_for(spec.model, kind), spec.options)
+    emu = simgen.LikelihoodEstimator(simulator.prior, family, simulator=simulator, device=_device(config))
     history = emu.fit(theta, x, seed=config.seed, progress=progress, **spec.training)
-    say(f"  emulator ({spec.model}, {theta.shape[0]} simulations): {history.epochs} epochs in "
+    say(f"  emulator ({family.family}, {theta.shape[0]} simulations): {history.epochs} epochs in "
         f"{history.wall_time:.0f} s, best validation loss {history.best_validation_loss:.3f}")
     return emu
 

@@ -21,7 +21,7 @@ def test_embedded_default_is_cosmology_maps_with_both_directions():
     config, sim = load_config()
     assert config.simulator == "cosmology_maps" and sim.x_shape == (32, 32)
     assert config.posterior.enabled and config.posterior.embedding == "power_spectrum"
-    assert config.emulator.enabled and config.emulator.model == "vae"
+    assert config.likelihood.enabled and config.likelihood.model == "flow"
     assert config.held_out == 3 and config.num_simulations == BUDGETS["default"]["num_simulations"]
     assert "[simulator]" in DEFAULT_CONFIG
 
