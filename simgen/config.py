@@ -114,7 +114,7 @@ class RunConfig:
     workers: int = 0
     executor: str = ""
     posterior: ModelConfig = field(default_factory=lambda: ModelConfig(True, "flow"))
-    likelihood: ModelConfig = field(default_factory=lambda: ModelConfig(False, "vae"))
+    likelihood: ModelConfig = field(default_factory=lambda: ModelConfig(False, "flow"))
     held_out: int = 3
     theta_obs: list[list[float]] | None = None
     obs_file: str | None = None
@@ -176,9 +176,7 @@ embedding = "power_spectrum"           # log power in shells of |m| -> MLP (suff
 training = { patience = 15 }
 
 [likelihood]
-model = "vae"                          # convolutional VAE emulator of the maps
-num_train = 20000                      # its first 20 000 maps, in small steps: about two passes in its budget
-training = { batch_size = 64 }
+model = "flow"                         # on maps the map flow (MapFlow): exact log p, one-pass sampling
 
 [observations]                         # held-out simulations (3; 2 with budget "tiny"), compared with the
                                        # exact posterior
@@ -216,7 +214,8 @@ executor = ""                # "" (local), "dask" (a local dask cluster) or "tcp
 
 [posterior]                  # p(theta | x), amortised over x
 enabled = true
-model = "flow"               # "flow" | "cnf" | "diffusion" | "vae" (the families installed)
+model = "flow"               # "flow" | "mapflow" | "cnf" | "diffusion" | "vae" (the families installed;
+                             # "flow" on maps is the map flow)
 embedding = "auto"           # "auto" (CNN for maps, none for vectors) | "power_spectrum" (maps) | "flatten"
 options = {}                 # the family's constructor arguments, e.g. { transforms = 5, hidden_features = 64 }
 training = {}                # TrainingConfig fields, e.g. { max_epochs = 100, max_time = 60, batch_size = 256 }
@@ -224,7 +223,7 @@ training = {}                # TrainingConfig fields, e.g. { max_epochs = 100, m
 
 [likelihood]                 # p(x | theta), an emulator (surrogate) of the simulator
 enabled = false
-model = "flow"               # "flow" | "cnf" | "diffusion" | "vae"
+model = "flow"               # "flow" (on maps: "mapflow") | "cnf" | "diffusion" | "vae"
 mcmc = false                 # also infer theta by MCMC on the emulator's likelihood
 options = {}
 training = {}

@@ -13,7 +13,7 @@ helper                         section
 ``add_posterior``              corner plot of posterior draws for one observation (truth, reference, C2ST)
 ``add_calibration``            SBC ranks and expected coverage (HPD/TARP), with their verdicts
 ``add_posterior_predictive``   the posterior predictive check
-``add_emulator_comparison``    emulator vs simulator: table, histograms or maps and power spectra
+``add_likelihood_comparison``  an emulator vs the simulator: table, histograms or maps and power spectra
 =============================  ==============================================================================
 
 Example::
@@ -33,6 +33,7 @@ import html
 import io
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,9 +309,9 @@ class Report:
             self.add_figure(fig, "posterior-predictive simulations (black: the observation)")
         return self
 
-    def add_emulator_comparison(self, comparison: Any, *, name: str = "Emulator vs simulator",
-                                max_theta: int = 2) -> Report:
-        """Section ``name`` for a :class:`simgen.diagnostics.EmulatorComparison`: verdict, per-θ table (C2ST,
+    def add_likelihood_comparison(self, comparison: Any, *, name: str = "Emulator vs simulator",
+                                  max_theta: int = 2) -> Report:
+        """Section ``name`` for a :class:`simgen.diagnostics.LikelihoodComparison`: verdict, per-θ table (C2ST,
         MMD², W1, likelihood gap), and for the first ``max_theta`` θ rows the histograms of each observable, or
         for maps the galleries and power spectra."""
         from . import plots
@@ -332,6 +333,12 @@ class Report:
                 flat = (sim.reshape(sim.shape[0], -1), emu.reshape(emu.shape[0], -1))
                 self.add_figure(plots.histograms(*flat), f"θ = ({theta}): each observable, simulated vs emulated")
         return self
+
+    def add_emulator_comparison(self, comparison: Any, **options: Any) -> Report:
+        """Deprecated name of :meth:`add_likelihood_comparison`."""
+        warnings.warn("Report.add_emulator_comparison is deprecated; use add_likelihood_comparison",
+                      DeprecationWarning, stacklevel=2)
+        return self.add_likelihood_comparison(comparison, **options)
 
     # ----------------------------------------------------------------------------------------- output
     def html(self) -> str:

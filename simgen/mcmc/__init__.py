@@ -25,9 +25,10 @@ from __future__ import annotations
 
 from .convergence import effective_sample_size, split_rhat
 from .gradient import HMCResult, hmc_sample, mala_sample
-from .posterior import MCMCPosterior, MCMCRun
+from .posterior import METHODS, MIN_DRAWS, MCMCPosterior, MCMCRun, Method
 from .sir import sir_init
 from .slice import slice_sample
+from .target import LogDensity
 
 __all__ = [
     "slice_sample",
@@ -39,4 +40,8 @@ __all__ = [
     "effective_sample_size",
     "MCMCRun",
     "MCMCPosterior",
+    "METHODS",
+    "MIN_DRAWS",
+    "Method",
+    "LogDensity",
 ]

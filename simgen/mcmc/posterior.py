@@ -3,7 +3,7 @@ r"""p(θ | x_obs) ∝ p(θ) Π_i q(x_obs,i | θ) for a likelihood emulator q, sa
 Chains start from SIR (:mod:`~simgen.mcmc.sir`), move by HMC/MALA in the prior's unconstrained space
 (:mod:`~simgen.mcmc.gradient`) or by slice sampling in θ (:mod:`~simgen.mcmc.slice`), and every run reports
 split-R̂ and bulk ESS (:mod:`~simgen.mcmc.convergence`). The likelihood is any object with
-``log_likelihood(θ, x_obs, generator=, grad=)``, ``device`` and the argument checks ``_check_theta``/``_check_x``
+``log_likelihood(θ, x_obs, generator=, grad=)``, ``device`` and the argument checks ``check_theta``/``check_x``
 (a :class:`~simgen.LikelihoodEstimator`); this module imports no estimator.
 """
 
@@ -225,8 +225,8 @@ class MCMCPosterior:
     def log_prob(self, theta: Any, x_obs: Any) -> Tensor:
         """Unnormalised log p(θ | x_obs) = Σ_i log q(x_obs,i | θ) + log p(θ) (+ log P(valid | θ) with a validity
         classifier) for θ ``[n, d_theta]``: ``[n]``."""
-        theta = self.likelihood._check_theta(theta)
-        x_obs = self.likelihood._check_x(x_obs, "x_obs")
+        theta = self.likelihood.check_theta(theta)
+        x_obs = self.likelihood.check_x(x_obs, "x_obs")
         with torch.no_grad():
             return self._target(x_obs, 0)(theta)
 
@@ -237,7 +237,7 @@ class MCMCPosterior:
         The run's diagnostics are in ``last_run`` afterwards (a warning is issued when they flag it)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"the number of samples must be a positive int; got {n!r}")
-        x_obs = self.likelihood._check_x(x_obs, "x_obs")
+        x_obs = self.likelihood.check_x(x_obs, "x_obs")
         start = time.perf_counter()
         if generator is None:
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
@@ -307,16 +307,21 @@ class MCMCPosterior:
                          "theta" if self.monitor is None else "monitor", r_hat, ess, acceptance, step,
                          time.perf_counter() - start, evaluations)
         draws = chains * per_chain
+        min_ess = min(400.0, 0.1 * draws)
         bad_rhat = torch.nonzero(r_hat > 1.05).flatten().tolist()
-        low_ess = torch.nonzero(ess < min(400.0, 0.1 * draws)).flatten().tolist()
+        low_ess = torch.nonzero(ess < min_ess).flatten().tolist()
         if bad_rhat or low_ess:
             what = "θ" if self.monitor is None else "monitor(θ)"
+            problems = []
+            if bad_rhat:
+                problems.append(f"{what} columns {bad_rhat} have R-hat > 1.05 "
+                                f"({[round(float(r_hat[i]), 3) for i in bad_rhat]})")
+            if low_ess:
+                problems.append(f"{what} columns {low_ess} have bulk ESS < {min_ess:.0f} "
+                                f"({[round(float(ess[i])) for i in low_ess]})")
             warnings.warn(
-                f"MCMC may not have converged: {what} columns {bad_rhat} have R-hat > 1.05 "
-                f"({[round(float(r_hat[i]), 3) for i in bad_rhat]}), columns {low_ess} have bulk ESS < "
-                f"{min(400.0, 0.1 * draws):.0f} ({[round(float(ess[i])) for i in low_ess]}). Run longer "
-                "(warmup=, thin=), or, for a posterior multimodal by symmetry, pass monitor= mode-invariant "
-                "functions of θ",
+                f"MCMC may not have converged: {'; '.join(problems)}. Run longer (warmup=, thin=), or, for a "
+                "posterior multimodal by symmetry, pass monitor= mode-invariant functions of θ",
                 RuntimeWarning, stacklevel=3,
             )
         return record
@@ -324,7 +329,7 @@ class MCMCPosterior:
     def sample_batched(self, n: int, xs: Any, *, generator: torch.Generator | None = None) -> Tensor:
         """``n`` draws for each of ``m`` single observations ``xs`` ``[m, *x_shape]``: ``[m, n, d_theta]``
         (``runs`` holds each observation's diagnostics)."""
-        xs = self.likelihood._check_x(xs, "xs")
+        xs = self.likelihood.check_x(xs, "xs")
         samples, runs = [], []
         for i in range(xs.shape[0]):
             samples.append(self.sample(n, xs[i : i + 1], generator=generator))

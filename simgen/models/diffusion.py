@@ -85,10 +85,13 @@ class Diffusion(ContinuousFlow):
     **Likelihood.** ``log_prob`` integrates the probability-flow ODE from the data (taken as x_{t_min},
     i.e. y = x_{t_min} / α_{t_min}; the error is of order σ_{t_min}²/α_{t_min}² = O(β_min t_min)) to t = 1,
     where p₁ is taken to be N(0, I) (the α₁ x₀ part of x₁ is neglected, α₁ ≈ 0.006), with the instantaneous
-    change of variables; exact divergence for D ≤ ``exact_trace_max_dim`` (16), Hutchinson's estimate above
-    (stochastic, unbiased in log p for the solver's trajectory; ``generator=`` freezes it). Costs and biases
+    change of variables; exact divergence for D ≤ ``exact_trace_max_dim`` (16), a stochastic estimate above
+    (Rademacher probes for vectors, coloured probes for maps; unbiased in log p for the solver's trajectory;
+    ``generator=`` freezes it; ``log_prob_with_se`` gives its standard error). Costs and biases
     are those of :class:`~simgen.models.cnf.ContinuousFlow`; the ODE model's density is the density of *its*
     samples (ODE method ``"dopri5"``), not of the SDE sampler's, which differ by the score's error.
+
+    For ``schedule="edm"`` the data end is σ_min = 0.002 and the prior N(0, σ_max² I) in x = x_t/α_t.
 
     ``method="edm"`` is EDM's deterministic Heun sampler on ``steps`` noise levels spaced with ρ = 7 from the
     schedule's σ at t = 1 to its data end, then to 0 (:func:`~simgen.models.ode.heun_denoiser`; 2·steps − 1

@@ -28,7 +28,7 @@ class PowerSpectrumEmbedding(nn.Module):
     N = 64): for a stationary isotropic Gaussian field, whose pixel power depends on :math:`|m|` alone, these
     sums are sufficient statistics, so the posterior given the embedding can be the exact one.
     ``shells="radial"`` uses bins :math:`b = \lfloor |m| + \tfrac12 \rfloor` (as
-    :func:`simulators.statistics.binned_power_spectrum`, plus the corners: 23 bins for N = 32), fewer and
+    :func:`simgen.diagnostics.maps.binned_power_spectrum`, plus the corners: 23 bins for N = 32), fewer and
     less noisy features that lose some information. :math:`m = 0` is left out. Maps with channels
     ``[n, C, N, N]`` are averaged over channels shell by shell (i.i.d. patches).
 

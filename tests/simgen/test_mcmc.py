@@ -128,10 +128,10 @@ class ExactGaussianLikelihood:
     def log_likelihood(self, theta, x_obs, generator=None, grad=False):
         return torch.distributions.Normal(theta[:, None, :], self.noise).log_prob(x_obs[None]).sum((1, 2))
 
-    def _check_x(self, x, name):
+    def check_x(self, x, name):
         return torch.as_tensor(x, dtype=torch.float32).reshape(-1, 2)
 
-    def _check_theta(self, theta, name="theta"):
+    def check_theta(self, theta, name="theta"):
         return torch.as_tensor(theta, dtype=torch.float32).reshape(-1, 2)
 
 

@@ -64,7 +64,7 @@ def test_report_with_every_section_is_one_self_contained_file(tmp_path):
     report.add_calibration(sbc=D.sbc(post, theta, x, num_samples=50, seed=0),
                            coverage=D.coverage(post, theta, x, num_samples=50, seed=0), labels=["a", "b"])
     report.add_posterior_predictive(D.posterior_predictive(post, sim, x[0], num_samples=200, seed=0))
-    report.add_emulator_comparison(D.compare_likelihood(SimulatorAsEmulator(sim), sim, theta[:1], num_samples=100,
+    report.add_likelihood_comparison(D.compare_likelihood(SimulatorAsEmulator(sim), sim, theta[:1], num_samples=100,
                                                         seed=0, gap=False))
     report.section("Notes").add_table([["seed", 0], ["device", "cpu"]], header=["setting", "value"])
     path = report.write(tmp_path / "out" / "report.html")

@@ -493,3 +493,12 @@ def test_ginkgo_tree_likelihood_is_finite_on_simulated_showers(chain):
 
     _, _, _, z = chain
     assert torch.isfinite(ginkgo_tree_log_likelihood(z.shower)).all()
+
+
+def test_described_classes_keep_their_module_path():
+    """A store records its simulator's and proposal's class as ``module.qualname`` and refuses to resume on a
+    difference: the package split keeps the path the single module wrote."""
+    from simulators.collider import LogUniformBox
+
+    for cls in (Collider, ColliderDetector, LogUniformBox):
+        assert f"{cls.__module__}.{cls.__qualname__}" == f"simulators.collider.{cls.__name__}"

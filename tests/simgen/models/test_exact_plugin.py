@@ -96,11 +96,12 @@ class ExactVelocity(_GaussianField):
 def plugged(family: str, x_train: torch.Tensor, power: torch.Tensor, **options) -> TransformedDensity:
     """The family with its network replaced by the exact field, wrapped as the estimator wraps it (maps: one
     scalar standardisation per channel, fitted on ``x_train``)."""
-    standardize = Standardize((SIZE, SIZE), per_channel=True).fit(x_train.float())
+    size = x_train.shape[-1]
+    standardize = Standardize((size, size), per_channel=True).fit(x_train.float())
     if family == "diffusion_edm":
         options = dict(options, schedule="edm")
     model = (CNF if family == "cnf" else Diffusion)(channels=(8,), blocks_per_level=1, attention=False,
-                                                    **options).build((SIZE, SIZE), None)
+                                                    **options).build((size, size), None)
     model.net = (ExactDenoiser(power, standardize, model) if family.startswith("diffusion")
                  else ExactVelocity(power, standardize))
     return TransformedDensity(model, standardize, None, None)
@@ -168,3 +169,20 @@ def test_deterministic_samplers_with_the_exact_field_draw_the_field(field, famil
     reference = exact_log_likelihood(gaussian_field(256, power, torch.Generator().manual_seed(4)), power)
     z = (ll.mean() - reference.mean()) / math.sqrt(ll.var() / 256 + reference.var() / 256)
     assert z.abs() < 4
+
+
+def test_standard_error_is_zero_for_the_exact_trace_and_probe_counts_are_checked():
+    model = CNF(hidden_features=8, num_blocks=1, time_features=4, log_prob_method="rk4", log_prob_steps=2)
+    model.build((3,), None)
+    with torch.no_grad():  # a fresh network is zero: its Jacobian is diagonal and every probe exact
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    y = torch.randn(4, 3)
+    logp, se = model.log_prob_with_se(y, None)
+    assert torch.equal(se, torch.zeros(4)) and torch.allclose(logp, model.log_prob(y, None))
+    _, se = model.log_prob_with_se(y, None, exact=False, num_probes=3)
+    assert (se > 0).all()
+    with pytest.raises(ValueError, match="num_probes"):
+        model.log_prob(y, None, exact=False, num_probes=0)
+    with pytest.raises(ValueError, match="trace_probes"):
+        CNF(trace_probes="gaussian")
