@@ -122,11 +122,12 @@ def _gaussian_field(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.T
     return theta, torch.fft.ifft2(power.sqrt() * torch.fft.fft2(white)).real
 
 
-def test_trains_samples_and_round_trips_through_an_estimator(tmp_path):
+@pytest.mark.parametrize("stationary", [True, False])
+def test_trains_samples_and_round_trips_through_an_estimator(tmp_path, stationary):
     torch.manual_seed(0)
     theta, x = _gaussian_field(512, 8, seed=0)
     prior = torch.distributions.Independent(torch.distributions.Uniform(torch.zeros(2), torch.tensor([1.0, 2.0])), 1)
-    emu = simgen.LikelihoodEstimator(prior, model=MapFlow(blocks=1, hidden_features=16))
+    emu = simgen.LikelihoodEstimator(prior, model=MapFlow(blocks=1, hidden_features=16, stationary=stationary))
     history = emu.fit(theta, x, seed=0, progress=False, max_epochs=3)
     assert history.validation_loss[-1] < history.validation_loss[0]
     maps = emu.sample(6, theta[0], generator=torch.Generator().manual_seed(0))
