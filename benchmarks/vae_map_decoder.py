@@ -9,6 +9,7 @@ On ``cosmology_maps`` (``--size`` × ``--size``, Gaussian field with shape noise
   p̂_K the IWAE estimate at K = ``--iwae-samples`` (biased low: the gap includes the IWAE bias);
 * the emulated over the simulated mean binned power spectrum (:func:`simgen.diagnostics.maps.binned_power_spectrum`)
   per ℓ bin at ``--num-theta`` prior draws of θ, ``--num-samples`` maps each, with the |z| of each bin;
+* the mean KL(q(z | x, θ) ‖ p(z | θ)) over the held-out pairs (nats/map: how much the code z is used);
 * training time and epochs.
 
 A JSON file (``--out``) is rewritten after every decoder.
@@ -77,6 +78,12 @@ def main() -> None:
         with torch.no_grad():
             log_q = emu.log_prob(x_t, theta_t, generator=torch.Generator().manual_seed(args.seed + 4)).double()
             emu_maps = emu.sample_batched(args.num_samples, theta_c, generator=torch.Generator().manual_seed(5))
+            density = emu.density  # the VAE sees standardised maps and embedded, standardised θ
+            c_std = density.standardized_context(theta_t)
+            u, _ = density.to_latent(x_t, c_std)
+            c_emb = density.embed(c_std)
+            vae = density.density
+            kl = torch.distributions.kl_divergence(vae.encode(u, c_emb), vae.prior_distribution(c_emb)).mean().item()
         diff = (exact - log_q) / pixels
         gap, se = diff.mean().item(), (diff.std() / len(diff) ** 0.5).item()
         ps_emu = binned_power_spectrum(emu_maps.float()).double()
@@ -86,11 +93,12 @@ def main() -> None:
         row = dict(decoder=decoder, size=args.size, num_maps=args.num_maps, num_test=args.num_test,
                    iwae_samples=args.iwae_samples, gap_per_pixel=gap, gap_se=se, gap_per_map=gap * pixels,
                    ell=ell.tolist(), cl_ratio=ratio.tolist(), cl_z=z.tolist(),
-                   worst_cl_ratio=ratio.reshape(-1)[(ratio - 1).abs().argmax()].item(),
+                   worst_cl_ratio=ratio.reshape(-1)[(ratio - 1).abs().argmax()].item(), kl_per_map=kl,
                    train_seconds=train_s, epochs=history.epochs, threads=args.threads)
         rows.append(row)
-        print(f"{decoder:>9}: gap {gap:.4f} ± {se:.4f} nats/pixel ({gap * pixels:.1f} nats/map); train "
-              f"{train_s:.0f} s ({history.epochs} epochs); worst C_l ratio {row['worst_cl_ratio']:.3f}", flush=True)
+        print(f"{decoder:>9}: gap {gap:.4f} ± {se:.4f} nats/pixel ({gap * pixels:.1f} nats/map); KL(q‖p) "
+              f"{kl:.2f} nats/map; train {train_s:.0f} s ({history.epochs} epochs); worst C_l ratio "
+              f"{row['worst_cl_ratio']:.3f}", flush=True)
         print("           C_l ratio per bin (rows: theta): ell = " + " ".join(f"{v:.0f}" for v in ell), flush=True)
         for r, zz in zip(ratio, z, strict=True):
             print("           " + " ".join(f"{v:.3f}" for v in r) + "   |z| max " + f"{zz.abs().max():.1f}",
