@@ -30,10 +30,11 @@ class VAE(ConditionalDensity):
       (``"learned"``; unconditional models learn one μ_p, σ_p);
     * decoder p(y | z, c): a diagonal Gaussian N(μ(z, c), diag σ²) whose σ is a network output
       (``decoder_variance="heteroscedastic"``) or one learned scale per dimension of y (``"learned"``), or a
-      Bernoulli with logits ℓ(z, c) for binary y (``likelihood="bernoulli"``); for maps on a torus, with
-      ``decoder_noise="fourier"``, a stationary Gaussian N(μ(z, c), Σ(c)) whose covariance is diagonal in the
-      orthonormal 2-D Fourier basis, Σ(c) = F* diag P(|k| | c) F, with the conditional power spectrum P (one
-      value per channel and radius |k|) the output of a small network of c (:class:`~.fourier.StationaryNormal`);
+      Bernoulli with logits ℓ(z, c) for binary y (``likelihood="bernoulli"``); for maps on a torus
+      (``decoder_noise="fourier"``, the default for Gaussian maps), a stationary Gaussian N(μ(z, c), Σ(c))
+      whose covariance is diagonal in the orthonormal 2-D Fourier basis, Σ(c) = F* diag P(|k| | c) F, with the
+      conditional power spectrum P (one value per channel and radius |k|) the output of a small network of c
+      (:class:`~.fourier.StationaryNormal`);
     * encoder q(z | y, c) = N(m(y, c), diag s(y, c)²), reparameterised z = m + s ⊙ ε, ε ~ N(0, I)
       (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", arXiv:1312.6114; Sohn et al. 2015 for the
       conditional form).
@@ -84,11 +85,13 @@ class VAE(ConditionalDensity):
         num_blocks: residual blocks of the MLPs (vectors) or per resolution level (maps).
         channels: channels of the convolutional levels, finest first (maps only).
         prior: ``"learned"`` conditional Gaussian prior p(z | c) or ``"standard"`` N(0, I).
-        decoder_variance: ``"heteroscedastic"`` (σ(z, c) from the decoder) or ``"learned"`` (one σ per
-            dimension) for diagonal Gaussian decoders.
-        decoder_noise: ``"diagonal"`` (independent pixels, σ as ``decoder_variance`` says) or ``"fourier"``
-            (maps only: a stationary Gaussian with the conditional power spectrum P(|k| | c)). A saved model
-            without this key is diagonal, as every VAE was before the option existed.
+        decoder_variance: ``"heteroscedastic"`` (σ(z, c) from the decoder, the default) or ``"learned"`` (one
+            σ per dimension) for the diagonal Gaussian decoder; giving it selects the diagonal decoder.
+        decoder_noise: ``"diagonal"`` (independent elements, σ as ``decoder_variance`` says) or ``"fourier"``
+            (maps only: a stationary Gaussian with the conditional power spectrum P(|k| | c)). By default
+            (``None``) the Fourier decoder for Gaussian maps unless ``decoder_variance`` is given, else the
+            diagonal one. A model saved before this option existed names its ``decoder_variance`` and so loads
+            with the diagonal decoder it was trained with.
         likelihood: ``"gaussian"`` or ``"bernoulli"`` (y ∈ {0, 1}; estimators then leave y unstandardised).
         kl_warmup_epochs: epochs over which the KL weight rises linearly to 1 (0: no warm-up; keep it below
             the trainer's ``patience``).
@@ -105,24 +108,27 @@ class VAE(ConditionalDensity):
         num_blocks: int = 2,
         channels: tuple[int, ...] | list[int] = (16, 32),
         prior: PriorKind = "learned",
-        decoder_variance: DecoderVariance = "heteroscedastic",
+        decoder_variance: DecoderVariance | None = None,
         likelihood: Likelihood = "gaussian",
         kl_warmup_epochs: int = 5,
         iwae_samples: int = 256,
         min_scale: float = 1e-3,
-        decoder_noise: DecoderNoise = "diagonal",
+        decoder_noise: DecoderNoise | None = None,
     ) -> None:
         super().__init__()
         if prior not in ("learned", "standard"):
             raise ValueError(f"VAE prior must be 'learned' or 'standard'; got {prior!r}")
-        if decoder_variance not in ("heteroscedastic", "learned"):
+        if decoder_variance not in (None, "heteroscedastic", "learned"):
             raise ValueError(f"decoder_variance must be 'heteroscedastic' or 'learned'; got {decoder_variance!r}")
         if likelihood not in ("gaussian", "bernoulli"):
             raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli'; got {likelihood!r}")
-        if decoder_noise not in ("diagonal", "fourier"):
+        if decoder_noise not in (None, "diagonal", "fourier"):
             raise ValueError(f"decoder_noise must be 'diagonal' or 'fourier'; got {decoder_noise!r}")
         if decoder_noise == "fourier" and likelihood != "gaussian":
             raise ValueError("decoder_noise='fourier' is a Gaussian decoder: it needs likelihood='gaussian'")
+        if decoder_noise == "fourier" and decoder_variance is not None:
+            raise ValueError("decoder_variance sets the diagonal decoder's σ; the Fourier decoder's is its power "
+                             "spectrum: give one of decoder_variance and decoder_noise='fourier'")
         if latent_features is not None and latent_features < 1:
             raise ValueError(f"latent_features must be >= 1; got {latent_features}")
         if hidden_features < 1 or num_blocks < 1 or not channels or min(channels) < 1:
@@ -184,6 +190,12 @@ class VAE(ConditionalDensity):
         if len(self.y_shape) not in (1, 2, 3):
             raise ValueError(f"VAE models vectors [n, d] and maps [n, H, W] / [n, C, H, W]; got y_shape {self.y_shape}")
         L, f = self.latent, self.context_features
+        # the defaults, resolved for this y (and then written by config(), so a saved model names its decoder)
+        if self.decoder_noise is None:
+            stationary = self.is_map and self.likelihood == "gaussian" and self.decoder_variance is None
+            self.decoder_noise = "fourier" if stationary else "diagonal"
+        if self.decoder_noise == "diagonal" and self.decoder_variance is None:
+            self.decoder_variance = "heteroscedastic"
         fourier = self.decoder_noise == "fourier"
         if fourier and not self.is_map:
             raise ValueError(f"decoder_noise='fourier' models maps [n, H, W] / [n, C, H, W]; got y_shape "

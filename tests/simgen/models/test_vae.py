@@ -104,7 +104,7 @@ def test_vae_log_prob_is_deterministic_per_row_given_a_generator():
 
 @pytest.mark.parametrize("y_shape", [(3,), (12, 10), (2, 8, 8)])
 @pytest.mark.parametrize("options", [dict(), dict(prior="standard", decoder_variance="learned"),
-                                     dict(decoder_noise="fourier")])
+                                     dict(decoder_noise="fourier"), dict(decoder_noise="diagonal")])
 def test_vae_shapes(y_shape, options):
     if options.get("decoder_noise") == "fourier" and len(y_shape) == 1:
         pytest.skip("the Fourier decoder models maps")
@@ -200,6 +200,26 @@ def test_vae_rejects_bad_arguments():
         VAE(decoder_noise="fourier", likelihood="bernoulli")
     with pytest.raises(ValueError, match="models maps"):
         VAE(decoder_noise="fourier").build((3,), 2)
+    with pytest.raises(ValueError, match="one of decoder_variance"):
+        VAE(decoder_noise="fourier", decoder_variance="learned")
+
+
+@pytest.mark.parametrize("options, y_shape, noise, variance", [
+    (dict(), (8, 8), "fourier", None),  # Gaussian maps: the stationary decoder
+    (dict(), (2, 8, 8), "fourier", None),
+    (dict(), (5,), "diagonal", "heteroscedastic"),  # vectors keep the diagonal one
+    (dict(decoder_variance="heteroscedastic"), (8, 8), "diagonal", "heteroscedastic"),  # as files saved before
+    (dict(decoder_variance="learned"), (8, 8), "diagonal", "learned"),
+    (dict(likelihood="bernoulli"), (8, 8), "diagonal", "heteroscedastic"),
+    (dict(decoder_noise="diagonal"), (8, 8), "diagonal", "heteroscedastic"),
+])
+def test_decoder_defaults_resolve_for_the_data_and_are_saved(options, y_shape, noise, variance):
+    vae = VAE(latent_features=2, channels=(4,), num_blocks=1, **options)
+    assert type(vae)(**vae.config()).config() == vae.config()  # unresolved before build
+    vae.build(y_shape, 1)
+    assert (vae.decoder_noise, vae.decoder_variance) == (noise, variance)
+    rebuilt = VAE(**vae.config()).build(y_shape, 1)
+    assert rebuilt.config() == vae.config() and rebuilt.state_dict().keys() == vae.state_dict().keys()
 
 
 def test_vae_config_rebuilds_the_family():
@@ -404,7 +424,7 @@ def test_saved_map_vae_without_decoder_noise_keeps_its_diagonal_decoder_and_log_
     payload = torch.load(FIXTURES / "likelihood_map_vae.pt", weights_only=True)
     family_config = json.loads(payload["config"])["family_config"]
     assert "decoder_noise" not in family_config  # written before the option existed
-    assert VAE(**family_config).decoder_noise == "diagonal"
+    assert VAE(**family_config).build((8, 8), 2).decoder_noise == "diagonal"  # it names its decoder_variance
     est = simgen.load(FIXTURES / "likelihood_map_vae.pt", device="cpu")
     assert est.density.density.decoder_noise == "diagonal"
     case = json.loads((FIXTURES / "expected.json").read_text())["likelihood_map_vae"]
