@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--num-theta", type=int, default=3)
     parser.add_argument("--num-samples", type=int, default=500)
     parser.add_argument("--max-time", type=float, default=240.0, help="training time cap per decoder (s)")
+    parser.add_argument("--kl-warmup-epochs", type=int, default=None, help="VAE kl_warmup_epochs (default: its own)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="vae_map_decoder.json")
@@ -71,7 +72,9 @@ def main() -> None:
     ell, _ = power_spectrum_bins(args.size)
     rows: list[dict[str, Any]] = []
     for decoder in args.decoders.split(","):
-        emu = simgen.LikelihoodEstimator(sim.prior, VAE(decoder_noise=decoder, iwae_samples=args.iwae_samples))
+        options = {} if args.kl_warmup_epochs is None else {"kl_warmup_epochs": args.kl_warmup_epochs}
+        emu = simgen.LikelihoodEstimator(sim.prior, VAE(decoder_noise=decoder, iwae_samples=args.iwae_samples,
+                                                        **options))
         start = time.perf_counter()
         history = emu.fit(theta, x, seed=args.seed, progress=False, max_time=args.max_time)
         train_s = time.perf_counter() - start
@@ -90,7 +93,7 @@ def main() -> None:
         ratio = ps_emu.mean(1) / ps_sim.mean(1)  # [θ, bins]
         z = (ps_emu.mean(1) - ps_sim.mean(1)) / (ps_emu.var(1) / ps_emu.shape[1]
                                                  + ps_sim.var(1) / ps_sim.shape[1]).sqrt()
-        row = dict(decoder=decoder, size=args.size, num_maps=args.num_maps, num_test=args.num_test,
+        row = dict(decoder=decoder, **options, size=args.size, num_maps=args.num_maps, num_test=args.num_test,
                    iwae_samples=args.iwae_samples, gap_per_pixel=gap, gap_se=se, gap_per_map=gap * pixels,
                    ell=ell.tolist(), cl_ratio=ratio.tolist(), cl_z=z.tolist(),
                    worst_cl_ratio=ratio.reshape(-1)[(ratio - 1).abs().argmax()].item(), kl_per_map=kl,
