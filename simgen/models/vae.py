@@ -12,12 +12,14 @@ from torch.nn import functional as F
 
 from ..nets import ConvDecoder, ConvEncoder, ResidualMLP
 from .base import ConditionalDensity
+from .fourier import RadialModes, StationaryNormal, radial_modes
 
 __all__ = ["VAE"]
 
 LOG_2PI = math.log(2 * math.pi)
 PriorKind = Literal["learned", "standard"]
 DecoderVariance = Literal["heteroscedastic", "learned"]
+DecoderNoise = Literal["diagonal", "fourier"]
 Likelihood = Literal["gaussian", "bernoulli"]
 
 
@@ -28,7 +30,11 @@ class VAE(ConditionalDensity):
       (``"learned"``; unconditional models learn one μ_p, σ_p);
     * decoder p(y | z, c): a diagonal Gaussian N(μ(z, c), diag σ²) whose σ is a network output
       (``decoder_variance="heteroscedastic"``) or one learned scale per dimension of y (``"learned"``), or a
-      Bernoulli with logits ℓ(z, c) for binary y (``likelihood="bernoulli"``);
+      Bernoulli with logits ℓ(z, c) for binary y (``likelihood="bernoulli"``); for maps on a torus
+      (``decoder_noise="fourier"``, the default for Gaussian maps), a stationary Gaussian N(μ(z, c), Σ(c))
+      whose covariance is diagonal in the orthonormal 2-D Fourier basis, Σ(c) = F* diag P(|k| | c) F, with the
+      conditional power spectrum P (one value per channel and radius |k|) the output of a small network of c
+      (:class:`~.fourier.StationaryNormal`);
     * encoder q(z | y, c) = N(m(y, c), diag s(y, c)²), reparameterised z = m + s ⊙ ε, ε ~ N(0, I)
       (Kingma & Welling 2014, "Auto-Encoding Variational Bayes", arXiv:1312.6114; Sohn et al. 2015 for the
       conditional form).
@@ -47,6 +53,14 @@ class VAE(ConditionalDensity):
     trainer's ``patience``: while β < 1 the latent is used freely and the validation −ELBO can worsen for a few
     epochs, so a long warm-up lets early stopping end training before β reaches 1 (on ``gaussian_linear``,
     W = 20 with patience 10 stops at epoch 14 with a 1-nat likelihood gap; W = 0 and W = 5 both reach 0.05).
+
+    **Decoder noise on maps.** A diagonal decoder's draws are its smooth mean plus white noise: whatever
+    small-scale correlation the field has beyond what the code z carries is lost, and the emulated power
+    spectrum falls towards the white-noise level at high |k|. The Fourier decoder keeps the residual's
+    correlations: its log-density is exact and costs two FFTs, and a stationary Gaussian field (such as a
+    Gaussian convergence map with shape noise) is in the model family exactly, with μ constant and
+    P(|k| | c) its spectrum. The decoder's mean then carries what the residual spectrum cannot: non-stationary or
+    non-Gaussian structure. ``decoder_variance`` does not apply to it.
 
     **Likelihood.** ``log_prob`` is the importance-weighted estimate (IWAE; Burda et al. 2016,
     arXiv:1509.00519) with K = ``iwae_samples`` draws z_k ~ q(z | y, c):
@@ -71,8 +85,13 @@ class VAE(ConditionalDensity):
         num_blocks: residual blocks of the MLPs (vectors) or per resolution level (maps).
         channels: channels of the convolutional levels, finest first (maps only).
         prior: ``"learned"`` conditional Gaussian prior p(z | c) or ``"standard"`` N(0, I).
-        decoder_variance: ``"heteroscedastic"`` (σ(z, c) from the decoder) or ``"learned"`` (one σ per
-            dimension) for Gaussian decoders.
+        decoder_variance: ``"heteroscedastic"`` (σ(z, c) from the decoder, the default) or ``"learned"`` (one
+            σ per dimension) for the diagonal Gaussian decoder; giving it selects the diagonal decoder.
+        decoder_noise: ``"diagonal"`` (independent elements, σ as ``decoder_variance`` says) or ``"fourier"``
+            (maps only: a stationary Gaussian with the conditional power spectrum P(|k| | c)). By default
+            (``None``) the Fourier decoder for Gaussian maps unless ``decoder_variance`` is given, else the
+            diagonal one. A model saved before this option existed names its ``decoder_variance`` and so loads
+            with the diagonal decoder it was trained with.
         likelihood: ``"gaussian"`` or ``"bernoulli"`` (y ∈ {0, 1}; estimators then leave y unstandardised).
         kl_warmup_epochs: epochs over which the KL weight rises linearly to 1 (0: no warm-up; keep it below
             the trainer's ``patience``).
@@ -89,19 +108,27 @@ class VAE(ConditionalDensity):
         num_blocks: int = 2,
         channels: tuple[int, ...] | list[int] = (16, 32),
         prior: PriorKind = "learned",
-        decoder_variance: DecoderVariance = "heteroscedastic",
+        decoder_variance: DecoderVariance | None = None,
         likelihood: Likelihood = "gaussian",
         kl_warmup_epochs: int = 5,
         iwae_samples: int = 256,
         min_scale: float = 1e-3,
+        decoder_noise: DecoderNoise | None = None,
     ) -> None:
         super().__init__()
         if prior not in ("learned", "standard"):
             raise ValueError(f"VAE prior must be 'learned' or 'standard'; got {prior!r}")
-        if decoder_variance not in ("heteroscedastic", "learned"):
+        if decoder_variance not in (None, "heteroscedastic", "learned"):
             raise ValueError(f"decoder_variance must be 'heteroscedastic' or 'learned'; got {decoder_variance!r}")
         if likelihood not in ("gaussian", "bernoulli"):
             raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli'; got {likelihood!r}")
+        if decoder_noise not in (None, "diagonal", "fourier"):
+            raise ValueError(f"decoder_noise must be 'diagonal' or 'fourier'; got {decoder_noise!r}")
+        if decoder_noise == "fourier" and likelihood != "gaussian":
+            raise ValueError("decoder_noise='fourier' is a Gaussian decoder: it needs likelihood='gaussian'")
+        if decoder_noise == "fourier" and decoder_variance is not None:
+            raise ValueError("decoder_variance sets the diagonal decoder's σ; the Fourier decoder's is its power "
+                             "spectrum: give one of decoder_variance and decoder_noise='fourier'")
         if latent_features is not None and latent_features < 1:
             raise ValueError(f"latent_features must be >= 1; got {latent_features}")
         if hidden_features < 1 or num_blocks < 1 or not channels or min(channels) < 1:
@@ -116,6 +143,7 @@ class VAE(ConditionalDensity):
         self.prior = prior
         self.decoder_variance = decoder_variance
         self.likelihood = likelihood
+        self.decoder_noise = decoder_noise
         self.kl_warmup_epochs = kl_warmup_epochs
         self.iwae_samples = iwae_samples
         self.min_scale = min_scale
@@ -124,6 +152,7 @@ class VAE(ConditionalDensity):
         self.encoder: nn.Module | None = None
         self.decoder: nn.Module | None = None
         self.prior_net: nn.Module | None = None
+        self.spectrum_net: nn.Module | None = None
 
     def config(self) -> dict[str, Any]:
         return dict(
@@ -137,6 +166,7 @@ class VAE(ConditionalDensity):
             kl_warmup_epochs=self.kl_warmup_epochs,
             iwae_samples=self.iwae_samples,
             min_scale=self.min_scale,
+            decoder_noise=self.decoder_noise,
         )
 
     @property
@@ -160,8 +190,19 @@ class VAE(ConditionalDensity):
         if len(self.y_shape) not in (1, 2, 3):
             raise ValueError(f"VAE models vectors [n, d] and maps [n, H, W] / [n, C, H, W]; got y_shape {self.y_shape}")
         L, f = self.latent, self.context_features
-        # Two decoder outputs per element (mean, log-scale) for a heteroscedastic Gaussian, else one.
-        k = 2 if (self.likelihood == "gaussian" and self.decoder_variance == "heteroscedastic") else 1
+        # the defaults, resolved for this y (and then written by config(), so a saved model names its decoder)
+        if self.decoder_noise is None:
+            stationary = self.is_map and self.likelihood == "gaussian" and self.decoder_variance is None
+            self.decoder_noise = "fourier" if stationary else "diagonal"
+        if self.decoder_noise == "diagonal" and self.decoder_variance is None:
+            self.decoder_variance = "heteroscedastic"
+        fourier = self.decoder_noise == "fourier"
+        if fourier and not self.is_map:
+            raise ValueError(f"decoder_noise='fourier' models maps [n, H, W] / [n, C, H, W]; got y_shape "
+                             f"{self.y_shape}")
+        # Two decoder outputs per element (mean, log-scale) for a heteroscedastic diagonal Gaussian, else one.
+        k = 2 if (self.likelihood == "gaussian" and self.decoder_variance == "heteroscedastic"
+                  and not fourier) else 1
         if self.is_map:
             c = 1 if len(self.y_shape) == 2 else self.y_shape[0]
             self.encoder = ConvEncoder(self.y_shape, 2 * L, self.channels, self.num_blocks, f)
@@ -170,8 +211,21 @@ class VAE(ConditionalDensity):
             d = self.y_shape[0]
             self.encoder = ResidualMLP(d, 2 * L, self.hidden_features, self.num_blocks, f, activation="gelu")
             self.decoder = ResidualMLP(L, k * d, self.hidden_features, self.num_blocks, f, activation="gelu")
-        if self.likelihood == "gaussian" and self.decoder_variance == "learned":
+        if self.likelihood == "gaussian" and self.decoder_variance == "learned" and not fourier:
             self.decoder_log_scale = nn.Parameter(torch.zeros(self.y_shape))
+        if fourier:
+            modes = radial_modes(*self.y_shape[-2:])
+            # derived from the shape alone: not saved, so the state dict holds only what was learned
+            self.register_buffer("_mode_group", modes.group, persistent=False)
+            self.register_buffer("_mode_weight", modes.weight, persistent=False)
+            self.register_buffer("_mode_counts", modes.counts, persistent=False)
+            out = self._channels * modes.num_radii
+            if f:
+                self.spectrum_net = ResidualMLP(f, out, self.hidden_features, 1, activation="gelu")
+                nn.init.zeros_(self.spectrum_net.output.weight)  # start as white noise of unit variance
+                nn.init.zeros_(self.spectrum_net.output.bias)
+            else:
+                self.spectrum_params = nn.Parameter(torch.zeros(out))
         if self.prior == "learned":
             if f:
                 self.prior_net = ResidualMLP(f, 2 * L, self.hidden_features, 1, activation="gelu")
@@ -179,6 +233,18 @@ class VAE(ConditionalDensity):
                 nn.init.zeros_(self.prior_net.output.bias)
             else:
                 self.prior_params = nn.Parameter(torch.zeros(2 * L))
+
+    @property
+    def _channels(self) -> int:
+        return 1 if len(self.y_shape) == 2 else self.y_shape[0]
+
+    def _modes(self) -> RadialModes:
+        return RadialModes(self._mode_group, self._mode_weight, self._mode_counts, tuple(self.y_shape[-2:]))
+
+    def _spectrum_scale(self, c: Tensor | None, n: int) -> Tensor:
+        """√P(|k| | c): the Fourier decoder's standard deviation per channel and radius, ``[n, C, R]``."""
+        raw = self.spectrum_net(c) if self.spectrum_net is not None else self.spectrum_params.expand(n, -1)
+        return self._scale(raw).reshape(n, self._channels, -1)
 
     def on_epoch(self, epoch: int) -> None:
         """KL warm-up: β = min(1, (epoch + 1) / ``kl_warmup_epochs``) (called by the trainer)."""
@@ -204,9 +270,12 @@ class VAE(ConditionalDensity):
         return loc, self._scale(raw_scale)
 
     def _decoder_params(self, z: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """Mean (or logits) and σ (``None`` for Bernoulli), each ``[n, *y_shape]``."""
+        """Mean (or logits) ``[n, *y_shape]`` and σ: ``[n, *y_shape]`` per element for a diagonal Gaussian,
+        ``[n, C, R]`` per channel and radius |k| for the Fourier decoder, ``None`` for Bernoulli."""
         out = self.decoder(z, c)
         n, shape = z.shape[0], self.y_shape
+        if self.decoder_noise == "fourier":
+            return out.reshape(n, *shape), self._spectrum_scale(c, n)
         if self.likelihood == "bernoulli":
             return out.reshape(n, *shape), None
         if self.decoder_variance == "learned":
@@ -220,11 +289,19 @@ class VAE(ConditionalDensity):
     def _log_likelihood(self, y: Tensor, z: Tensor, c: Tensor | None) -> Tensor:
         """log p(y | z, c) ``[n]``."""
         loc, scale = self._decoder_params(z, c)
+        if self.decoder_noise == "fourier":
+            return self._fourier(loc, scale).log_prob(y)
         if scale is None:
             logp = -F.binary_cross_entropy_with_logits(loc, y, reduction="none")
         else:
             logp = -0.5 * ((y - loc) / scale) ** 2 - scale.log() - 0.5 * LOG_2PI
         return logp.reshape(y.shape[0], -1).sum(-1)
+
+    def _fourier(self, loc: Tensor, scale: Tensor) -> Distribution:
+        """The Fourier decoder's p(y | z, c) from means ``[n, *y_shape]`` and σ ``[n, C, R]``: batch ``[n]``,
+        event ``y_shape``."""
+        maps = len(self.y_shape) == 2
+        return StationaryNormal(loc, scale[:, 0] if maps else scale, self._modes(), channels=not maps)
 
     # ----------------------------------------------------------------- public distributions
     def encode(self, y: Tensor, c: Tensor | None) -> Distribution:
@@ -237,6 +314,8 @@ class VAE(ConditionalDensity):
         """p(y | z, c) for codes z ``[n, L]``: batch ``[n]``, event ``y_shape`` (``.mean`` = decoder means)."""
         self._check_built()
         loc, scale = self._decoder_params(z, c)
+        if self.decoder_noise == "fourier":
+            return self._fourier(loc, scale)
         base = (Bernoulli(logits=loc, validate_args=False) if scale is None
                 else Normal(loc, scale, validate_args=False))
         return Independent(base, len(self.y_shape), validate_args=False)
@@ -321,7 +400,9 @@ class VAE(ConditionalDensity):
         p_loc, p_scale = self._prior_params(context, m * n, like)
         eps = torch.randn(p_loc.shape, generator=generator, device=like.device, dtype=like.dtype)
         loc, scale = self._decoder_params(p_loc + p_scale * eps, context)
-        if scale is None:
+        if self.decoder_noise == "fourier":
+            y = loc if mean else self._fourier(loc, scale).rsample(generator=generator)
+        elif scale is None:
             probs = torch.sigmoid(loc)
             y = probs if mean else torch.bernoulli(probs, generator=generator)
         else:

@@ -1,4 +1,6 @@
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,6 +8,9 @@ from torch import nn
 
 import simgen
 from simgen.models import VAE, make_family
+from simgen.models.fourier import StationaryNormal, radial_modes
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "models_v0"
 
 
 def _raw(vae, sigma):
@@ -98,8 +103,11 @@ def test_vae_log_prob_is_deterministic_per_row_given_a_generator():
 
 
 @pytest.mark.parametrize("y_shape", [(3,), (12, 10), (2, 8, 8)])
-@pytest.mark.parametrize("options", [dict(), dict(prior="standard", decoder_variance="learned")])
+@pytest.mark.parametrize("options", [dict(), dict(prior="standard", decoder_variance="learned"),
+                                     dict(decoder_noise="fourier"), dict(decoder_noise="diagonal")])
 def test_vae_shapes(y_shape, options):
+    if options.get("decoder_noise") == "fourier" and len(y_shape) == 1:
+        pytest.skip("the Fourier decoder models maps")
     vae = VAE(latent_features=3, hidden_features=16, channels=(4, 8), **options).build(y_shape, 2)
     y, c = torch.randn(5, *y_shape), torch.randn(5, 2)
     assert vae.loss(y, c).shape == ()
@@ -186,6 +194,32 @@ def test_vae_rejects_bad_arguments():
         vae.log_prob(torch.zeros(4, 3), torch.zeros(3, 2))
     with pytest.raises(ValueError, match="num_samples"):
         vae.log_prob(torch.zeros(4, 3), torch.zeros(4, 2), num_samples=-1)
+    with pytest.raises(ValueError, match="decoder_noise"):
+        VAE(decoder_noise="full")
+    with pytest.raises(ValueError, match="likelihood='gaussian'"):
+        VAE(decoder_noise="fourier", likelihood="bernoulli")
+    with pytest.raises(ValueError, match="models maps"):
+        VAE(decoder_noise="fourier").build((3,), 2)
+    with pytest.raises(ValueError, match="one of decoder_variance"):
+        VAE(decoder_noise="fourier", decoder_variance="learned")
+
+
+@pytest.mark.parametrize("options, y_shape, noise, variance", [
+    (dict(), (8, 8), "fourier", None),  # Gaussian maps: the stationary decoder
+    (dict(), (2, 8, 8), "fourier", None),
+    (dict(), (5,), "diagonal", "heteroscedastic"),  # vectors keep the diagonal one
+    (dict(decoder_variance="heteroscedastic"), (8, 8), "diagonal", "heteroscedastic"),  # as files saved before
+    (dict(decoder_variance="learned"), (8, 8), "diagonal", "learned"),
+    (dict(likelihood="bernoulli"), (8, 8), "diagonal", "heteroscedastic"),
+    (dict(decoder_noise="diagonal"), (8, 8), "diagonal", "heteroscedastic"),
+])
+def test_decoder_defaults_resolve_for_the_data_and_are_saved(options, y_shape, noise, variance):
+    vae = VAE(latent_features=2, channels=(4,), num_blocks=1, **options)
+    assert type(vae)(**vae.config()).config() == vae.config()  # unresolved before build
+    vae.build(y_shape, 1)
+    assert (vae.decoder_noise, vae.decoder_variance) == (noise, variance)
+    rebuilt = VAE(**vae.config()).build(y_shape, 1)
+    assert rebuilt.config() == vae.config() and rebuilt.state_dict().keys() == vae.state_dict().keys()
 
 
 def test_vae_config_rebuilds_the_family():
@@ -261,3 +295,138 @@ def test_vae_emulator_gives_mcmc_a_deterministic_target(conjugate, conjugate_dat
     assert torch.equal(mcmc.log_prob(theta, x_obs), target)
     assert torch.allclose(mcmc.log_prob(theta[5:7], x_obs), target[5:7], atol=1e-5)  # whatever the batch
     assert mcmc.sample(20, x_obs, generator=torch.Generator().manual_seed(0)).shape == (20, 2)
+
+
+# ------------------------------------------------------------------------------- the Fourier (stationary) decoder
+
+
+def _dense_covariance(scale, height, width):
+    """Σ = F* diag(λ) F built from dense unitary DFT matrices, λ_k = scale[radius index of |k|]², independently
+    of the FFT code under test: ``[H W, H W]`` (float64)."""
+    def dft(n):
+        k = torch.arange(n, dtype=torch.float64)
+        return torch.exp(-2j * math.pi * torch.outer(k, k) / n) / math.sqrt(n)
+
+    F = torch.kron(dft(height), dft(width))  # row-major pixels, modes (k_y, k_x)
+    ky = torch.fft.fftfreq(height, 1.0 / height).double()
+    kx = torch.fft.fftfreq(width, 1.0 / width).double()
+    r2 = ((ky[:, None] * width) ** 2 + (kx[None, :] * height) ** 2).round().long().reshape(-1)
+    index = {v: i for i, v in enumerate(sorted(set(r2.tolist())))}
+    lam = scale.double()[[index[v] for v in r2.tolist()]] ** 2
+    cov = F.conj().T @ torch.diag(lam.to(F.dtype)) @ F
+    assert cov.imag.abs().max() < 1e-12
+    return cov.real
+
+
+@pytest.mark.parametrize("height, width", [(4, 4), (4, 5), (3, 6)])
+def test_radial_modes_count_every_mode_of_the_full_grid_once(height, width):
+    modes = radial_modes(height, width)
+    assert modes.shape == (height, width) and modes.group.shape == (height, width // 2 + 1)
+    ky = torch.fft.fftfreq(height, 1.0 / height)
+    kx = torch.fft.fftfreq(width, 1.0 / width)
+    r2 = ((ky[:, None] * width) ** 2 + (kx[None, :] * height) ** 2).round().long()
+    expected = torch.unique(r2, return_counts=True)[1].double()
+    assert torch.equal(modes.counts, expected) and modes.counts.sum() == height * width
+
+
+@pytest.mark.parametrize("height, width", [(4, 4), (4, 5)])
+def test_stationary_normal_log_prob_equals_the_dense_gaussian(height, width):
+    g = torch.Generator().manual_seed(0)
+    modes = radial_modes(height, width)
+    scale = 0.3 + torch.rand(modes.num_radii, generator=g, dtype=torch.float64)
+    loc = torch.randn(height, width, generator=g, dtype=torch.float64)
+    cov = _dense_covariance(scale, height, width)
+    dense = torch.distributions.MultivariateNormal(loc.reshape(-1), covariance_matrix=cov)
+    y = torch.randn(6, height, width, generator=g, dtype=torch.float64)
+    field = StationaryNormal(loc.expand(6, -1, -1), scale.expand(6, -1), modes, channels=False)
+    torch.testing.assert_close(field.log_prob(y), dense.log_prob(y.reshape(6, -1)), rtol=0, atol=1e-10)
+    # two channels: independent fields, one spectrum each
+    scale2 = torch.stack([scale, scale.flip(0)])
+    two = StationaryNormal(torch.zeros(2, height, width, dtype=torch.float64), scale2, modes)
+    y2 = torch.randn(3, 2, height, width, generator=g, dtype=torch.float64)
+    expected = sum(torch.distributions.MultivariateNormal(
+        torch.zeros(height * width, dtype=torch.float64), _dense_covariance(scale2[ch], height, width)
+    ).log_prob(y2[:, ch].reshape(3, -1)) for ch in range(2))
+    torch.testing.assert_close(two.log_prob(y2), expected, rtol=0, atol=1e-10)
+
+
+def test_stationary_normal_draws_have_the_requested_power_spectrum():
+    height, width, n = 8, 6, 4000
+    modes = radial_modes(height, width)
+    scale = torch.linspace(2.0, 0.2, modes.num_radii, dtype=torch.float64)  # a red spectrum
+    field = StationaryNormal(torch.zeros(height, width, dtype=torch.float64), scale, modes, channels=False)
+    draws = field.rsample((n,), generator=torch.Generator().manual_seed(0))
+    power = torch.fft.rfft2(draws, norm="ortho").abs() ** 2  # E|r̂_k|² = λ_k for every stored mode
+    per_radius = torch.zeros(modes.num_radii, dtype=torch.float64).index_add_(
+        0, modes.group.reshape(-1), power.mean(0).reshape(-1)) / torch.bincount(modes.group.reshape(-1))
+    # each |r̂_k|² is λ_k times an exponential (complex mode) or a χ²₁ (real mode): relative SD at most √2
+    se = math.sqrt(2.0 / n) / torch.bincount(modes.group.reshape(-1)).double().sqrt()
+    assert ((per_radius / scale**2 - 1).abs() < 4 * se).all()
+    # the pixel covariance is the dense Σ, and the per-pixel variance is Σ_k λ_k / (H W)
+    cov = _dense_covariance(scale, height, width)
+    flat = draws.reshape(n, -1)
+    sample_cov = flat.T @ flat / n
+    assert (sample_cov - cov).abs().max() < 5 * cov.diagonal().max() * math.sqrt(2.0 / n)
+    torch.testing.assert_close(field.variance, cov.diagonal().reshape(height, width))
+
+
+def test_fourier_decoder_is_the_stationary_gaussian_of_the_decoder_mean_and_spectrum():
+    torch.manual_seed(0)
+    vae = VAE(latent_features=3, channels=(4, 8), num_blocks=1, decoder_noise="fourier").build((4, 4), 2)
+    with torch.no_grad():  # a non-trivial spectrum of c
+        vae.spectrum_net.output.weight.normal_(0.0, 0.3)
+        z, c, y = torch.randn(5, 3), torch.randn(5, 2), torch.randn(5, 4, 4)
+        p = vae.decode(z, c)
+        loc, scale = p.mean, p.scale  # scale [5, R]
+        for i in range(5):
+            cov = _dense_covariance(scale[i], 4, 4).float()
+            dense = torch.distributions.MultivariateNormal(loc[i].reshape(-1), covariance_matrix=cov)
+            torch.testing.assert_close(p.log_prob(y)[i], dense.log_prob(y[i].reshape(-1)), rtol=1e-5, atol=1e-4)
+        assert torch.allclose(vae._log_likelihood(y, z, c), p.log_prob(y))
+    assert "spectrum_net.output.weight" in vae.state_dict()
+    assert not any(k.startswith("_mode") for k in vae.state_dict())  # derived from the shape, not saved
+
+
+def test_unconditional_fourier_vae_learns_one_spectrum():
+    vae = VAE(latent_features=2, channels=(4,), num_blocks=1, decoder_noise="fourier").build((2, 6, 6), None)
+    assert vae.spectrum_net is None and vae.spectrum_params.shape == (2 * radial_modes(6, 6).num_radii,)
+    y = torch.randn(4, 2, 6, 6)
+    assert torch.isfinite(vae.log_prob(y, None, num_samples=4)).all()
+    assert vae.sample(3, None).shape == (3, 2, 6, 6)
+
+
+@pytest.fixture(scope="module")
+def fourier_map_emulator():
+    prior = torch.distributions.Independent(torch.distributions.Uniform(torch.zeros(2), torch.ones(2)), 1)
+    emu = simgen.LikelihoodEstimator(prior, VAE(latent_features=4, channels=(8, 8), num_blocks=1, iwae_samples=8,
+                                                decoder_noise="fourier"))
+    theta, x = _maps(128, seed=0)
+    emu.fit(theta, x, seed=0, progress=False, max_epochs=2, batch_size=64)
+    return emu
+
+
+def test_fourier_map_vae_trains_samples_and_round_trips(tmp_path, fourier_map_emulator):
+    emu = fourier_map_emulator
+    theta, x = _maps(5, seed=1)
+    draws = emu.sample_batched(4, theta[:2], generator=torch.Generator().manual_seed(0))
+    assert draws.shape == (2, 4, 16, 16) and torch.isfinite(draws).all()
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    logq = emu.log_prob(x, theta, generator=gen())
+    assert logq.shape == (5,) and torch.isfinite(logq).all()
+    emu.save(tmp_path / "fourier.pt")
+    loaded = simgen.load(tmp_path / "fourier.pt")
+    assert loaded.density.density.config()["decoder_noise"] == "fourier"
+    assert torch.allclose(loaded.log_prob(x, theta, generator=gen()), logq)
+    assert torch.equal(loaded.sample(3, theta[0], generator=gen()), emu.sample(3, theta[0], generator=gen()))
+
+
+def test_saved_map_vae_without_decoder_noise_keeps_its_diagonal_decoder_and_log_prob():
+    payload = torch.load(FIXTURES / "likelihood_map_vae.pt", weights_only=True)
+    family_config = json.loads(payload["config"])["family_config"]
+    assert "decoder_noise" not in family_config  # written before the option existed
+    assert VAE(**family_config).build((8, 8), 2).decoder_noise == "diagonal"  # it names its decoder_variance
+    est = simgen.load(FIXTURES / "likelihood_map_vae.pt", device="cpu")
+    assert est.density.density.decoder_noise == "diagonal"
+    case = json.loads((FIXTURES / "expected.json").read_text())["likelihood_map_vae"]
+    lp = est.log_prob(torch.tensor(case["y"]), torch.tensor(case["c"]), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(lp, torch.tensor(case["log_prob"]), rtol=1e-5, atol=1e-5)
