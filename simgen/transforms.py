@@ -157,14 +157,16 @@ class ProbitBox(Transform):
 
 
 class SupportBijection(nn.Module):
-    r"""u = B⁻¹(θ): the prior's support onto R^d.
+    r"""The prior's support onto R^d: :meth:`forward` θ ↦ u = B⁻¹(θ), :meth:`inverse` u ↦ θ = B(u).
 
-    ``map="logit"`` takes B = ``biject_to(prior.support)``: for a box [a, b], B(u) = a + (b − a)·sigmoid(u),
-    so u = logit((θ − a)/(b − a)). ``map="probit"`` takes B = :class:`ProbitBox` on a box (both bounds finite
-    in every dimension; other supports fall back to ``biject_to``), u = Φ⁻¹((θ − a)/(b − a)). Either way
-    log |det ∂u/∂θ| = −Σ_j log |∂B_j/∂u_j|. All of it runs in float64; θ is clamped to lie strictly inside
-    the support before the inverse, and samples B(u) are nudged inside the support *after* the cast to float32
-    (``nextafter`` towards the interior), so that ``prior.log_prob`` of a sample is never −inf.
+    B: R^d → support is the bijection torch names ``biject_to(support)`` (it maps *onto* the support, so this
+    module's forward direction is B's inverse). ``map="logit"`` takes B = ``biject_to(prior.support)``: for a box
+    [a, b], B(u) = a + (b − a)·sigmoid(u), so u = logit((θ − a)/(b − a)). ``map="probit"`` takes B =
+    :class:`ProbitBox` on a box (both bounds finite in every dimension; other supports fall back to ``biject_to``),
+    u = Φ⁻¹((θ − a)/(b − a)). Either way log |det ∂u/∂θ| = −Σ_j log |∂B_j/∂u_j|. All of it runs in float64; θ is
+    clamped to lie strictly inside the support before the inverse, and samples B(u) are nudged inside the support
+    *after* the cast to float32 (``nextafter`` towards the interior), so that ``prior.log_prob`` of a sample is
+    never −inf.
 
     ``contains(θ)`` tells which rows lie in the support, so that callers can return −inf for the others.
     """
