@@ -21,7 +21,8 @@ from .maps import is_map as rows_are_maps
 from .maps import map_statistics
 from .two_sample import c2st, mmd
 
-__all__ = ["LikelihoodComparison", "StatisticComparison", "compare_likelihood", "compare_emulator"]
+__all__ = ["LikelihoodComparison", "StatisticComparison", "SpectrumComparison", "compare_likelihood",
+           "compare_emulator"]
 
 #: former names, still importable with a DeprecationWarning
 DEPRECATED_NAMES = {"EmulatorComparison": "LikelihoodComparison"}
@@ -78,6 +79,93 @@ def _compare_statistic(name: str, sim: Tensor, emu: Tensor) -> StatisticComparis
 
 
 @dataclass
+class SpectrumComparison:
+    r"""The binned power spectrum C_b of emulated against simulated maps at each of m θ, bin by bin and in its
+    covariance across maps (what cosmological analyses take from an emulator).
+
+    - ratio r_ib = mean_e Ĉ_ib / mean_s Ĉ_ib with its standard error (delta method over the two sets' means);
+      bin b agrees when |r_ib − 1| ≤ max(``ratio_tolerance``, 3 SE);
+    - the correlation matrices ρ^s_i, ρ^e_i of log Ĉ_b across maps; an off-diagonal entry agrees when
+      |ρ^e − ρ^s| ≤ ``correlation_tolerance`` or is within the noise of the two estimates: below z_crit
+      standard errors, SE² = ((1 − ρ_s²)² + (1 − ρ_e²)²)/n (Fisher's large-sample variance of a correlation), with
+      z_crit the Bonferroni two-sided bound at level ``alpha`` over all entries and θ.
+
+    Attributes:
+        ratio, ratio_se: ``[m, k]``.
+        correlation_error: ``[m, k, k]`` ρ^e − ρ^s (zero diagonal).
+        correlation_se: ``[m, k, k]``.
+    """
+
+    ratio: Tensor
+    ratio_se: Tensor
+    correlation_error: Tensor
+    correlation_se: Tensor
+    ratio_tolerance: float = 0.05
+    correlation_tolerance: float = 0.15
+    alpha: float = 0.01
+
+    @property
+    def worst_ratio(self) -> float:
+        """The bin ratio farthest from 1 (over θ and bins)."""
+        dev = (self.ratio - 1).abs()
+        return float(self.ratio.reshape(-1)[dev.reshape(-1).argmax()])
+
+    @property
+    def max_correlation_error(self) -> float:
+        return float(self.correlation_error.abs().max())
+
+    def bad_bins(self) -> Tensor:
+        """``[m, k]`` bins whose ratio is off by more than the tolerance and 3 standard errors."""
+        return (self.ratio - 1).abs() > torch.clamp(3 * self.ratio_se, min=self.ratio_tolerance)
+
+    def bad_correlations(self) -> Tensor:
+        """``[m, k, k]`` off-diagonal entries off by more than the tolerance and the noise bound."""
+        from scipy.stats import norm
+
+        k = self.correlation_error.shape[-1]
+        tests = self.correlation_error.shape[0] * k * (k - 1) // 2
+        z_crit = float(norm.isf(self.alpha / (2 * max(tests, 1))))
+        err = self.correlation_error.abs()
+        return (err > self.correlation_tolerance) & (err > z_crit * self.correlation_se)
+
+    def reasons(self) -> list[str]:
+        out = []
+        bad = self.bad_bins()
+        if bad.any():
+            rows, bins = torch.nonzero(bad, as_tuple=True)
+            where = f"θ rows {sorted(set(rows.tolist()))}, bins {sorted(set(bins.tolist()))}"
+            out.append(f"power spectrum ratio off by more than {self.ratio_tolerance:.0%} and 3 SE in "
+                       f"{int(bad.sum())} bins ({where}; worst ratio {self.worst_ratio:.3f})")
+        bad = self.bad_correlations()
+        if bad.any():
+            out.append(f"log C_ℓ correlations across maps off by more than {self.correlation_tolerance} beyond "
+                       f"noise in {int(bad.sum()) // 2} pairs (max error {self.max_correlation_error:.3f})")
+        return out
+
+
+def _compare_spectra(sim: Tensor, emu: Tensor, alpha: float) -> SpectrumComparison:
+    """``sim`` ``[m, n_s, k]``, ``emu`` ``[m, n_e, k]`` binned power spectra → :class:`SpectrumComparison`."""
+    sim, emu = sim.double(), emu.double()
+    ms, me = sim.mean(1), emu.mean(1)
+    ratio = me / ms
+    rel_var = sim.var(1) / (sim.shape[1] * ms**2) + emu.var(1) / (emu.shape[1] * me**2)
+    ratio_se = ratio.abs() * rel_var.sqrt()
+
+    def corr(t: Tensor) -> Tensor:
+        logs = torch.log(t.clamp_min(1e-300))
+        centred = logs - logs.mean(1, keepdim=True)
+        cov = centred.transpose(1, 2) @ centred / (t.shape[1] - 1)
+        sd = cov.diagonal(dim1=1, dim2=2).sqrt().clamp_min(1e-300)
+        return cov / (sd[:, :, None] * sd[:, None, :])
+
+    rs, re = corr(sim), corr(emu)
+    eye = torch.eye(rs.shape[-1], dtype=torch.bool)
+    error = torch.where(eye, 0.0, re - rs)
+    se = torch.sqrt((1 - rs**2) ** 2 / sim.shape[1] + (1 - re**2) ** 2 / emu.shape[1])
+    return SpectrumComparison(ratio.float(), ratio_se.float(), error.float(), se.float(), alpha=alpha)
+
+
+@dataclass
 class LikelihoodComparison:
     r"""An emulator q(x | θ) against its simulator p(x | θ) at m parameter rows, n draws of each per row.
 
@@ -100,6 +188,11 @@ class LikelihoodComparison:
             (fresh simulations, so held out from training; ≥ 0 in expectation: the KL divergence
             KL(p(·|θ) ‖ q(·|θ))), or ``None`` without an exact simulator likelihood or emulator ``log_prob``.
         log_likelihood_gap_se: ``[m]`` its standard error.
+        spectrum: for maps, the power spectrum bin by bin and its correlations across maps
+            (:class:`SpectrumComparison`); ``None`` for vectors.
+        simulated_log_likelihood, emulated_log_likelihood: ``[m, n]`` the simulator's exact log p(x | θ) of each
+            simulated and emulated draw (``None`` without a tractable simulator): an emulator's draws should be as
+            typical under p as the simulator's.
         num_dims: dimensions D of x, for the gap per dimension.
         c2st_tolerance: accuracy above which :attr:`flagged` reports a C2ST.
         alpha: family-wise level of the z-score and KS flags (Bonferroni over all bins and θ rows).
@@ -116,9 +209,14 @@ class LikelihoodComparison:
     statistics: dict[str, StatisticComparison] = field(default_factory=dict)
     log_likelihood_gap: Tensor | None = None
     log_likelihood_gap_se: Tensor | None = None
+    spectrum: SpectrumComparison | None = None
+    simulated_log_likelihood: Tensor | None = None
+    emulated_log_likelihood: Tensor | None = None
     num_dims: int = 1
     c2st_tolerance: float = 0.55
     alpha: float = 0.01
+    #: |z| of :attr:`typicality_z` above which the comparison is flagged
+    typicality_z_max: float = 4.0
 
     @property
     def gap_nats(self) -> float | None:
@@ -130,11 +228,27 @@ class LikelihoodComparison:
         """:attr:`gap_nats` / D."""
         return None if self.gap_nats is None else self.gap_nats / self.num_dims
 
+    @property
+    def typicality_z(self) -> Tensor | None:
+        r"""``[m]`` two-sample z-score of the mean exact log-likelihood of emulated against simulated draws,
+        (ē − s̄)/√(v_s/n_s + v_e/n_e) (``None`` without a tractable simulator)."""
+        if self.simulated_log_likelihood is None or self.emulated_log_likelihood is None:
+            return None
+        s, e = self.simulated_log_likelihood.double(), self.emulated_log_likelihood.double()
+        se = torch.sqrt(s.var(1) / s.shape[1] + e.var(1) / e.shape[1]).clamp_min(1e-300)
+        return ((e.mean(1) - s.mean(1)) / se).float()
+
     def reasons(self) -> list[str]:
         """What the tests reject, in words (empty when nothing is flagged)."""
         from scipy.stats import norm
 
         out = []
+        z = self.typicality_z
+        if z is not None and bool((z.abs() > self.typicality_z_max).any()):
+            out.append(f"exact log-likelihood of emulated draws: |z| {float(z.abs().max()):.2f} > "
+                       f"{self.typicality_z_max:g}")
+        if self.spectrum is not None:
+            out.extend(self.spectrum.reasons())
         bad = torch.nonzero(self.c2st > self.c2st_tolerance).flatten().tolist()
         if bad:
             out.append(f"C2ST > {self.c2st_tolerance} at θ rows {bad} (max {float(self.c2st.max()):.3f})")
@@ -160,6 +274,11 @@ class LikelihoodComparison:
                 f"MMD² {float(self.mmd.mean()):.3g}, W1/σ {float(self.wasserstein.mean()):.3f}")
         if self.gap_nats is not None:
             text += f", likelihood gap {self.gap_nats:.3f} nats ({self.gap_nats_per_dim:.4f} per dimension)"
+        if self.spectrum is not None:
+            text += (f", worst C_ℓ ratio {self.spectrum.worst_ratio:.3f}, log C_ℓ correlations within "
+                     f"{self.spectrum.max_correlation_error:.3f}")
+        if self.typicality_z is not None:
+            text += f", exact log p of emulated draws |z| ≤ {float(self.typicality_z.abs().max()):.2f}"
         reasons = self.reasons()
         return text + ("; FLAGGED: " + "; ".join(reasons) if reasons else "; nothing flagged")
 
@@ -172,7 +291,15 @@ class LikelihoodComparison:
                                    "W1/σ": float(self.wasserstein[i].mean())}
             if self.log_likelihood_gap is not None:
                 row["gap (nats)"] = float(self.log_likelihood_gap[i])
+                row["gap SE"] = float(self.log_likelihood_gap_se[i])
                 row["gap/dim"] = float(self.log_likelihood_gap[i]) / self.num_dims
+            if self.spectrum is not None:
+                dev = (self.spectrum.ratio[i] - 1).abs()
+                row["worst C_ℓ ratio"] = float(self.spectrum.ratio[i][dev.argmax()])
+                row["max Δρ(log C_ℓ)"] = float(self.spectrum.correlation_error[i].abs().max())
+            typical = self.typicality_z
+            if typical is not None:
+                row["log p z"] = float(typical[i])
             rows.append(row)
         return rows
 
@@ -229,6 +356,7 @@ def compare_likelihood(
 
     c2sts, mmds, w1s, kss = [], [], [], []
     statistics: dict[str, StatisticComparison] = {}
+    spectrum = None
     if is_map:
         loc, scale = float(simulated.mean()), float(simulated.std().clamp_min(1e-12))
         side = getattr(simulator, "side", None)
@@ -237,6 +365,8 @@ def compare_likelihood(
         for name in sim_stats[0]:
             statistics[name] = _compare_statistic(name, torch.stack([s[name] for s in sim_stats]),
                                                   torch.stack([s[name] for s in emu_stats]))
+        spectrum = _compare_spectra(torch.stack([s["power_spectrum"] for s in sim_stats]),
+                                    torch.stack([s["power_spectrum"] for s in emu_stats]), alpha)
         for i in range(m):
             feats = [_c2st_features(st) for st in (emu_stats[i], sim_stats[i])]
             keep = [torch.isfinite(f).all(dim=1) for f in feats]
@@ -259,12 +389,20 @@ def compare_likelihood(
             kss.append([ks_2samp(es[:, j].numpy(), ss[:, j].numpy()).pvalue for j in range(es.shape[1])])
         ks_pvalues = torch.tensor(kss, dtype=torch.float32)
 
-    gap_mean = gap_se = None
+    gap_mean = gap_se = log_p = log_p_emulated = None
+    tractable = bool(getattr(simulator, "tractable", False))  # simulators are duck-typed: optional attribute
     if gap is None:
-        gap = bool(getattr(simulator, "tractable", False)) and hasattr(emulator, "log_prob")
+        gap = tractable and hasattr(emulator, "log_prob")
+
+    def exact(draws: Tensor) -> Tensor:  # [m, n] log p(x | θ) of draws [m, n, *x_shape]
+        return torch.stack([as_tensor(simulator.log_likelihood(theta[i : i + 1], draws[i]), "log_likelihood")
+                            .double().reshape(-1) for i in range(m)])
+
+    if tractable:
+        log_p, log_p_emulated = exact(simulated), exact(emulated)
+    elif gap:
+        log_p = exact(simulated)
     if gap:
-        log_p = torch.stack([as_tensor(simulator.log_likelihood(theta[i : i + 1], simulated[i]), "log_likelihood")
-                             .double() for i in range(m)])
         with seeded(seed):
             log_q = torch.stack([as_tensor(emulator.log_prob(simulated[i], theta[i : i + 1]), "emulator log_prob")
                                  .double().reshape(-1) for i in range(m)])
@@ -276,7 +414,9 @@ def compare_likelihood(
         theta=theta, simulated=simulated, emulated=emulated, is_map=is_map,
         c2st=torch.tensor(c2sts, dtype=torch.float32), mmd=torch.tensor(mmds, dtype=torch.float32),
         wasserstein=torch.tensor(w1s, dtype=torch.float32), ks_pvalues=ks_pvalues, statistics=statistics,
-        log_likelihood_gap=gap_mean, log_likelihood_gap_se=gap_se, num_dims=num_dims,
+        log_likelihood_gap=gap_mean, log_likelihood_gap_se=gap_se, spectrum=spectrum,
+        simulated_log_likelihood=None if log_p is None else log_p.float(),
+        emulated_log_likelihood=None if log_p_emulated is None else log_p_emulated.float(), num_dims=num_dims,
         c2st_tolerance=c2st_tolerance, alpha=alpha,
     )
 

@@ -1,0 +1,64 @@
+"""A map emulator's power spectrum, its correlations across maps and the typicality of its draws under the
+simulator's exact likelihood (``compare_likelihood`` on maps)."""
+
+from __future__ import annotations
+
+import torch
+
+import simulators
+from simgen import diagnostics as D
+
+SIM = simulators.get("cosmology_maps", n_pix=16)
+THETA = torch.tensor([[0.3, 0.8, -1.0], [0.35, 0.7, -0.8]])
+
+
+class Emulator:
+    """The simulator itself (``transform`` of its draws: a wrong emulator); ``log_prob`` is exact."""
+
+    def __init__(self, transform=None) -> None:
+        self.transform = transform
+
+    def sample_batched(self, n, thetas, *, generator=None):
+        thetas = torch.as_tensor(thetas)
+        x = SIM(thetas.repeat_interleave(n, dim=0), generator=generator).reshape(thetas.shape[0], n, 16, 16)
+        return x if self.transform is None else self.transform(x, generator)
+
+    def log_prob(self, x, theta):
+        return SIM.log_likelihood(theta, torch.as_tensor(x))
+
+
+def test_the_simulator_as_its_own_emulator_passes_every_map_check() -> None:
+    res = D.compare_likelihood(Emulator(), SIM, THETA, num_samples=300, seed=0)
+    assert res.spectrum is not None and res.spectrum.ratio.shape == (2, 8)
+    assert not res.flagged, res.summary()
+    assert (res.spectrum.ratio - 1).abs().max() < 0.1
+    assert res.typicality_z.abs().max() < 4
+    # the gap of an exact emulator is 0 draw by draw
+    assert res.log_likelihood_gap.abs().max() < 1e-3
+    row = res.table()[0]
+    assert {"worst C_ℓ ratio", "max Δρ(log C_ℓ)", "log p z", "gap (nats)"} <= set(row)
+
+
+def test_too_little_small_scale_power_is_flagged_by_the_spectrum_ratio_and_the_exact_likelihood() -> None:
+    def smooth(x, generator):  # a 3-point average along each axis on the torus damps high ℓ
+        for dim in (-1, -2):
+            x = (x + x.roll(1, dim) + x.roll(-1, dim)) / 3
+        return x
+
+    res = D.compare_likelihood(Emulator(smooth), SIM, THETA[:1], num_samples=200, seed=0, gap=False)
+    reasons = " ".join(res.reasons())
+    assert "power spectrum ratio" in reasons and res.spectrum.worst_ratio < 0.5
+    assert "exact log-likelihood" in reasons and res.typicality_z.abs().min() > 4
+
+
+def test_a_random_amplitude_per_map_is_flagged_by_the_log_spectrum_correlations() -> None:
+    # every map scaled by its own factor a (E a² = 1): the mean spectrum stays right, but all bins of log C_ℓ
+    # move together across maps, which a Gaussian field's nearly independent bins do not
+    def rescale(x, generator):
+        a = torch.exp(0.5 * torch.randn(*x.shape[:2], 1, 1, generator=generator) - 0.25)
+        return x * a
+
+    res = D.compare_likelihood(Emulator(rescale), SIM, THETA[:1], num_samples=300, seed=0, gap=False)
+    assert res.spectrum.max_correlation_error > 0.5
+    assert res.spectrum.bad_correlations().any()
+    assert any("correlations" in r for r in res.reasons())
