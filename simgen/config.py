@@ -55,7 +55,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "default": {
         "num_simulations": 50_000, "posterior_epochs": 300, "posterior_time": 200.0, "emulator_epochs": 200,
         "emulator_time": 120.0, "num_samples": 10_000, "reference_samples": 10_000, "calibration": 200,
-        "calibration_samples": 500, "emulator_maps": 256, "held_out": 3, "mcmc_chains": 200,
+        "calibration_samples": 500, "emulator_maps": 512, "held_out": 3, "mcmc_chains": 200,
         "mcmc_warmup": 100,
     },
 }
@@ -124,7 +124,7 @@ class RunConfig:
     reference_samples: int = 10_000
     calibration: int = 200
     calibration_samples: int = 500
-    emulator_maps: int = 256
+    emulator_maps: int = 512
     mcmc_chains: int = 200
     mcmc_warmup: int = 100
     out_dir: str = "simgen-out"
