@@ -165,21 +165,21 @@ class MapFlow(ConditionalDensity):
     def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
         return -self.log_prob(y, c).mean()
 
-    def sample(self, n: int, c: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
-        self._check_built()
-        m = 1 if c is None else c.shape[0]
+    def _sample(self, rows: int, context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
         weight = self.shift_scale.final.weight
-        u = torch.randn(m * n, *self._chw, generator=generator, device=weight.device, dtype=weight.dtype)
-        # parameters once per context row, then repeated for its n draws
-        shift, log_scale, splines, filters = (
-            _repeat(t, n) for t in self._layer_params(c, m)
-        )
+        u = torch.randn(rows, *self._chw, generator=generator, device=weight.device, dtype=weight.dtype)
+        # the conditioners run once per distinct context row (ConditionalDensity.sample repeats each row for
+        # its draws), then their outputs are gathered for every draw
+        if context is None:
+            index, params = torch.zeros(rows, dtype=torch.long, device=u.device), self._layer_params(None, 1)
+        else:
+            distinct, index = torch.unique_consecutive(context, dim=0, return_inverse=True)
+            params = self._layer_params(distinct, distinct.shape[0])
+        shift, log_scale, splines, filters = (_gather(t, index) for t in params)
         for spline, log_gain in zip(reversed(splines), reversed(filters), strict=True):
             u, _ = self._filter(u, log_gain, -1.0)
             u, _ = self._spline(u, spline, inverse=True)
-        y = u * torch.exp(log_scale) + shift
-        y = y.reshape(m, n, *self.y_shape)
-        return y[0] if c is None else y
+        return (u * torch.exp(log_scale) + shift).reshape(rows, *self.y_shape)
 
 
 def shared_spline(
@@ -245,10 +245,11 @@ def shared_spline(
     return torch.where(inside, out, inputs), torch.where(inside, log_derivative, torch.zeros_like(log_derivative))
 
 
-def _repeat(t: Tensor | list[Tensor], n: int) -> Tensor | list[Tensor]:
+def _gather(t: Tensor | list[Tensor], index: Tensor) -> Tensor | list[Tensor]:
+    """Rows ``index`` of ``t`` (of each tensor of a list)."""
     if isinstance(t, list):
-        return [x.repeat_interleave(n, dim=0) for x in t]
-    return t.repeat_interleave(n, dim=0)
+        return [x[index] for x in t]
+    return t[index]
 
 
 class _Conditioner(nn.Module):
