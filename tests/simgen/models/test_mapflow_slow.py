@@ -5,6 +5,7 @@ import torch
 
 import simgen
 import simulators
+from simgen.diagnostics import compare_likelihood
 from simgen.diagnostics.maps import binned_power_spectrum
 from simgen.models import MapFlow
 
@@ -19,8 +20,8 @@ def _pairs(sim, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("field, n_gal", [("gaussian", 10.0), ("lognormal", None)])
 def test_mapflow_emulates_cosmology_maps(field, n_gal):
     """``model="flow"`` with no other settings: held-out gap E[log p − log q] ≤ 0.01 nats/pixel (and ≥ 0 up
-    to noise), and the emulated power spectrum within 5 % of the simulator's in every bin (or 3 standard errors
-    where 5 % is below the noise)."""
+    to noise), the emulated power spectrum within 5 % of the simulator's in every bin (or 3 standard errors
+    where 5 % is below the noise), and nothing flagged by ``compare_likelihood``."""
     sim = simulators.get("cosmology_maps", n_pix=16, field=field, n_gal=n_gal)
     theta, x = _pairs(sim, 10_000, seed=0)
     emu = simgen.LikelihoodEstimator(sim.prior, model="flow")  # the default family, which is MapFlow on maps
@@ -41,3 +42,8 @@ def test_mapflow_emulates_cosmology_maps(field, n_gal):
     ratio = ps_emu.mean(1) / ps_sim.mean(1)
     se_ratio = ratio * ((ps_sim.var(1) / ps_sim.mean(1) ** 2 + ps_emu.var(1) / ps_emu.mean(1) ** 2) / n).sqrt()
     assert ((ratio - 1).abs() <= torch.clamp(3 * se_ratio, min=0.05)).all(), ratio
+
+    # every check simgen run makes, at 512 maps per θ: C2ST on summaries, peak counts, the one-point PDF (pixel
+    # histogram), moments, C_ℓ per bin and its correlations across maps, typicality under the exact likelihood
+    comparison = compare_likelihood(emu, sim, theta_c, num_samples=512, seed=5)
+    assert not comparison.flagged, comparison.summary()
