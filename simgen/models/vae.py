@@ -153,6 +153,7 @@ class VAE(ConditionalDensity):
         self.decoder: nn.Module | None = None
         self.prior_net: nn.Module | None = None
         self.spectrum_net: nn.Module | None = None
+        self._spectrum_pending = False  # whether the Fourier decoder's spectrum awaits its data-dependent start
 
     def config(self) -> dict[str, Any]:
         return dict(
@@ -226,6 +227,9 @@ class VAE(ConditionalDensity):
                 nn.init.zeros_(self.spectrum_net.output.bias)
             else:
                 self.spectrum_params = nn.Parameter(torch.zeros(out))
+            # the spectrum starts at the first training batch's (see _init_spectrum); loaded weights are kept
+            self._spectrum_pending = True
+            self.register_load_state_dict_post_hook(_spectrum_loaded)
         if self.prior == "learned":
             if f:
                 self.prior_net = ResidualMLP(f, 2 * L, self.hidden_features, 1, activation="gelu")
@@ -245,6 +249,32 @@ class VAE(ConditionalDensity):
         """√P(|k| | c): the Fourier decoder's standard deviation per channel and radius, ``[n, C, R]``."""
         raw = self.spectrum_net(c) if self.spectrum_net is not None else self.spectrum_params.expand(n, -1)
         return self._scale(raw).reshape(n, self._channels, -1)
+
+    @torch.no_grad()
+    def _init_spectrum(self, y: Tensor) -> None:
+        """Data-dependent start of the Fourier decoder (as Glow's ActNorm; Kingma & Dhariwal 2018,
+        arXiv:1807.03039): P(|k|) ← the batch's power spectrum about its mean map, for every context.
+
+        The spectrum's network of c starts with zero last-layer weights, so all contexts share this start; it
+        saves the optimiser the many small steps from white noise to a steep spectrum.
+        """
+        self._spectrum_pending = False
+        n, ch = y.shape[0], self._channels
+        if n < 2:
+            return
+        r = y.reshape(n, ch, *self.y_shape[-2:])
+        r_hat = torch.fft.rfft2(r - r.mean(0), norm="ortho")
+        power = (r_hat.real**2 + r_hat.imag**2).mean(0) * n / (n - 1)  # [C, H, W//2+1], E|r̂_k|² = P(|k|)
+        group = self._mode_group.reshape(-1)
+        per_radius = torch.zeros(ch, len(self._mode_counts), dtype=power.dtype, device=power.device)
+        per_radius.index_add_(1, group, power.reshape(ch, -1))
+        per_radius = per_radius / torch.bincount(group, minlength=per_radius.shape[1]).to(power)
+        sigma = per_radius.sqrt().clamp_min(2 * self.min_scale)
+        raw = (torch.log(torch.expm1(sigma - self.min_scale)) - math.log(math.expm1(1.0 - self.min_scale)))
+        if self.spectrum_net is not None:
+            self.spectrum_net.output.bias.copy_(raw.reshape(-1))
+        else:
+            self.spectrum_params.copy_(raw.reshape(-1))
 
     def on_epoch(self, epoch: int) -> None:
         """KL warm-up: β = min(1, (epoch + 1) / ``kl_warmup_epochs``) (called by the trainer)."""
@@ -350,6 +380,8 @@ class VAE(ConditionalDensity):
 
     def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
         self._check_built()
+        if self.training and self._spectrum_pending:
+            self._init_spectrum(y)
         # β < 1 only while training: validation (early stopping) always scores the true −ELBO.
         return -self._elbo(y, c, 1, None, self.kl_weight if self.training else 1.0).mean()
 
@@ -422,6 +454,11 @@ class VAE(ConditionalDensity):
         if (c is None) != (self.context_features is None):
             expected = "c=None (it was built without a context)" if c is not None else "a context c"
             raise ValueError(f"this VAE needs {expected}")
+
+
+def _spectrum_loaded(module: nn.Module, incompatible_keys: Any) -> None:
+    """A VAE whose weights are loaded keeps its learned spectrum (no data-dependent start)."""
+    module._spectrum_pending = False
 
 
 def _tile(t: Tensor | None, k: int) -> Tensor | None:

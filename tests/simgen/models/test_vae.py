@@ -430,3 +430,25 @@ def test_saved_map_vae_without_decoder_noise_keeps_its_diagonal_decoder_and_log_
     case = json.loads((FIXTURES / "expected.json").read_text())["likelihood_map_vae"]
     lp = est.log_prob(torch.tensor(case["y"]), torch.tensor(case["c"]), generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(lp, torch.tensor(case["log_prob"]), rtol=1e-5, atol=1e-5)
+
+
+def test_fourier_spectrum_starts_at_the_first_training_batch_and_loaded_weights_are_kept():
+    height, width, n = 8, 8, 2000
+    modes = radial_modes(height, width)
+    scale = torch.linspace(3.0, 0.3, modes.num_radii)
+    field = StationaryNormal(torch.zeros(height, width), scale, modes, channels=False)
+    y = field.rsample((n,), generator=torch.Generator().manual_seed(0))
+    vae = VAE(latent_features=2, channels=(4,), num_blocks=1).build((height, width), 1)
+    c = torch.zeros(n, 1)
+    state = {k: v.clone() for k, v in vae.state_dict().items()}
+    vae.train()
+    vae.loss(y, c)
+    start = vae._spectrum_scale(c[:1], 1)[0, 0]
+    assert ((start / scale - 1).abs() < 0.1).all()  # the batch's spectrum, within its sampling error
+    vae.loss(y * 2, c)  # once only
+    assert torch.equal(vae._spectrum_scale(c[:1], 1)[0, 0], start)
+    fresh = VAE(**vae.config()).build((height, width), 1)
+    fresh.load_state_dict(state)
+    fresh.train()
+    fresh.loss(y, c)  # loaded weights: no data-dependent start
+    assert torch.allclose(fresh._spectrum_scale(c[:1], 1), torch.ones(1, 1, modes.num_radii))
