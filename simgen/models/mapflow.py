@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .base import ConditionalDensity
+from .fourier import radial_modes
 
 __all__ = ["MapFlow"]
 
@@ -95,18 +96,11 @@ class MapFlow(ConditionalDensity):
             raise ValueError(f"MapFlow models maps [H, W] or [C, H, W]; got y_shape {list(self.y_shape)}")
         c, h, w = (1, *self.y_shape) if len(self.y_shape) == 2 else self.y_shape
         self._chw = (c, h, w)
-        # |k|² on the rfft2 grid in units of (cycles per pixel)² · H²W², an integer, so equal radii group exactly
-        ky = torch.fft.fftfreq(h, 1.0 / h).double()
-        kx_half = torch.fft.rfftfreq(w, 1.0 / w).double()
-        kx_full = torch.fft.fftfreq(w, 1.0 / w).double()
-        half = ((ky[:, None] * w) ** 2 + (kx_half[None, :] * h) ** 2).round().long()
-        full = ((ky[:, None] * w) ** 2 + (kx_full[None, :] * h) ** 2).round().long()
-        radii, group = torch.unique(half, return_inverse=True)
+        modes = radial_modes(h, w)
+        self.register_buffer("_group", modes.group)  # [H, W//2+1] radius index of each rfft2 mode
         # eigenvalue multiplicity of each radius on the full frequency grid (the log-determinant's weights)
-        counts = torch.bucketize(full.reshape(-1), radii)
-        self.register_buffer("_group", group)  # [H, W//2+1] radius index of each rfft2 mode
-        self.register_buffer("_counts", torch.bincount(counts, minlength=len(radii)).float())  # [R]
-        self.num_radii = len(radii)
+        self.register_buffer("_counts", modes.counts.float())  # [R]
+        self.num_radii = int(modes.counts.shape[0])
         f = self.context_features
         k = self.num_bins
         # one shift and log-scale per channel, or per pixel for a non-stationary field
