@@ -7,14 +7,12 @@ from typing import Any
 
 import torch
 from nflows.transforms.splines.rational_quadratic import (
-    DEFAULT_MIN_BIN_HEIGHT,
-    DEFAULT_MIN_BIN_WIDTH,
     DEFAULT_MIN_DERIVATIVE,
 )
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from .base import ConditionalDensity
+from .flow import spline_points
 from .fourier import radial_modes
 
 __all__ = ["MapFlow"]
@@ -179,11 +177,8 @@ class MapFlow(ConditionalDensity):
 def shared_spline(
     inputs: Tensor, params: Tensor, num_bins: int, tail_bound: float, inverse: bool = False
 ) -> tuple[Tensor, Tensor]:
-    r"""One monotone rational-quadratic spline per row and channel, applied to all of that channel's pixels.
-
-    The spline of :func:`~simgen.models.flow.rational_quadratic_spline` (Durkan et al. 2019, eq. 4; identity
-    tails outside [−B, B], unit end derivatives), with its knots computed once per ``[n, C]`` instead of once per
-    pixel: the per-pixel work is one bin search and the rational-quadratic formula.
+    r"""One monotone rational-quadratic spline per row and channel (:func:`~simgen.models.flow.spline_points`),
+    applied to all of that channel's pixels.
 
     Args:
         inputs: ``[n, C, P]`` pixels.
@@ -193,50 +188,8 @@ def shared_spline(
         ``(outputs [n, C, P], log|g′| [n, C, P])`` (``−log g′`` at the input for ``inverse=True``).
     """
     k = num_bins
-    bound = float(tail_bound)
-    inside = (inputs >= -bound) & (inputs <= bound)
-    x = inputs.clamp(-bound, bound)
-    logits = params[..., : 2 * k].unflatten(-1, (2, k))  # [n, C, 2, K]
-    floor = torch.tensor([DEFAULT_MIN_BIN_WIDTH, DEFAULT_MIN_BIN_HEIGHT], dtype=params.dtype, device=params.device)
-    sizes = floor[:, None] + (1.0 - floor[:, None] * k) * torch.softmax(logits, dim=-1)
-    knots = torch.cat([torch.full_like(sizes[..., :1], -bound), torch.cumsum(sizes, -1) * (2 * bound) - bound], -1)
-    knots[..., -1] = bound  # exact end knots: the spline meets the tails without a rounding gap
-    sizes = knots[..., 1:] - knots[..., :-1]
-    cumwidths, cumheights = knots.unbind(-2)  # [n, C, K + 1]
-    widths, heights = sizes.unbind(-2)  # [n, C, K]
-    tail = math.log(math.expm1(1.0 - DEFAULT_MIN_DERIVATIVE))
-    derivatives = DEFAULT_MIN_DERIVATIVE + F.softplus(F.pad(params[..., 2 * k :], (1, 1), value=tail))
-
-    # bin of each pixel: the number of inner knots at or below it
-    inner = (cumheights if inverse else cumwidths)[..., 1:-1].contiguous()
-    idx = torch.searchsorted(inner, x.contiguous(), right=True)  # [n, C, P]
-
-    def at(t: Tensor) -> Tensor:
-        return t.gather(-1, idx)
-
-    x_k, w_k, y_k, h_k = at(cumwidths), at(widths), at(cumheights), at(heights)
-    d_k, d_k1 = at(derivatives[..., :-1]), at(derivatives[..., 1:])
-    s_k = h_k / w_k
-    curvature = d_k1 + d_k - 2 * s_k
-    if inverse:
-        dy = x - y_k
-        a = dy * curvature + h_k * (s_k - d_k)
-        b = h_k * d_k - dy * curvature
-        c = -s_k * dy
-        # the discriminant is ≥ 0 in exact arithmetic; rounding must not turn it into a NaN
-        xi = (2 * c) / (-b - torch.sqrt((b * b - 4 * a * c).clamp_min(0.0)))
-        out = xi * w_k + x_k
-    else:
-        xi = (x - x_k) / w_k
-    xi_1mxi = xi * (1 - xi)
-    denominator = s_k + curvature * xi_1mxi
-    if not inverse:
-        out = y_k + h_k * (s_k * xi * xi + d_k * xi_1mxi) / denominator
-    log_derivative = (torch.log(s_k * s_k * (d_k1 * xi * xi + 2 * s_k * xi_1mxi + d_k * (1 - xi) ** 2))
-                      - 2 * torch.log(denominator))
-    if inverse:
-        log_derivative = -log_derivative
-    return torch.where(inside, out, inputs), torch.where(inside, log_derivative, torch.zeros_like(log_derivative))
+    return spline_points(inputs, params[..., :k], params[..., k : 2 * k], params[..., 2 * k :], inverse=inverse,
+                         tail_bound=tail_bound)
 
 
 def _gather(t: Tensor | list[Tensor], index: Tensor) -> Tensor | list[Tensor]:
