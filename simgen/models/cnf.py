@@ -277,30 +277,28 @@ class ContinuousFlow(ConditionalDensity):
         tau0, tau1 = self.tau_range
         return torch.linspace(tau1, tau0, steps + 1)
 
-    def sample(
+    def _noise(self, rows: int, generator: torch.Generator | None) -> Tensor:
+        """z ~ N(0, I) ``[rows, *y_shape]``, drawn on ``generator``'s device (so that a seed gives the same draws
+        whatever device the model is on) and moved to the model's."""
+        device = self._device()
+        gen_device = generator.device if generator is not None else device
+        return torch.randn(rows, *self.y_shape, generator=generator, device=gen_device).to(device)
+
+    def _sample(
         self,
-        n: int,
-        c: Tensor | None,
+        rows: int,
+        context: Tensor | None,
         *,
         generator: torch.Generator | None = None,
         method: Method | None = None,
         steps: int | None = None,
     ) -> Tensor:
-        """``n`` draws per context row (``[m, n, *y_shape]``; ``[n, *y_shape]`` for ``c=None``) by integrating
-        the ODE from noise to data; ``method``/``steps`` override the family's defaults for this call."""
-        self._check_built()
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"the number of samples must be a positive int; got {n!r}")
-        self._check_context(c)
+        """One draw per context row by integrating the ODE from noise to data; ``method``/``steps`` (``sample``'s
+        options) override the family's defaults for this call."""
         method, steps = method or self.method, steps or self.steps
         check_method(method, steps)
-        m = 1 if c is None else c.shape[0]
-        device = self._device()
-        gen_device = generator.device if generator is not None else device
         tau0, tau1 = self.tau_range
-        z = torch.randn(m * n, *self.y_shape, generator=generator, device=gen_device).to(device)
-        context = None if c is None else c.repeat_interleave(n, dim=0)
-        rows = m * n
+        z = self._noise(rows, generator)
 
         def field(t: Tensor, y: Tensor) -> Tensor:
             return self.velocity(y, t.expand(rows), context)
@@ -308,8 +306,7 @@ class ContinuousFlow(ConditionalDensity):
         with torch.no_grad():
             sol = integrate(field, tau1 * z, self.time_grid(steps), method=method, rtol=self.rtol, atol=self.atol)
         self.last_nfe = sol.nfe
-        y = (sol.y / (1 - tau0)).reshape(m, n, *self.y_shape)
-        return y[0] if c is None else y
+        return sol.y / (1 - tau0)
 
     def log_prob(
         self,
