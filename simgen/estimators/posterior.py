@@ -160,6 +160,13 @@ class PosteriorEstimator(Estimator):
         check_positive_int(n)
         return self._sample_chunks(n, self.check_x(xs, "xs"), generator)
 
-    def log_prob(self, theta: Any, x: Any, *, generator: torch.Generator | None = None) -> Tensor:
-        """log q(θ[i] | x[i]) ``[n]``; one observation x is broadcast over θ; −inf outside the support."""
-        return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator)
+    def log_prob(self, theta: Any, x: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        """log q(θ[i] | x[i]) ``[n]``; one observation x is broadcast over θ; −inf outside the support.
+        ``options`` go to the family's ``log_prob`` (a CNF's or diffusion's ``num_probes=``, ``exact=``)."""
+        return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator, options)
+
+    def log_prob_with_se(self, theta: Any, x: Any, *, generator: torch.Generator | None = None,
+                         **options: Any) -> tuple[Tensor, Tensor]:
+        """(log q̂(θ[i] | x[i]), its standard error), both ``[n]``: 0 for an exact family, the trace estimator's
+        for an ODE family (``ConditionalDensity.log_prob_with_se``); arguments as :meth:`log_prob`."""
+        return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator, options, True)

@@ -140,6 +140,7 @@ class ContinuousFlow(ConditionalDensity):
     """
 
     support_map = "probit"
+    log_prob_kind = "ode"
 
     def __init__(
         self,
