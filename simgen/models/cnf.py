@@ -243,25 +243,10 @@ class ContinuousFlow(ConditionalDensity):
         return math.prod(self.y_shape)
 
     # ----------------------------------------------------------------- input checks
-    def _check_context(self, c: Tensor | None, rows: int | None = None) -> None:
-        if (c is None) != (self.context_features is None):
-            expected = "c=None (it was built without a context)" if c is not None else "a context c"
-            raise ValueError(f"this {type(self).__name__} needs {expected}")
-        if c is not None:
-            lead = rows if rows is not None else c.shape[0]
-            if c.dim() != 2 or c.shape != (lead, self.context_features):
-                raise ValueError(f"c must have shape [{lead}, {self.context_features}]; got {list(c.shape)}")
-
     def _check_rows(self, y: Tensor, c: Tensor | None) -> None:
         if y.dim() < 1 or tuple(y.shape[1:]) != self.y_shape:
             raise ValueError(f"y must have shape [n, {', '.join(map(str, self.y_shape))}]; got {list(y.shape)}")
-        self._check_context(c, y.shape[0])
-
-    def _device(self) -> torch.device:
-        # a field without parameters (an exact field plugged in for a test) still has buffers
-        for tensor in (*self.parameters(), *self.buffers()):
-            return tensor.device
-        return torch.device("cpu")
+        self.check_context(c, y.shape[0])
 
     def _probes(self, groups: int, rows: int, generator: torch.Generator | None) -> Tensor:
         """``groups`` probe groups ``[G, Q, D]`` shared by the rows when drawn from ``generator`` (a frozen
@@ -269,8 +254,8 @@ class ContinuousFlow(ConditionalDensity):
         per_row = None if generator is not None else rows
         if self.is_map and self.trace_probes == "coloured":
             return coloured_probes(groups, self.y_shape, self.colouring_period, rows=per_row, generator=generator,
-                                   device=self._device())
-        return hutchinson_probes(groups, self.dim, rows=per_row, generator=generator, device=self._device())[:, None]
+                                   device=self.device)
+        return hutchinson_probes(groups, self.dim, rows=per_row, generator=generator, device=self.device)[:, None]
 
     # ----------------------------------------------------------------- the shared ODE paths
     def time_grid(self, steps: int) -> Tensor:
@@ -281,7 +266,7 @@ class ContinuousFlow(ConditionalDensity):
     def _noise(self, rows: int, generator: torch.Generator | None) -> Tensor:
         """z ~ N(0, I) ``[rows, *y_shape]``, drawn on ``generator``'s device (so that a seed gives the same draws
         whatever device the model is on) and moved to the model's."""
-        device = self._device()
+        device = self.device
         gen_device = generator.device if generator is not None else device
         return torch.randn(rows, *self.y_shape, generator=generator, device=gen_device).to(device)
 
@@ -335,19 +320,17 @@ class ContinuousFlow(ConditionalDensity):
         c: Tensor | None,
         *,
         generator: torch.Generator | None = None,
-        method: Method | None = None,
-        steps: int | None = None,
-        exact: bool | None = None,
         num_probes: int | None = None,
+        **options: Any,
     ) -> tuple[Tensor, Tensor]:
         r"""(log p̂, its standard error), both ``[n]``, from G = ``num_probes`` probe groups (default
-        max(2, ``hutchinson_probes``)).
+        max(2, ``hutchinson_probes``)); ``options`` (``method``, ``steps``, ``exact``) as :meth:`log_prob`.
 
         The G trace estimates ℓ̂_g share one ODE trajectory, so log p̂_g − log p̂_h = ℓ̂_g − ℓ̂_h: their mean is
         ``log_prob``'s value and SE = sd_g(log p̂_g)/√G measures the trace estimator's error (not the solver's).
         With the exact trace the standard error is 0. With ``generator`` the probes are shared by the rows (see
         the class docstring), so the standard errors of different rows are not independent."""
-        draws = self._log_prob_draws(y, c, generator=generator, method=method, steps=steps, exact=exact,
+        draws = self._log_prob_draws(y, c, generator=generator, **options,
                                      num_probes=max(2, self.hutchinson_probes) if num_probes is None else num_probes)
         if draws.shape[0] == 1:  # exact trace
             return draws[0], torch.zeros_like(draws[0])
@@ -359,10 +342,10 @@ class ContinuousFlow(ConditionalDensity):
         c: Tensor | None,
         *,
         generator: torch.Generator | None,
-        method: Method | None,
-        steps: int | None,
-        exact: bool | None,
-        num_probes: int | None,
+        method: Method | None = None,
+        steps: int | None = None,
+        exact: bool | None = None,
+        num_probes: int | None = None,
     ) -> Tensor:
         """``[G, n]``: G unbiased estimates of log p(y | c) on one trajectory (``[1, n]`` with the exact trace)."""
         self._check_built()
