@@ -357,14 +357,16 @@ class Estimator:
         save(self, path)
 
     # ----------------------------------------------------------------- sampling
-    def _sample_chunks(self, n: int, c: Tensor, generator: torch.Generator | None, chunk: int = 100_000) -> Tensor:
-        """``n`` samples per context row, drawn ``chunk`` rows at a time: ``[m, n, *y_shape]`` on the CPU."""
+    def _sample_chunks(self, n: int, c: Tensor, generator: torch.Generator | None,
+                       options: dict[str, Any] | None = None, chunk: int = 100_000) -> Tensor:
+        """``n`` samples per context row, drawn ``chunk`` rows at a time: ``[m, n, *y_shape]`` on the CPU;
+        ``options`` are the family's sampling options (an ODE family's ``method=``, ``steps=``)."""
         check_positive_int(n)
         out = []
         with torch.no_grad():
             c = c.to(self.device)
             for s in range(0, n, chunk):
-                out.append(self.density.sample(min(chunk, n - s), c, generator=generator).cpu())
+                out.append(self.density.sample(min(chunk, n - s), c, generator=generator, **(options or {})).cpu())
         return torch.cat(out, dim=1)
 
     def _log_prob(self, y: Tensor, c: Tensor, names: tuple[str, str], generator: torch.Generator | None,

@@ -144,21 +144,23 @@ class PosteriorEstimator(Estimator):
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
         return self._fit((theta, x), config, seed, progress, settings, weights)
 
-    def sample(self, n: int, x_obs: Any, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, x_obs: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """``n`` posterior draws for one observation ``x_obs`` (``[*x_shape]`` or ``[1, *x_shape]``):
-        ``[n, d_theta]``."""
+        ``[n, d_theta]``; ``options`` are the family's sampling options (a diffusion's ``method="sde"``,
+        ``steps=``)."""
         x = self.check_x(x_obs, "x_obs")
         if x.shape[0] != 1:
             raise ValueError(
                 f"sample takes one observation; x_obs has {x.shape[0]} rows. Use sample_batched(n, xs) for "
                 "several observations (a PosteriorEstimator does not combine i.i.d. observations)"
             )
-        return self.sample_batched(n, x, generator=generator)[0]
+        return self.sample_batched(n, x, generator=generator, **options)[0]
 
-    def sample_batched(self, n: int, xs: Any, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample_batched(self, n: int, xs: Any, *, generator: torch.Generator | None = None,
+                       **options: Any) -> Tensor:
         """``n`` posterior draws for each of ``m`` observations ``xs`` ``[m, *x_shape]``: ``[m, n, d_theta]``."""
         check_positive_int(n)
-        return self._sample_chunks(n, self.check_x(xs, "xs"), generator)
+        return self._sample_chunks(n, self.check_x(xs, "xs"), generator, options)
 
     def log_prob(self, theta: Any, x: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """log q(θ[i] | x[i]) ``[n]``; one observation x is broadcast over θ; −inf outside the support.

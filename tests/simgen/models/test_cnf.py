@@ -308,6 +308,9 @@ def test_map_emulator_and_map_posterior_train_and_sample(family):
     mean, se = emu.log_prob_with_se(x[:4], theta[:4], generator=g(), num_probes=3)
     assert not torch.equal(three, a) and torch.equal(mean, three) and (se > 0).all() and torch.isfinite(se).all()
     assert emu.log_prob_kind == post.log_prob_kind == "ode"
+    # and the family's sampling options through sample / sample_batched
+    assert post.sample(5, x[0], generator=g(), method="euler", steps=2).shape == (5, 2)
+    assert post.density.density.last_nfe == 2
     exact, zero = post.log_prob_with_se(samples, x[0])  # D = 2: exact trace, no estimation error
     assert torch.equal(zero, torch.zeros(7)) and torch.allclose(exact, post.log_prob(samples, x[0]))
     hutchinson, se = post.log_prob_with_se(samples, x[0], generator=g(), exact=False, num_probes=4)
