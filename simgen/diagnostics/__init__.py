@@ -31,7 +31,7 @@ import warnings
 from typing import Any
 
 from . import likelihood as _likelihood
-from .coverage import ODE_FAMILIES, CoverageResult, coverage, log_prob_is_ode
+from .coverage import CoverageResult, coverage, log_prob_is_ode
 from .likelihood import LikelihoodComparison, StatisticComparison, compare_emulator, compare_likelihood
 from .maps import map_statistics
 from .predictive import PosteriorPredictiveResult, posterior_predictive
@@ -48,7 +48,6 @@ __all__ = [
     "compare_likelihood",
     "compare_emulator",
     "log_prob_is_ode",
-    "ODE_FAMILIES",
     "SBCResult",
     "CoverageResult",
     "PosteriorPredictiveResult",

@@ -12,33 +12,31 @@ from ..utils import as_tensor, seeded
 from .draws import check_pairs, child_seeds, draw
 from .uniformity import ks_uniform
 
-__all__ = ["CoverageResult", "coverage", "log_prob_is_ode", "ODE_FAMILIES"]
-
-#: families whose ``log_prob`` integrates an ODE (instantaneous change of variables) on every call
-ODE_FAMILIES = ("cnf", "diffusion")
+__all__ = ["CoverageResult", "coverage", "log_prob_is_ode"]
 
 
 def log_prob_is_ode(obj: Any) -> bool:
     r"""Whether evaluating ``obj.log_prob`` integrates an ODE on every call (so HPD coverage would be slow).
 
     An object says so with a boolean attribute ``log_prob_is_ode`` (its own value decides, ``True`` or
-    ``False``). Otherwise the objects it wraps are searched through their ``density`` and ``likelihood``
-    attributes (an estimator's :class:`~simgen.models.TransformedDensity` and family; an
-    :class:`~simgen.mcmc.MCMCPosterior`'s emulator): the answer is ``True`` when one of them has
-    ``log_prob_is_ode = True`` or a ``family`` in :data:`ODE_FAMILIES` (``"cnf"``, ``"diffusion"``: log-density by
-    the instantaneous change of variables along the probability-flow ODE), else ``False``.
+    ``False``). Otherwise the answer is ``True`` when ``obj`` or an object it wraps, through ``density`` and
+    ``likelihood`` attributes (an estimator's :class:`~simgen.models.TransformedDensity` and family; an
+    :class:`~simgen.mcmc.MCMCPosterior`'s emulator), declares ``log_prob_kind == "ode"``
+    (:attr:`~simgen.models.ConditionalDensity.log_prob_kind`: log-density by the instantaneous change of
+    variables along an ODE) or ``log_prob_is_ode = True``; else ``False``.
     """
     own = getattr(obj, "log_prob_is_ode", None)
     if isinstance(own, bool):
         return own
     seen: set[int] = set()
-    stack = [getattr(obj, name, None) for name in ("density", "likelihood")]
+    stack = [obj]
     while stack:
         o = stack.pop()
         if o is None or id(o) in seen:
             continue
         seen.add(id(o))
-        if getattr(o, "log_prob_is_ode", None) is True or getattr(o, "family", None) in ODE_FAMILIES:
+        # duck-typed on purpose: a user's posterior object need not be a simgen class
+        if getattr(o, "log_prob_kind", None) == "ode" or getattr(o, "log_prob_is_ode", None) is True:
             return True
         stack.extend(getattr(o, name, None) for name in ("density", "likelihood"))
     return False

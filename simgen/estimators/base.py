@@ -178,6 +178,12 @@ class Estimator:
         spec = self.model_spec
         return MODELS[model_for(spec, self.y_kind)] if isinstance(spec, str) else spec
 
+    @property
+    def log_prob_kind(self) -> str:
+        """How the family computes ``log_prob`` (see ``ConditionalDensity.log_prob_kind``): ``"exact"``,
+        ``"ode"`` or ``"importance"``."""
+        return self.family_spec().log_prob_kind
+
     def training_defaults(self) -> dict[str, Any]:
         """The chosen family's preferred training settings (see ``ConditionalDensity.training_defaults``)."""
         return dict(self.family_spec().training_defaults)
@@ -351,20 +357,27 @@ class Estimator:
         save(self, path)
 
     # ----------------------------------------------------------------- sampling
-    def _sample_chunks(self, n: int, c: Tensor, generator: torch.Generator | None, chunk: int = 100_000) -> Tensor:
-        """``n`` samples per context row, drawn ``chunk`` rows at a time: ``[m, n, *y_shape]`` on the CPU."""
+    def _sample_chunks(self, n: int, c: Tensor, generator: torch.Generator | None,
+                       options: dict[str, Any] | None = None, chunk: int = 100_000) -> Tensor:
+        """``n`` samples per context row, drawn ``chunk`` rows at a time: ``[m, n, *y_shape]`` on the CPU;
+        ``options`` are the family's sampling options (an ODE family's ``method=``, ``steps=``)."""
         check_positive_int(n)
         out = []
         with torch.no_grad():
             c = c.to(self.device)
             for s in range(0, n, chunk):
-                out.append(self.density.sample(min(chunk, n - s), c, generator=generator).cpu())
+                out.append(self.density.sample(min(chunk, n - s), c, generator=generator, **(options or {})).cpu())
         return torch.cat(out, dim=1)
 
-    def _log_prob(self, y: Tensor, c: Tensor, names: tuple[str, str], generator: torch.Generator | None) -> Tensor:
+    def _log_prob(self, y: Tensor, c: Tensor, names: tuple[str, str], generator: torch.Generator | None,
+                  options: dict[str, Any], with_se: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """The fitted density's ``log_prob`` (or ``log_prob_with_se``) at rows of y and c, one row broadcast."""
         y, c = broadcast_rows(y, c, *names)
+        density = self._require_fitted().density
+        method = density.log_prob_with_se if with_se else density.log_prob
         with torch.no_grad():
-            return self.density.log_prob(y.to(self.device), c.to(self.device), generator=generator).cpu()
+            out = method(y.to(self.device), c.to(self.device), generator=generator, **options)
+        return tuple(t.cpu() for t in out) if with_se else out.cpu()
 
 
 def training_config(

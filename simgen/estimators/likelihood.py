@@ -90,21 +90,31 @@ class LikelihoodEstimator(Estimator):
             raise ValueError(f"discrete dimensions are supported for vector x only; x_kind is {self.x_kind!r}")
         return self._fit((x, theta), config, seed, progress, settings)
 
-    def sample(self, n: int, theta: Any, *, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` emulated simulations at one θ (``[d_theta]`` or ``[1, d_theta]``): ``[n, *x_shape]``."""
+    def sample(self, n: int, theta: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        """``n`` emulated simulations at one θ (``[d_theta]`` or ``[1, d_theta]``): ``[n, *x_shape]``;
+        ``options`` are the family's sampling options (a diffusion's ``method="sde"``, ``steps=``)."""
         theta = self.check_theta(theta)
         if theta.shape[0] != 1:
             raise ValueError(f"sample takes one theta; got {theta.shape[0]} rows. Use sample_batched(n, thetas)")
-        return self.sample_batched(n, theta, generator=generator)[0]
+        return self.sample_batched(n, theta, generator=generator, **options)[0]
 
-    def sample_batched(self, n: int, thetas: Any, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample_batched(self, n: int, thetas: Any, *, generator: torch.Generator | None = None,
+                       **options: Any) -> Tensor:
         """``n`` emulated simulations for each of ``m`` parameters ``[m, d_theta]``: ``[m, n, *x_shape]``."""
         check_positive_int(n)
-        return self._sample_chunks(n, self.check_theta(thetas, "thetas"), generator)
+        return self._sample_chunks(n, self.check_theta(thetas, "thetas"), generator, options)
 
-    def log_prob(self, x: Any, theta: Any, *, generator: torch.Generator | None = None) -> Tensor:
-        """log q(x[i] | θ[i]) ``[n]``; a single x or θ row is broadcast against the other."""
-        return self._log_prob(self.check_x(x), self.check_theta(theta), ("x", "theta"), generator)
+    def log_prob(self, x: Any, theta: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        """log q(x[i] | θ[i]) ``[n]``; a single x or θ row is broadcast against the other. ``options`` go to the
+        family's ``log_prob`` (a CNF's or diffusion's ``num_probes=``, ``exact=``, ``method=``; a VAE's
+        ``num_samples=``)."""
+        return self._log_prob(self.check_x(x), self.check_theta(theta), ("x", "theta"), generator, options)
+
+    def log_prob_with_se(self, x: Any, theta: Any, *, generator: torch.Generator | None = None,
+                         **options: Any) -> tuple[Tensor, Tensor]:
+        """(log q̂(x[i] | θ[i]), its standard error), both ``[n]``: 0 for an exact family, the trace estimator's
+        for an ODE family (``ConditionalDensity.log_prob_with_se``); arguments as :meth:`log_prob`."""
+        return self._log_prob(self.check_x(x), self.check_theta(theta), ("x", "theta"), generator, options, True)
 
     def log_likelihood(
         self, theta: Tensor, x_obs: Tensor, *, generator: torch.Generator | None = None, grad: bool = False

@@ -144,22 +144,31 @@ class PosteriorEstimator(Estimator):
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
         return self._fit((theta, x), config, seed, progress, settings, weights)
 
-    def sample(self, n: int, x_obs: Any, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, x_obs: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """``n`` posterior draws for one observation ``x_obs`` (``[*x_shape]`` or ``[1, *x_shape]``):
-        ``[n, d_theta]``."""
+        ``[n, d_theta]``; ``options`` are the family's sampling options (a diffusion's ``method="sde"``,
+        ``steps=``)."""
         x = self.check_x(x_obs, "x_obs")
         if x.shape[0] != 1:
             raise ValueError(
                 f"sample takes one observation; x_obs has {x.shape[0]} rows. Use sample_batched(n, xs) for "
                 "several observations (a PosteriorEstimator does not combine i.i.d. observations)"
             )
-        return self.sample_batched(n, x, generator=generator)[0]
+        return self.sample_batched(n, x, generator=generator, **options)[0]
 
-    def sample_batched(self, n: int, xs: Any, *, generator: torch.Generator | None = None) -> Tensor:
+    def sample_batched(self, n: int, xs: Any, *, generator: torch.Generator | None = None,
+                       **options: Any) -> Tensor:
         """``n`` posterior draws for each of ``m`` observations ``xs`` ``[m, *x_shape]``: ``[m, n, d_theta]``."""
         check_positive_int(n)
-        return self._sample_chunks(n, self.check_x(xs, "xs"), generator)
+        return self._sample_chunks(n, self.check_x(xs, "xs"), generator, options)
 
-    def log_prob(self, theta: Any, x: Any, *, generator: torch.Generator | None = None) -> Tensor:
-        """log q(θ[i] | x[i]) ``[n]``; one observation x is broadcast over θ; −inf outside the support."""
-        return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator)
+    def log_prob(self, theta: Any, x: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        """log q(θ[i] | x[i]) ``[n]``; one observation x is broadcast over θ; −inf outside the support.
+        ``options`` go to the family's ``log_prob`` (a CNF's or diffusion's ``num_probes=``, ``exact=``)."""
+        return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator, options)
+
+    def log_prob_with_se(self, theta: Any, x: Any, *, generator: torch.Generator | None = None,
+                         **options: Any) -> tuple[Tensor, Tensor]:
+        """(log q̂(θ[i] | x[i]), its standard error), both ``[n]``: 0 for an exact family, the trace estimator's
+        for an ODE family (``ConditionalDensity.log_prob_with_se``); arguments as :meth:`log_prob`."""
+        return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator, options, True)

@@ -48,6 +48,11 @@ class ConditionalDensity(nn.Module, abc.ABC):
     #: whether the estimator standardises y before this family sees it (a family of binary data, such as a
     #: Bernoulli VAE, models y as it is)
     standardize_y: bool = True
+    #: how :meth:`log_prob` is computed: ``"exact"`` (a change of variables, or a closed form), ``"ode"`` (an ODE
+    #: integral per call: the instantaneous change of variables, costly and, for large y, stochastic) or
+    #: ``"importance"`` (an importance-weighted estimate, biased low, such as a VAE's IWAE bound); diagnostics
+    #: choose their method from it (HPD coverage is skipped for ``"ode"``)
+    log_prob_kind: ClassVar[str] = "exact"
 
     def __init__(self) -> None:
         super().__init__()
@@ -77,8 +82,10 @@ class ConditionalDensity(nn.Module, abc.ABC):
         """Scalar training objective on a batch ``y`` ``[n, *y_shape]``, ``c`` ``[n, f]``."""
 
     @abc.abstractmethod
-    def log_prob(self, y: Tensor, c: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
-        """log p(y[i] | c[i]) for each row: ``[n]``."""
+    def log_prob(self, y: Tensor, c: Tensor | None, *, generator: torch.Generator | None = None,
+                 **options: Any) -> Tensor:
+        """log p(y[i] | c[i]) for each row: ``[n]``; ``options`` are a stochastic family's estimation options
+        (an ODE family's ``num_probes=``, ``exact=``, a VAE's ``num_samples=``)."""
 
     def sample(self, n: int, c: Tensor | None, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """``n`` draws per context row: ``[m, n, *y_shape]`` (``[n, *y_shape]`` when ``c`` is ``None``).
@@ -103,6 +110,20 @@ class ConditionalDensity(nn.Module, abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} implements neither sample nor _sample")
 
     # ----------------------------------------------------------------- optional hooks, with their defaults
+    def log_prob_with_se(self, y: Tensor, c: Tensor | None, *, generator: torch.Generator | None = None,
+                         **options: Any) -> tuple[Tensor, Tensor]:
+        """(log p̂(y[i] | c[i]), its standard error), both ``[n]``.
+
+        An exact family's ``log_prob`` has no estimation error, so its standard error is 0; a family whose
+        ``log_prob`` is an estimate overrides this (an ODE family's Hutchinson trace: the spread over probe
+        groups), and one that cannot say refuses rather than report 0.
+        """
+        if self.log_prob_kind != "exact":
+            raise NotImplementedError(
+                f"{type(self).__name__}'s log_prob is an estimate ({self.log_prob_kind!r}) without a standard error")
+        logp = self.log_prob(y, c, generator=generator, **options)
+        return logp, torch.zeros_like(logp)
+
     def on_epoch(self, epoch: int) -> None:
         """Called by the trainer before each epoch (a schedule such as a KL warm-up); nothing by default."""
 

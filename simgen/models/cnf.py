@@ -140,6 +140,7 @@ class ContinuousFlow(ConditionalDensity):
     """
 
     support_map = "probit"
+    log_prob_kind = "ode"
 
     def __init__(
         self,
@@ -242,25 +243,10 @@ class ContinuousFlow(ConditionalDensity):
         return math.prod(self.y_shape)
 
     # ----------------------------------------------------------------- input checks
-    def _check_context(self, c: Tensor | None, rows: int | None = None) -> None:
-        if (c is None) != (self.context_features is None):
-            expected = "c=None (it was built without a context)" if c is not None else "a context c"
-            raise ValueError(f"this {type(self).__name__} needs {expected}")
-        if c is not None:
-            lead = rows if rows is not None else c.shape[0]
-            if c.dim() != 2 or c.shape != (lead, self.context_features):
-                raise ValueError(f"c must have shape [{lead}, {self.context_features}]; got {list(c.shape)}")
-
     def _check_rows(self, y: Tensor, c: Tensor | None) -> None:
         if y.dim() < 1 or tuple(y.shape[1:]) != self.y_shape:
             raise ValueError(f"y must have shape [n, {', '.join(map(str, self.y_shape))}]; got {list(y.shape)}")
-        self._check_context(c, y.shape[0])
-
-    def _device(self) -> torch.device:
-        # a field without parameters (an exact field plugged in for a test) still has buffers
-        for tensor in (*self.parameters(), *self.buffers()):
-            return tensor.device
-        return torch.device("cpu")
+        self.check_context(c, y.shape[0])
 
     def _probes(self, groups: int, rows: int, generator: torch.Generator | None) -> Tensor:
         """``groups`` probe groups ``[G, Q, D]`` shared by the rows when drawn from ``generator`` (a frozen
@@ -268,8 +254,8 @@ class ContinuousFlow(ConditionalDensity):
         per_row = None if generator is not None else rows
         if self.is_map and self.trace_probes == "coloured":
             return coloured_probes(groups, self.y_shape, self.colouring_period, rows=per_row, generator=generator,
-                                   device=self._device())
-        return hutchinson_probes(groups, self.dim, rows=per_row, generator=generator, device=self._device())[:, None]
+                                   device=self.device)
+        return hutchinson_probes(groups, self.dim, rows=per_row, generator=generator, device=self.device)[:, None]
 
     # ----------------------------------------------------------------- the shared ODE paths
     def time_grid(self, steps: int) -> Tensor:
@@ -277,30 +263,28 @@ class ContinuousFlow(ConditionalDensity):
         tau0, tau1 = self.tau_range
         return torch.linspace(tau1, tau0, steps + 1)
 
-    def sample(
+    def _noise(self, rows: int, generator: torch.Generator | None) -> Tensor:
+        """z ~ N(0, I) ``[rows, *y_shape]``, drawn on ``generator``'s device (so that a seed gives the same draws
+        whatever device the model is on) and moved to the model's."""
+        device = self.device
+        gen_device = generator.device if generator is not None else device
+        return torch.randn(rows, *self.y_shape, generator=generator, device=gen_device).to(device)
+
+    def _sample(
         self,
-        n: int,
-        c: Tensor | None,
+        rows: int,
+        context: Tensor | None,
         *,
         generator: torch.Generator | None = None,
         method: Method | None = None,
         steps: int | None = None,
     ) -> Tensor:
-        """``n`` draws per context row (``[m, n, *y_shape]``; ``[n, *y_shape]`` for ``c=None``) by integrating
-        the ODE from noise to data; ``method``/``steps`` override the family's defaults for this call."""
-        self._check_built()
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"the number of samples must be a positive int; got {n!r}")
-        self._check_context(c)
+        """One draw per context row by integrating the ODE from noise to data; ``method``/``steps`` (``sample``'s
+        options) override the family's defaults for this call."""
         method, steps = method or self.method, steps or self.steps
         check_method(method, steps)
-        m = 1 if c is None else c.shape[0]
-        device = self._device()
-        gen_device = generator.device if generator is not None else device
         tau0, tau1 = self.tau_range
-        z = torch.randn(m * n, *self.y_shape, generator=generator, device=gen_device).to(device)
-        context = None if c is None else c.repeat_interleave(n, dim=0)
-        rows = m * n
+        z = self._noise(rows, generator)
 
         def field(t: Tensor, y: Tensor) -> Tensor:
             return self.velocity(y, t.expand(rows), context)
@@ -308,8 +292,7 @@ class ContinuousFlow(ConditionalDensity):
         with torch.no_grad():
             sol = integrate(field, tau1 * z, self.time_grid(steps), method=method, rtol=self.rtol, atol=self.atol)
         self.last_nfe = sol.nfe
-        y = (sol.y / (1 - tau0)).reshape(m, n, *self.y_shape)
-        return y[0] if c is None else y
+        return sol.y / (1 - tau0)
 
     def log_prob(
         self,
@@ -337,19 +320,17 @@ class ContinuousFlow(ConditionalDensity):
         c: Tensor | None,
         *,
         generator: torch.Generator | None = None,
-        method: Method | None = None,
-        steps: int | None = None,
-        exact: bool | None = None,
         num_probes: int | None = None,
+        **options: Any,
     ) -> tuple[Tensor, Tensor]:
         r"""(log p̂, its standard error), both ``[n]``, from G = ``num_probes`` probe groups (default
-        max(2, ``hutchinson_probes``)).
+        max(2, ``hutchinson_probes``)); ``options`` (``method``, ``steps``, ``exact``) as :meth:`log_prob`.
 
         The G trace estimates ℓ̂_g share one ODE trajectory, so log p̂_g − log p̂_h = ℓ̂_g − ℓ̂_h: their mean is
         ``log_prob``'s value and SE = sd_g(log p̂_g)/√G measures the trace estimator's error (not the solver's).
         With the exact trace the standard error is 0. With ``generator`` the probes are shared by the rows (see
         the class docstring), so the standard errors of different rows are not independent."""
-        draws = self._log_prob_draws(y, c, generator=generator, method=method, steps=steps, exact=exact,
+        draws = self._log_prob_draws(y, c, generator=generator, **options,
                                      num_probes=max(2, self.hutchinson_probes) if num_probes is None else num_probes)
         if draws.shape[0] == 1:  # exact trace
             return draws[0], torch.zeros_like(draws[0])
@@ -361,10 +342,10 @@ class ContinuousFlow(ConditionalDensity):
         c: Tensor | None,
         *,
         generator: torch.Generator | None,
-        method: Method | None,
-        steps: int | None,
-        exact: bool | None,
-        num_probes: int | None,
+        method: Method | None = None,
+        steps: int | None = None,
+        exact: bool | None = None,
+        num_probes: int | None = None,
     ) -> Tensor:
         """``[G, n]``: G unbiased estimates of log p(y | c) on one trajectory (``[1, n]`` with the exact trace)."""
         self._check_built()

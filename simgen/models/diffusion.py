@@ -304,35 +304,30 @@ class Diffusion(ContinuousFlow):
         return (self.net(c_in * x, c_noise.reshape(-1), c) - target).pow(2).mean()
 
     # ----------------------------------------------------------------- sampling
-    def sample(
+    def _sample(
         self,
-        n: int,
-        c: Tensor | None,
+        rows: int,
+        context: Tensor | None,
         *,
         generator: torch.Generator | None = None,
         method: Sampler | None = None,
         steps: int | None = None,
     ) -> Tensor:
-        """``n`` draws per context row; ``method="sde"`` runs Euler–Maruyama on the reverse SDE (``steps`` then
-        overrides ``sde_steps``), any ODE method the probability-flow ODE (:meth:`ContinuousFlow.sample`)."""
+        """One draw per context row; ``method="sde"`` runs Euler–Maruyama on the reverse SDE (``steps`` then
+        overrides ``sde_steps``), ``"edm"`` EDM's Heun sampler, any ODE method the probability-flow ODE
+        (:meth:`ContinuousFlow._sample`)."""
         method = method or self.method
         if method == "edm":
-            return self._sample_edm(n, c, generator, steps or self.steps)
-        if method != "sde":
-            return super().sample(n, c, generator=generator, method=method, steps=steps)
-        self._check_built()
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"the number of samples must be a positive int; got {n!r}")
-        self._check_context(c)
-        steps = steps or self.sde_steps
+            return self._sample_edm(rows, context, generator, steps or self.steps)
+        if method == "sde":
+            return self._sample_sde(rows, context, generator, steps or self.sde_steps)
+        return super()._sample(rows, context, generator=generator, method=method, steps=steps)
+
+    def _sample_sde(self, rows: int, context: Tensor | None, generator: torch.Generator | None, steps: int) -> Tensor:
+        """Euler–Maruyama on the reverse SDE on ``steps`` uniform steps from t = 1 to t_data."""
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"the number of SDE steps must be a positive int; got {steps!r}")
-        m = 1 if c is None else c.shape[0]
-        device = self._device()
-        gen_device = generator.device if generator is not None else device
-        context = None if c is None else c.repeat_interleave(n, dim=0)
-        rows = m * n
-        x1 = torch.randn(rows, *self.y_shape, generator=generator, device=gen_device).to(device)
+        x1 = self._noise(rows, generator)
 
         def drift(t: Tensor, x: Tensor) -> Tensor:
             tt = t.expand(rows)
@@ -348,20 +343,10 @@ class Diffusion(ContinuousFlow):
             sol = euler_maruyama(drift, g, x1, grid, generator=generator)
         self.last_nfe = sol.nfe
         alpha_min, _ = self.alpha_sigma(torch.tensor(self.t_data, dtype=torch.float64))
-        y = (sol.y / float(alpha_min)).reshape(m, n, *self.y_shape)
-        return y[0] if c is None else y
+        return sol.y / float(alpha_min)
 
-    def _sample_edm(self, n: int, c: Tensor | None, generator: torch.Generator | None, steps: int) -> Tensor:
+    def _sample_edm(self, rows: int, context: Tensor | None, generator: torch.Generator | None, steps: int) -> Tensor:
         """EDM's Heun sampler on ``steps`` Karras noise levels from σ(1) to σ(t_data), then to 0."""
-        self._check_built()
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"the number of samples must be a positive int; got {n!r}")
-        self._check_context(c)
-        m = 1 if c is None else c.shape[0]
-        device = self._device()
-        gen_device = generator.device if generator is not None else device
-        context = None if c is None else c.repeat_interleave(n, dim=0)
-        rows = m * n
         ends = self.preconditioning(torch.tensor([self.t_data, 1.0], dtype=torch.float64))[0]
         sigmas = karras_sigmas(steps, float(ends[0]), float(ends[1]), EDM_RHO)
         tau_min, tau_max = self.tau_range
@@ -370,9 +355,8 @@ class Diffusion(ContinuousFlow):
             tau = (level / (1 + level)).clamp(tau_min, tau_max)  # the schedule's time of this noise level
             return self.denoise(x, self.t_of_tau(tau.double()).expand(rows), context)
 
-        z = torch.randn(rows, *self.y_shape, generator=generator, device=gen_device).to(device)
+        z = self._noise(rows, generator)
         with torch.no_grad():
             sol = heun_denoiser(denoise, float(sigmas[0]) * z, sigmas)
         self.last_nfe = sol.nfe
-        y = sol.y.reshape(m, n, *self.y_shape)
-        return y[0] if c is None else y
+        return sol.y

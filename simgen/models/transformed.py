@@ -30,6 +30,11 @@ class TransformedDensity(ConditionalDensity):
 
     family = "transformed"
 
+    @property
+    def log_prob_kind(self) -> str:  # type: ignore[override]
+        """The wrapped family's (the fixed maps around it are exact)."""
+        return self.density.log_prob_kind
+
     def __init__(
         self,
         density: ConditionalDensity,
@@ -106,8 +111,26 @@ class TransformedDensity(ConditionalDensity):
         u, _ = self.to_latent(y, c_std)
         return self.density.loss(u, self.embed(c_std))
 
-    def log_prob(self, y: Tensor, c: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
-        """log p(y[i] | c[i]) ``[n]``; −inf for rows outside the prior's support."""
+    def log_prob(self, y: Tensor, c: Tensor | None, *, generator: torch.Generator | None = None,
+                 **options: Any) -> Tensor:
+        """log p(y[i] | c[i]) ``[n]``; −inf for rows outside the prior's support; ``options`` go to the family."""
+        u, e, logdet, inside = self._latent_rows(y, c)
+        logp = self.density.log_prob(u, e, generator=generator, **options) + logdet
+        return logp if inside is None else torch.where(inside, logp, torch.full_like(logp, -torch.inf))
+
+    def log_prob_with_se(self, y: Tensor, c: Tensor | None, *, generator: torch.Generator | None = None,
+                         **options: Any) -> tuple[Tensor, Tensor]:
+        """The family's (log p̂, standard error) in y's units: the Jacobian is exact, so the error is the family's
+        (0 for rows outside the prior's support, where log p = −inf exactly)."""
+        u, e, logdet, inside = self._latent_rows(y, c)
+        logp, se = self.density.log_prob_with_se(u, e, generator=generator, **options)
+        logp = logp + logdet
+        if inside is None:
+            return logp, se
+        return torch.where(inside, logp, torch.full_like(logp, -torch.inf)), torch.where(inside, se, 0.0)
+
+    def _latent_rows(self, y: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """(u, e(s(c)), log |det ∂u/∂y|, rows inside the prior's support or ``None``) for ``log_prob``."""
         inside = None
         if self.support is not None:
             inside = self.support.contains(y)
@@ -115,10 +138,7 @@ class TransformedDensity(ConditionalDensity):
             y = self.dequantize.midpoint(y)
         c_std = self.standardized_context(c)
         u, logdet = self.to_latent(y, c_std)
-        logp = self.density.log_prob(u, self.embed(c_std), generator=generator) + logdet
-        if inside is not None:
-            logp = torch.where(inside, logp, torch.full_like(logp, -torch.inf))
-        return logp
+        return u, self.embed(c_std), logdet, inside
 
     def sample(self, n: int, c: Tensor | None, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """``n`` draws per raw context row ``c`` ``[m, *c_shape]``: ``[m, n, *y_shape]``.

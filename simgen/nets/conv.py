@@ -555,8 +555,8 @@ class MapEmbedding(_ConvEmbedding):
 
     Averaging over positions makes the summary insensitive to translations (fields that are statistically
     stationary, as cosmological maps are) and keeps the parameter count independent of the map size. The
-    default widths start narrow at full resolution (8 channels) so that 64×64 maps train on a CPU (about
-    1.2 s per forward and backward pass of 128 maps on one core; 0.08 s at 16×16).
+    default widths start narrow at full resolution (8 channels), where the convolutions cost most, so that
+    64×64 maps train on a CPU (timings in the README, "Tests and benchmarks").
 
     Args:
         in_shape: ``(H, W)`` or ``(C, H, W)`` of one map.

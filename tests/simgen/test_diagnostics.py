@@ -33,8 +33,12 @@ def test_c2st_input_errors():
 import math  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
+from sbi.utils import BoxUniform  # noqa: E402
+
 import simulators  # noqa: E402
+from simgen import LikelihoodEstimator, PosteriorEstimator  # noqa: E402
 from simgen import diagnostics as D  # noqa: E402
+from simgen.models import CNF, Diffusion, Flow  # noqa: E402
 
 
 class GaussianLinearPosterior:
@@ -136,18 +140,25 @@ def test_coverage_skips_hpd_where_log_prob_is_an_ode_solve(linear_task):
     assert res.tarp.shape == res.levels.shape and set(res.pvalues) == {"tarp"}
     forced = D.coverage(OdePosterior(), theta[:50], x[:50], num_samples=50, seed=0, hpd=True)
     assert forced.hpd is not None
-    # simgen estimators are recognised through their family; MCMC posteriors through their likelihood
+    # simgen estimators are recognised by their family's declared log_prob_kind; MCMC posteriors through their
+    # likelihood
     cnf_estimator = SimpleNamespace(density=SimpleNamespace(family="transformed", density=SimpleNamespace(
-        family="cnf")))
+        family="cnf", log_prob_kind="ode")))
     assert D.log_prob_is_ode(cnf_estimator)
     assert D.log_prob_is_ode(SimpleNamespace(likelihood=cnf_estimator))
-    assert not D.log_prob_is_ode(SimpleNamespace(density=SimpleNamespace(density=SimpleNamespace(family="flow"))))
+    assert not D.log_prob_is_ode(SimpleNamespace(density=SimpleNamespace(density=SimpleNamespace(
+        family="flow", log_prob_kind="exact"))))
     assert not D.log_prob_is_ode(GaussianLinearPosterior())
     # a wrapper's own False (e.g. a base-class default) does not hide an ODE family inside it
     wrapped = SimpleNamespace(density=SimpleNamespace(log_prob_is_ode=False, density=SimpleNamespace(
-        family="diffusion")))
+        family="diffusion", log_prob_kind="ode")))
     assert D.log_prob_is_ode(wrapped)
     assert not D.log_prob_is_ode(SimpleNamespace(log_prob_is_ode=False, density=wrapped.density))
+    # the real classes declare it: families, and estimators (fitted or not) through their family
+    assert D.log_prob_is_ode(CNF()) and D.log_prob_is_ode(Diffusion()) and not D.log_prob_is_ode(Flow())
+    prior = BoxUniform(-torch.ones(2), torch.ones(2))
+    assert D.log_prob_is_ode(PosteriorEstimator(prior, "cnf")) and not D.log_prob_is_ode(PosteriorEstimator(prior))
+    assert LikelihoodEstimator(prior, "diffusion").log_prob_kind == "ode"
 
 
 def test_sbc_and_coverage_of_a_posterior_estimator(two_moons, two_moons_posterior):

@@ -302,6 +302,19 @@ def test_map_emulator_and_map_posterior_train_and_sample(family):
     post.fit(theta, x, seed=0, progress=False, max_epochs=1, batch_size=64)
     samples = post.sample(7, x[0], generator=torch.Generator().manual_seed(0))
     assert samples.shape == (7, 2) and torch.isfinite(samples).all()
+    # the family's log_prob options pass through the estimators; log_prob_with_se's mean is log_prob's value
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    three = emu.log_prob(x[:4], theta[:4], generator=g(), num_probes=3)
+    mean, se = emu.log_prob_with_se(x[:4], theta[:4], generator=g(), num_probes=3)
+    assert not torch.equal(three, a) and torch.equal(mean, three) and (se > 0).all() and torch.isfinite(se).all()
+    assert emu.log_prob_kind == post.log_prob_kind == "ode"
+    # and the family's sampling options through sample / sample_batched
+    assert post.sample(5, x[0], generator=g(), method="euler", steps=2).shape == (5, 2)
+    assert post.density.density.last_nfe == 2
+    exact, zero = post.log_prob_with_se(samples, x[0])  # D = 2: exact trace, no estimation error
+    assert torch.equal(zero, torch.zeros(7)) and torch.allclose(exact, post.log_prob(samples, x[0]))
+    hutchinson, se = post.log_prob_with_se(samples, x[0], generator=g(), exact=False, num_probes=4)
+    assert hutchinson.shape == se.shape == (7,) and torch.isfinite(hutchinson).all() and (se >= 0).all()
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)

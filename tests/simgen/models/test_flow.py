@@ -83,3 +83,19 @@ def test_spline_matches_nflows_and_inverts(inverse):
     back, lad_back = rational_quadratic_spline(y, w, h, d, inverse=not inverse, tail_bound=3.0)
     torch.testing.assert_close(back, x, rtol=0, atol=1e-9)
     torch.testing.assert_close(lad + lad_back, torch.zeros_like(lad), rtol=0, atol=1e-9)
+
+
+def test_an_exact_family_declares_its_log_prob_exact_with_zero_standard_error():
+    """``log_prob_kind`` and ``log_prob_with_se`` are declared on ConditionalDensity: an exact family's
+    standard error is 0; a family whose log_prob is an estimate must override it rather than report 0."""
+    torch.manual_seed(0)
+    flow = Flow().build((3,), 2)
+    y, c = torch.randn(5, 3), torch.randn(5, 2)
+    logp, se = flow.log_prob_with_se(y, c)
+    assert flow.log_prob_kind == "exact" and torch.equal(logp, flow.log_prob(y, c)) and torch.equal(se, torch.zeros(5))
+
+    class Estimate(Flow):
+        log_prob_kind = "importance"
+
+    with pytest.raises(NotImplementedError, match="importance"):
+        Estimate().build((3,), 2).log_prob_with_se(y, c)
