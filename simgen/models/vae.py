@@ -100,6 +100,7 @@ class VAE(ConditionalDensity):
     """
 
     family = "vae"
+    log_prob_kind = "importance"
 
     def __init__(
         self,
@@ -420,16 +421,12 @@ class VAE(ConditionalDensity):
             out.append(torch.logsumexp(log_py + log_pz - log_q, dim=0) - math.log(K))
         return torch.cat(out) if out else y.new_zeros(0)
 
-    def sample(self, n: int, c: Tensor | None, *, generator: torch.Generator | None = None,
-               mean: bool = False) -> Tensor:
-        """z ~ p(z | c), then y ~ p(y | z, c) (or, with ``mean=True``, the decoder mean E[y | z, c]):
-        ``[m, n, *y_shape]`` (``[n, *y_shape]`` when ``c`` is ``None``)."""
-        self._check_built()
-        self._check_context(c)
-        m = 1 if c is None else c.shape[0]
-        context = None if c is None else c.repeat_interleave(n, dim=0)
+    def _sample(self, rows: int, context: Tensor | None, *, generator: torch.Generator | None = None,
+                mean: bool = False) -> Tensor:
+        """z ~ p(z | c), then y ~ p(y | z, c) for each of ``rows`` context rows (with ``mean=True``, the decoder
+        mean E[y | z, c]): ``[rows, *y_shape]``; ``sample(n, c, mean=True)`` passes the option."""
         like = next(self.parameters())
-        p_loc, p_scale = self._prior_params(context, m * n, like)
+        p_loc, p_scale = self._prior_params(context, rows, like)
         eps = torch.randn(p_loc.shape, generator=generator, device=like.device, dtype=like.dtype)
         loc, scale = self._decoder_params(p_loc + p_scale * eps, context)
         if self.decoder_noise == "fourier":
@@ -440,20 +437,12 @@ class VAE(ConditionalDensity):
         else:
             y = loc if mean else loc + scale * torch.randn(loc.shape, generator=generator, device=like.device,
                                                            dtype=like.dtype)
-        y = y.reshape(m, n, *self.y_shape)
-        return y[0] if c is None else y
+        return y.reshape(rows, *self.y_shape)
 
     def _check_rows(self, y: Tensor, c: Tensor | None) -> None:
         if tuple(y.shape[1:]) != self.y_shape:
             raise ValueError(f"y must have shape [n, {', '.join(map(str, self.y_shape))}]; got {list(y.shape)}")
-        self._check_context(c)
-        if c is not None and (c.shape[0] != y.shape[0] or c.shape[1:] != (self.context_features,)):
-            raise ValueError(f"c must have shape [{y.shape[0]}, {self.context_features}]; got {list(c.shape)}")
-
-    def _check_context(self, c: Tensor | None) -> None:
-        if (c is None) != (self.context_features is None):
-            expected = "c=None (it was built without a context)" if c is not None else "a context c"
-            raise ValueError(f"this VAE needs {expected}")
+        self.check_context(c, rows=y.shape[0])
 
 
 def _spectrum_loaded(module: nn.Module, incompatible_keys: Any) -> None:
