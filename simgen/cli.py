@@ -271,22 +271,21 @@ def _sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must end in .npy or .pt; got {args.out!r}")
     est = _load_model(args.model, args.device)
     generator = torch.Generator().manual_seed(args.seed if args.seed is not None else 0)
+    # a posterior samples θ given observations x, an emulator x given parameters θ
     if est.direction == "posterior":
-        if args.x is None:
-            raise UsageError(f"{args.model} is a posterior: give the observations with --x FILE")
-        try:
-            draws = est.sample_batched(args.num, _read_array(args.x, "--x"), generator=generator)
-        except ValueError as e:
-            raise UsageError(f"--x: {e}") from None
-        what = f"{args.num} draws of θ for each of {draws.shape[0]} observation(s)"
+        flag, given = "--x", args.x
+        missing = f"{args.model} is a posterior: give the observations with --x FILE"
     else:
-        if args.theta is None:
-            raise UsageError(f"{args.model} is an emulator: give the parameters with --theta FILE or '[[...]]'")
-        try:
-            draws = est.sample_batched(args.num, _read_array(args.theta, "--theta"), generator=generator)
-        except ValueError as e:
-            raise UsageError(f"--theta: {e}") from None
-        what = f"{args.num} emulated simulations at each of {draws.shape[0]} θ"
+        flag, given = "--theta", args.theta
+        missing = f"{args.model} is an emulator: give the parameters with --theta FILE or '[[...]]'"
+    if given is None:
+        raise UsageError(missing)
+    try:
+        draws = est.sample_batched(args.num, _read_array(given, flag), generator=generator)
+    except ValueError as e:
+        raise UsageError(f"{flag}: {e}") from None
+    what = (f"{args.num} draws of θ for each of {draws.shape[0]} observation(s)" if est.direction == "posterior"
+            else f"{args.num} emulated simulations at each of {draws.shape[0]} θ")
     _save_array(args.out, draws)
     _say(args)(f"wrote {what} to {args.out} (shape {list(draws.shape)})")
     return EXIT_OK
