@@ -382,7 +382,7 @@ def check_calibration(config: RunConfig, simulator: Any, posterior: Any, outputs
 
 
 def check_likelihood(config: RunConfig, simulator: Any, emulator: Any, theta: Tensor, outputs: Outputs, *,
-                   say: Say = _silent) -> dict[str, Any]:
+                     say: Say = _silent) -> dict[str, Any]:
     """The emulator against the simulator at θ rows ``[m, d_theta]``: ``config.emulator_maps`` draws of each,
     two-sample statistics and (for maps) power spectra, statistic histograms and galleries."""
     from . import diagnostics, plots

@@ -273,7 +273,7 @@ class LikelihoodComparison:
                 f"C2ST {float(self.c2st.mean()):.3f} (max {float(self.c2st.max()):.3f}), "
                 f"MMD² {float(self.mmd.mean()):.3g}, W1/σ {float(self.wasserstein.mean()):.3f}")
         if self.gap_nats is not None:
-            text += f", likelihood gap {self.gap_nats:.3f} nats ({self.gap_nats_per_dim:.4f} per dimension)"
+            text += f", likelihood gap {self.gap_nats:.3f} nats ({self.gap_nats_per_dim:.2g} per dimension)"
         if self.spectrum is not None:
             text += (f", worst C_ℓ ratio {self.spectrum.worst_ratio:.3f}, log C_ℓ correlations within "
                      f"{self.spectrum.max_correlation_error:.3f}")
