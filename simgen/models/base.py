@@ -31,7 +31,8 @@ class ConditionalDensity(nn.Module, abc.ABC):
     A family implements :meth:`_build`, :meth:`config`, :meth:`loss`, :meth:`log_prob` and :meth:`_sample`
     (draws for rows whose contexts are already repeated); :meth:`sample` does the checks and the reshaping once
     for all. Every optional hook is declared here with its default (:attr:`data_kinds`, :attr:`standardize_y`,
-    :meth:`on_epoch`, :meth:`check_context`, :attr:`device`), so callers never probe for attributes.
+    :attr:`log_prob_kind`, :meth:`log_prob_with_se`, :meth:`on_epoch`, :meth:`check_context`, :attr:`device`),
+    so callers never probe for attributes.
     """
 
     #: registry name of the family, used in saved configs
@@ -105,7 +106,8 @@ class ConditionalDensity(nn.Module, abc.ABC):
                 **options: Any) -> Tensor:
         """One draw per context row: ``[rows, *y_shape]`` given ``context`` ``[rows, f]`` (or ``None``).
 
-        A family implements this, or overrides :meth:`sample` as a whole (families not yet converted do).
+        Every family implements this; a wrapper that must see the contexts before they are repeated (the
+        estimator's :class:`~simgen.models.TransformedDensity` embeds each one once) overrides :meth:`sample`.
         """
         raise NotImplementedError(f"{type(self).__name__} implements neither sample nor _sample")
 
