@@ -9,6 +9,7 @@ import contextlib
 import io
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,3 +45,32 @@ def train_sbi(inference: Any, theta: torch.Tensor, x: torch.Tensor) -> tuple[Any
         estimator = inference.append_simulations(theta, x).train(show_train_summary=False)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return estimator, seconds, cpu, inference._summary["epochs_trained"][-1]
+
+
+@dataclass
+class MapSets:
+    """The map benchmarks' data: training pairs, held-out pairs with their exact log-likelihood, and simulated maps
+    at a few θ for the summary statistics."""
+
+    theta: torch.Tensor  #: [num_maps, d_theta]
+    x: torch.Tensor  #: [num_maps, *x_shape]
+    theta_test: torch.Tensor  #: [num_test, d_theta]
+    x_test: torch.Tensor  #: [num_test, *x_shape]
+    exact: torch.Tensor  #: [num_test] float64, the simulator's log p(x_test | theta_test)
+    theta_check: torch.Tensor  #: [num_theta, d_theta]
+    sim_maps: torch.Tensor  #: [num_theta, num_samples, *x_shape]
+
+    @property
+    def pixels(self) -> int:
+        return math.prod(self.x.shape[1:])
+
+
+def map_sets(sim: Any, num_maps: int, num_test: int, num_theta: int, num_samples: int, seed: int) -> MapSets:
+    """Training pairs (seed), held-out pairs (seed + 1), check θ (seed + 2) and their simulated maps (seed + 3)."""
+    theta, x = observations(sim, num_maps, seed)
+    theta_test, x_test = observations(sim, num_test, seed + 1)
+    theta_check, _ = observations(sim, num_theta, seed + 2)
+    g = torch.Generator().manual_seed(seed + 3)
+    sim_maps = torch.stack([sim(t.expand(num_samples, -1), generator=g) for t in theta_check])
+    return MapSets(theta, x, theta_test, x_test, sim.log_likelihood(theta_test, x_test).double(), theta_check,
+                   sim_maps)

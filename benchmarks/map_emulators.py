@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 import torch
+from _common import map_sets
 
 import simgen
 import simulators
@@ -75,14 +76,6 @@ def make_simulator(args: argparse.Namespace) -> Any:
         return PowerLawField(args.size)
     return simulators.get("cosmology_maps", n_pix=args.size, field=args.field,
                           n_gal=None if args.noiseless else 10.0)
-
-
-def simulate(sim: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        theta = sim.prior.sample((n,))
-    return theta, sim(theta, generator=g)
 
 
 class SbiEmulator:
@@ -155,13 +148,9 @@ def main() -> None:
                                 (" noiseless" if args.noiseless else " with noise")) + f", {args.size}x{args.size}")
     print(f"simgen {simgen.__version__}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); {setting}; "
           f"{args.num_maps} training maps, {args.num_test} held-out", flush=True)
-    theta, x = simulate(sim, args.num_maps, args.seed)
-    theta_t, x_t = simulate(sim, args.num_test, args.seed + 1)
-    exact = sim.log_likelihood(theta_t, x_t).double()
-    pixels = math.prod(x.shape[1:])
-    theta_c, _ = simulate(sim, args.num_theta, args.seed + 2)
-    g = torch.Generator().manual_seed(args.seed + 3)
-    sim_maps = torch.stack([sim(t.expand(args.num_samples, -1), generator=g) for t in theta_c])
+    data = map_sets(sim, args.num_maps, args.num_test, args.num_theta, args.num_samples, args.seed)
+    theta, x, theta_t, x_t, exact = data.theta, data.x, data.theta_test, data.x_test, data.exact
+    pixels, theta_c, sim_maps = data.pixels, data.theta_check, data.sim_maps
     rows: list[dict[str, Any]] = []
     for name in args.families.split(","):
         start = time.perf_counter()

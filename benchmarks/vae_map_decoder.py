@@ -21,24 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from typing import Any
 
 import torch
+from _common import map_sets
 
 import simgen
 import simulators
 from simgen.diagnostics.maps import binned_power_spectrum, power_spectrum_bins
 from simgen.models import VAE
-
-
-def simulate(sim: Any, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        theta = sim.prior.sample((n,))
-    return theta, sim(theta, generator=g)
 
 
 def main() -> None:
@@ -61,13 +53,9 @@ def main() -> None:
     print(f"simgen {simgen.__version__}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"cosmology_maps {args.size}x{args.size} Gaussian with noise; {args.num_maps} training maps, "
           f"{args.num_test} held-out, K = {args.iwae_samples}, cap {args.max_time:.0f} s", flush=True)
-    theta, x = simulate(sim, args.num_maps, args.seed)
-    theta_t, x_t = simulate(sim, args.num_test, args.seed + 1)
-    exact = sim.log_likelihood(theta_t, x_t).double()
-    pixels = math.prod(x.shape[1:])
-    theta_c, _ = simulate(sim, args.num_theta, args.seed + 2)
-    g = torch.Generator().manual_seed(args.seed + 3)
-    sim_maps = torch.stack([sim(t.expand(args.num_samples, -1), generator=g) for t in theta_c])
+    data = map_sets(sim, args.num_maps, args.num_test, args.num_theta, args.num_samples, args.seed)
+    theta, x, theta_t, x_t, exact = data.theta, data.x, data.theta_test, data.x_test, data.exact
+    pixels, theta_c, sim_maps = data.pixels, data.theta_check, data.sim_maps
     ps_sim = binned_power_spectrum(sim_maps).double()
     ell, _ = power_spectrum_bins(args.size)
     rows: list[dict[str, Any]] = []
