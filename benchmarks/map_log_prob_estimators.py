@@ -33,16 +33,16 @@ from simgen.models import CNF, Diffusion
 
 
 def fit_emulator(sim: Any, family: str, num_train: int, max_time: float,
-                 padding_mode: str = "circular") -> tuple[simgen.LikelihoodEstimator, int]:
-    """The benchmark's small U-Net emulator of ``family`` fitted on ``num_train`` maps (seed 0) for at most
-    ``max_time`` seconds; returns it and the epochs trained."""
+                 padding_mode: str = "circular", seed: int = 0) -> tuple[simgen.LikelihoodEstimator, int]:
+    """The benchmark's small U-Net emulator of ``family`` fitted (training seed ``seed``) on ``num_train`` maps
+    (simulated with seed 0) for at most ``max_time`` seconds; returns it and the epochs trained."""
     theta, x = simgen.simulate(sim, sim.prior, num_train, seed=0, progress=False)
     small = dict(channels=(16, 32), blocks_per_level=1, attention=False, padding_mode=padding_mode)
     model = {"diffusion": lambda: Diffusion(**small), "edm": lambda: Diffusion(schedule="edm", **small),
              "cnf": lambda: CNF(padding_mode=padding_mode)}[family]()
     emu = simgen.LikelihoodEstimator(sim.prior, model)
     start = time.perf_counter()
-    history = emu.fit(theta, x, seed=0, progress=False, max_time=max_time)
+    history = emu.fit(theta, x, seed=seed, progress=False, max_time=max_time)
     print(f"trained {time.perf_counter() - start:.0f} s, {history.epochs} epochs", flush=True)
     return emu, history.epochs
 

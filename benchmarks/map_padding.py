@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--padding-mode", default="circular", choices=["circular", "zeros"])
     parser.add_argument("--size", type=int, default=16)
     parser.add_argument("--num-train", type=int, default=4000)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (the maps are the same for every seed)")
     parser.add_argument("--max-time", type=float, default=600.0)
     parser.add_argument("--num-test", type=int, default=30)
     parser.add_argument("--steps", type=int, default=16)
@@ -53,7 +54,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     sim = simulators.get("cosmology_maps", n_pix=args.size)
-    result: dict[str, Any] = dict(padding_mode=args.padding_mode, size=args.size, num_train=args.num_train)
+    result: dict[str, Any] = dict(padding_mode=args.padding_mode, size=args.size, num_train=args.num_train,
+                                  seed=args.seed)
 
     def dump(part: str, seconds: float, **values: Any) -> None:
         result.update(values)
@@ -66,7 +68,8 @@ def main() -> None:
     if args.load:
         emu, epochs = simgen.load(args.load), None
     else:
-        emu, epochs = fit_emulator(sim, "diffusion", args.num_train, args.max_time, args.padding_mode)
+        emu, epochs = fit_emulator(sim, "diffusion", args.num_train, args.max_time, args.padding_mode,
+                                   args.seed)
         if args.save:
             emu.save(args.save)
     family = emu.density.density
