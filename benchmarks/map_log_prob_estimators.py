@@ -23,12 +23,28 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from typing import Any
 
 import torch
 
 import simgen
 import simulators
-from simgen.models import Diffusion
+from simgen.models import CNF, Diffusion
+
+
+def fit_emulator(sim: Any, family: str, num_train: int, max_time: float,
+                 padding_mode: str = "circular", seed: int = 0) -> tuple[simgen.LikelihoodEstimator, int]:
+    """The benchmark's small U-Net emulator of ``family`` fitted (training seed ``seed``) on ``num_train`` maps
+    (simulated with seed 0) for at most ``max_time`` seconds; returns it and the epochs trained."""
+    theta, x = simgen.simulate(sim, sim.prior, num_train, seed=0, progress=False)
+    small = dict(channels=(16, 32), blocks_per_level=1, attention=False, padding_mode=padding_mode)
+    model = {"diffusion": lambda: Diffusion(**small), "edm": lambda: Diffusion(schedule="edm", **small),
+             "cnf": lambda: CNF(padding_mode=padding_mode)}[family]()
+    emu = simgen.LikelihoodEstimator(sim.prior, model)
+    start = time.perf_counter()
+    history = emu.fit(theta, x, seed=seed, progress=False, max_time=max_time)
+    print(f"trained {time.perf_counter() - start:.0f} s, {history.epochs} epochs", flush=True)
+    return emu, history.epochs
 
 
 def main() -> None:
@@ -44,19 +60,14 @@ def main() -> None:
     parser.add_argument("--load", default=None)
     parser.add_argument("--save", default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--padding-mode", default="circular", choices=["circular", "zeros"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sim = simulators.get("cosmology_maps", n_pix=args.size)
     if args.load:
         emu = simgen.load(args.load)
     else:
-        theta, x = simgen.simulate(sim, sim.prior, args.num_train, seed=0, progress=False)
-        small = dict(channels=(16, 32), blocks_per_level=1, attention=False)
-        model = {"diffusion": Diffusion(**small), "edm": Diffusion(schedule="edm", **small), "cnf": "cnf"}
-        emu = simgen.LikelihoodEstimator(sim.prior, model[args.family])
-        start = time.perf_counter()
-        history = emu.fit(theta, x, seed=0, progress=False, max_time=args.max_time)
-        print(f"trained {time.perf_counter() - start:.0f} s, {history.epochs} epochs", flush=True)
+        emu, _ = fit_emulator(sim, args.family, args.num_train, args.max_time, args.padding_mode)
         if args.save:
             emu.save(args.save)
     family = emu.density.density
