@@ -47,6 +47,16 @@ def fit_emulator(sim: Any, family: str, num_train: int, max_time: float,
     return emu, history.epochs
 
 
+def held_out(sim: Any, emu: Any, num_test: int) -> tuple[torch.Tensor, ...]:
+    """``num_test`` held-out pairs (seed 123) in the family's own coordinates: θ, x, the exact log p(x | θ)
+    (float64), the standardised θ, the latent rows u with the pre-processing's log-Jacobian, and the embedded
+    context — so that the family's ``log_prob`` can be called with options the estimator does not expose."""
+    theta, x = simgen.simulate(sim, sim.prior, num_test, seed=123, progress=False)
+    c_std = emu.density.standardized_context(theta)
+    u, logdet = emu.density.to_latent(x, c_std)
+    return theta, x, sim.log_likelihood(theta, x).double(), c_std, u, logdet, emu.density.embed(c_std)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", default="diffusion", choices=["diffusion", "edm", "cnf"])
@@ -72,12 +82,8 @@ def main() -> None:
             emu.save(args.save)
     family = emu.density.density
     family.log_prob_method, family.log_prob_steps = args.method, args.steps
-    theta, x = simgen.simulate(sim, sim.prior, args.num_test, seed=123, progress=False)
-    exact = sim.log_likelihood(theta, x).double()
+    theta, x, exact, c_std, u, logdet, context = held_out(sim, emu, args.num_test)
     d = math.prod(sim.x_shape)
-    c_std = emu.density.standardized_context(theta)
-    u, logdet = emu.density.to_latent(x, c_std)
-    context = emu.density.embed(c_std)
 
     def report(name: str, logp: torch.Tensor, seconds: float, se: torch.Tensor | None = None) -> None:
         gap = exact - logp.double()

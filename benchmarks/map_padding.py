@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 import torch
-from map_log_prob_estimators import fit_emulator
+from map_log_prob_estimators import fit_emulator, held_out
 
 import simgen
 import simulators
@@ -76,12 +76,8 @@ def main() -> None:
     assert family.padding_mode == args.padding_mode, (family.padding_mode, args.padding_mode)
     dump("train", time.perf_counter() - start, epochs=epochs, max_time=args.max_time)
 
-    theta, x = simgen.simulate(sim, sim.prior, args.num_test, seed=123, progress=False)
-    exact = sim.log_likelihood(theta, x).double()
+    theta, x, exact, c_std, u, logdet, context = held_out(sim, emu, args.num_test)
     d = math.prod(sim.x_shape)
-    c_std = emu.density.standardized_context(theta)
-    u, logdet = emu.density.to_latent(x, c_std)
-    context = emu.density.embed(c_std)
     family.trace_probes = "coloured"
     start = time.perf_counter()
     with torch.no_grad():
