@@ -14,7 +14,6 @@ gap ≥ 0 in expectation; a shared-probe gap carries one draw's error for every 
 
     OMP_NUM_THREADS=1 python benchmarks/map_log_prob_estimators.py --max-time 420 --save diff16.pt
     OMP_NUM_THREADS=1 python benchmarks/map_log_prob_estimators.py --load diff16.pt --num-test 40
-
 """
 
 from __future__ import annotations
