@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from ..nets.time import FiLMResidualMLP, TimeEmbedding
 from .base import ConditionalDensity
 from .ode import Method, check_method, coloured_probes, divergence, divergence_draws, hutchinson_probes, integrate
+from .whitening import SpectralWhitening
 
 __all__ = ["ContinuousFlow", "CNF"]
 
@@ -114,6 +115,16 @@ class ContinuousFlow(ConditionalDensity):
     N(0, I), the family's own noise, and posterior mass at a bound a Gaussian tail rather than an exponential
     one (the README compares the two on two_moons).
 
+    **Whitened maps** (``whiten``, the default for maps): the flow models w = W_c(y), the map whitened by a
+    learned conditional stationary Gaussian N(a(c), Σ(c)) with an isotropic power spectrum
+    (:class:`~simgen.models.whitening.SpectralWhitening`), and
+
+        log p(y | c) = log p_w(W_c(y) | c) + log |det ∂w/∂y|,   y = W_c⁻¹(w) for a draw w.
+
+    The Gaussian is fitted by its own maximum likelihood, a second term of the training loss whose gradient
+    reaches only a and Σ (the flow's loss sees w as data); together with the skip below, a fresh network is then
+    the best stationary Gaussian fit, exact for a Gaussian field, and the network learns the departure from it.
+
     Networks: vectors use a :class:`~simgen.nets.FiLMResidualMLP` F(y, t, c); maps a conditional U-Net
     (:class:`~simgen.nets.conv.UNet`) fed [time embedding, c] by FiLM. Families add F to the prediction that is
     optimal for standard-normal data (the estimator standardises y), so a fresh model is already the exact
@@ -137,6 +148,8 @@ class ContinuousFlow(ConditionalDensity):
         colouring_period: s, the period of the colouring.
         padding_mode: the map U-Net's padding, ``"circular"`` (default: periodic fields, see
             :class:`~simgen.nets.conv.UNet`) or ``"zeros"``. Models saved before the option load with zeros.
+        whiten: model maps whitened by a learned stationary Gaussian (above). ``None`` (default): on maps;
+            ``True`` on vectors is an error. Models saved before the option load without it.
     """
 
     support_map = "probit"
@@ -161,8 +174,13 @@ class ContinuousFlow(ConditionalDensity):
         trace_probes: TraceProbes = "coloured",
         colouring_period: int = 4,
         padding_mode: PaddingMode = "circular",
+        whiten: bool | None = None,
     ) -> None:
         super().__init__()
+        if whiten not in (None, True, False):
+            raise ValueError(f"whiten must be None, True or False; got {whiten!r}")
+        self.whiten = whiten
+        self.whitening: SpectralWhitening | None = None
         if padding_mode not in ("circular", "zeros"):
             raise ValueError(f"padding_mode must be 'circular' or 'zeros'; got {padding_mode!r}")
         self._padding_mode = padding_mode
@@ -202,6 +220,7 @@ class ContinuousFlow(ConditionalDensity):
             log_prob_steps=self.log_prob_steps, rtol=self.rtol, atol=self.atol,
             exact_trace_max_dim=self.exact_trace_max_dim, hutchinson_probes=self.hutchinson_probes,
             trace_probes=self.trace_probes, colouring_period=self.colouring_period, padding_mode=self.padding_mode,
+            whiten=self.whiten,
         )
 
     @property
@@ -230,9 +249,16 @@ class ContinuousFlow(ConditionalDensity):
         if len(self.y_shape) not in (1, 2, 3):
             raise ValueError(f"{type(self).__name__} models vectors [n, d] and maps [n, H, W] / [n, C, H, W]; "
                              f"got y_shape {self.y_shape}")
+        if self.whiten and not self.is_map:
+            raise ValueError(f"whiten=True whitens maps [n, H, W] / [n, C, H, W]; got y_shape {self.y_shape}")
         if self.is_map:
             self.net = MapField(self.y_shape, self.context_features, self.time_features, self.channels,
                                 self.blocks_per_level, self.attention, self._padding_mode)
+            if self.whiten is None:
+                self.whiten = True
+            if self.whiten:
+                self.whitening = SpectralWhitening(self.y_shape, self.context_features)
+                self._register_load_state_dict_pre_hook(_whitening_from_state, with_module=True)
         else:
             self.net = FiLMResidualMLP(self.y_shape[0], self.context_features, self.hidden_features,
                                        self.num_blocks, self.time_features)
@@ -270,7 +296,17 @@ class ContinuousFlow(ConditionalDensity):
         gen_device = generator.device if generator is not None else device
         return torch.randn(rows, *self.y_shape, generator=generator, device=gen_device).to(device)
 
-    def _sample(
+    def _sample(self, rows: int, context: Tensor | None, *, generator: torch.Generator | None = None,
+                **options: Any) -> Tensor:
+        """One draw per context row: the family's draw of the modelled variable (:meth:`_sample_modelled`),
+        mapped back from whitened units when the model whitens maps."""
+        w = self._sample_modelled(rows, context, generator=generator, **options)
+        if self.whitening is None:
+            return w
+        with torch.no_grad():
+            return self.whitening.inverse(w, context)
+
+    def _sample_modelled(
         self,
         rows: int,
         context: Tensor | None,
@@ -279,8 +315,8 @@ class ContinuousFlow(ConditionalDensity):
         method: Method | None = None,
         steps: int | None = None,
     ) -> Tensor:
-        """One draw per context row by integrating the ODE from noise to data; ``method``/``steps`` (``sample``'s
-        options) override the family's defaults for this call."""
+        """One draw per context row of what the ODE models (y, or w when whitened) by integrating it from noise
+        to data; ``method``/``steps`` (``sample``'s options) override the family's defaults for this call."""
         method, steps = method or self.method, steps or self.steps
         check_method(method, steps)
         tau0, tau1 = self.tau_range
@@ -358,6 +394,10 @@ class ContinuousFlow(ConditionalDensity):
             raise ValueError(f"num_probes must be a positive int; got {num_probes!r}")
         n, d = y.shape[0], self.dim
         tau0, tau1 = self.tau_range
+        log_det = 0.0
+        if self.whitening is not None:
+            with torch.no_grad():
+                y, log_det = self.whitening(y, c)
         if exact is None:
             exact = d <= self.exact_trace_max_dim
         probes = None if exact else self._probes(groups, n, generator)
@@ -377,7 +417,25 @@ class ContinuousFlow(ConditionalDensity):
         self.last_nfe = sol.nfe
         end, trace = sol.y[:, :d], sol.y[:, d:].T  # [n, D], [G, n]
         base = -0.5 * (end / tau1).pow(2).sum(-1) - d * math.log(tau1) - 0.5 * d * LOG_2PI
-        return base + trace + d * math.log(1 - tau0)
+        return base + trace + d * math.log(1 - tau0) + log_det
+
+    # ----------------------------------------------------------------- training
+    def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
+        """The family's :meth:`flow_loss` of y, or, when whitening maps, of w = W_c(y) (as data: no gradient to
+        the whitening) plus the stationary Gaussian's own −log N(y; a, Σ)/D, started from the first training
+        batch's moments."""
+        self._check_built()
+        self._check_rows(y, c)
+        if self.whitening is None:
+            return self.flow_loss(y, c)
+        if self.training:
+            self.whitening.initialize(y)
+        w, log_det = self.whitening(y, c)
+        return self.flow_loss(w.detach(), c) + self.whitening.nll(w, log_det)
+
+    @abc.abstractmethod
+    def flow_loss(self, y: Tensor, c: Tensor | None) -> Tensor:
+        """The family's training loss (a scalar) on modelled rows y ``[n, *y_shape]``, contexts c ``[n, f]``."""
 
 
 class CNF(ContinuousFlow):
@@ -417,9 +475,7 @@ class CNF(ContinuousFlow):
         gaussian = (2 * t - 1) / ((1 - t) ** 2 + t**2) * y
         return gaussian + self.net(y, tau.to(y.dtype), c)
 
-    def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
-        self._check_built()
-        self._check_rows(y, c)
+    def flow_loss(self, y: Tensor, c: Tensor | None) -> Tensor:
         generator = validation_generator(self, y.device)
         y, c = validation_copies(self, y, c)
         n = y.shape[0]
@@ -460,3 +516,10 @@ def validation_generator(module: nn.Module, device: torch.device) -> torch.Gener
     if module.training:
         return None
     return torch.Generator(device=device).manual_seed(0)
+
+
+def _whitening_from_state(module: ContinuousFlow, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """A state dict written before maps were whitened has no whitening: the model then loads without it."""
+    if module.whitening is not None and not any(k.startswith(prefix + "whitening.") for k in state_dict):
+        module.whitening = None
+        module.whiten = False

@@ -139,6 +139,7 @@ class Diffusion(ContinuousFlow):
         trace_probes: TraceProbes = "coloured",
         colouring_period: int = 4,
         padding_mode: PaddingMode = "circular",
+        whiten: bool | None = None,
     ) -> None:
         if time_sampling not in ("uniform_t", "uniform_tau"):
             raise ValueError(f"time_sampling must be 'uniform_t' or 'uniform_tau'; got {time_sampling!r}")
@@ -155,7 +156,7 @@ class Diffusion(ContinuousFlow):
         super().__init__(hidden_features, num_blocks, time_features, channels, blocks_per_level, attention,
                          "heun" if method in ("sde", "edm") else method, steps, log_prob_method, log_prob_steps,
                          rtol, atol, exact_trace_max_dim, hutchinson_probes, trace_probes, colouring_period,
-                         padding_mode)
+                         padding_mode, whiten)
         self.method = method
         self.schedule, self.beta_min, self.beta_max, self.t_min = schedule, float(beta_min), float(beta_max), \
             float(t_min)
@@ -275,9 +276,7 @@ class Diffusion(ContinuousFlow):
         x = self._bcast(alpha + sigma, y) * y
         return (self.noise_prediction(x, t, c) - y) / self._bcast(1 - tau, y)
 
-    def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
-        self._check_built()
-        self._check_rows(y, c)
+    def flow_loss(self, y: Tensor, c: Tensor | None) -> Tensor:
         generator = validation_generator(self, y.device)
         y, c = validation_copies(self, y, c)
         if self.schedule == "edm":
@@ -304,7 +303,7 @@ class Diffusion(ContinuousFlow):
         return (self.net(c_in * x, c_noise.reshape(-1), c) - target).pow(2).mean()
 
     # ----------------------------------------------------------------- sampling
-    def _sample(
+    def _sample_modelled(
         self,
         rows: int,
         context: Tensor | None,
@@ -321,7 +320,7 @@ class Diffusion(ContinuousFlow):
             return self._sample_edm(rows, context, generator, steps or self.steps)
         if method == "sde":
             return self._sample_sde(rows, context, generator, steps or self.sde_steps)
-        return super()._sample(rows, context, generator=generator, method=method, steps=steps)
+        return super()._sample_modelled(rows, context, generator=generator, method=method, steps=steps)
 
     def _sample_sde(self, rows: int, context: Tensor | None, generator: torch.Generator | None, steps: int) -> Tensor:
         """Euler–Maruyama on the reverse SDE on ``steps`` uniform steps from t = 1 to t_data."""

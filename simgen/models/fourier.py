@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
-__all__ = ["RadialModes", "radial_modes", "StationaryNormal"]
+__all__ = ["RadialModes", "radial_modes", "radial_power", "StationaryNormal"]
 
 
 class RadialModes(NamedTuple):
@@ -66,6 +66,18 @@ def radial_modes(height: int, width: int) -> RadialModes:
     counts = torch.zeros(int(group.max()) + 1, dtype=weight.dtype).index_add_(0, group.reshape(-1),
                                                                               weight.reshape(-1))
     return RadialModes(group, weight, counts, (int(height), int(width)))
+
+
+def radial_power(r: Tensor, modes: RadialModes) -> Tensor:
+    r"""The isotropic power spectrum of zero-mean maps, P(|k|) = E|r̂_k|² averaged over the rows and the modes of
+    each radius: ``[C, R]`` from ``r`` ``[n, C, H, W]`` (the unitary transform: white noise of unit variance has
+    P = 1 at every radius). The moment estimate a stationary Gaussian's spectrum starts from."""
+    r_hat = torch.fft.rfft2(r, norm="ortho")
+    power = (r_hat.real**2 + r_hat.imag**2).mean(0)  # [C, H, W//2+1]
+    group = modes.group.reshape(-1)
+    per_radius = torch.zeros(power.shape[0], modes.num_radii, dtype=power.dtype, device=power.device)
+    per_radius.index_add_(1, group, power.reshape(power.shape[0], -1))
+    return per_radius / torch.bincount(group, minlength=modes.num_radii).to(power)
 
 
 class StationaryNormal(Distribution):

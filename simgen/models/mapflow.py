@@ -11,6 +11,7 @@ from nflows.transforms.splines.rational_quadratic import (
 )
 from torch import Tensor, nn
 
+from ..nets.mlp import Conditioner
 from .base import ConditionalDensity
 from .flow import spline_points
 from .fourier import radial_modes
@@ -103,15 +104,15 @@ class MapFlow(ConditionalDensity):
         k = self.num_bins
         # one shift and log-scale per channel, or per pixel for a non-stationary field
         self._affine_shape = (c, 1, 1) if self.stationary else (c, h, w)
-        self.shift_scale = _Conditioner(f, 2 * math.prod(self._affine_shape), self.hidden_features)
+        self.shift_scale = Conditioner(f, 2 * math.prod(self._affine_shape), self.hidden_features)
         self.splines = nn.ModuleList()
         self.filters = nn.ModuleList()
         for _ in range(self.blocks):
-            spline = _Conditioner(f, c * (3 * k - 1), self.hidden_features)
+            spline = Conditioner(f, c * (3 * k - 1), self.hidden_features)
             with torch.no_grad():  # unit inner knot derivatives: the spline starts as the identity
                 spline.bias_view(c, 3 * k - 1)[:, 2 * k:] = math.log(math.expm1(1.0 - DEFAULT_MIN_DERIVATIVE))
             self.splines.append(spline)
-            self.filters.append(_Conditioner(f, c * self.num_radii, self.hidden_features))
+            self.filters.append(Conditioner(f, c * self.num_radii, self.hidden_features))
 
     # ------------------------------------------------------------------------------------------ transform
     def _layer_params(self, c: Tensor | None, n: int) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
@@ -197,24 +198,3 @@ def _gather(t: Tensor | list[Tensor], index: Tensor) -> Tensor | list[Tensor]:
     if isinstance(t, list):
         return [x[index] for x in t]
     return t[index]
-
-
-class _Conditioner(nn.Module):
-    """A small MLP c ``[n, f]`` → ``[n, out]`` whose last layer starts at zero; a learned constant when the
-    model is unconditional (``f`` is ``None``)."""
-
-    def __init__(self, features: int | None, out: int, hidden: int) -> None:
-        super().__init__()
-        self.final = nn.Linear(hidden if features else 1, out)
-        nn.init.zeros_(self.final.weight)
-        nn.init.zeros_(self.final.bias)
-        self.body = (nn.Sequential(nn.Linear(features, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
-                     if features else None)
-
-    def bias_view(self, *shape: int) -> Tensor:
-        return self.final.bias.view(*shape)
-
-    def forward(self, c: Tensor | None, n: int) -> Tensor:
-        if self.body is None:
-            return self.final.bias.expand(n, -1)
-        return self.final(self.body(c))

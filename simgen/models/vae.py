@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from ..nets import ConvDecoder, ConvEncoder, ResidualMLP
 from .base import ConditionalDensity
-from .fourier import RadialModes, StationaryNormal, radial_modes
+from .fourier import RadialModes, StationaryNormal, radial_modes, radial_power
 
 __all__ = ["VAE"]
 
@@ -264,12 +264,7 @@ class VAE(ConditionalDensity):
         if n < 2:
             return
         r = y.reshape(n, ch, *self.y_shape[-2:])
-        r_hat = torch.fft.rfft2(r - r.mean(0), norm="ortho")
-        power = (r_hat.real**2 + r_hat.imag**2).mean(0) * n / (n - 1)  # [C, H, W//2+1], E|r̂_k|² = P(|k|)
-        group = self._mode_group.reshape(-1)
-        per_radius = torch.zeros(ch, len(self._mode_counts), dtype=power.dtype, device=power.device)
-        per_radius.index_add_(1, group, power.reshape(ch, -1))
-        per_radius = per_radius / torch.bincount(group, minlength=per_radius.shape[1]).to(power)
+        per_radius = radial_power(r - r.mean(0), self._modes()) * n / (n - 1)  # E|r̂_k|² = P(|k|)
         sigma = per_radius.sqrt().clamp_min(2 * self.min_scale)
         raw = (torch.log(torch.expm1(sigma - self.min_scale)) - math.log(math.expm1(1.0 - self.min_scale)))
         if self.spectrum_net is not None:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "ResidualMLP", "Flatten"]
+__all__ = ["MLP", "ResidualMLP", "Flatten", "Conditioner"]
 
 
 class MLP(nn.Sequential):
@@ -149,6 +149,31 @@ class Flatten(nn.Module):
 
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU, "tanh": nn.Tanh}
+
+
+class Conditioner(nn.Module):
+    """The parameters of a transform as a function of the context: a small MLP c ``[n, f]`` → ``[n, out]``
+    (two SiLU hidden layers of width ``hidden``) whose last layer starts at zero, so that a fresh transform has
+    the parameters 0 for every context; a learned constant ``[n, out]`` when the model is unconditional
+    (``features`` is ``None``)."""
+
+    def __init__(self, features: int | None, out: int, hidden: int) -> None:
+        super().__init__()
+        self.final = nn.Linear(hidden if features else 1, out)
+        nn.init.zeros_(self.final.weight)
+        nn.init.zeros_(self.final.bias)
+        self.body = (nn.Sequential(nn.Linear(features, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+                     if features else None)
+
+    def bias_view(self, *shape: int) -> Tensor:
+        """The last layer's bias, viewed as ``shape``: the parameters of every context while the weights are 0."""
+        return self.final.bias.view(*shape)
+
+    def forward(self, c: Tensor | None, n: int) -> Tensor:
+        """``[n, out]`` for the context rows ``c`` ``[n, f]`` (``None`` when unconditional)."""
+        if self.body is None:
+            return self.final.bias.expand(n, -1)
+        return self.final(self.body(c))
 
 
 def _activation(name: str) -> nn.Module:

@@ -1,0 +1,122 @@
+r"""Spectral whitening: a learned conditional stationary Gaussian as the reference of a map model.
+
+For maps y ``[C, H, W]`` on a periodic H × W grid, a stationary Gaussian field N(a(c), Σ(c)) with a constant
+mean a per channel and Σ(c) = F* diag(P(|k| | c)) F per channel (an isotropic power spectrum, one value per
+radius |k|; :mod:`~simgen.models.fourier`) defines the bijection
+
+    w = W_c(y) = F* diag(P(|k| | c)^{−½}) F (y − a(c)),   log |det ∂w/∂y| = −½ Σ_k log P(|k| | c),
+
+the sum running over the full frequency grid. w is white, N(0, I), exactly when y is that Gaussian field, and
+log N(y; a, Σ) = log N(w; 0, I) + log |det ∂w/∂y|. A density of w then gives one of y by the change of variables,
+p(y | c) = p_w(W_c(y) | c) |det ∂w/∂y|.
+
+This is preconditioning in the sense of Karras et al. (2022, "Elucidating the design space of diffusion-based
+generative models", arXiv:2206.00364), who scale the network's input and output to unit variance, taken one
+step further for stationary fields: each Fourier mode is scaled by its own standard deviation, so a model of w
+whose network outputs zero is already the best stationary Gaussian fit, exact for a Gaussian field, and the
+network learns only the departure from it (non-Gaussianity, anisotropy, cross-channel structure). Whitening a
+field by its power spectrum is the usual first step of field-level analyses in cosmology; the filter is the
+isotropic circulant of Dai & Seljak (2022, arXiv:2202.05282).
+
+The reference is fitted by maximum likelihood of the Gaussian alone (:meth:`SpectralWhitening.nll`), started
+from the first training batch's moments (as Glow's ActNorm; Kingma & Dhariwal 2018, arXiv:1807.03039).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..nets.mlp import Conditioner
+from .fourier import RadialModes, radial_modes, radial_power
+
+__all__ = ["SpectralWhitening"]
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class SpectralWhitening(nn.Module):
+    r"""w = W_c(y) for maps ``[n, H, W]`` / ``[n, C, H, W]``: subtract a(c), divide each Fourier mode by
+    P(|k| | c)^{½} (see the module docstring). a and log P^{½} are the outputs of a small network of the context
+    (:class:`~simgen.nets.mlp.Conditioner`; learned constants when unconditional).
+
+    Args:
+        y_shape: the map's shape, ``(H, W)`` or ``(C, H, W)``.
+        context_features: the width of the context, or ``None`` for an unconditional model.
+        hidden_features: the conditioner's width.
+    """
+
+    def __init__(self, y_shape: tuple[int, ...], context_features: int | None, hidden_features: int = 64) -> None:
+        super().__init__()
+        if len(y_shape) not in (2, 3):
+            raise ValueError(f"SpectralWhitening whitens maps [H, W] or [C, H, W]; got y_shape {list(y_shape)}")
+        self.y_shape = tuple(y_shape)
+        self._chw = (1, *y_shape) if len(y_shape) == 2 else tuple(y_shape)
+        modes = radial_modes(*self._chw[1:])
+        # derived from the shape alone: not saved, so the state dict holds only what was learned
+        self.register_buffer("_group", modes.group, persistent=False)
+        self.register_buffer("_weight", modes.weight, persistent=False)
+        self.register_buffer("_counts", modes.counts, persistent=False)
+        self.num_radii = modes.num_radii
+        channels = self._chw[0]
+        self.params = Conditioner(context_features, channels * (1 + self.num_radii), hidden_features)
+        #: whether the spectrum has had its data-dependent start (saved: a loaded model keeps its weights)
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @property
+    def modes(self) -> RadialModes:
+        return RadialModes(self._group, self._weight, self._counts, self._chw[1:])
+
+    def _shift_log_scale(self, c: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
+        """a(c) ``[n, C, 1, 1]`` and log P(|k| | c)^{½} ``[n, C, R]``."""
+        raw = self.params(c, n).reshape(n, self._chw[0], 1 + self.num_radii)
+        return raw[..., :1, None], raw[..., 1:]
+
+    def _filter(self, u: Tensor, log_gain: Tensor) -> Tensor:
+        """F* diag(e^{log_gain(|k|)}) F u for u ``[n, C, H, W]``: real and symmetric, since the gain is a
+        function of |k| and so equal at k and −k."""
+        gain = torch.exp(log_gain)[:, :, self._group]
+        return torch.fft.irfft2(torch.fft.rfft2(u, norm="ortho") * gain, s=u.shape[-2:], norm="ortho")
+
+    def forward(self, y: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(w ``[n, *y_shape]``, log |det ∂w/∂y| ``[n]``) for maps y ``[n, *y_shape]`` and contexts c ``[n, f]``."""
+        n = y.shape[0]
+        shift, log_scale = self._shift_log_scale(c, n)
+        w = self._filter(y.reshape(n, *self._chw) - shift, -log_scale)
+        log_det = -(log_scale * self._counts.to(log_scale)).sum((1, 2))
+        return w.reshape(y.shape), log_det
+
+    def inverse(self, w: Tensor, c: Tensor | None) -> Tensor:
+        """y = W_c⁻¹(w) for w ``[n, *y_shape]``: the map whose whitened version is w."""
+        n = w.shape[0]
+        shift, log_scale = self._shift_log_scale(c, n)
+        return (self._filter(w.reshape(n, *self._chw), log_scale) + shift).reshape(w.shape)
+
+    @staticmethod
+    def nll(w: Tensor, log_det: Tensor) -> Tensor:
+        r"""−log N(y; a, Σ) / D averaged over the rows, from :meth:`forward`'s (w, log |det|): the reference's
+        own training loss, ½|w|²/D − log |det|/D + ½ log 2π."""
+        d = math.prod(w.shape[1:])
+        return (0.5 * w.reshape(w.shape[0], -1).pow(2).sum(-1) - log_det).mean() / d + 0.5 * LOG_2PI
+
+    @torch.no_grad()
+    def initialize(self, y: Tensor) -> None:
+        """Start a and P at the moments of the batch ``y`` ``[n, *y_shape]`` (once; later calls do nothing): a the
+        mean of each channel, P(|k|) the batch's radial power spectrum about it, for every context (the
+        conditioner's last-layer weights are still zero, so its bias is every context's parameters)."""
+        if bool(self.initialized) or y.shape[0] < 2:
+            return
+        self.initialized.fill_(True)
+        n = y.shape[0]
+        r = y.reshape(n, *self._chw)
+        shift = r.mean((0, 2, 3))
+        power = radial_power(r - shift[:, None, None], self.modes) * n / (n - 1)
+        # a radius without power (a constant channel) would make the filter singular
+        floor = 1e-6 * power.mean(1, keepdim=True).clamp_min(1e-12)
+        start = torch.cat([shift[:, None], 0.5 * torch.log(power.clamp_min(floor))], dim=1)
+        self.params.bias_view(*start.shape).copy_(start)
+
+    def extra_repr(self) -> str:
+        return f"y_shape={list(self.y_shape)}, radii={self.num_radii}"

@@ -1,0 +1,120 @@
+"""Spectral whitening of maps: the bijection's exact Jacobian, the Gaussian it stands for, and the continuous
+families that model whitened maps (a fresh network on an exactly whitened Gaussian field is the exact density)."""
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Independent, Uniform
+
+import simgen
+from simgen.models import CNF, Diffusion
+from simgen.models.fourier import StationaryNormal, radial_modes
+from simgen.models.whitening import SpectralWhitening
+
+
+def _randomise(whitening: SpectralWhitening, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in whitening.parameters():
+            p.copy_(0.3 * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (2, 4, 3)])
+def test_whitening_inverts_and_its_log_det_is_the_jacobians(shape):
+    whitening = SpectralWhitening(shape, 3, hidden_features=8).double()
+    _randomise(whitening)
+    g = torch.Generator().manual_seed(1)
+    y, c = torch.randn(2, *shape, generator=g, dtype=torch.float64), torch.randn(2, 3, generator=g,
+                                                                                dtype=torch.float64)
+    w, log_det = whitening(y, c)
+    torch.testing.assert_close(whitening.inverse(w, c), y)
+    for i in range(2):
+        jac = torch.autograd.functional.jacobian(lambda v, i=i: whitening(v[None], c[i:i + 1])[0][0], y[i])
+        d = math.prod(shape)
+        torch.testing.assert_close(log_det[i], torch.linalg.slogdet(jac.reshape(d, d))[1])
+
+
+def test_whitening_nll_is_the_stationary_gaussians():
+    shape = (2, 6, 6)
+    whitening = SpectralWhitening(shape, None).double()
+    _randomise(whitening, 2)
+    y = torch.randn(5, *shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    shift, log_scale = whitening._shift_log_scale(None, 5)
+    gaussian = StationaryNormal(shift.expand(5, *shape), log_scale.exp(), radial_modes(6, 6))
+    w, log_det = whitening(y, None)
+    want = -gaussian.log_prob(y).mean() / math.prod(shape)
+    torch.testing.assert_close(SpectralWhitening.nll(w, log_det), want)
+
+
+def test_initialize_starts_at_the_batch_moments_once():
+    modes = radial_modes(8, 8)
+    scale = (1.0 + torch.arange(modes.num_radii, dtype=torch.float64)) ** -1.0
+    field = StationaryNormal(torch.full((1, 8, 8), 2.0, dtype=torch.float64), scale[None], modes)
+    y = field.sample((4000,))
+    whitening = SpectralWhitening((1, 8, 8), 4).double()
+    whitening.initialize(y)
+    assert bool(whitening.initialized)
+    shift, log_scale = whitening._shift_log_scale(torch.zeros(1, 4, dtype=torch.float64), 1)
+    assert abs(float(shift.detach()) - 2.0) < 0.01
+    torch.testing.assert_close(log_scale[0, 0].exp(), scale, rtol=0.1, atol=0.0)
+    before = [p.clone() for p in whitening.parameters()]
+    whitening.initialize(2 * y)
+    assert all(torch.equal(a, b) for a, b in zip(before, whitening.parameters(), strict=True))
+
+
+def _exactly_whitened(family: type, scale: torch.Tensor, **options):
+    """A fresh ``family`` (network output 0) whose whitening is the field's exact spectrum."""
+    model = family(channels=(8,), blocks_per_level=1, attention=False, **options).build((8, 8), None)
+    with torch.no_grad():
+        model.whitening.params.bias_view(1, 1 + len(scale)).copy_(torch.cat([torch.zeros(1), scale.log()])[None])
+    return model
+
+
+@pytest.mark.parametrize("family", [CNF, Diffusion])
+def test_a_fresh_network_on_an_exactly_whitened_field_is_the_exact_density(family):
+    """With w white, the standard-normal prediction every family adds to its network is exact, so log p is the
+    field's exact log-likelihood (up to the ODE's tolerance and the diffusion's data-end terms) and the draws
+    have the field's spectrum."""
+    modes = radial_modes(8, 8)
+    scale = (0.3 + torch.arange(modes.num_radii, dtype=torch.float32)) ** -1.5
+    field = StationaryNormal(torch.zeros(8, 8), scale, modes, channels=False)
+    model = _exactly_whitened(family, scale, trace_probes="rademacher")  # a diagonal Jacobian: one probe is exact
+    y = field.rsample((4,), generator=torch.Generator().manual_seed(0))
+    err = (model.log_prob(y, None).double() - field.log_prob(y).double()) / 64
+    assert err.abs().max() <= 2e-3
+    draws = model.sample(400, None, generator=torch.Generator().manual_seed(1))[0].double()
+    power = torch.fft.rfft2(draws, norm="ortho").abs() ** 2 / (scale.double()[modes.group] ** 2)
+    assert (power.mean() - 1).abs() < 5 * math.sqrt(2 / power.numel())
+    z = (field.log_prob(draws.float()).mean() - field.log_prob(field.rsample((400,))).mean()) / math.sqrt(2 * 32 / 400)
+    assert z.abs() < 4
+
+
+def test_maps_are_whitened_by_default_and_vectors_refuse_it(tmp_path):
+    prior = Independent(Uniform(torch.zeros(1), torch.ones(1)), 1)
+    g = torch.Generator().manual_seed(0)
+    theta = torch.rand(64, 1, generator=g)
+    x = (1 + theta[:, :, None]) * torch.randn(64, 4, 4, generator=g)
+    est = simgen.LikelihoodEstimator(prior, model=CNF(channels=(8,), blocks_per_level=1, attention=False,
+                                                      log_prob_method="rk4", log_prob_steps=4))
+    est.fit(theta, x, max_epochs=2, progress=False, seed=0)
+    model = est.density.density
+    assert model.whiten and bool(model.whitening.initialized)
+    est.save(str(tmp_path / "m.pt"))
+    loaded = simgen.load(str(tmp_path / "m.pt"))
+    assert loaded.density.density.whiten
+    gen = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(loaded.log_prob(x[:3], theta[:3], generator=gen),
+                               est.log_prob(x[:3], theta[:3], generator=torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError, match="whiten=True whitens maps"):
+        CNF(whiten=True).build((3,), None)
+    with pytest.raises(ValueError, match="whiten must be"):
+        Diffusion(whiten="yes")
+
+
+def test_a_state_dict_without_whitening_loads_into_an_unwhitened_model():
+    old = CNF(channels=(8,), blocks_per_level=1, attention=False, whiten=False).build((4, 4), None)
+    new = CNF(channels=(8,), blocks_per_level=1, attention=False).build((4, 4), None)
+    assert new.whitening is not None
+    new.load_state_dict(old.state_dict())
+    assert new.whitening is None and new.whiten is False
