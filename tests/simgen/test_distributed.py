@@ -155,3 +155,33 @@ def test_only_rank_zero_writes(runs):
     assert ranks[0]["saves"] and all(".fit.ckpt." in s and s.endswith(".tmp") for s in ranks[0]["saves"])
     assert ranks[1]["saves"] == []
     assert sorted(p.name for p in out.iterdir()) == ["fit.ckpt", "rank0.pt", "rank1.pt"]
+
+
+def test_simgen_train_nproc_launches_torchrun_and_rank_zero_writes(tmp_path, capfd):
+    from simgen.cli import main
+
+    store = tmp_path / "runs.h5"
+    assert main(["simulate", "--simulator", "two_moons", "--num", "400", "--chunk-size", "100", "--store",
+                 str(store), "--quiet"]) == 0
+    model = tmp_path / "post.pt"
+    assert main(["train", "--store", str(store), "--out", str(model), "--nproc", "2", "--max-epochs", "2",
+                 "--batch-size", "64", "--threads", "1", "--device", "cpu", "--checkpoint",
+                 str(tmp_path / "fit.ckpt")]) == 0
+    out = capfd.readouterr().out
+    assert out.count(f"wrote {model}") == 1 and "2 processes" in out
+    post = simgen.load(model)
+    assert post.history.epochs == 2 and post.history.num_train + post.history.num_validation == 400
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit.ckpt", "post.pt", "runs.h5"]
+
+
+def test_config_key_training_nproc():
+    from simgen.config import ConfigError, parse_config
+
+    config, _ = parse_config('simulator = "two_moons"\n[posterior]\ntraining = { nproc = 2, max_epochs = 7 }\n'
+                             '[likelihood]\ntraining = { nproc = 3 }\n')
+    assert config.posterior.nproc == 2 and config.posterior.training["max_epochs"] == 7
+    assert "nproc" not in config.posterior.training and "nproc" not in config.likelihood.training
+    assert config.likelihood.nproc == 3
+    assert parse_config('simulator = "two_moons"\n')[0].posterior.nproc == 1
+    with pytest.raises(ConfigError, match=r"posterior\.training\.nproc"):
+        parse_config('simulator = "two_moons"\n[posterior]\ntraining = { nproc = 0 }\n')
