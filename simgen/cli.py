@@ -216,13 +216,74 @@ def _train(args: argparse.Namespace) -> int:
         config.seed = args.seed
     if args.device is not None:
         config.device = args.device
+    nproc = args.nproc if args.nproc is not None else spec.nproc
+    if nproc < 1:
+        raise UsageError(f"--nproc must be at least 1; got {nproc}")
+    if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _launch(nproc, args.argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank of torchrun's: streams its shard of the store
+        return _train_rank(args, config, sim, store, spec)
     say = _say(args)
     theta, x = store.load()
     say(f"training a {args.direction} ({spec.model}) on {theta.shape[0]} valid simulations of {args.store}")
     fit = pipeline.fit_posterior if args.direction == "posterior" else pipeline.fit_likelihood
-    estimator = fit(config, sim, theta, x, progress=not args.quiet, say=say)
+    estimator = fit(config, sim, theta, x, progress=not args.quiet, say=say, checkpoint=args.checkpoint)
     estimator.save(args.out)
     say(f"wrote {args.out}")
+    return EXIT_OK
+
+
+def _launch(nproc: int, argv: list[str]) -> int:
+    """Run ``simgen train`` again as ``nproc`` data-parallel ranks on this machine, through torchrun."""
+    import subprocess
+
+    # the ranks learn their number from torchrun; torchrun would read --nproc as its own --nproc-per-node
+    ranks_argv, skip = [], False
+    for arg in argv:
+        if not skip and arg != "--nproc" and not arg.startswith("--nproc="):
+            ranks_argv.append(arg)
+        skip = arg == "--nproc"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "simgen.cli", *ranks_argv]
+    return subprocess.run(command, check=False).returncode
+
+
+def _train_rank(args: argparse.Namespace, config: Any, sim: Any, store: Any, spec: Any) -> int:
+    """One rank of a data-parallel ``simgen train``: fit on this rank's shard of the store's chunks (see
+    :mod:`simgen.training.distributed`); rank 0 alone prints and writes the model."""
+    import torch
+
+    import simgen
+
+    from .estimators import infer_x_kind
+    from .models import make_model, model_for
+    from .pipeline import _device, make_embedding
+    from .training import is_main_process
+
+    if spec.num_train is not None:
+        raise UsageError("num_train (train on the first rows of the store) is not available with nproc > 1")
+    say = _say(args) if is_main_process() else (lambda _: None)
+    say(f"training a {args.direction} ({spec.model}) on the store {args.store}, "
+        f"{os.environ['WORLD_SIZE']} processes")
+    x_kind = getattr(sim, "x_kind", None) or infer_x_kind(tuple(store.x_shape))
+    if args.direction == "posterior":
+        x = torch.empty(0, *store.x_shape)
+        if spec.embedding == "power_spectrum":  # calibrated on rows: the first chunk's valid ones, on every rank
+            rows = store.read_chunk(*store.visible_chunks()[0], ("x", "valid"))
+            x = rows["x"][rows["valid"]]
+        estimator = simgen.PosteriorEstimator(sim.prior, make_model(spec.model, spec.options), simulator=sim,
+                                              embedding=make_embedding(spec.embedding, x, x_kind),
+                                              device=_device(config))
+    else:
+        estimator = simgen.LikelihoodEstimator(sim.prior, make_model(model_for(spec.model, x_kind), spec.options),
+                                               simulator=sim, device=_device(config))
+    history = estimator.fit(store, seed=config.seed, progress=not args.quiet and is_main_process(),
+                            checkpoint=args.checkpoint, **spec.training)
+    say(f"  {history.epochs} epochs in {history.wall_time:.0f} s, best validation loss "
+        f"{history.best_validation_loss:.3f}")
+    if is_main_process():
+        estimator.save(args.out)
+        say(f"wrote {args.out}")
     return EXIT_OK
 
 
@@ -428,6 +489,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--max-time", type=float, default=None, help="cap on training seconds")
     train.add_argument("--batch-size", type=int, default=None, help="rows per step (default: automatic)")
     train.add_argument("--learning-rate", type=float, default=None, help="initial learning rate")
+    train.add_argument("--nproc", type=int, default=None,
+                       help="data-parallel processes on this machine, launched through torchrun (default: the "
+                            "config's training.nproc, else 1); under torchrun or srun, the ranks it started")
+    train.add_argument("--checkpoint", default=None, metavar="PATH",
+                       help="save the training state there every epoch and resume from it when it exists")
     _common(train)
     train.set_defaults(func=_train)
 
@@ -492,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
         return int(e.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a relaunch under torchrun repeats
     try:
         _check_numbers(args)
         return args.func(args)

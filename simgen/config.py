@@ -97,6 +97,7 @@ class ModelConfig:
     embedding: str = "auto"
     mcmc: bool = False  #: likelihoods: also sample p(θ | x_obs) by MCMC on the likelihood
     num_train: int | None = None  #: train on the first this many valid simulations (``None``: all)
+    nproc: int = 1  #: data-parallel processes ``simgen train`` launches through torchrun (``training.nproc``)
 
 
 @dataclass
@@ -372,8 +373,12 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
     if direction == "posterior" and "mcmc" in table:
         raise ConfigError(f"{key}.mcmc", "only [likelihood] has mcmc (inference through the emulator's likelihood)")
     num_train = _int(table["num_train"], f"{key}.num_train", 10) if "num_train" in table else None
-    return ModelConfig(enabled, model, dict(options), _training(table.get("training", {}), f"{key}.training"),
-                       embedding, mcmc, num_train)
+    training, nproc = table.get("training", {}), 1
+    if isinstance(training, dict) and "nproc" in training:  # how to launch training, not a TrainingConfig field
+        training = {k: v for k, v in training.items() if k != "nproc"}
+        nproc = _int(table["training"]["nproc"], f"{key}.training.nproc", 1)
+    return ModelConfig(enabled, model, dict(options), _training(training, f"{key}.training"),
+                       embedding, mcmc, num_train, nproc)
 
 
 # --------------------------------------------------------------------------------------------- simulators

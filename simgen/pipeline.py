@@ -200,8 +200,9 @@ def _device(config: RunConfig) -> str | None:
 
 
 def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
-                  say: Say = _silent) -> Any:
-    """A :class:`~simgen.PosteriorEstimator` of ``[posterior]`` fitted on (θ, x), seed ``config.seed``."""
+                  say: Say = _silent, checkpoint: Any = None) -> Any:
+    """A :class:`~simgen.PosteriorEstimator` of ``[posterior]`` fitted on (θ, x), seed ``config.seed`` (training
+    checkpointed to ``checkpoint`` when given)."""
     import simgen
 
     from .models import make_model
@@ -211,7 +212,7 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
     embedding = make_embedding(spec.embedding, x, getattr(simulator, "x_kind", None))
     post = simgen.PosteriorEstimator(simulator.prior, make_model(spec.model, spec.options), embedding=embedding,
                                      simulator=simulator, device=_device(config))
-    history = post.fit(theta, x, seed=config.seed, progress=progress, **spec.training)
+    history = post.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint, **spec.training)
     say(f"  posterior ({spec.model}, embedding {spec.embedding}, {theta.shape[0]} simulations): "
         f"{history.epochs} epochs in {history.wall_time:.0f} s, best validation loss "
         f"{history.best_validation_loss:.3f}")
@@ -219,8 +220,9 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
 
 
 def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
-                 say: Say = _silent) -> Any:
-    """A :class:`~simgen.LikelihoodEstimator` of ``[likelihood]`` fitted on (θ, x), seed ``config.seed``."""
+                 say: Say = _silent, checkpoint: Any = None) -> Any:
+    """A :class:`~simgen.LikelihoodEstimator` of ``[likelihood]`` fitted on (θ, x), seed ``config.seed`` (training
+    checkpointed to ``checkpoint`` when given)."""
     import simgen
 
     from .estimators import infer_x_kind
@@ -232,7 +234,7 @@ def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, 
     kind = getattr(simulator, "x_kind", None) or infer_x_kind(tuple(x.shape[1:]))
     family = make_model(model_for(spec.model, kind), spec.options)
     emu = simgen.LikelihoodEstimator(simulator.prior, family, simulator=simulator, device=_device(config))
-    history = emu.fit(theta, x, seed=config.seed, progress=progress, **spec.training)
+    history = emu.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint, **spec.training)
     say(f"  emulator ({family.family}, {theta.shape[0]} simulations): {history.epochs} epochs in "
         f"{history.wall_time:.0f} s, best validation loss {history.best_validation_loss:.3f}")
     return emu

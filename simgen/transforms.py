@@ -19,7 +19,7 @@ so every transform here reports ``log_abs_det_jacobian(y)`` = log |det ∂T/∂y
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -265,11 +265,13 @@ class LinearResidual(nn.Module):
         self.register_buffer("scale", torch.ones(y_features))
 
     @torch.no_grad()
-    def fit(self, batches: Iterable[tuple[Tensor, Tensor]]) -> LinearResidual:
+    def fit(self, batches: Iterable[tuple[Tensor, Tensor]],
+            reduce: Callable[[Tensor], Tensor] | None = None) -> LinearResidual:
         """Least squares from the sufficient statistics of ``(v [n, d_y], c [n, d_c])`` batches (one pass).
 
         With the design row a = (c, 1), the normal equations (Σ a aᵀ + λn·I_c) β = Σ a vᵀ give β = (W; b), and
-        the residual variance per dimension is (Σ v² − 2 Σ β ⊙ Σ a vᵀ + Σ β ⊙ (Σ a aᵀ) β) / n.
+        the residual variance per dimension is (Σ v² − 2 Σ β ⊙ Σ a vᵀ + Σ β ⊙ (Σ a aᵀ) β) / n. ``reduce`` sums
+        the statistics over the ranks of a data-parallel run (each having passed over its own shard).
         """
         gram = cross = square = None
         n = 0
@@ -279,6 +281,14 @@ class LinearResidual(nn.Module):
             g, x, q = a.T @ a, a.T @ v, (v * v).sum(dim=0)
             gram, cross, square = (g, x, q) if gram is None else (gram + g, cross + x, square + q)
             n += v.shape[0]
+        if reduce is not None:
+            if gram is None:  # an empty shard joins the sums with zeros
+                d_c, d_y = self.weight.shape
+                gram, cross, square = (torch.zeros(d_c + 1, d_c + 1, dtype=torch.float64),
+                                       torch.zeros(d_c + 1, d_y, dtype=torch.float64),
+                                       torch.zeros(d_y, dtype=torch.float64))
+            gram, cross, square = reduce(gram), reduce(cross), reduce(square)
+            n = int(reduce(torch.tensor(float(n), dtype=torch.float64)))
         if n == 0:
             raise ValueError("LinearResidual.fit needs at least one row")
         penalty = torch.full((gram.shape[0],), self.ridge * n, dtype=gram.dtype, device=gram.device)

@@ -20,7 +20,8 @@ from torch.distributions import Distribution
 
 from .. import nets
 from ..models import MODELS, ConditionalDensity, TransformedDensity, make_model, model_for
-from ..training import StoreBatches, TrainingConfig, TrainingHistory, train
+from ..training import StoreBatches, TrainingConfig, TrainingHistory, distributed, train
+from ..training.checkpoint import checkpoint_seed
 from ..transforms import SUPPORT_MAPS, Dequantize, LinearResidual, Standardize, SupportBijection
 from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows, default_device
 from . import ingest
@@ -213,6 +214,13 @@ class Estimator:
         return tuple(y.shape[1:]), tuple(c.shape[1:])
 
     # ----------------------------------------------------------------- fitting
+    def run_seed(self, seed: int | None, checkpoint: Any = None) -> int | None:
+        """The seed a fit uses: ``seed``; else a checkpoint's recorded one (so that a resumed fit draws the same
+        split); under ``torchrun`` rank 0's, so that every rank builds the same networks and split."""
+        seed = checkpoint_seed(checkpoint, seed)
+        group = distributed.setup(self.device)
+        return group.shared_seed(seed) if group is not None else seed
+
     def _fit(
         self,
         data: tuple[Tensor, Tensor] | StoreBatches,
@@ -221,11 +229,18 @@ class Estimator:
         progress: bool,
         settings: dict[str, Any],
         weights: Tensor | None = None,
+        checkpoint: Any = None,
     ) -> TrainingHistory:
         """Build a fresh density and train it on tensors ``(y, c)`` (with optional importance ``weights``) or on
-        a streaming :class:`~simgen.training.StoreBatches`."""
+        a streaming :class:`~simgen.training.StoreBatches` (under ``torchrun``, each rank's shard of it: the
+        standardisation statistics are then summed over the ranks)."""
         config = training_config(config, settings, self.training_defaults())
+        group = distributed.setup(self.device)
+        if group is not None:
+            self.device = group.device
         streaming = isinstance(data, StoreBatches)
+        # sums of the statistics over the ranks' shards, so that every rank standardises alike
+        reduce = group.all_reduce if group is not None and streaming and data.sharded else None
         y_shape, c_shape = self.shapes() if streaming else (tuple(data[0].shape[1:]), tuple(data[1].shape[1:]))
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
@@ -238,17 +253,18 @@ class Estimator:
 
         if streaming:  # standardisation statistics from one pass over the chunks
             ingest.fit_streaming(density.y_standardize, density.c_standardize,
-                                 ((prepared(yb), cb) for yb, cb in data.iter_rows()))
+                                 ((prepared(yb), cb) for yb, cb in data.iter_rows()), reduce=reduce)
         else:
             density.y_standardize.fit(prepared(data[0]))
             density.c_standardize.fit(data[1])
         if density.residual is not None:  # regression of the standardised y on the standardised context
             rows = data.iter_rows() if streaming else [data]
-            density.residual.fit((density.y_standardize(prepared(yb)), density.c_standardize(cb)) for yb, cb in rows)
+            density.residual.fit(((density.y_standardize(prepared(yb)), density.c_standardize(cb)) for yb, cb in rows),
+                                 reduce=reduce)
         density.to(self.device)
         y, c = (data, None) if streaming else data
         self.history = train(density, y, c, config, seed=seed, device=self.device, progress=progress,
-                             weights=weights)
+                             weights=weights, checkpoint=checkpoint)
         self.density = density
         self.validity = None
         return self.history
@@ -262,8 +278,10 @@ class Estimator:
         settings: dict[str, Any],
         max_memory_gb: float | None,
         proposal: Distribution | None,
+        checkpoint: Any = None,
     ) -> tuple[TrainingHistory, Any]:
-        """Fit from a campaign store: in memory when its valid rows fit in ``max_memory_gb``, else streamed."""
+        """Fit from a campaign store: in memory when its valid rows fit in ``max_memory_gb``, else streamed;
+        under ``torchrun`` always streamed, each rank reading its own shard of the chunks."""
         store = ingest.open_training_store(path)
         meta = store.metadata
         d_theta = int(meta.get("theta_dim", 0))
@@ -274,16 +292,18 @@ class Estimator:
             self.discrete = tuple(int(i) for i in meta["x_discrete"])
         weight_fn = self.store_weights(store, proposal)
         in_memory, per_buffer = ingest.rows_fit_in_memory(store, d_theta, max_memory_gb)
-        if in_memory:
+        group = distributed.setup(self.device)
+        if in_memory and group is None:
             theta, x = store.load()
-            return self._fit_pairs(theta, x, config, seed, progress, settings, weight_fn), store
+            return self._fit_pairs(theta, x, config, seed, progress, settings, weight_fn, checkpoint), store
         config = training_config(config, settings, self.training_defaults())
         split_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
+        shard = (group.rank, group.world_size) if group is not None else None
         source = StoreBatches(store, self.direction == "posterior", config.validation_fraction, split_seed,
-                              per_buffer, weight_fn)
+                              per_buffer, weight_fn, shard=shard)
         self.theta_shape, self.x_shape = (d_theta,), tuple(store.x_shape)
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
-        return self._fit(source, config, seed, progress, {}), store
+        return self._fit(source, config, seed, progress, {}, checkpoint=checkpoint), store
 
     def store_weights(self, store: Any, proposal: Distribution | None) -> Callable[[Tensor], Tensor] | None:
         """Importance weights of a store's rows (see :func:`simgen.estimators.ingest.store_weights`); a
@@ -292,7 +312,7 @@ class Estimator:
 
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
-        settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None,
+        settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None, checkpoint: Any = None,
     ) -> TrainingHistory:
         raise NotImplementedError
 

@@ -107,10 +107,15 @@ def rows_fit_in_memory(store: Store, d_theta: int, max_memory_gb: float | None) 
     return 3 * n_valid * row_bytes <= budget, int(budget // (3 * store.chunk_size * row_bytes))
 
 
-def fit_streaming(y_std: Standardize, c_std: Standardize, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+def fit_streaming(
+    y_std: Standardize, c_std: Standardize, batches: Iterable[tuple[Tensor, Tensor]],
+    reduce: Callable[[Tensor], Tensor] | None = None,
+) -> None:
     """Set both standardisations' statistics (as :meth:`Standardize.fit` would) from one pass over batches.
 
     Sums and sums of squares are accumulated in float64; the variance is (Σt² − n·mean²) / (n − 1).
+    ``reduce`` sums the accumulated sums over the ranks of a data-parallel run (each having passed over its own
+    shard), so that every rank sets the statistics of all the rows.
     """
     sums: list[list[Any]] = [[0.0, 0.0, 0], [0.0, 0.0, 0]]
     stds = (y_std, c_std)
@@ -130,9 +135,16 @@ def fit_streaming(y_std: Standardize, c_std: Standardize, batches: Iterable[tupl
             acc[2] += t.numel() // total.numel()
     for (s1, s2, n), std in zip(sums, stds, strict=True):
         if not isinstance(std, Standardize):
-            std.finish()
+            std.finish(reduce) if reduce is not None else std.finish()
             continue
-        if not std.enabled or n == 0:
+        if not std.enabled:
+            continue
+        if reduce is not None:  # flat, so that a rank with an empty shard joins the sums with zeros
+            empty = torch.zeros(std.loc.numel(), dtype=torch.float64)
+            s1 = reduce(s1.reshape(-1) if n else empty)
+            s2 = reduce(s2.reshape(-1) if n else empty)
+            n = int(reduce(torch.tensor(float(n), dtype=torch.float64)))
+        if n == 0:
             continue
         mean = s1 / n
         var = (s2 - n * mean * mean) / max(n - 1, 1)

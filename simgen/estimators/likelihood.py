@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -62,23 +63,27 @@ class LikelihoodEstimator(Estimator):
         seed: int | None = None,
         progress: bool = True,
         max_memory_gb: float | None = None,
+        checkpoint: str | os.PathLike | None = None,
         **settings: Any,
     ) -> TrainingHistory:
         """Fit q(x | θ) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store
         (``fit("runs.h5")``; see :meth:`PosteriorEstimator.fit` for stores, ``max_memory_gb`` and ``settings``).
 
         From a store, it also fits the classifier P(valid | θ) on every row's status (valid or failed), which
-        ``posterior(validity=True)`` uses; the emulator itself only ever sees valid rows.
+        ``posterior(validity=True)`` uses; the emulator itself only ever sees valid rows. ``checkpoint=`` and
+        ``torchrun`` as for :meth:`PosteriorEstimator.fit`.
         """
+        seed = self.run_seed(seed, checkpoint)
         if x is None:
-            history, store = self._fit_store(theta, config, seed, progress, settings, max_memory_gb, None)
+            history, store = self._fit_store(theta, config, seed, progress, settings, max_memory_gb, None,
+                                             checkpoint)
             self.validity = fit_validity(store.theta, store.valid, seed=seed, device=self.device)
             return history
-        return self._fit_pairs(theta, x, config, seed, progress, settings)
+        return self._fit_pairs(theta, x, config, seed, progress, settings, checkpoint=checkpoint)
 
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
-        settings: dict[str, Any], weight_fn: Any = None,
+        settings: dict[str, Any], weight_fn: Any = None, checkpoint: Any = None,
     ) -> TrainingHistory:
         theta, x = self.check_pairs(theta, x)
         self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
@@ -88,7 +93,7 @@ class LikelihoodEstimator(Estimator):
             raise ValueError(f"discrete indices must lie in [0, {d_x}); got {list(self.discrete)}")
         if self.discrete and self.x_kind != "vector":
             raise ValueError(f"discrete dimensions are supported for vector x only; x_kind is {self.x_kind!r}")
-        return self._fit((x, theta), config, seed, progress, settings)
+        return self._fit((x, theta), config, seed, progress, settings, checkpoint=checkpoint)
 
     def sample(self, n: int, theta: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """``n`` emulated simulations at one θ (``[d_theta]`` or ``[1, d_theta]``): ``[n, *x_shape]``;

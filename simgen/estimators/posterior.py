@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -99,6 +100,7 @@ class PosteriorEstimator(Estimator):
         progress: bool = True,
         proposal: Distribution | None = None,
         max_memory_gb: float | None = None,
+        checkpoint: str | os.PathLike | None = None,
         **settings: Any,
     ) -> TrainingHistory:
         """Fit q(θ | x) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store.
@@ -116,15 +118,21 @@ class PosteriorEstimator(Estimator):
         ``settings`` override :class:`~simgen.training.TrainingConfig` fields (``batch_size=``,
         ``learning_rate=``, ``max_epochs=``, ...). θ outside the prior's support is an error. Fitting again
         starts from fresh networks.
+
+        ``checkpoint="fit.ckpt"`` saves the training state after every epoch and resumes from it when the file
+        exists (see :func:`simgen.training.train`): a pre-empted job run again continues where it stopped.
+        Under ``torchrun --nproc-per-node N`` training is data-parallel over the N processes, each streaming
+        its own shard of a store's chunks (:mod:`simgen.training.distributed`).
         """
+        seed = self.run_seed(seed, checkpoint)
         if x is None:
-            return self._fit_store(theta, config, seed, progress, settings, max_memory_gb, proposal)[0]
+            return self._fit_store(theta, config, seed, progress, settings, max_memory_gb, proposal, checkpoint)[0]
         return self._fit_pairs(theta, x, config, seed, progress, settings,
-                               self.importance_weights(proposal) if proposal is not None else None)
+                               self.importance_weights(proposal) if proposal is not None else None, checkpoint)
 
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
-        settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None,
+        settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None, checkpoint: Any = None,
     ) -> TrainingHistory:
         theta, x = self.check_pairs(theta, x)
         weights = None
@@ -142,7 +150,7 @@ class PosteriorEstimator(Estimator):
             )
         self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
-        return self._fit((theta, x), config, seed, progress, settings, weights)
+        return self._fit((theta, x), config, seed, progress, settings, weights, checkpoint)
 
     def sample(self, n: int, x_obs: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """``n`` posterior draws for one observation ``x_obs`` (``[*x_shape]`` or ``[1, *x_shape]``):

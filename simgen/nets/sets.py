@@ -12,7 +12,7 @@ over real elements only) and leaves the mask as it is, so that a set is still a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -159,8 +159,13 @@ class SetStandardize(nn.Module):
         return self
 
     @torch.no_grad()
-    def finish(self) -> SetStandardize:
-        """Set μ and σ (unbiased, floored at 1e-6) from the accumulated moments, and forget them."""
+    def finish(self, reduce: Callable[[Tensor], Tensor] | None = None) -> SetStandardize:
+        """Set μ and σ (unbiased, floored at 1e-6) from the accumulated moments, and forget them; ``reduce``
+        first sums the moments over the ranks of a data-parallel run (each having seen its own shard)."""
+        if reduce is not None:
+            width = self.event_shape[1] - self.masked
+            s1, s2, count = self._moments or (torch.zeros(width, dtype=torch.float64),) * 2 + (0,)
+            self._moments = (reduce(s1), reduce(s2), int(reduce(torch.tensor(float(count), dtype=torch.float64))))
         if self._moments is None or self._moments[2] == 0:
             self._moments = None
             raise ValueError("SetStandardize: the sets hold no real element (every mask is 0)")

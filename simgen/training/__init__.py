@@ -1,12 +1,16 @@
-"""Training: one trainer for every model family (:mod:`~simgen.training.trainer`) and the sources of its rows
-(:mod:`~simgen.training.data`: in memory, streamed from a campaign store, importance-weighted)."""
+"""Training: one trainer for every model family (:mod:`~simgen.training.trainer`), the sources of its rows
+(:mod:`~simgen.training.data`: in memory, streamed from a campaign store, importance-weighted), checkpoints of
+training itself (:mod:`~simgen.training.checkpoint`) and data-parallel training under ``torchrun``
+(:mod:`~simgen.training.distributed`)."""
 
 from __future__ import annotations
 
+from . import checkpoint, distributed
 from .data import BatchSource, StoreBatches, TensorBatches, split_indices, weighted_draw
+from .distributed import is_main_process
 from .trainer import TrainingConfig, TrainingHistory, train
 
 __all__ = [
     "TrainingConfig", "TrainingHistory", "train", "BatchSource", "TensorBatches", "StoreBatches",
-    "split_indices", "weighted_draw",
+    "split_indices", "weighted_draw", "is_main_process", "checkpoint", "distributed",
 ]

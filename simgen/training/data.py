@@ -116,6 +116,10 @@ class StoreBatches:
         chunks_per_buffer: chunks loaded and shuffled together.
         weight_fn: importance weights of rows from their θ (``[k, d] -> [k]``, ≥ 0; rows of weight 0 are left
             out); rows are then drawn with probability ∝ weight, as :class:`~simgen.training.TensorBatches` does.
+        shard: ``(rank, world_size)`` of a data-parallel run: this source then holds the chunks
+            ``rank, rank + world_size, …`` of the store's visible chunks and reads no other; its sizes are its
+            shard's. Each epoch it draws one number from the trainer's generator (the same on every rank) and
+            orders its chunks and rows by a generator seeded from that number and its rank.
     """
 
     def __init__(
@@ -126,10 +130,18 @@ class StoreBatches:
         seed: int,
         chunks_per_buffer: int = 1,
         weight_fn: Any = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         self.store, self.posterior, self.fraction = store, posterior, validation_fraction
         self.seed, self.chunks_per_buffer, self.weight_fn = int(seed), max(1, int(chunks_per_buffer)), weight_fn
         self.chunks = [(k, keep) for k, keep in store.visible_chunks()]
+        self.shard = shard
+        if shard is not None:
+            rank, world = shard
+            if not 0 <= rank < world or world > len(self.chunks):
+                raise ValueError(f"shard (rank, world_size) must have 0 <= rank < world_size <= the store's "
+                                 f"{len(self.chunks)} chunks; got {shard}")
+            self.chunks = self.chunks[rank::world]
         self.num_train = self.num_validation = 0
         for k, keep in self.chunks:  # one pass over θ and status only: the split's sizes
             _, rows, _ = self._rows(k, keep, ("theta", "valid"))
@@ -151,6 +163,11 @@ class StoreBatches:
             weights = weights[mask]
         out = {name: data[name][mask] for name in fields if name != "valid"}
         return out, int(mask.sum()), weights
+
+    @property
+    def sharded(self) -> bool:
+        """Whether this source serves one rank's shard of the rows (see ``shard``)."""
+        return self.shard is not None
 
     def read(self, k: int, keep: int, fields: tuple[str, ...]) -> dict[str, Any]:
         return self.store.read_chunk(k, keep, fields)
@@ -181,6 +198,10 @@ class StoreBatches:
                 yield self._pairs(data, torch.arange(rows))
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+        if self.shard is not None:
+            draw = int(torch.randint(0, 2**62, (), generator=generator))
+            state = np.random.SeedSequence([draw, self.shard[0]]).generate_state(1, np.uint64)[0] >> 1
+            generator = torch.Generator().manual_seed(int(state))
         order = torch.randperm(len(self.chunks), generator=generator).tolist()
         for start in range(0, len(order), self.chunks_per_buffer):
             ys, cs, ws = [], [], []

@@ -11,7 +11,9 @@ step, which is what dominates small models' training time), or streamed from a c
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -22,6 +24,8 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from . import distributed
+from .checkpoint import checkpoint_seed, load_checkpoint, save_checkpoint
 from .data import BatchSource, TensorBatches
 
 __all__ = ["TrainingConfig", "TrainingHistory", "train"]
@@ -120,6 +124,7 @@ def train(
     progress: bool = True,
     epoch_hook: Callable[[int], None] | None = None,
     weights: Tensor | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> TrainingHistory:
     """Fit ``model`` by minimising ``model.loss(y_batch, c_batch)`` with AdamW and early stopping.
 
@@ -135,13 +140,33 @@ def train(
         epoch_hook: called as ``epoch_hook(epoch)`` before each epoch (e.g. a KL warm-up); a model's own
             ``on_epoch(epoch)`` (every :class:`~simgen.models.ConditionalDensity` has one) is called too.
         weights: importance weights ``[n]`` of the rows (see :class:`TensorBatches`).
+        checkpoint: a file to save the training state to after every epoch (atomically; see
+            :mod:`~simgen.training.checkpoint`) and to resume from when it exists: a run killed and started again
+            with the same arguments ends as the uninterrupted run would (same weights, same history; with
+            ``max_time`` the elapsed time carries over but the cut-off epoch may differ). A finished run's
+            checkpoint returns its result at once. A checkpoint of another run (other data sizes, settings,
+            seed, model or number of ranks) is an error. Without ``seed`` the checkpoint's is used.
+
+    Under ``torchrun`` (an initialised process group of N > 1 ranks, see :mod:`~simgen.training.distributed`)
+    training is data-parallel: the model is wrapped in DistributedDataParallel, each step's global batch of
+    ``batch_size`` rows is split over the ranks (a sharded source such as ``StoreBatches(shard=...)`` serves each
+    rank its own rows; otherwise every rank takes its slice of the same batch), each rank's loss is weighted by
+    its share of the rows so that the averaged gradient is the global batch's, the losses are all-reduced, and
+    rank 0 decides early stopping (broadcast), writes the checkpoint and shows progress.
 
     Returns:
         A :class:`TrainingHistory`; the model is left in eval mode with the best validation state loaded.
     """
     config = config or TrainingConfig()
     device = torch.device(device) if device is not None else _module_device(model)
+    group = distributed.setup(device)
+    if group is not None:
+        device = group.device
     model.to(device)
+    if checkpoint is not None:
+        seed = checkpoint_seed(checkpoint, seed)
+    if group is not None:  # every rank must draw the same split and batch order
+        seed = group.shared_seed(seed)
     split_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
     generator = torch.Generator().manual_seed(split_seed)
     if isinstance(y, Tensor):
@@ -150,11 +175,17 @@ def train(
         data = y
     else:
         raise ValueError("train takes tensors y, c (and weights) or a BatchSource alone")
-    n_train = data.num_train
+    n_train, n_validation = data.num_train, data.num_validation
+    sharded = group is not None and bool(getattr(data, "sharded", False))
+    if sharded:  # each rank's source holds its own rows: the split's sizes are the sums
+        counts = group.all_gather_object((n_train, n_validation))
+        n_train, n_validation = sum(n for n, _ in counts), sum(v for _, v in counts)
     batch_size, learning_rate = config.batch_size, config.learning_rate
     if batch_size is None:
         batch_size = min(config.max_batch_size, max(64, n_train // 8))
         learning_rate *= max(1.0, batch_size / 512)
+    if group is not None and batch_size < group.world_size:
+        raise ValueError(f"batch_size ({batch_size}) must be at least the number of ranks ({group.world_size})")
 
     # The fused kernel updates every parameter in one call: a small model's step is otherwise ~100 tiny ops.
     fused = device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in model.parameters())
@@ -162,7 +193,7 @@ def train(
         model.parameters(), lr=learning_rate, weight_decay=config.weight_decay, fused=fused or None
     )
     scheduler = _scheduler(optimizer, config)
-    history = TrainingHistory(num_train=n_train, num_validation=data.num_validation)
+    history = TrainingHistory(num_train=n_train, num_validation=n_validation)
     # The averaged copy is what gets validated, kept and restored; the raw weights only take the steps.
     averaged = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
@@ -172,14 +203,47 @@ def train(
     evaluated = averaged.module if averaged is not None else model
     best_state = copy.deepcopy(evaluated.state_dict())
     stale = 0
-    start = time.perf_counter()
+    first_epoch, done, elapsed = 0, False, 0.0
+    fingerprint, saved = None, None
+    if checkpoint is not None:
+        fingerprint = {
+            "config": asdict(config), "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+            "num_train": n_train, "num_validation": n_validation,
+            "world_size": group.world_size if group is not None else 1,
+            "parameters": [[name, list(p.shape)] for name, p in model.named_parameters()],
+        }
+        saved = load_checkpoint(checkpoint)
+        if saved is not None:
+            if saved["fingerprint"] != fingerprint:
+                raise ValueError(f"the checkpoint {checkpoint} belongs to another training run (other data, "
+                                 "settings, seed, model or number of ranks); remove it or pass another path")
+            model.load_state_dict(saved["model"])
+            if averaged is not None:
+                averaged.load_state_dict(saved["averaged"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(saved["scheduler"])
+            generator.set_state(saved["generator"])
+            best_state, stale = saved["best_state"], int(saved["stale"])
+            history = TrainingHistory(**saved["history"])
+            first_epoch, done, elapsed = int(saved["epoch"]), bool(saved["done"]), float(saved["elapsed"])
+    ddp = group.wrap(model) if group is not None else None
+    start = time.perf_counter() - elapsed
     # Randomness inside the loss (dropout, diffusion times, dequantisation) follows the seed too, without
     # touching the caller's global RNG state.
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
-            torch.manual_seed(int(seed))
-        bar = tqdm(range(config.max_epochs), desc="training", disable=not progress, leave=False, unit="epoch")
+            # each rank draws its own noise for its own rows
+            torch.manual_seed(int(seed) + (group.rank if group is not None else 0))
+        if saved is not None:
+            rank = group.rank if group is not None else 0
+            torch.set_rng_state(saved["rng"][rank])
+            if devices:
+                torch.cuda.set_rng_state(saved["cuda_rng"][rank], devices[0])
+        main = group is None or group.is_main
+        epochs = range(first_epoch, first_epoch if done else config.max_epochs)
+        bar = tqdm(epochs, desc="training", disable=not (progress and main), leave=False, unit="epoch")
         for epoch in bar:
             if epoch_hook is not None:
                 epoch_hook(epoch)
@@ -191,20 +255,42 @@ def train(
             model.train()
             total = torch.zeros((), device=device)
             seen = 0
-            for y_batch, c_batch in data.train_batches(batch_size, generator):
-                y_batch = y_batch.to(device)
-                loss = model.loss(y_batch, None if c_batch is None else c_batch.to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.clip_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm, foreach=True)
-                optimizer.step()
-                if averaged is not None:
-                    averaged.update_parameters(model)
-                total += loss.detach() * y_batch.shape[0]
-                seen += y_batch.shape[0]
-            val = _evaluate(evaluated, data.validation_batches(batch_size * 16), device)
-            history.train_loss.append(float(total) / max(seen, 1))
+            if group is None:
+                for y_batch, c_batch in data.train_batches(batch_size, generator):
+                    y_batch = y_batch.to(device)
+                    loss = model.loss(y_batch, None if c_batch is None else c_batch.to(device))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if config.clip_grad_norm is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm, foreach=True)
+                    optimizer.step()
+                    if averaged is not None:
+                        averaged.update_parameters(model)
+                    total += loss.detach() * y_batch.shape[0]
+                    seen += y_batch.shape[0]
+            else:
+                for y_batch, c_batch, rows in _rank_batches(data, batch_size, generator, group, sharded):
+                    y_batch = y_batch.to(device)
+                    loss = ddp(y_batch, None if c_batch is None else c_batch.to(device))
+                    # DDP averages the ranks' gradients; weighting each rank's mean loss by its share of the
+                    # step's rows makes that average the gradient of the global batch's mean loss
+                    step_rows = float(group.all_reduce(torch.tensor(float(rows), dtype=torch.float64)))
+                    optimizer.zero_grad(set_to_none=True)
+                    (loss * (group.world_size * rows / step_rows)).backward()
+                    if config.clip_grad_norm is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm, foreach=True)
+                    optimizer.step()
+                    if averaged is not None:
+                        averaged.update_parameters(model)
+                    total += loss.detach() * rows
+                    seen += rows
+            if group is None:
+                val = _evaluate(evaluated, data.validation_batches(batch_size * 16), device)
+                train_loss = float(total) / max(seen, 1)
+            else:
+                val, train_loss = _evaluate_ranks(evaluated, data, batch_size * 16, device, group, sharded,
+                                                  total, seen)
+            history.train_loss.append(train_loss)
             history.validation_loss.append(val)
             history.learning_rate.append(optimizer.param_groups[0]["lr"])
             history.epochs = epoch + 1
@@ -224,14 +310,97 @@ def train(
             elif scheduler is not None:
                 scheduler.step()
             out_of_time = config.max_time is not None and time.perf_counter() - start > config.max_time
-            if stale >= config.patience or out_of_time:
+            if group is not None:  # clocks differ between ranks: rank 0's decides
+                out_of_time = bool(group.broadcast(torch.tensor(out_of_time)))
+            stop = stale >= config.patience or out_of_time
+            if stop:
                 history.stopped_early = True
+            if checkpoint is not None:
+                _save(checkpoint, group, fingerprint, seed, epoch + 1, stop or epoch + 1 == config.max_epochs,
+                      time.perf_counter() - start, model, averaged, optimizer, scheduler, generator, best_state,
+                      stale, history, devices)
+            if stop:
                 break
         bar.close()
     model.load_state_dict(best_state)
     model.eval()
     history.wall_time = time.perf_counter() - start
     return history
+
+
+def _rank_batches(
+    data: BatchSource, batch_size: int, generator: torch.Generator, group: distributed.Group, sharded: bool
+) -> Iterator[tuple[Tensor, Tensor | None, int]]:
+    """This rank's part of each step's global batch of ``batch_size`` rows, with its number of rows.
+
+    A sharded source serves this rank's rows only, ``batch_size`` split as evenly as the ranks allow, for as
+    many steps as the smallest shard fills (every rank must take the same number of steps). Otherwise every rank
+    draws the same global batches and takes its slice; a rank whose slice is empty computes the loss of one row
+    with weight 0, so that it still joins the step's all-reduce.
+    """
+    share = batch_size // group.world_size + (group.rank < batch_size % group.world_size)
+    if sharded:
+        counts = group.all_gather_object((data.num_train, share))
+        steps = min(-(-n // b) for n, b in counts)
+        for y_batch, c_batch in itertools.islice(data.train_batches(share, generator), steps):
+            yield y_batch, c_batch, y_batch.shape[0]
+        return
+    for y_all, c_all in data.train_batches(batch_size, generator):
+        y_batch = torch.tensor_split(y_all, group.world_size)[group.rank]
+        c_batch = None if c_all is None else torch.tensor_split(c_all, group.world_size)[group.rank]
+        if y_batch.shape[0] == 0:
+            yield y_all[:1], None if c_all is None else c_all[:1], 0
+        else:
+            yield y_batch, c_batch, y_batch.shape[0]
+
+
+@torch.no_grad()
+def _evaluate_ranks(
+    model: nn.Module, data: BatchSource, batch_size: int, device: torch.device, group: distributed.Group,
+    sharded: bool, total: Tensor, seen: int,
+) -> tuple[float, float]:
+    """(validation loss, training loss) of the epoch over every rank's rows: each rank sums its own (a sharded
+    source's validation rows, else its slice of each batch), the sums are all-reduced, and rank 0's result is
+    broadcast so that every rank takes the same early-stopping decision."""
+    model.eval()
+    val_total, val_rows = 0.0, 0
+    for y_batch, c_batch in data.validation_batches(batch_size):
+        if not sharded:
+            y_batch = torch.tensor_split(y_batch, group.world_size)[group.rank]
+            c_batch = None if c_batch is None else torch.tensor_split(c_batch, group.world_size)[group.rank]
+            if y_batch.shape[0] == 0:
+                continue
+        c_batch = None if c_batch is None else c_batch.to(device)
+        val_total += float(model.loss(y_batch.to(device), c_batch)) * y_batch.shape[0]
+        val_rows += y_batch.shape[0]
+    sums = torch.tensor([val_total, val_rows, float(total), seen], dtype=torch.float64)
+    sums = group.broadcast(group.all_reduce(sums))
+    return float(sums[0] / sums[1]), float(sums[2] / max(float(sums[3]), 1.0))
+
+
+def _save(
+    path: str | os.PathLike, group: distributed.Group | None, fingerprint: dict[str, Any], seed: int | None,
+    epochs: int, done: bool, elapsed: float, model: nn.Module, averaged: nn.Module | None,
+    optimizer: torch.optim.Optimizer, scheduler: Any, generator: torch.Generator, best_state: dict[str, Tensor],
+    stale: int, history: TrainingHistory, devices: list[int],
+) -> None:
+    """Rank 0 writes the checkpoint; every rank's torch random state goes in it (each draws its own noise)."""
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state(devices[0]) if devices else torch.empty(0, dtype=torch.uint8)
+    if group is not None:
+        states = group.all_gather_object((rng, cuda_rng))
+        rng, cuda_rng = [s[0] for s in states], [s[1] for s in states]
+        if not group.is_main:
+            return
+    else:
+        rng, cuda_rng = [rng], [cuda_rng]
+    save_checkpoint({
+        "fingerprint": fingerprint, "seed": seed, "epoch": epochs, "done": done, "elapsed": elapsed,
+        "model": model.state_dict(), "averaged": averaged.state_dict() if averaged is not None else None,
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "generator": generator.get_state(), "rng": rng, "cuda_rng": cuda_rng, "best_state": best_state,
+        "stale": stale, "history": history.to_dict(),
+    }, path)
 
 
 @torch.no_grad()
