@@ -36,7 +36,7 @@ from ..transforms import Standardize
 from ..utils import broadcast_rows, default_device
 from .base import X_KINDS, Estimator, infer_x_kind, training_config, x_context_parts
 
-__all__ = ["RatioEstimator", "RatioClassifier", "RATIO_MODELS", "RECOMMENDED_RATIO_MODEL"]
+__all__ = ["RatioEstimator", "RatioClassifier", "RATIO_MODELS", "RATIO_OPTIONS", "RECOMMENDED_RATIO_MODEL"]
 
 #: variant name -> what it is (the names ``RatioEstimator(model=...)`` takes, besides ``"nre"``)
 RATIO_MODELS: dict[str, str] = {
@@ -47,6 +47,9 @@ RATIO_MODELS: dict[str, str] = {
 }
 #: the variant ``model="nre"`` stands for
 RECOMMENDED_RATIO_MODEL = "nre_c"
+
+#: the classifier's and its task's options (``RatioEstimator``'s keyword arguments a configuration may set)
+RATIO_OPTIONS = ("num_classes", "gamma", "regularization", "hidden_features", "num_blocks", "activation")
 
 #: per-variant defaults of the classification task's options
 _TASK_DEFAULTS: dict[str, dict[str, float]] = {

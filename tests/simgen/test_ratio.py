@@ -209,3 +209,66 @@ def test_bnre_is_more_conservative_than_nre_a():
     print({k: (float(v.mean()), float(v.min())) for k, v in curves.items()})
     assert float(curves["bnre"].min()) >= -0.05  # at or above nominal (200 test pairs: SE ≈ 0.035 at α = 0.5)
     assert float(curves["bnre"].mean()) > float(curves["nre_a"].mean())
+
+
+# ------------------------------------------------------------------------------------------ config and CLI
+def test_ratio_table_is_read_and_checked():
+    from simgen.config import ConfigError, parse_config
+
+    config, _ = parse_config('simulator = "two_moons"\n[ratio]\nmodel = "bnre"\noptions = { regularization = 10 }\n'
+                             'training = { max_epochs = 5 }\n', build_simulator=False)
+    assert config.ratio.enabled and config.ratio.model == "bnre" and config.ratio.options == {"regularization": 10}
+    assert config.ratio.training["max_epochs"] == 5
+    default, _ = parse_config('simulator = "two_moons"\n', build_simulator=False)
+    assert not default.ratio.enabled and default.ratio.model == "nre"
+    for text, key in (('model = "flow"', "ratio.model"),
+                      ("model = 'nre_a'\noptions = { gamma = 2.0 }", "ratio.options"),
+                      ("options = { device = 'cpu' }", "ratio.options"), ("mcmc = true", "ratio.mcmc"),
+                      ("training = { max_epochs = 0 }", "ratio.training"), ('embedding = "cnn"', "ratio.embedding")):
+        with pytest.raises(ConfigError) as err:
+            parse_config(f'simulator = "two_moons"\n[ratio]\n{text}\n', build_simulator=False)
+        assert err.value.key == key, text
+    only_ratio, _ = parse_config('simulator = "two_moons"\n[posterior]\nenabled = false\n[ratio]\n',
+                                 build_simulator=False)
+    assert only_ratio.ratio.enabled and not only_ratio.posterior.enabled
+
+
+@pytest.mark.filterwarnings("ignore:MCMC may not have converged:RuntimeWarning")  # tiny budget, short chains
+def test_run_train_and_sample_a_ratio_estimator(tmp_path):
+    import json
+    import textwrap
+
+    from simgen.cli import main
+
+    config = tmp_path / "gl.toml"
+    config.write_text(textwrap.dedent("""
+        budget = "tiny"
+        [simulator]
+        name = "gaussian_linear"
+        options = { dim = 2 }
+        [posterior]
+        enabled = false
+        [ratio]
+        model = "nre_a"
+        [observations]
+        theta = [[0.2, -0.3]]
+        [evaluation]
+        calibration = 0
+        [output]
+        dir = "results"
+    """))
+    assert main(["run", str(config), "--threads", "1", "--quiet"]) == 0
+    out = tmp_path / "results"
+    row = json.loads((out / "summary.json").read_text())["observations_results"][0]
+    assert 0.0 <= row["ratio_mcmc_c2st"] <= 1.0  # 200 draws of a tiny run: only that it ran
+    assert isinstance(simgen.load(out / "ratio.pt"), simgen.RatioEstimator)
+    model = tmp_path / "nre.pt"
+    assert main(["train", "--store", str(out / "store.h5"), "--out", str(model), "--direction", "ratio",
+                 "--model", "bnre", "--max-epochs", "2", "--config", str(config), "--quiet"]) == 0
+    assert simgen.load(model).variant == "bnre"
+    assert main(["train", "--store", str(out / "store.h5"), "--out", str(model), "--direction", "ratio",
+                 "--model", "flow", "--quiet"]) == 2
+    samples = tmp_path / "s.pt"
+    assert main(["sample", "--model", str(model), "--x", "[[0.1, 0.2]]", "--num", "40", "--out", str(samples),
+                 "--quiet"]) == 0
+    assert torch.load(samples).shape == (1, 40, 2)
