@@ -188,6 +188,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from . import pipeline
     from .config import ModelConfig, load_config
+    from .estimators.ratio import RATIO_MODELS
     from .models import MODELS
 
     if args.config is not None:
@@ -195,8 +196,10 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config, sim = load_config(None, build_simulator=False)
         config.posterior, config.likelihood = ModelConfig(True, "flow"), ModelConfig(True, "flow")
-    if args.model is not None and args.model not in MODELS:
-        raise UsageError(f"--model must be one of {', '.join(sorted(MODELS))}; got {args.model!r}")
+        config.ratio = ModelConfig(True, "nre")
+    models = ("nre", *sorted(RATIO_MODELS)) if args.direction == "ratio" else tuple(sorted(MODELS))
+    if args.model is not None and args.model not in models:
+        raise UsageError(f"--model must be one of {', '.join(models)} for a {args.direction}; got {args.model!r}")
     if args.direction == "emulator":
         warnings.warn("--direction emulator is now --direction likelihood", FutureWarning, stacklevel=2)
         args.direction = "likelihood"
@@ -204,7 +207,7 @@ def _train(args: argparse.Namespace) -> int:
     store = simgen.open_store(args.store)
     if sim is None:
         sim = _store_simulator(store)
-    spec = config.posterior if args.direction == "posterior" else config.likelihood
+    spec = {"posterior": config.posterior, "likelihood": config.likelihood, "ratio": config.ratio}[args.direction]
     if args.model is not None and args.model != spec.model:
         spec.model, spec.options = args.model, {}
     if args.embedding is not None:
@@ -226,7 +229,8 @@ def _train(args: argparse.Namespace) -> int:
     say = _say(args)
     theta, x = store.load()
     say(f"training a {args.direction} ({spec.model}) on {theta.shape[0]} valid simulations of {args.store}")
-    fit = pipeline.fit_posterior if args.direction == "posterior" else pipeline.fit_likelihood
+    fit = {"posterior": pipeline.fit_posterior, "likelihood": pipeline.fit_likelihood,
+           "ratio": pipeline.fit_ratio}[args.direction]
     estimator = fit(config, sim, theta, x, progress=not args.quiet, say=say, checkpoint=args.checkpoint)
     estimator.save(args.out)
     say(f"wrote {args.out}")
@@ -332,8 +336,12 @@ def _sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must end in .npy or .pt; got {args.out!r}")
     est = _load_model(args.model, args.device)
     generator = torch.Generator().manual_seed(args.seed if args.seed is not None else 0)
-    # a posterior samples θ given observations x, an emulator x given parameters θ
-    if est.direction == "posterior":
+    # a posterior samples θ given observations x (a ratio estimator's by MCMC), an emulator x given parameters θ
+    if est.direction == "ratio":
+        est = est.posterior(progress=not args.quiet)
+        flag, given = "--x", args.x
+        missing = f"{args.model} is a ratio estimator: give the observations with --x FILE"
+    elif est.direction == "posterior":
         flag, given = "--x", args.x
         missing = f"{args.model} is a posterior: give the observations with --x FILE"
     else:
@@ -345,7 +353,7 @@ def _sample(args: argparse.Namespace) -> int:
         draws = est.sample_batched(args.num, _read_array(given, flag), generator=generator)
     except ValueError as e:
         raise UsageError(f"{flag}: {e}") from None
-    what = (f"{args.num} draws of θ for each of {draws.shape[0]} observation(s)" if est.direction == "posterior"
+    what = (f"{args.num} draws of θ for each of {draws.shape[0]} observation(s)" if flag == "--x"
             else f"{args.num} emulated simulations at each of {draws.shape[0]} θ")
     _save_array(args.out, draws)
     _say(args)(f"wrote {what} to {args.out} (shape {list(draws.shape)})")
@@ -377,16 +385,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     x_shape = tuple(getattr(sim, "x_shape", None) or est.x_shape)
     observations = pipeline.make_observations(config, sim, x_shape)
     summary: dict[str, Any] = {"model": str(args.model), "simulator": name, "simulator_options": options}
-    if est.direction == "posterior":
-        rows = pipeline.check_observations(config, sim, observations, outputs, posterior=est,
-                                           progress=not args.quiet, say=say)
+    if est.direction in ("posterior", "ratio"):
+        ratio = est.direction == "ratio"
+        rows = pipeline.check_observations(config, sim, observations, outputs, posterior=None if ratio else est,
+                                           ratio=est if ratio else None, progress=not args.quiet, say=say)
         summary["observations_results"] = rows
-        scores = [r["posterior_c2st"] for r in rows if "posterior_c2st" in r]
+        label = "ratio_mcmc" if ratio else "posterior"
+        scores = [r[f"{label}_c2st"] for r in rows if f"{label}_c2st" in r]
         if scores:
             summary["mean_c2st"] = round(sum(scores) / len(scores), 4)
             say(f"mean C2ST against the reference posterior: {summary['mean_c2st']:.3f}")
         if config.calibration > 0:
-            summary["calibration"] = pipeline.check_calibration(config, sim, est, outputs, say=say)
+            posterior = est.posterior(num_chains=config.mcmc_chains, warmup=config.mcmc_warmup,
+                                      progress=False) if ratio else est
+            summary["calibration"] = pipeline.check_calibration(config, sim, posterior, outputs, say=say)
     else:
         summary["emulator"] = pipeline.check_likelihood(config, sim, est, observations.theta, outputs, say=say)
     summary["figures"] = [{**f, "path": str(Path(f["path"]).relative_to(out))} for f in outputs.files]
@@ -471,18 +483,21 @@ def _parser() -> argparse.ArgumentParser:
     _common(sim, device=False, threads=1)
     sim.set_defaults(func=_simulate)
 
-    train = sub.add_parser("train", help="fit a posterior or a likelihood (emulator) on a store",
-                           description="Fit a posterior p(θ | x) or a likelihood p(x | θ) on the valid rows of a "
+    train = sub.add_parser("train", help="fit a posterior, a likelihood (emulator) or a ratio on a store",
+                           description="Fit a posterior p(θ | x), a likelihood p(x | θ) or a ratio estimator of "
+                                       "p(x | θ) / p(x) on the valid rows of a "
                                        "store and save it. The simulator (its prior, x_kind) is rebuilt from the "
                                        "store's metadata, or taken from --config with the model settings there.")
     train.add_argument("--store", required=True, help="store folder written by simgen simulate or simgen run")
     train.add_argument("--out", required=True, help="model file to write, e.g. posterior.pt")
     train.add_argument("--config", default=None, metavar="CONFIG.toml", help="simulator and model settings")
-    train.add_argument("--direction", choices=("posterior", "likelihood", "emulator"), default="posterior",
-                       help="posterior p(θ | x) or likelihood p(x | θ), an emulator of the simulator (default "
-                            "posterior; 'emulator' is the former name of 'likelihood')")
-    train.add_argument("--model", default=None, help="family: flow, cnf, diffusion, vae (default: the config's, "
-                                                     "else flow)")
+    train.add_argument("--direction", choices=("posterior", "likelihood", "emulator", "ratio"),
+                       default="posterior",
+                       help="posterior p(θ | x), likelihood p(x | θ) (an emulator of the simulator) or ratio "
+                            "p(x | θ) / p(x) (neural ratio estimation; its posterior by MCMC) (default posterior; "
+                            "'emulator' is the former name of 'likelihood')")
+    train.add_argument("--model", default=None, help="family: flow, cnf, diffusion, vae; for a ratio nre, nre_a, "
+                                                     "nre_b, nre_c, bnre (default: the config's, else flow / nre)")
     train.add_argument("--embedding", choices=("auto", "power_spectrum", "flatten"), default=None,
                        help="posterior embedding of x (default auto)")
     train.add_argument("--max-epochs", type=int, default=None, help="cap on training epochs")
@@ -497,8 +512,9 @@ def _parser() -> argparse.ArgumentParser:
     _common(train)
     train.set_defaults(func=_train)
 
-    sample = sub.add_parser("sample", help="draw from a saved posterior or emulator",
-                            description="Posterior: --num draws of θ for each observation in --x. Emulator: --num "
+    sample = sub.add_parser("sample", help="draw from a saved posterior, ratio estimator or emulator",
+                            description="Posterior or ratio estimator (by MCMC): --num draws of θ for each "
+                                        "observation in --x. Emulator: --num "
                                         "simulations at each θ in --theta. Saved as [m, num, ...] to --out.")
     sample.add_argument("--model", required=True, help="model file (simgen run's posterior.pt, simgen train's)")
     sample.add_argument("--x", default=None, help="observations [m, *x_shape]: .npy, .pt or .json")

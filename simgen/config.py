@@ -68,10 +68,11 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:<index>", "mps")
 OBSERVATION_SUFFIXES = (".npy", ".pt", ".json")
 
 _TOP_KEYS = ("seed", "device", "budget", "simulator", "simulation", "posterior", "likelihood", "emulator",
-             "observations", "evaluation", "output")
+             "ratio", "observations", "evaluation", "output")
 _SIMULATOR_KEYS = ("name", "options")
 _SIMULATION_KEYS = ("num_simulations", "chunk_size", "store", "workers", "executor")
 _MODEL_KEYS = ("enabled", "model", "embedding", "options", "training", "mcmc", "num_train")
+_RATIO_KEYS = ("enabled", "model", "embedding", "options", "training", "num_train")
 _OBSERVATION_KEYS = ("held_out", "theta", "file", "true_theta")
 _EVALUATION_KEYS = ("num_samples", "c2st", "reference_samples", "calibration", "calibration_samples",
                     "emulator_maps", "mcmc_chains", "mcmc_warmup")
@@ -116,6 +117,8 @@ class RunConfig:
     executor: str = ""
     posterior: ModelConfig = field(default_factory=lambda: ModelConfig(True, "flow"))
     likelihood: ModelConfig = field(default_factory=lambda: ModelConfig(False, "flow"))
+    #: ``[ratio]``: a neural ratio estimator, its posterior sampled by MCMC (``model`` is its variant)
+    ratio: ModelConfig = field(default_factory=lambda: ModelConfig(False, "nre"))
     held_out: int = 3
     theta_obs: list[list[float]] | None = None
     obs_file: str | None = None
@@ -229,6 +232,14 @@ model = "flow"               # "flow" (on maps: "mapflow") | "cnf" | "diffusion"
 mcmc = false                 # also infer theta by MCMC on the emulator's likelihood
 options = {}
 training = {}
+
+# [ratio]                    # a classifier of p(x | theta) / p(x) (neural ratio estimation), posterior by MCMC
+# enabled = true
+# model = "nre"              # "nre" (recommended) | "nre_a" | "nre_b" | "nre_c" | "bnre" (balanced: conservative)
+# embedding = "auto"         # as [posterior]
+# options = {}               # e.g. { num_classes = 5, gamma = 1.0 } (nre_c), { regularization = 100 } (bnre),
+#                            #   { hidden_features = 64, num_blocks = 2 }
+# training = {}
 
 [observations]               # what to infer theta from: one of
 held_out = 3                 # simulations at fresh prior draws (their true theta is known), or
@@ -381,6 +392,32 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
                        embedding, mcmc, num_train, nproc)
 
 
+def _ratio(raw: Any) -> ModelConfig:
+    """The ``[ratio]`` table (``None``: absent; a present table is enabled by default)."""
+    table = _table({} if raw is None else raw, "ratio", _RATIO_KEYS)
+    enabled = _bool(table.get("enabled", raw is not None), "ratio.enabled")
+    from .estimators.ratio import RATIO_MODELS, RATIO_OPTIONS, RatioEstimator
+
+    model = _str(table.get("model", "nre"), "ratio.model", ("nre", *sorted(RATIO_MODELS)))
+    options = table.get("options", {})
+    if not isinstance(options, dict):
+        raise ConfigError("ratio.options", f"must be a table of RatioEstimator's arguments; got {options!r}")
+    unknown = sorted(set(options) - set(RATIO_OPTIONS))
+    if unknown:
+        raise ConfigError("ratio.options", f"unknown options {unknown}; allowed: {', '.join(RATIO_OPTIONS)}")
+    import torch
+    from torch.distributions import Independent, Normal
+
+    try:  # the options are checked by building the estimator (for any prior: they do not depend on it)
+        RatioEstimator(Independent(Normal(torch.zeros(1), torch.ones(1)), 1), model, **options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError("ratio.options", f"not accepted by the {model} ratio estimator ({e})") from None
+    embedding = _str(table.get("embedding", "auto"), "ratio.embedding", EMBEDDINGS)
+    num_train = _int(table["num_train"], "ratio.num_train", 10) if "num_train" in table else None
+    return ModelConfig(enabled, model, dict(options), _training(table.get("training", {}), "ratio.training"),
+                       embedding, False, num_train)
+
+
 # --------------------------------------------------------------------------------------------- simulators
 
 
@@ -498,10 +535,13 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
     posterior = _model(raw.get("posterior"), "posterior", "posterior")
     likelihood_key = _section(raw, "likelihood")
     likelihood = _model(raw.get(likelihood_key), likelihood_key, "likelihood")
-    if not (posterior.enabled or likelihood.enabled):
-        raise ConfigError("posterior.enabled", "at least one of [posterior] and [likelihood] must be enabled")
-    # the budget presets keep their former key names (emulator_epochs, emulator_time)
-    for cfg, preset_key in ((posterior, "posterior"), (likelihood, "emulator")):
+    ratio = _ratio(raw.get("ratio"))
+    if not (posterior.enabled or likelihood.enabled or ratio.enabled):
+        raise ConfigError("posterior.enabled", "at least one of [posterior], [likelihood] and [ratio] must be "
+                          "enabled")
+    # the budget presets keep their former key names (emulator_epochs, emulator_time); a ratio estimator trains
+    # on the posterior's budget (both read x through an embedding)
+    for cfg, preset_key in ((posterior, "posterior"), (likelihood, "emulator"), (ratio, "posterior")):
         cfg.training.setdefault("max_epochs", preset[f"{preset_key}_epochs"])
         cfg.training.setdefault("max_time", preset[f"{preset_key}_time"])
 
@@ -534,7 +574,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
     config = RunConfig(
         simulator=sim_name, simulator_options=dict(sim_options), seed=seed, device=device, budget=budget,
         num_simulations=num_simulations, chunk_size=chunk_size, store=store, workers=workers, executor=executor,
-        posterior=posterior, likelihood=likelihood, held_out=held_out, obs_file=obs_file,
+        posterior=posterior, likelihood=likelihood, ratio=ratio, held_out=held_out, obs_file=obs_file,
         num_samples=ev["num_samples"], c2st=c2st, reference_samples=ev["reference_samples"],
         calibration=ev["calibration"], calibration_samples=ev["calibration_samples"],
         emulator_maps=ev["emulator_maps"], mcmc_chains=ev["mcmc_chains"], mcmc_warmup=ev["mcmc_warmup"],

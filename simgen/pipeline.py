@@ -6,9 +6,9 @@ inputs, usable alone (``simgen train``, ``simgen evaluate`` and the tutorials ca
 1. :func:`simulate_training_set` — θ ~ p(θ), x ~ p(x | θ) into a resumable store (seed ``seed``);
 2. :func:`make_observations` — the observations to infer θ from: held-out simulations (seed ``seed + 1``),
    simulations at given θ, or a file;
-3. :func:`fit_posterior`, :func:`fit_likelihood` — the models of the directions asked for;
-4. :func:`check_observations` — posterior draws per observation, C2ST against the simulator's reference
-   posterior where it has one, corner plots with both;
+3. :func:`fit_posterior`, :func:`fit_likelihood`, :func:`fit_ratio` — the models asked for;
+4. :func:`check_observations` — posterior draws per observation (by MCMC for an emulator or a ratio), C2ST
+   against the simulator's reference posterior where it has one, corner plots with both;
 5. :func:`check_calibration` — expected coverage and SBC ranks on held-out simulations (seed ``seed + 2``);
 6. :func:`check_likelihood` — the likelihood's emulated against simulated data at the observations' θ;
 7. :func:`write_report` — ``summary.json`` and one HTML report with every figure.
@@ -48,6 +48,7 @@ __all__ = [
     "fit_emulator",
     "fit_likelihood",
     "fit_posterior",
+    "fit_ratio",
     "load_observations",
     "make_embedding",
     "make_observations",
@@ -68,10 +69,10 @@ def _silent(_: str) -> None:
 # ------------------------------------------------------------------------------------------------ embedding
 
 
-def make_embedding(kind: str, x: Tensor, x_kind: str | None) -> nn.Module | None:
+def make_embedding(kind: str, x: Tensor, x_kind: str | None, key: str = "posterior.embedding") -> nn.Module | None:
     """The posterior's embedding of x ``[n, *x_shape]`` named by the configuration: ``"auto"`` (``None``: the
     estimator's default for ``x_kind``), ``"flatten"`` or ``"power_spectrum"`` (calibrated on ``x`` standardised
-    as the estimator will)."""
+    as the estimator will); ``key`` names the configuration key in errors."""
     x_shape = tuple(x.shape[1:])
     if kind == "auto":
         return None
@@ -81,12 +82,12 @@ def make_embedding(kind: str, x: Tensor, x_kind: str | None) -> nn.Module | None
         from .transforms import Standardize
 
         if x_kind not in (None, "map") or len(x_shape) not in (2, 3) or x_shape[-1] != x_shape[-2]:
-            raise ConfigError("posterior.embedding", f"'power_spectrum' needs square maps; x has shape {x_shape} "
+            raise ConfigError(key, f"'power_spectrum' needs square maps; x has shape {x_shape} "
                               f"(x_kind {x_kind!r}); allowed here: 'auto', 'flatten'")
         std = Standardize(x_shape, per_channel=True).fit(x)
         with torch.no_grad():
             return nets.PowerSpectrumEmbedding(x_shape).calibrate(std(x))
-    raise ConfigError("posterior.embedding", f"must be one of 'auto', 'flatten', 'power_spectrum'; got {kind!r}")
+    raise ConfigError(key, f"must be one of 'auto', 'flatten', 'power_spectrum'; got {kind!r}")
 
 
 # ----------------------------------------------------------------------------------------------- simulation
@@ -240,6 +241,23 @@ def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, 
     return emu
 
 
+def fit_ratio(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
+              say: Say = _silent, checkpoint: Any = None) -> Any:
+    """A :class:`~simgen.RatioEstimator` of ``[ratio]`` fitted on (θ, x), seed ``config.seed`` (training
+    checkpointed to ``checkpoint`` when given)."""
+    import simgen
+
+    spec = config.ratio
+    theta, x = theta[: spec.num_train], x[: spec.num_train]
+    embedding = make_embedding(spec.embedding, x, getattr(simulator, "x_kind", None), "ratio.embedding")
+    est = simgen.RatioEstimator(simulator.prior, spec.model, embedding=embedding, simulator=simulator,
+                                device=_device(config), **spec.options)
+    history = est.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint, **spec.training)
+    say(f"  ratio ({est.variant}, embedding {spec.embedding}, {theta.shape[0]} simulations): {history.epochs} "
+        f"epochs in {history.wall_time:.0f} s, best validation loss {history.best_validation_loss:.3f}")
+    return est
+
+
 # -------------------------------------------------------------------------------------------------- checks
 
 
@@ -293,11 +311,12 @@ def _reference(simulator: Any, x: Tensor, n: int, generator: torch.Generator) ->
 
 
 def check_observations(config: RunConfig, simulator: Any, observations: Observations, outputs: Outputs, *,
-                       posterior: Any = None, emulator: Any = None, progress: bool = True,
+                       posterior: Any = None, emulator: Any = None, ratio: Any = None, progress: bool = True,
                        say: Say = _silent) -> list[dict[str, Any]]:
-    """Posterior draws for each observation (from ``posterior``, and by MCMC on ``emulator`` when
-    ``[likelihood].mcmc``), their C2ST against the simulator's reference posterior where it has one, and a corner
-    plot with both. Draws are saved to ``out/samples.pt``. Returns one result row per observation."""
+    """Posterior draws for each observation (from ``posterior``, by MCMC on ``emulator`` when
+    ``[likelihood].mcmc`` and by MCMC on ``ratio``, a ratio estimator, when given), their C2ST against the
+    simulator's reference posterior where it has one, and a corner plot with both. Draws are saved to
+    ``out/samples.pt``. Returns one result row per observation."""
     from . import diagnostics, plots
 
     names = list(getattr(simulator, "parameter_names", None) or []) or None
@@ -309,6 +328,9 @@ def check_observations(config: RunConfig, simulator: Any, observations: Observat
     if emulator is not None and config.likelihood.mcmc:
         methods.append(("emulator_mcmc", emulator.posterior(num_chains=config.mcmc_chains,
                                                             warmup=config.mcmc_warmup, progress=progress)))
+    if ratio is not None:
+        methods.append(("ratio_mcmc", ratio.posterior(num_chains=config.mcmc_chains, warmup=config.mcmc_warmup,
+                                                      progress=progress)))
     for i in range(observations.x.shape[0]):
         x_i = observations.x[i]
         truth = None if observations.theta is None else observations.theta[i]
@@ -326,7 +348,8 @@ def check_observations(config: RunConfig, simulator: Any, observations: Observat
             if reference is not None:
                 n = min(draws.shape[0], reference.shape[0])
                 row[f"{label}_c2st"] = round(diagnostics.c2st(draws[:n], reference[:n], seed=config.seed + 1), 4)
-            what = "posterior" if label == "posterior" else "emulator + MCMC posterior"
+            what = {"posterior": "posterior", "emulator_mcmc": "emulator + MCMC posterior",
+                    "ratio_mcmc": "ratio + MCMC posterior"}[label]
             caption = f"{what} draws" + (" (C0) against the reference posterior (C1)" if reference is not None
                                          else "") + (", true θ marked" if truth is not None else "")
             outputs.figure(f"Observation {i}", f"corner_{label}_{i}", caption,
@@ -537,7 +560,7 @@ def estimate_seconds(config: RunConfig, simulator: Any) -> dict[str, float]:
     m = max(config.held_out, len(config.theta_obs or []), 1)
     n_sims = config.num_simulations + (config.calibration if config.posterior.enabled else 0) + m
     out = {"simulation": per_sim * n_sims + 2.0}
-    for name, spec in (("posterior", config.posterior), ("emulator", config.likelihood)):
+    for name, spec in (("posterior", config.posterior), ("emulator", config.likelihood), ("ratio", config.ratio)):
         if spec.enabled:
             out[f"{name} training"] = float(spec.training.get("max_time") or 600.0) + 5.0
     checks = m * (2.0 + 12.0 * config.reference_samples / 10_000 * config.c2st)
@@ -547,6 +570,8 @@ def estimate_seconds(config: RunConfig, simulator: Any) -> dict[str, float]:
         checks += 10.0 + per_sim * config.emulator_maps * m
         if config.likelihood.mcmc:
             checks += 60.0 * m
+    if config.ratio.enabled:
+        checks += 30.0 * m
     out["checks and report"] = checks + 5.0
     return out
 
@@ -587,7 +612,7 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
     names = list(getattr(simulator, "parameter_names", None) or []) or None
     outputs.data("Data", theta, x, names, config.num_simulations - theta.shape[0])
 
-    posterior = emulator = None
+    posterior = emulator = ratio = None
     histories: dict[str, Any] = {}
     if config.posterior.enabled:
         done = step("posterior training")
@@ -601,6 +626,12 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
         emulator = fit_likelihood(config, simulator, theta, x, progress=progress, say=say)
         histories["emulator"] = emulator.history
         done()
+    if config.ratio.enabled:
+        done = step("ratio training")
+        say(f"[3/5] fitting the ratio p(x | θ) / p(x) ({config.ratio.model})")
+        ratio = fit_ratio(config, simulator, theta, x, progress=progress, say=say)
+        histories["ratio"] = ratio.history
+        done()
     outputs.training("Training", histories)
 
     summary: dict[str, Any] = {
@@ -610,10 +641,10 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
         "simgen_version": simgen.__version__,
     }
     say(f"[4/5] inferring θ for {observations.x.shape[0]} observation(s) ({observations.source})")
-    if posterior is not None or config.likelihood.mcmc:
+    if posterior is not None or config.likelihood.mcmc or ratio is not None:
         done = step("inference and C2ST")
         rows = check_observations(config, simulator, observations, outputs, posterior=posterior,
-                                  emulator=emulator, progress=progress, say=say)
+                                  emulator=emulator, ratio=ratio, progress=progress, say=say)
         summary["observations_results"] = rows
         scores = [r["posterior_c2st"] for r in rows if "posterior_c2st" in r]
         if scores:
@@ -636,11 +667,11 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
 
     paths: dict[str, Path] = {"store": out / config.store}
     if config.save_models:
-        for name, est in (("posterior", posterior), ("emulator", emulator)):
+        for name, est in (("posterior", posterior), ("emulator", emulator), ("ratio", ratio)):
             if est is not None:
                 est.save(out / f"{name}.pt")
                 paths[f"{name} model"] = out / f"{name}.pt"
-    if posterior is not None or config.likelihood.mcmc:
+    if posterior is not None or config.likelihood.mcmc or ratio is not None:
         paths["samples"] = out / "samples.pt"
     paths["figures"] = outputs.folder
     paths["summary"] = out / "summary.json"

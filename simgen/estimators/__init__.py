@@ -1,9 +1,10 @@
 """Posterior and likelihood estimators: they pick y and c, build a family for the data, and delegate.
 
 ``PosteriorEstimator`` models p(θ | x) (y = θ, c = x); ``LikelihoodEstimator`` models the likelihood p(x | θ)
-(y = x, c = θ), an emulator of the simulator. Both own the pre-processing (standardisation, prior-support
-bijection, dequantisation and the context embedding) through :class:`~simgen.models.TransformedDensity`, and
-train with :func:`simgen.training.train`.
+(y = x, c = θ), an emulator of the simulator; ``RatioEstimator`` (:mod:`~simgen.estimators.ratio`) is a
+classifier of the ratio p(x | θ) / p(x), not a density, whose posterior is sampled by MCMC. The two density
+estimators own the pre-processing (standardisation, prior-support bijection, dequantisation and the context
+embedding) through :class:`~simgen.models.TransformedDensity`; all three train with :func:`simgen.training.train`.
 
 Modules: :mod:`~simgen.estimators.base` (what both share), :mod:`~simgen.estimators.posterior`,
 :mod:`~simgen.estimators.likelihood`, :mod:`~simgen.estimators.ingest` (training from a campaign store) and
@@ -18,6 +19,7 @@ from .base import Estimator, infer_x_kind
 from .ingest import fit_streaming
 from .likelihood import LikelihoodEstimator
 from .posterior import PosteriorEstimator
+from .ratio import RATIO_MODELS, RatioEstimator
 from .validity import ValidityClassifier, fit_validity
 
 #: the former private names, kept for code written against them
@@ -25,6 +27,7 @@ _Estimator = Estimator
 _fit_streaming = fit_streaming
 
 __all__ = [
-    "PosteriorEstimator", "LikelihoodEstimator", "Estimator", "ValidityClassifier", "fit_validity", "infer_x_kind",
+    "PosteriorEstimator", "LikelihoodEstimator", "RatioEstimator", "RATIO_MODELS",
+    "Estimator", "ValidityClassifier", "fit_validity", "infer_x_kind",
     "as_tensor", "default_device",
 ]

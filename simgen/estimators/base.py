@@ -27,7 +27,7 @@ from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows, d
 from . import ingest
 from .validity import ValidityClassifier
 
-__all__ = ["Estimator", "infer_x_kind", "training_config", "X_KINDS"]
+__all__ = ["Estimator", "infer_x_kind", "training_config", "x_context_parts", "X_KINDS"]
 
 X_KINDS = ("vector", "map", "set", "sequence")
 
@@ -41,6 +41,19 @@ def infer_x_kind(x_shape: tuple[int, ...]) -> str:
     raise ValueError(f"cannot infer x_kind for rows of shape {x_shape}; pass x_kind= one of {X_KINDS}")
 
 
+def x_context_parts(x_kind: str | None, x_shape: tuple[int, ...], embedding: nn.Module | None
+                    ) -> tuple[nn.Module, nn.Module]:
+    """x's embedding (``embedding`` when given, else the default for ``x_kind``) and its standardisation (per
+    channel for maps; per feature for sets, the 0/1 mask left as it is): what every estimator that reads x
+    (a posterior's context, a ratio estimator's input) puts in front of its network."""
+    embedding = embedding if embedding is not None else nets.default_embedding(x_kind, x_shape)
+    if x_kind == "set":
+        # a user's set embedding may say whether its rows carry a mask; else a mask when there is room for one
+        masked = getattr(embedding, "masked", x_shape[-1] >= 2)
+        return embedding, nets.SetStandardize(x_shape, masked=masked)
+    return embedding, Standardize(x_shape, per_channel=x_kind == "map")
+
+
 class Estimator:
     """What both directions share: the family, pre-processing, fitting, saving.
 
@@ -50,6 +63,8 @@ class Estimator:
 
     #: ``"posterior"`` (y = θ, c = x) or ``"likelihood"`` (y = x, c = θ); the key the loader finds it by
     direction: ClassVar[str] = ""
+    #: whether the trainer's y is θ (and c is x), which is how a store's rows are served when streamed
+    y_is_theta: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -299,7 +314,7 @@ class Estimator:
         config = training_config(config, settings, self.training_defaults())
         split_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
         shard = (group.rank, group.world_size) if group is not None else None
-        source = StoreBatches(store, self.direction == "posterior", config.validation_fraction, split_seed,
+        source = StoreBatches(store, self.y_is_theta, config.validation_fraction, split_seed,
                               per_buffer, weight_fn, shard=shard)
         self.theta_shape, self.x_shape = (d_theta,), tuple(store.x_shape)
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)

@@ -10,14 +10,13 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from .. import nets
 from ..io import register_estimator
 from ..models import ConditionalDensity
 from ..training import TrainingConfig, TrainingHistory
 from ..transforms import Dequantize, Standardize, SupportBijection
 from ..utils import check_positive_int
 from . import ingest
-from .base import Estimator, infer_x_kind
+from .base import Estimator, infer_x_kind, x_context_parts
 
 __all__ = ["PosteriorEstimator"]
 
@@ -49,6 +48,7 @@ class PosteriorEstimator(Estimator):
     """
 
     direction = "posterior"
+    y_is_theta = True
 
     def __init__(self, prior: Distribution, model: str | ConditionalDensity = "flow", **kwargs: Any) -> None:
         if prior is None:
@@ -72,12 +72,7 @@ class PosteriorEstimator(Estimator):
     def context_parts(self, c_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
         """x is standardised (per channel for maps; per feature for sets, the 0/1 mask left as it is) and
         embedded by the default network for its kind."""
-        embedding = self.embedding if self.embedding is not None else nets.default_embedding(self.x_kind, c_shape)
-        if self.x_kind == "set":
-            # a user's set embedding may say whether its rows carry a mask; else a mask when there is room for one
-            masked = getattr(embedding, "masked", c_shape[-1] >= 2)
-            return embedding, nets.SetStandardize(c_shape, masked=masked)
-        return embedding, Standardize(c_shape, per_channel=self.x_kind == "map")
+        return x_context_parts(self.x_kind, c_shape, self.embedding)
 
     def importance_weights(self, proposal: Distribution) -> Callable[[Tensor], Tensor]:
         """θ ↦ p(θ) / q(θ) (0 outside the prior's support), float64."""

@@ -1,0 +1,412 @@
+r"""Neural ratio estimation: a classifier d(θ, x) whose logit is the likelihood-to-evidence ratio
+r(θ, x) = p(x | θ) / p(x) = p(θ | x) / p(θ).
+
+A classifier trained to tell joint pairs (θ, x) ~ p(θ, x) from marginal pairs (θ, x) ~ p(θ) p(x) learns, at its
+optimum, the density ratio of the two; the posterior is then p(θ | x) ∝ p(θ) r(θ, x), sampled by MCMC
+(:class:`~simgen.mcmc.MCMCPosterior`). Marginal pairs are made inside each batch by pairing x_i with the θ of
+other rows. The variants differ in the classification task (:data:`RATIO_MODELS`):
+
+* ``"nre_a"`` (Hermans, Begy & Louppe 2020, arXiv:1903.04057): binary cross-entropy, one marginal pair per joint
+  pair; the logit f = log r.
+* ``"nre_b"`` (Durkan, Murray & Papamakarios 2020, arXiv:2002.03712): which of K θ's was simulated with x
+  (K-way softmax over the logits); f = log r + c(x), an unknown constant per x, which the posterior ignores.
+* ``"nre_c"`` (Miller, Weniger & Forré 2022, arXiv:2210.06170): K + 1 classes, "all K θ's are marginal" or
+  "θ_k is the joint one", with odds γ = K p_K / p_0; f = log r exactly, with K contrastive θ's per batch row.
+* ``"bnre"`` (Delaunoy et al. 2022, arXiv:2208.13624): NRE-A plus λ (E_joint[σ(f)] + E_marg[σ(f)] − 1)², the
+  balance condition a Bayes-optimal classifier meets; it pushes the classifier towards conservative
+  (wider) posteriors when it is not optimal.
+
+``"nre"`` names the recommended variant (the README's measurement says why).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from .. import nets
+from ..io import register_estimator
+from ..training import TrainingConfig, TrainingHistory
+from ..transforms import Standardize
+from ..utils import broadcast_rows, default_device
+from .base import X_KINDS, Estimator, infer_x_kind, training_config, x_context_parts
+
+__all__ = ["RatioEstimator", "RatioClassifier", "RATIO_MODELS", "RATIO_OPTIONS", "RECOMMENDED_RATIO_MODEL"]
+
+#: variant name -> what it is (the names ``RatioEstimator(model=...)`` takes, besides ``"nre"``)
+RATIO_MODELS: dict[str, str] = {
+    "nre_a": "binary classification of joint vs marginal pairs (Hermans et al. 2020)",
+    "nre_b": "K-way contrastive classification (Durkan et al. 2020)",
+    "nre_c": "(K+1)-way contrastive classification with a marginal class (Miller et al. 2022)",
+    "bnre": "NRE-A with the balance penalty (Delaunoy et al. 2022)",
+}
+#: the variant ``model="nre"`` stands for
+RECOMMENDED_RATIO_MODEL = "nre_c"
+
+#: the classifier's and its task's options (``RatioEstimator``'s keyword arguments a configuration may set)
+RATIO_OPTIONS = ("num_classes", "gamma", "regularization", "hidden_features", "num_blocks", "activation")
+
+#: per-variant defaults of the classification task's options
+_TASK_DEFAULTS: dict[str, dict[str, float]] = {
+    "nre_a": {},
+    "nre_b": {"num_classes": 10},
+    "nre_c": {"num_classes": 5, "gamma": 1.0},
+    "bnre": {"regularization": 100.0},
+}
+
+
+def _check_variant(model: Any) -> str:
+    if model == "nre":
+        return RECOMMENDED_RATIO_MODEL
+    if not isinstance(model, str) or model not in RATIO_MODELS:
+        raise ValueError(f"model must be 'nre' (the recommended variant, {RECOMMENDED_RATIO_MODEL!r}) or one of "
+                         f"{sorted(RATIO_MODELS)}; got {model!r}")
+    return model
+
+
+def task_options(variant: str, num_classes: int | None, gamma: float | None,
+                 regularization: float | None) -> dict[str, float]:
+    """The classification task's options for ``variant``, the defaults filled in and the given ones checked."""
+    given = {"num_classes": num_classes, "gamma": gamma, "regularization": regularization}
+    allowed = _TASK_DEFAULTS[variant]
+    extra = sorted(k for k, v in given.items() if v is not None and k not in allowed)
+    if extra:
+        raise ValueError(f"{variant} takes {sorted(allowed) or 'no task options'}; got {extra}")
+    options = {k: (given[k] if given[k] is not None else v) for k, v in allowed.items()}
+    if "num_classes" in options:
+        k = options["num_classes"]
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or (variant == "nre_b" and k < 2):
+            raise ValueError(f"num_classes must be an int >= {2 if variant == 'nre_b' else 1}; got {k!r}")
+    if "gamma" in options and not (math.isfinite(options["gamma"]) and options["gamma"] > 0):
+        raise ValueError(f"gamma must be a positive number; got {options['gamma']!r}")
+    if "regularization" in options and not (math.isfinite(options["regularization"])
+                                            and options["regularization"] >= 0):
+        raise ValueError(f"regularization must be a number >= 0; got {options['regularization']!r}")
+    return options
+
+
+class RatioClassifier(nn.Module):
+    r"""The classifier f(θ, x) = MLP([standardised θ, embedding(standardised x)]) and its training loss.
+
+    ``loss(θ, x)`` (what :func:`simgen.training.train` minimises) pairs x_i with θ_{(i+s) mod n} for shifts s of
+    the batch's rows as its marginal pairs: random distinct shifts in training mode, shifts 1…K in eval mode, so
+    that the validation loss the trainer compares across epochs is a deterministic function of the weights.
+
+    Args:
+        variant: one of :data:`RATIO_MODELS`.
+        d_theta: θ's dimension.
+        embedding: x ``[n, *x_shape]`` → features ``[n, f]``.
+        x_standardize: x's standardisation (fitted before training).
+        features: f, the embedding's output width.
+        hidden_features, num_blocks, activation: the residual MLP on ``[θ, features]``.
+        num_classes, gamma, regularization: the task's options (see the module docstring).
+    """
+
+    #: what :meth:`simgen.estimators.Estimator._fit` reads of a model: no support map, no dequantisation and no
+    #: linear baseline before the classifier
+    support = dequantize = residual = None
+
+    def __init__(self, variant: str, d_theta: int, embedding: nn.Module, x_standardize: nn.Module, features: int,
+                 *, hidden_features: int = 64, num_blocks: int = 2, activation: str = "relu",
+                 num_classes: int = 1, gamma: float = 1.0, regularization: float = 0.0) -> None:
+        super().__init__()
+        self.variant = variant
+        self.num_classes, self.gamma, self.regularization = int(num_classes), float(gamma), float(regularization)
+        self.theta_standardize = Standardize((d_theta,))
+        self.x_standardize = x_standardize
+        self.embedding = embedding
+        self.net = nets.ResidualMLP(d_theta + features, 1, hidden_features, num_blocks, activation=activation)
+
+    # the names the estimators' fitting code uses for the modelled rows (θ here) and the context (x)
+    @property
+    def y_standardize(self) -> Standardize:
+        return self.theta_standardize
+
+    @property
+    def c_standardize(self) -> nn.Module:
+        return self.x_standardize
+
+    def features(self, x: Tensor) -> Tensor:
+        """The embedded, standardised x ``[n, f]``."""
+        return self.embedding(self.x_standardize(x))
+
+    def logits(self, theta: Tensor, h: Tensor) -> Tensor:
+        """f(θ, x) for θ ``[n, K, d]`` (or ``[n, d]``) and x's features h ``[n, f]``: ``[n, K]`` (or ``[n]``)."""
+        u = self.theta_standardize(theta)
+        h = h.unsqueeze(1).expand(-1, u.shape[1], -1) if u.dim() == 3 else h
+        return self.net(torch.cat([u, h], dim=-1)).squeeze(-1)
+
+    def forward(self, theta: Tensor, x: Tensor) -> Tensor:
+        """f(θ[i], x[i]) ``[n]``."""
+        return self.logits(theta, self.features(x))
+
+    @property
+    def num_contrast(self) -> int:
+        """θ's of other rows each x is paired with: 1 (NRE-A, BNRE), K − 1 (NRE-B), K (NRE-C)."""
+        return {"nre_a": 1, "bnre": 1, "nre_b": self.num_classes - 1, "nre_c": self.num_classes}[self.variant]
+
+    def _shifts(self, n: int, k: int) -> Tensor:
+        """``k`` row shifts in 1…n − 1, distinct when the batch has room (a batch's last rows may not)."""
+        if n - 1 < k:
+            return torch.arange(k) % (n - 1) + 1
+        if self.training:
+            return 1 + torch.randperm(n - 1)[:k]
+        return torch.arange(1, k + 1)
+
+    def loss(self, theta: Tensor, x: Tensor) -> Tensor:
+        """The variant's classification loss on a batch of joint pairs θ ``[n, d]``, x ``[n, *x_shape]``."""
+        n = theta.shape[0]
+        h = self.features(x)
+        joint = self.logits(theta, h)  # [n]
+        if n < 2:  # no other row to pair x with: nothing to contrast
+            return joint.sum() * 0.0
+        k = self.num_contrast
+        shifts = self._shifts(n, k).to(theta.device)
+        idx = (torch.arange(n, device=theta.device)[:, None] + shifts[None, :]) % n  # [n, k]: other rows
+        marginal = self.logits(theta[idx], h)  # [n, k]
+        if self.variant in ("nre_a", "bnre"):
+            m = marginal[:, 0]
+            loss = 0.5 * (F.softplus(-joint) + F.softplus(m)).mean()
+            if self.variant == "bnre":
+                balance = torch.sigmoid(joint).mean() + torch.sigmoid(m).mean() - 1.0
+                loss = loss + self.regularization * balance.square()
+            return loss
+        if self.variant == "nre_b":
+            # the joint θ among K − 1 others: cross-entropy of picking it
+            logits = torch.cat([joint[:, None], marginal], dim=1)
+            return (torch.logsumexp(logits, dim=1) - joint).mean()
+        # NRE-C: class 0 "all K marginal" (θ's of K other rows) against class k "θ_k joint" (the true θ and K − 1
+        # of those others), with q(y=0) = 1 / (1 + γ/K Σ_k r_k) and q(y=k) = γ/K r_k / (1 + γ/K Σ_j r_j)
+        log_gamma, log_k = math.log(self.gamma), math.log(k)
+        pad = torch.full((n, 1), log_k, dtype=joint.dtype, device=joint.device)
+        with_joint = torch.cat([joint[:, None], marginal[:, : k - 1]], dim=1)
+        log_q_marginal = log_k - torch.logsumexp(torch.cat([log_gamma + marginal, pad], dim=1), dim=1)
+        log_q_joint = log_gamma + joint - torch.logsumexp(torch.cat([log_gamma + with_joint, pad], dim=1), dim=1)
+        p_marginal, p_joint = 1.0 / (1.0 + self.gamma), self.gamma / (1.0 + self.gamma)
+        return -(p_marginal * log_q_marginal + p_joint * log_q_joint).mean()
+
+    def config(self) -> dict[str, Any]:
+        mlp = self.net.config()
+        return {"variant": self.variant, "hidden_features": mlp["hidden_features"], "num_blocks": mlp["num_blocks"],
+                "activation": mlp["activation"], "num_classes": self.num_classes, "gamma": self.gamma,
+                "regularization": self.regularization}
+
+
+@register_estimator
+class RatioEstimator(Estimator):
+    r"""Neural ratio estimation: a classifier d(θ, x) = σ(f(θ, x)) whose logit estimates
+    log r(θ, x) = log p(x | θ) − log p(x), and the posterior p(θ | x_obs) ∝ p(θ) Π_i r(θ, x_obs,i) by MCMC.
+
+    Trained by :func:`simgen.training.train` (the same trainer, early stopping and progress bar as the other
+    estimators) on the classifier's loss (:class:`RatioClassifier`); θ and x are standardised and x goes through
+    the same embedding a :class:`~simgen.PosteriorEstimator` would use (maps, sets, sequences). It is not a
+    :class:`~simgen.models.ConditionalDensity`: it has ``log_ratio`` instead of ``log_prob`` and no ``sample``;
+    ``posterior()`` gives an object with both (:class:`~simgen.mcmc.MCMCPosterior`), which every diagnostic
+    takes.
+
+    θ may come from any distribution whose support covers the prior's (a proposal, a store drawn from one):
+    the classifier then learns p(x | θ) / p̃(x), with p̃ the proposal's evidence, which differs from r by a
+    constant in θ, so the posterior is unchanged (Durkan et al. 2020).
+
+    Args:
+        prior: p(θ), a torch ``Distribution`` with event shape ``[d_theta]``.
+        model: ``"nre"`` (the recommended variant, :data:`RECOMMENDED_RATIO_MODEL`) or one of
+            :data:`RATIO_MODELS`: ``"nre_a"``, ``"nre_b"``, ``"nre_c"``, ``"bnre"``.
+        embedding: module mapping x ``[n, *x_shape]`` to features ``[n, f]`` (default from ``x_kind``).
+        x_kind: ``"vector"``, ``"map"``, ``"set"`` or ``"sequence"`` (default: from ``simulator`` or x's shape).
+        simulator: optional simulator whose ``x_kind`` fills the above.
+        device: where to train and evaluate (CUDA when present).
+        num_classes: K, the contrastive θ's per x (``nre_b``: default 10; ``nre_c``: default 5).
+        gamma: ``nre_c``'s odds γ = K p_K / p_0 of a joint class against the marginal one (default 1).
+        regularization: ``bnre``'s balance weight λ (default 100, as Delaunoy et al.).
+        hidden_features, num_blocks, activation: the classifier's residual MLP; a smooth activation (SiLU)
+            gives a smooth log ratio, which MALA's gradients and a quadratic log ratio both favour.
+    """
+
+    direction = "ratio"
+    y_is_theta = True
+
+    def __init__(
+        self,
+        prior: Distribution,
+        model: str = "nre",
+        *,
+        embedding: nn.Module | None = None,
+        x_kind: str | None = None,
+        simulator: Any | None = None,
+        device: str | torch.device | None = None,
+        num_classes: int | None = None,
+        gamma: float | None = None,
+        regularization: float | None = None,
+        hidden_features: int = 64,
+        num_blocks: int = 2,
+        activation: str = "silu",
+    ) -> None:
+        # Estimator.__init__ builds a density family; a ratio estimator has a classifier instead, so it sets the
+        # attributes the shared checks, fitting and saving read itself.
+        if not isinstance(prior, Distribution):
+            raise ValueError(f"prior must be a torch Distribution; got {type(prior).__name__}")
+        if len(prior.event_shape) != 1:
+            raise ValueError(f"prior must have event shape [d_theta]; got {list(prior.event_shape)}")
+        self.variant = _check_variant(model)
+        self.task = task_options(self.variant, num_classes, gamma, regularization)
+        if min(hidden_features, num_blocks) < 1:
+            raise ValueError(f"hidden_features and num_blocks must be >= 1; got {hidden_features}, {num_blocks}")
+        self.network = {"hidden_features": int(hidden_features), "num_blocks": int(num_blocks),
+                        "activation": activation}
+        nets.ResidualMLP(1, 1, **self.network)  # validate the activation name early
+        if x_kind is None and simulator is not None:
+            x_kind = getattr(simulator, "x_kind", None)
+        if x_kind is not None and x_kind not in X_KINDS:
+            raise ValueError(f"x_kind must be one of {X_KINDS}; got {x_kind!r}")
+        self.prior = prior
+        self.model_spec = model
+        self.embedding = embedding
+        self.x_kind = x_kind
+        self._discrete_given, self.discrete = True, ()
+        self.device = torch.device(device) if device is not None else default_device()
+        self.linear_baseline = False
+        self.support_map = None
+        self.theta_shape: tuple[int, ...] | None = None
+        self.x_shape: tuple[int, ...] | None = None
+        self.density: RatioClassifier | None = None
+        self.history: TrainingHistory | None = None
+        self.validity = None
+
+    @property
+    def y_kind(self) -> str:
+        return "vector"
+
+    @property
+    def log_prob_kind(self) -> str:
+        """``"exact"``: the log ratio is one pass of the classifier (no ODE, no importance sampling)."""
+        return "exact"
+
+    def training_defaults(self) -> dict[str, Any]:
+        return {}
+
+    # ----------------------------------------------------------------- the classifier
+    def split(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        return theta, x
+
+    def context_parts(self, c_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+        """x's embedding and standardisation, as a posterior estimator's."""
+        return x_context_parts(self.x_kind, c_shape, self.embedding)
+
+    def make_density(self, y_shape: tuple[int, ...], c_shape: tuple[int, ...]) -> RatioClassifier:
+        """A fresh classifier for θ ``[n, *y_shape]`` and x ``[n, *c_shape]``."""
+        embedding, x_std = self.context_parts(c_shape)
+        return RatioClassifier(self.variant, math.prod(y_shape), embedding, x_std,
+                               nets.output_features(embedding, c_shape), **self.network, **self.task)
+
+    # ----------------------------------------------------------------- fitting
+    def fit(
+        self,
+        theta: Any,
+        x: Any = None,
+        *,
+        config: TrainingConfig | None = None,
+        seed: int | None = None,
+        progress: bool = True,
+        max_memory_gb: float | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        **settings: Any,
+    ) -> TrainingHistory:
+        """Fit the classifier on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store
+        (``fit("runs.h5")``: its valid rows, in memory or streamed as :meth:`PosteriorEstimator.fit` does; a
+        store drawn from a proposal needs no ``proposal=``, see the class docstring).
+
+        ``settings`` override :class:`~simgen.training.TrainingConfig` fields (``batch_size=``, ``max_epochs=``,
+        ...); a batch must hold more rows than the contrastive θ's per x. Fitting again starts afresh.
+        ``checkpoint=`` saves and resumes the training state as :meth:`PosteriorEstimator.fit` does.
+        """
+        seed = self.run_seed(seed, checkpoint)
+        if x is None:
+            return self._fit_store(theta, config, seed, progress, settings, max_memory_gb, None, checkpoint)[0]
+        return self._fit_pairs(theta, x, config, seed, progress, settings, None, checkpoint)
+
+    def store_weights(self, store: Any, proposal: Distribution | None) -> None:
+        """None: the posterior p(θ) r(θ, x) does not depend on the distribution θ was drawn from."""
+        return None
+
+    def _fit_pairs(self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
+                   settings: dict[str, Any], weight_fn: Any = None, checkpoint: Any = None) -> TrainingHistory:
+        theta, x = self.check_pairs(theta, x)
+        batch_size = training_config(config, settings).batch_size
+        contrast = {"nre_b": self.task.get("num_classes", 1) - 1, "nre_c": self.task.get("num_classes", 1)}.get(
+            self.variant, 1)
+        if batch_size is not None and batch_size <= contrast:
+            raise ValueError(f"batch_size must exceed the {contrast} contrastive θ's per x of {self.variant}; "
+                             f"got {batch_size}")
+        self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
+        self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
+        return self._fit((theta, x), config, seed, progress, settings, checkpoint=checkpoint)
+
+    # ----------------------------------------------------------------- the ratio
+    def log_ratio(self, theta: Any, x: Any) -> Tensor:
+        r"""The classifier's logit f(θ[i], x[i]) ``[n]``: log r(θ, x) = log p(x | θ) − log p(x) for ``nre_a``,
+        ``nre_c`` and ``bnre``; log r(θ, x) + c(x) for ``nre_b``. A single θ or x row is broadcast."""
+        theta, x = broadcast_rows(self.check_theta(theta), self.check_x(x), "theta", "x")
+        with torch.no_grad():
+            return self.density(theta.to(self.device), x.to(self.device)).cpu()
+
+    def log_likelihood(self, theta: Tensor, x_obs: Tensor, *, generator: torch.Generator | None = None,
+                       grad: bool = False) -> Tensor:
+        r"""Σ_i f(θ_b, x_obs,i) for each θ row: θ ``[B, d_theta]``, x_obs ``[m, *x_shape]`` → ``[B]``: the
+        log-likelihood up to a constant in θ, which is what :class:`~simgen.mcmc.MCMCPosterior` needs.
+
+        Runs on the model's device without input checks (the MCMC hot path); differentiable in θ with
+        ``grad=True``. ``generator`` is unused (the classifier is deterministic).
+        """
+        m, b = x_obs.shape[0], theta.shape[0]
+        with torch.set_grad_enabled(grad):
+            h = self.density.features(x_obs.to(self.device))  # [m, f], once for all θ
+            theta = theta.to(self.device)
+            return self.density.logits(theta[:, None, :].expand(b, m, -1).transpose(0, 1), h).sum(dim=0)
+
+    def posterior(self, **mcmc: Any) -> Any:
+        r"""p(θ | x_obs) ∝ p(θ) Π_i r(θ, x_obs,i), sampled by MCMC over many chains (MALA by default).
+
+        ``mcmc`` sets :class:`~simgen.mcmc.MCMCPosterior`'s options (``method=``, ``num_chains=``, ``warmup=``,
+        ``thin=``, ``progress=``, ...; see ``LikelihoodEstimator.posterior``).
+        """
+        from ..mcmc import MCMCPosterior
+
+        self._require_fitted()
+        return MCMCPosterior(self, self.prior, **mcmc)
+
+    # ----------------------------------------------------------------- saving and loading
+    def config(self) -> dict[str, Any]:
+        """JSON description of the fitted estimator (variant, classifier, shapes, kinds); see :mod:`simgen.io`."""
+        self._require_fitted()
+        return {
+            "direction": self.direction,
+            "classifier": self.density.config(),
+            "theta_shape": list(self.theta_shape),
+            "x_shape": list(self.x_shape),
+            "x_kind": self.x_kind,
+            "embedding": nets.network_config(self.density.embedding),
+            "history": self.history.to_dict() if self.history is not None else None,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], *, prior: Distribution | None, embedding: nn.Module,
+                    device: str | torch.device | None = None) -> RatioEstimator:
+        """An estimator with a fresh classifier of the shapes ``config`` describes (weights not loaded)."""
+        c = config["classifier"]
+        task = {k: c[k] for k in _TASK_DEFAULTS[c["variant"]]}
+        est = cls(prior, c["variant"], embedding=embedding, x_kind=config["x_kind"], device=device,
+                  hidden_features=c["hidden_features"], num_blocks=c["num_blocks"], activation=c["activation"],
+                  **task)
+        est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
+        est.density = est.make_density(*est.shapes())
+        if config.get("history"):
+            est.history = TrainingHistory(**config["history"])
+        return est
+
