@@ -37,7 +37,9 @@ def weighted_draw(weights: Tensor, n: int, generator: torch.Generator) -> Tensor
 class BatchSource(Protocol):
     """Where :func:`train` gets its rows: a fixed train/validation split served as ``(y, c)`` batches.
 
-    :class:`TensorBatches` serves tensors in memory; :class:`StoreBatches` streams a store's chunks.
+    :class:`TensorBatches` serves tensors in memory; :class:`StoreBatches` streams a store's chunks. A source
+    whose ``sharded`` attribute is ``True`` holds one rank's rows of a data-parallel run (its sizes are its own;
+    see :func:`~simgen.training.train`).
     """
 
     num_train: int
