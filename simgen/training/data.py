@@ -37,7 +37,9 @@ def weighted_draw(weights: Tensor, n: int, generator: torch.Generator) -> Tensor
 class BatchSource(Protocol):
     """Where :func:`train` gets its rows: a fixed train/validation split served as ``(y, c)`` batches.
 
-    :class:`TensorBatches` serves tensors in memory; :class:`StoreBatches` streams a store's chunks.
+    :class:`TensorBatches` serves tensors in memory; :class:`StoreBatches` streams a store's chunks. A source
+    whose ``sharded`` attribute is ``True`` holds one rank's rows of a data-parallel run (its sizes are its own;
+    see :func:`~simgen.training.train`).
     """
 
     num_train: int
@@ -199,9 +201,33 @@ class StoreBatches:
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
         if self.shard is not None:
-            draw = int(torch.randint(0, 2**62, (), generator=generator))
-            state = np.random.SeedSequence([draw, self.shard[0]]).generate_state(1, np.uint64)[0] >> 1
-            generator = torch.Generator().manual_seed(int(state))
+            yield from self._shard_batches(batch_size, generator)
+            return
+        for y, c, perm in self._buffers(generator):
+            for s in range(0, y.shape[0], batch_size):
+                idx = perm[s : s + batch_size]
+                yield y[idx], c[idx]
+
+    def _shard_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+        """A rank's batches: rows left over at the end of a buffer open the next one's first batch, so that every
+        batch but the epoch's last is full (the ranks' batches make up each step's global batch together)."""
+        draw = int(torch.randint(0, 2**62, (), generator=generator))
+        state = np.random.SeedSequence([draw, self.shard[0]]).generate_state(1, np.uint64)[0] >> 1
+        carry: tuple[Tensor, Tensor] | None = None
+        for y, c, perm in self._buffers(torch.Generator().manual_seed(int(state))):
+            y, c = y[perm], c[perm]
+            if carry is not None:
+                y, c = torch.cat([carry[0], y]), torch.cat([carry[1], c])
+            full = y.shape[0] // batch_size * batch_size
+            for s in range(0, full, batch_size):
+                yield y[s : s + batch_size], c[s : s + batch_size]
+            carry = y[full:], c[full:]
+        if carry is not None and carry[0].shape[0]:
+            yield carry
+
+    def _buffers(self, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """One epoch's buffers in a shuffled chunk order: their training rows ``(y, c)`` and the shuffled (or
+        importance-drawn) row order."""
         order = torch.randperm(len(self.chunks), generator=generator).tolist()
         for start in range(0, len(order), self.chunks_per_buffer):
             ys, cs, ws = [], [], []
@@ -218,10 +244,7 @@ class StoreBatches:
             n = y.shape[0]
             if n == 0:
                 continue
-            perm = weighted_draw(torch.cat(ws), n, generator) if ws else torch.randperm(n, generator=generator)
-            for s in range(0, n, batch_size):
-                idx = perm[s : s + batch_size]
-                yield y[idx], c[idx]
+            yield y, c, weighted_draw(torch.cat(ws), n, generator) if ws else torch.randperm(n, generator=generator)
 
     def validation_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         for k, keep in self.chunks:

@@ -239,7 +239,7 @@ def train(
         if saved is not None:
             rank = group.rank if group is not None else 0
             torch.set_rng_state(saved["rng"][rank])
-            if devices:
+            if devices and saved["cuda_rng"][rank].numel():  # (none when the checkpoint was written on a CPU)
                 torch.cuda.set_rng_state(saved["cuda_rng"][rank], devices[0])
         main = group is None or group.is_main
         epochs = range(first_epoch, first_epoch if done else config.max_epochs)

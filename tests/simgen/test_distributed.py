@@ -69,12 +69,44 @@ def _worker(rank: int, port: int, store_path: str, out: str) -> None:
         est.fit(store, seed=0, checkpoint=Path(out) / "fit.ckpt", **SETTINGS)
         in_memory = PosteriorEstimator(_prior(), device="cpu")
         in_memory.fit(*_pairs(), seed=0, **SETTINGS)
+        resumed = _preempted_and_resumed(store, Path(out) / "resumed.ckpt")
     finally:
         torch.save = save
     torch.save({"store": est.density.state_dict(), "store_history": est.history.to_dict(),
                 "pairs": in_memory.density.state_dict(), "pairs_history": in_memory.history.to_dict(),
+                "resumed": resumed.density.state_dict(), "resumed_history": resumed.history.to_dict(),
                 "reads": reads, "saves": saves}, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
+
+
+class _Preempted(Exception):
+    pass
+
+
+def _preempted_and_resumed(store, checkpoint):
+    """Every rank stops in the second epoch (as a pre-empted job), then the fit is run again and resumes."""
+    from simgen.training import trainer
+
+    evaluate = trainer._evaluate_ranks
+    calls = []
+
+    def stop_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise _Preempted
+        return evaluate(*args, **kwargs)
+
+    trainer._evaluate_ranks = stop_in_second_epoch
+    try:
+        PosteriorEstimator(_prior(), device="cpu").fit(store, seed=0, checkpoint=checkpoint, **SETTINGS)
+    except _Preempted:
+        pass
+    finally:
+        trainer._evaluate_ranks = evaluate
+    assert len(calls) == 2
+    est = PosteriorEstimator(_prior(), device="cpu")
+    est.fit(store, checkpoint=checkpoint, **SETTINGS)  # the seed comes from the checkpoint
+    return est
 
 
 class _Shards(StoreBatches):
@@ -143,6 +175,13 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(runs):
     assert ranks[0]["pairs_history"]["validation_loss"] == pytest.approx(plain.history.validation_loss, rel=1e-5)
 
 
+def test_preempted_ranks_resume_to_the_uninterrupted_result(runs):
+    _, _, ranks = runs
+    for rank in ranks:
+        assert rank["resumed_history"]["validation_loss"] == rank["store_history"]["validation_loss"]
+        _assert_close(rank["resumed"], rank["store"])
+
+
 def test_each_rank_reads_only_its_chunks(runs):
     store_path, _, ranks = runs
     chunks = [k for k, _ in open_store(store_path).visible_chunks()]
@@ -152,9 +191,10 @@ def test_each_rank_reads_only_its_chunks(runs):
 
 def test_only_rank_zero_writes(runs):
     _, out, ranks = runs
-    assert ranks[0]["saves"] and all(".fit.ckpt." in s and s.endswith(".tmp") for s in ranks[0]["saves"])
+    assert ranks[0]["saves"] and all(Path(s).name.startswith((".fit.ckpt.", ".resumed.ckpt.")) and s.endswith(".tmp")
+                                     for s in ranks[0]["saves"])
     assert ranks[1]["saves"] == []
-    assert sorted(p.name for p in out.iterdir()) == ["fit.ckpt", "rank0.pt", "rank1.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["fit.ckpt", "rank0.pt", "rank1.pt", "resumed.ckpt"]
 
 
 def test_simgen_train_nproc_launches_torchrun_and_rank_zero_writes(tmp_path, capfd):

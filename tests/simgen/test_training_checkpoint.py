@@ -101,9 +101,10 @@ def _line_data():
     return 2.0 * c + 0.1 * torch.randn(300, 1, generator=g), c
 
 
-def test_finished_checkpoint_returns_its_result_and_foreign_ones_are_refused(tmp_path):
+@pytest.mark.parametrize(("schedule", "ema"), [("plateau", 0.98), ("cosine", None), ("constant", 0.9)])
+def test_finished_checkpoint_returns_its_result_and_foreign_ones_are_refused(tmp_path, schedule, ema):
     y, c = _line_data()
-    cfg = TrainingConfig(max_epochs=5, batch_size=32, learning_rate=0.05)
+    cfg = TrainingConfig(max_epochs=5, batch_size=32, learning_rate=0.05, lr_schedule=schedule, ema_decay=ema)
     first = Line()
     h1 = train(first, y, c, cfg, seed=0, progress=False, checkpoint=tmp_path / "a.ckpt")
     plain = Line()
@@ -112,6 +113,21 @@ def test_finished_checkpoint_returns_its_result_and_foreign_ones_are_refused(tmp
     again = Line()
     h2 = train(again, y, c, cfg, seed=0, progress=False, checkpoint=tmp_path / "a.ckpt")
     assert torch.equal(again.w, first.w) and h2.validation_loss == h1.validation_loss
+    # stopped before epoch 3 (the hook raises), then resumed: as the uninterrupted run
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(epoch):
+        if epoch == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(Line(), y, c, cfg, seed=0, progress=False, checkpoint=tmp_path / "b.ckpt", epoch_hook=stop_at_3)
+    assert load_checkpoint(tmp_path / "b.ckpt")["epoch"] == 3
+    resumed = Line()
+    h4 = train(resumed, y, c, cfg, seed=0, progress=False, checkpoint=tmp_path / "b.ckpt")
+    assert torch.equal(resumed.w, plain.w) and h4.validation_loss == h0.validation_loss
+    assert h4.learning_rate == h0.learning_rate
     # without a seed, the checkpoint's is used
     h3 = train(Line(), y, c, cfg, progress=False, checkpoint=tmp_path / "a.ckpt")
     assert h3.validation_loss == h1.validation_loss
