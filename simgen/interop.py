@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .utils import as_tensor, check_positive_int
+from .utils import accepts_keyword, as_tensor, check_positive_int
 
 __all__ = ["SbiPosterior", "to_sbi", "FromSbi", "from_sbi"]
 
@@ -174,6 +174,10 @@ class FromSbi:
             object with sbi's ``sample(sample_shape, x=...)``) or a trained sbi inference object (``NPE``,
             ``NLE``, ``NRE``, ``FMPE``, ...), whose ``build_posterior()`` is called.
         prior: exposed as ``.prior``; default the posterior's.
+        normalize: ``log_prob`` corrects for the mass a posterior estimator puts outside a bounded prior (sbi's
+            ``norm_posterior``: a rejection-sampling estimate per observation, the slow part of HPD coverage);
+            ``False`` skips it. HPD coverage compares ``log_prob`` values within one observation only, so it
+            needs no normalisation.
 
     Attributes:
         posterior: the sbi posterior.
@@ -192,7 +196,8 @@ class FromSbi:
         simgen.diagnostics.sbc(post, theta_test, x_test, seed=0)
     """
 
-    def __init__(self, posterior: Any, prior: Any = None) -> None:
+    def __init__(self, posterior: Any, prior: Any = None, *, normalize: bool = True) -> None:
+        self.normalize = bool(normalize)
         self.history: dict[str, Any] | None = None
         if hasattr(posterior, "build_posterior") and not hasattr(posterior, "sample"):
             self.history = _history(getattr(posterior, "summary", None) or {})
@@ -235,7 +240,11 @@ class FromSbi:
             raise NotImplementedError(f"{type(self.posterior).__name__} has no log_prob")
         theta = as_tensor(theta, "theta")
         theta = theta[None] if theta.dim() == 1 else theta
-        return as_tensor(self.posterior.log_prob(theta, x=as_tensor(x, "x")), "log_prob").reshape(theta.shape[0])
+        options = {}
+        if not self.normalize and accepts_keyword(self.posterior.log_prob, "norm_posterior"):
+            options["norm_posterior"] = False
+        lp = self.posterior.log_prob(theta, x=as_tensor(x, "x"), **options)
+        return as_tensor(lp, "log_prob").reshape(theta.shape[0])
 
 
 def _history(summary: dict[str, Any]) -> dict[str, Any] | None:
@@ -248,7 +257,7 @@ def _history(summary: dict[str, Any]) -> dict[str, Any] | None:
             "best_validation_loss": None if best is None else val[best]}
 
 
-def from_sbi(posterior_or_inference: Any, prior: Any = None) -> FromSbi:
-    """``FromSbi(posterior_or_inference, prior)``: an sbi posterior (or trained inference object) that simgen's
-    diagnostics, plots and report accept."""
-    return FromSbi(posterior_or_inference, prior)
+def from_sbi(posterior_or_inference: Any, prior: Any = None, *, normalize: bool = True) -> FromSbi:
+    """``FromSbi(posterior_or_inference, prior, normalize=normalize)``: an sbi posterior (or trained inference
+    object) that simgen's diagnostics, plots and report accept."""
+    return FromSbi(posterior_or_inference, prior, normalize=normalize)

@@ -51,6 +51,9 @@ def test_shapes_and_log_prob_are_sbis(npe, test_pairs):
     assert post.sample_batched(5, x[:3]).shape == (3, 5, 2)
     torch.testing.assert_close(post.log_prob(theta[:4], x[:1]), post.posterior.log_prob(theta[:4], x=x[:1]))
     assert post.log_prob(theta[0], x[0]).shape == (1,)
+    # without sbi's leakage normalisation (a Gaussian prior has no leakage: the same values)
+    unnormalised = from_sbi(npe, normalize=False).log_prob(theta[:4], x[:1])
+    torch.testing.assert_close(unnormalised, post.log_prob(theta[:4], x[:1]))
     # a posterior (rather than the inference object) works too, without a training history
     assert from_sbi(post.posterior).history is None and post.history["epochs"] >= 5
     with pytest.raises(ValueError, match="sbi posterior"):
