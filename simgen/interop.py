@@ -188,6 +188,8 @@ class FromSbi:
             whose ``log_prob`` solves an ODE, so that ``diagnostics.coverage`` skips HPD by default as it does
             for simgen's continuous-time families.
 
+    sbi: Tejero-Cantero et al. 2020, "sbi: A toolkit for simulation-based inference", JOSS 5(52), 2505.
+
     Example::
 
         from sbi.inference import NPE
@@ -227,15 +229,17 @@ class FromSbi:
         without batched sampling."""
         check_positive_int(n)
         xs = as_tensor(xs, "xs")
-        try:
-            draws = self.posterior.sample_batched((n,), x=xs, show_progress_bars=False)
-        except (NotImplementedError, AttributeError):
-            return torch.stack([self.sample(n, xs[i : i + 1]) for i in range(xs.shape[0])])
-        return as_tensor(draws, "draws").reshape(n, xs.shape[0], -1).transpose(0, 1)
+        if hasattr(self.posterior, "sample_batched"):
+            try:
+                draws = self.posterior.sample_batched((n,), x=xs, show_progress_bars=False)
+                return as_tensor(draws, "draws").reshape(n, xs.shape[0], -1).transpose(0, 1)
+            except NotImplementedError:  # sbi's way of saying "this posterior samples one x at a time"
+                pass
+        return torch.stack([self.sample(n, xs[i : i + 1]) for i in range(xs.shape[0])])
 
     def log_prob(self, theta: Any, x: Any) -> Tensor:
         """log q(θ | x) for θ ``[n, d_theta]`` and one observation ``x``: ``[n]`` (sbi's ``log_prob``, where the
-        posterior has one; normalised for leakage outside the prior as sbi does by default)."""
+        posterior has one; normalised for the mass outside the prior's support unless ``normalize=False``)."""
         if not hasattr(self.posterior, "log_prob"):
             raise NotImplementedError(f"{type(self.posterior).__name__} has no log_prob")
         theta = as_tensor(theta, "theta")

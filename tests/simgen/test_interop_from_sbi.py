@@ -56,6 +56,11 @@ def test_shapes_and_log_prob_are_sbis(npe, test_pairs):
     torch.testing.assert_close(unnormalised, post.log_prob(theta[:4], x[:1]))
     # a posterior (rather than the inference object) works too, without a training history
     assert from_sbi(post.posterior).history is None and post.history["epochs"] >= 5
+    class OneAtATime:  # a posterior without batched sampling: one sample() call per observation
+        def sample(self, sample_shape, x, show_progress_bars=False):
+            return post.posterior.sample(sample_shape, x=x, show_progress_bars=show_progress_bars)
+
+    assert from_sbi(OneAtATime()).sample_batched(4, x[:3]).shape == (3, 4, 2)
     with pytest.raises(ValueError, match="sbi posterior"):
         from_sbi(object())
 
