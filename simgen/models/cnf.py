@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nets.time import FiLMResidualMLP, TimeEmbedding
+from ..utils import rand, randn, randperm
 from .base import ConditionalDensity
 from .ode import Method, check_method, coloured_probes, divergence, divergence_draws, hutchinson_probes, integrate
 from .whitening import SpectralWhitening
@@ -480,7 +481,7 @@ class CNF(ContinuousFlow):
         y, c = validation_copies(self, y, c)
         n = y.shape[0]
         tau = stratified_uniform(n, y.device, y.dtype, generator=generator)
-        eps = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        eps = randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         t = tau.reshape((-1,) + (1,) * (y.dim() - 1))
         y_tau = (1 - t) * y + t * eps
         return (self.velocity(y_tau, tau, c) - (eps - y)).pow(2).mean()
@@ -489,9 +490,9 @@ class CNF(ContinuousFlow):
 def stratified_uniform(n: int, device: torch.device, dtype: torch.dtype, low: float = 0.0, high: float = 1.0, *,
                        generator: torch.Generator | None = None) -> Tensor:
     """n draws of U[low, high], one in each of n equal strata, in random order."""
-    u = (torch.rand((), generator=generator, device=device, dtype=dtype)
+    u = (rand((), generator=generator, device=device, dtype=dtype)
          + torch.arange(n, device=device, dtype=dtype)) / n
-    u = u[torch.randperm(n, generator=generator, device=device)]
+    u = u[randperm(n, generator=generator, device=device)]
     return low + (high - low) * u
 
 
