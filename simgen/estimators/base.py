@@ -53,6 +53,10 @@ def x_context_parts(x_kind: str | None, x_shape: tuple[int, ...], embedding: nn.
         return embedding, nets.SetStandardize(x_shape, masked=masked)
     return embedding, Standardize(x_shape, per_channel=x_kind == "map")
 
+#: rows a family's data-dependent start (``ConditionalDensity.initialize``) sees at most: a streamed store's
+#: first chunk, or the first rows of in-memory data
+INITIALIZE_ROWS = 20_000
+
 
 class Estimator:
     """What both directions share: the family, pre-processing, fitting, saving.
@@ -279,6 +283,8 @@ class Estimator:
                                  reduce=reduce)
         density.to(self.device)
         y, c = (data, None) if streaming else data
+        start = next(iter(data.iter_rows())) if streaming else data
+        density.initialize(*(rows[:INITIALIZE_ROWS].to(self.device) for rows in start))
         self.history = train(density, y, c, config, seed=seed, device=self.device, progress=progress,
                              weights=weights, checkpoint=checkpoint)
         self.density = density

@@ -129,6 +129,10 @@ class ConditionalDensity(nn.Module, abc.ABC):
     def on_epoch(self, epoch: int) -> None:
         """Called by the trainer before each epoch (a schedule such as a KL warm-up); nothing by default."""
 
+    def initialize(self, y: Tensor, c: Tensor | None) -> None:
+        """A data-dependent start from training rows y ``[n, *y_shape]`` and their (embedded) contexts c
+        ``[n, f]``, called once by the estimators before training; by default nothing."""
+
     @classmethod
     def training_defaults_for(cls, kind: str) -> dict[str, Any]:
         """The training settings this family starts from for y of ``kind`` (``"vector"``, ``"map"``, ...):

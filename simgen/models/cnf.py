@@ -429,6 +429,13 @@ class ContinuousFlow(ConditionalDensity):
         return base + trace + d * math.log(1 - tau0) + log_det
 
     # ----------------------------------------------------------------- training
+    def initialize(self, y: Tensor, c: Tensor | None) -> None:
+        """Fit the whitening of maps to the rows y ``[n, *y_shape]``, c ``[n, f]`` by maximum likelihood before
+        the network trains (:meth:`SpectralWhitening.fit`), so that the network starts on white data."""
+        if self.whitening is not None:
+            self._check_rows(y, c)
+            self.whitening.fit(y, c)
+
     def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
         """The family's :meth:`flow_loss` of y, or, when whitening maps, of w = W_c(y) (as data: no gradient to
         the whitening) plus the stationary Gaussian's own −log N(y; a, Σ)/D, started from the first training

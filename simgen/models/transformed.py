@@ -104,6 +104,17 @@ class TransformedDensity(ConditionalDensity):
             y = self.support.inverse(y)
         return y.reshape(*lead, *self.y_shape)
 
+    def initialize(self, y: Tensor, c: Tensor | None) -> None:
+        """The family's data-dependent start (:meth:`ConditionalDensity.initialize`) from raw rows y, c, passed
+        through the fitted pre-processing (the standardisations must be fitted first)."""
+        with torch.no_grad():
+            if self.dequantize is not None:
+                y = self.dequantize.midpoint(y)
+            c_std = self.standardized_context(c)
+            u, _ = self.to_latent(y, c_std)
+            e = self.embed(c_std)
+        self.density.initialize(u, e)
+
     def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
         if self.dequantize is not None and self.training:
             y = self.dequantize.noise(y)
