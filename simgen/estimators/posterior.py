@@ -218,7 +218,7 @@ class PosteriorEstimator(Estimator):
         if x.shape[0] != 1:
             raise ValueError(
                 f"sample takes one observation; x_obs has {x.shape[0]} rows. Use sample_batched(n, xs) for "
-                "several observations (a PosteriorEstimator does not combine i.i.d. observations)"
+                "several observations (PosteriorEstimator(..., iid=True) combines sets of i.i.d. observations)"
             )
         return self.sample_batched(n, x, generator=generator, **options)[0]
 
