@@ -19,13 +19,37 @@ from torch import Tensor
 from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
-from ..utils import check_positive_int
+from ..utils import call_simulator, check_positive_int
 from .describe import describe_distribution, describe_simulator
 from .executors import ChunkTask, make_executor
 from .store import Store
 from .types import ChunkResult, SimulationFailure
 
-__all__ = ["simulate"]
+__all__ = ["simulate", "IIDSimulator"]
+
+
+class IIDSimulator:
+    """``M`` i.i.d. draws of ``simulator`` per θ: θ ``[k, d_theta]`` → x ``[k, M, *x_shape]`` (what
+    ``simulate(..., iid=M)`` runs). A θ any of whose draws fails (NaN or inf) is a failed row as a whole.
+
+    Its randomness comes from the ``generator`` it is given (the campaign's seeded chunk generator): a simulator
+    that takes ``generator=`` gets one seeded from it, any other runs with the global RNGs seeded from it.
+    """
+
+    def __init__(self, simulator: Any, iid: int) -> None:
+        self.simulator, self.iid = simulator, check_positive_int(iid, "iid")
+        declared = getattr(simulator, "x_shape", None)
+        self.x_shape = None if declared is None else (self.iid, *tuple(declared))
+        self.prior = getattr(simulator, "prior", None)
+        self.name = f"{getattr(simulator, 'name', None) or type(simulator).__name__} (iid={self.iid})"
+        self.options = {"iid": self.iid, **(getattr(simulator, "options", None) or {})}
+
+    def __call__(self, theta: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        seed = None if generator is None else int(torch.randint(0, 2**62, (), generator=generator))
+        x = call_simulator(self.simulator, theta.repeat_interleave(self.iid, dim=0), seed)
+        if x.shape[0] != theta.shape[0] * self.iid:
+            raise ValueError(f"the simulator returned {x.shape[0]} rows for {theta.shape[0] * self.iid} θ rows")
+        return x.reshape(theta.shape[0], self.iid, *x.shape[1:])
 
 
 def simulate(
@@ -41,6 +65,7 @@ def simulate(
     workers: int | None = None,
     executor: Any = None,
     metadata: dict[str, Any] | None = None,
+    iid: int | None = None,
 ) -> Any:
     """Draw θ ~ prior and x ~ simulator(θ) for ``num_simulations`` attempts.
 
@@ -64,6 +89,10 @@ def simulate(
             default: this process (or ``workers`` processes).
         metadata: extra JSON metadata for the store; ``{"simulator_options": {...}}`` records the options the
             simulator was built with (the CLI does).
+        iid: simulate this many i.i.d. draws per θ (:class:`IIDSimulator`): x is ``[n, iid, *x_shape]``, axis 1
+            the set of draws (what ``PosteriorEstimator(prior, iid=True)`` trains on); ``num_simulations``
+            counts θ rows (``num_simulations · iid`` simulator calls), and a θ with any failed draw is left out
+            and reported.
 
     Returns:
         ``(theta, x)``: CPU float32 tensors ``[n_valid, d_theta]`` and ``[n_valid, *x_shape]``; or the store
@@ -75,6 +104,11 @@ def simulate(
     """
     check_positive_int(num_simulations, "num_simulations")
     check_positive_int(chunk_size, "chunk_size")
+    if iid is not None:
+        if not callable(simulator):
+            raise ValueError(f"simulator must be callable; got {type(simulator).__name__}")
+        simulator = IIDSimulator(simulator, iid)
+        metadata = {**(metadata or {}), "iid": simulator.iid}
     if not isinstance(prior, Distribution):
         raise ValueError(f"prior must be a torch Distribution; got {type(prior).__name__}")
     if not callable(simulator):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -10,11 +11,12 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from .. import nets
 from ..io import register_estimator
 from ..models import ConditionalDensity
 from ..training import TrainingConfig, TrainingHistory
 from ..transforms import Dequantize, Standardize, SupportBijection
-from ..utils import check_positive_int
+from ..utils import as_tensor, check_positive_int, check_rows
 from . import ingest
 from .base import Estimator, infer_x_kind, x_context_parts
 
@@ -45,15 +47,30 @@ class PosteriorEstimator(Estimator):
         support_map: how a box prior's support is mapped onto R^d, ``"logit"`` or ``"probit"``
             (:class:`~simgen.transforms.SupportBijection`); default the family's (flows and VAEs logit,
             diffusion and CNF probit, whose Gaussian tails those families follow).
+        iid: amortise over sets of i.i.d. observations: x rows are ``[M, *row_shape]``, M i.i.d. draws per θ
+            (``simgen.simulate(..., iid=M)``), embedded by a permutation-invariant :class:`~simgen.nets.
+            SubsetDeepSets` trained on random leading subsets, so that one model gives p(θ | x_1, …, x_m) for
+            every m from 1 to M: ``sample(n, x_obs)`` takes ``x_obs`` ``[m, *row_shape]``, ``sample_batched(n,
+            xs)`` takes ``[B, m, *row_shape]``. The embedding is chosen automatically (no ``embedding=``).
     """
 
     direction = "posterior"
     y_is_theta = True
 
-    def __init__(self, prior: Distribution, model: str | ConditionalDensity = "flow", **kwargs: Any) -> None:
+    def __init__(self, prior: Distribution, model: str | ConditionalDensity = "flow", *, iid: bool = False,
+                 **kwargs: Any) -> None:
         if prior is None:
             raise ValueError("PosteriorEstimator needs the prior the simulations were drawn from")
+        if not isinstance(iid, bool):
+            raise ValueError(f"iid must be True or False; got {iid!r}")
+        if iid and (kwargs.get("embedding") is not None or kwargs.get("x_kind") not in (None, "set")):
+            raise ValueError("iid=True embeds the sets of i.i.d. draws itself (nets.SubsetDeepSets): leave "
+                             "embedding= and x_kind= out")
         super().__init__(prior, model, **kwargs)
+        self.iid = iid
+        #: with ``iid``: the largest set size M trained on and the shape of one draw
+        self.iid_size: int | None = None
+        self.row_shape: tuple[int, ...] | None = None
 
     @property
     def y_kind(self) -> str:
@@ -72,7 +89,48 @@ class PosteriorEstimator(Estimator):
     def context_parts(self, c_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
         """x is standardised (per channel for maps; per feature for sets, the 0/1 mask left as it is) and
         embedded by the default network for its kind."""
+        if self.iid and self.embedding is None:
+            return nets.SubsetDeepSets(c_shape), nets.SetStandardize(c_shape, masked=True)
         return x_context_parts(self.x_kind, c_shape, self.embedding)
+
+    # ----------------------------------------------------------------- sets of i.i.d. observations
+    def _as_sets(self, x: Tensor, size: int, name: str) -> Tensor:
+        """Sets of i.i.d. draws ``[B, m, *row_shape]`` (1 ≤ m ≤ ``size``) in the padded set layout the network
+        reads: ``[B, size, F + 1]``, each draw flattened to F features, then its 0/1 mask (0: padding)."""
+        if x.dim() < 2:
+            raise ValueError(f"{name} must have shape [B, m, *row_shape] (m i.i.d. draws per set); got "
+                             f"{list(x.shape)}")
+        m = x.shape[1]
+        if self.row_shape is not None and tuple(x.shape[2:]) != self.row_shape:
+            raise ValueError(f"{name}'s draws must have shape {list(self.row_shape)}; got {list(x.shape[2:])} "
+                             f"({name} is [B, m, *row_shape])")
+        if not 1 <= m <= size:
+            raise ValueError(f"{name} has sets of m = {m} i.i.d. draws; this posterior was trained on sets of 1 to "
+                             f"{size}" + (" (m > M: simulate with a larger iid= and refit)" if m > size else ""))
+        out = x.new_zeros(x.shape[0], size, math.prod(x.shape[2:]) + 1)
+        out[:, :m, :-1] = x.reshape(x.shape[0], m, -1)
+        out[:, :m, -1] = 1.0
+        return out
+
+    def _iid_obs(self, x_obs: Any, name: str, batched: bool) -> Tensor:
+        x = as_tensor(x_obs, name)
+        if not batched:
+            x = x[None]
+        return check_rows(self._as_sets(x, self.iid_size, name), name)
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        if self.iid:
+            config["iid"] = {"size": self.iid_size, "row_shape": list(self.row_shape)}
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], *, prior: Distribution | None, embedding: nn.Module,
+                    device: str | torch.device | None = None) -> PosteriorEstimator:
+        est = super().from_config(config, prior=prior, embedding=embedding, device=device)
+        if config.get("iid"):
+            est.iid, est.iid_size, est.row_shape = True, config["iid"]["size"], tuple(config["iid"]["row_shape"])
+        return est
 
     def importance_weights(self, proposal: Distribution) -> Callable[[Tensor], Tensor]:
         """θ ↦ p(θ) / q(θ) (0 outside the prior's support), float64."""
@@ -121,7 +179,9 @@ class PosteriorEstimator(Estimator):
         """
         seed = self.run_seed(seed, checkpoint)
         if x is None:
-            return self._fit_store(theta, config, seed, progress, settings, max_memory_gb, proposal, checkpoint)[0]
+            # sets of i.i.d. draws are re-laid out in memory before training, so an iid store is never streamed
+            memory = 1e12 if self.iid else max_memory_gb
+            return self._fit_store(theta, config, seed, progress, settings, memory, proposal, checkpoint)[0]
         return self._fit_pairs(theta, x, config, seed, progress, settings,
                                self.importance_weights(proposal) if proposal is not None else None, checkpoint)
 
@@ -143,6 +203,14 @@ class PosteriorEstimator(Estimator):
                 f"(first: {theta[outside][0].tolist()}); a posterior estimator needs θ drawn from its prior "
                 "(or proposal=q, the distribution θ was drawn from)"
             )
+        if self.iid:
+            self.iid_size, self.row_shape = None, None
+            if x.dim() < 2:
+                raise ValueError(f"with iid=True, x must be [n, M, *row_shape] (M i.i.d. draws per θ); got "
+                                 f"{list(x.shape)}")
+            size, row_shape = x.shape[1], tuple(x.shape[2:])
+            x = self._as_sets(x, size, "x")
+            self.iid_size, self.row_shape, self.x_kind = size, row_shape, "set"
         self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
         return self._fit((theta, x), config, seed, progress, settings, weights, checkpoint)
@@ -151,23 +219,35 @@ class PosteriorEstimator(Estimator):
         """``n`` posterior draws for one observation ``x_obs`` (``[*x_shape]`` or ``[1, *x_shape]``):
         ``[n, d_theta]``; ``options`` are the family's sampling options (a diffusion's ``method="sde"``,
         ``steps=``)."""
+        if self.iid:
+            self._require_fitted()
+            return self.sample_batched(n, as_tensor(x_obs, "x_obs")[None], generator=generator, **options)[0]
         x = self.check_x(x_obs, "x_obs")
         if x.shape[0] != 1:
             raise ValueError(
                 f"sample takes one observation; x_obs has {x.shape[0]} rows. Use sample_batched(n, xs) for "
-                "several observations (a PosteriorEstimator does not combine i.i.d. observations)"
+                "several observations (PosteriorEstimator(..., iid=True) combines sets of i.i.d. observations)"
             )
         return self.sample_batched(n, x, generator=generator, **options)[0]
 
     def sample_batched(self, n: int, xs: Any, *, generator: torch.Generator | None = None,
                        **options: Any) -> Tensor:
-        """``n`` posterior draws for each of ``m`` observations ``xs`` ``[m, *x_shape]``: ``[m, n, d_theta]``."""
+        """``n`` posterior draws for each of ``m`` observations ``xs`` ``[m, *x_shape]``: ``[m, n, d_theta]``
+        (with ``iid``: for each of B sets of i.i.d. draws ``xs`` ``[B, m, *row_shape]``, 1 ≤ m ≤ M)."""
         check_positive_int(n)
+        if self.iid:
+            self._require_fitted()
+            return self._sample_chunks(n, self._iid_obs(xs, "xs", batched=True), generator, options)
         return self._sample_chunks(n, self.check_x(xs, "xs"), generator, options)
 
     def log_prob(self, theta: Any, x: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """log q(θ[i] | x[i]) ``[n]``; one observation x is broadcast over θ; −inf outside the support.
-        ``options`` go to the family's ``log_prob`` (a CNF's or diffusion's ``num_probes=``, ``exact=``)."""
+        ``options`` go to the family's ``log_prob`` (a CNF's or diffusion's ``num_probes=``, ``exact=``). With
+        ``iid``, x is one set of i.i.d. draws ``[m, *row_shape]``, broadcast over θ."""
+        if self.iid:
+            self._require_fitted()
+            return self._log_prob(self.check_theta(theta), self._iid_obs(x, "x", batched=False), ("theta", "x"),
+                                  generator, options)
         return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator, options)
 
     def log_prob_with_se(self, theta: Any, x: Any, *, generator: torch.Generator | None = None,

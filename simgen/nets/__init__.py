@@ -23,7 +23,7 @@ from .conv import (
     Upsample,
 )
 from .mlp import MLP, Flatten, ResidualMLP
-from .sets import DeepSets, SetStandardize, split_mask
+from .sets import DeepSets, SetStandardize, SubsetDeepSets, split_mask
 from .spectra import PowerSpectrumEmbedding
 from .time import FiLMResidualMLP, TimeEmbedding
 
@@ -41,6 +41,7 @@ __all__ = [
     "MapEmbedding",
     "SequenceEmbedding",
     "DeepSets",
+    "SubsetDeepSets",
     "PowerSpectrumEmbedding",
     "TimeEmbedding",
     "FiLMResidualMLP",
@@ -56,7 +57,7 @@ __all__ = [
 _BUILTIN: dict[str, type[nn.Module]] = {
     cls.name: cls
     for cls in (MLP, ResidualMLP, Flatten, ConvEncoder, ConvDecoder, UNet, MapEmbedding, SequenceEmbedding, DeepSets,
-                PowerSpectrumEmbedding, TimeEmbedding, FiLMResidualMLP)
+                SubsetDeepSets, PowerSpectrumEmbedding, TimeEmbedding, FiLMResidualMLP)
 }
 
 

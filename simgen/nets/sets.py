@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DeepSets", "SetStandardize", "split_mask"]
+__all__ = ["DeepSets", "SubsetDeepSets", "SetStandardize", "split_mask"]
 
 _POOLS = ("mean", "sum")
 
@@ -113,6 +113,31 @@ class DeepSets(nn.Module):
         if self.pool == "mean":
             pooled = pooled / count.clamp(min=1.0)
         return self.rho(torch.cat([pooled, count / self.n_max], dim=1))
+
+
+class SubsetDeepSets(DeepSets):
+    r""":class:`DeepSets` over sets of i.i.d. draws that, in training mode, keeps a random leading subset of each
+    set: row i keeps its first m_i real elements, m_i uniform on {1, …, N_max}, so that one trained posterior
+    serves every set size from 1 to N_max (amortised over the number of i.i.d. observations). The elements are
+    i.i.d., so a leading subset is a uniformly random one. In eval mode it is :class:`DeepSets`.
+
+    Args: as :class:`DeepSets` (``masked`` is always ``True``: a smaller set is a padded one).
+    """
+
+    name = "subset_deepsets"
+
+    def __init__(self, in_shape: Sequence[int], out_features: int = 32, hidden_features: int = 64,
+                 num_layers: int = 2, pool: str = "mean", masked: bool = True) -> None:
+        if not masked:
+            raise ValueError("SubsetDeepSets keeps random subsets through the mask channel: masked must be True")
+        super().__init__(in_shape, out_features, hidden_features, num_layers, pool, masked=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.dim() == 3:
+            keep = torch.randint(1, self.n_max + 1, (x.shape[0], 1), device=x.device)
+            leading = torch.arange(self.n_max, device=x.device)[None, :] < keep
+            x = torch.cat([x[..., :-1], (x[..., -1] * leading).unsqueeze(-1)], dim=-1)
+        return super().forward(x)
 
 
 class SetStandardize(nn.Module):
