@@ -219,7 +219,7 @@ class Estimator:
         family.build(y_shape, nets.output_features(embedding, c_shape))
         residual = None
         if self.linear_baseline and len(y_shape) == 1 and len(c_shape) == 1 and y_std.enabled:
-            residual = LinearResidual(y_shape[0], c_shape[0])
+            residual = LinearResidual(y_shape[0], c_shape[0], fixed=y_std.fixed)
         return TransformedDensity(family, y_std, c_std, embedding, support=support, dequantize=dequantize,
                                   residual=residual)
 
