@@ -134,3 +134,14 @@ def test_mcmc_posterior_on_a_mixed_task_runs() -> None:
     draws = posterior.sample(200, x_obs, generator=torch.Generator().manual_seed(0))
     assert draws.shape == (200, 2) and torch.isfinite(draws).all()
     assert torch.isfinite(PRIOR.log_prob(draws)).all()
+
+
+def test_config_reaches_the_discrete_model() -> None:
+    from simgen.config import ConfigError, parse_config
+
+    config, _ = parse_config('simulator = "two_moons"\n[likelihood]\ndiscrete_model = "dequantize"\n')
+    assert config.likelihood.discrete_model == "dequantize" and config.posterior.discrete_model is None
+    with pytest.raises(ConfigError, match="'mnle'"):
+        parse_config('simulator = "two_moons"\n[likelihood]\ndiscrete_model = "gumbel"\n')
+    with pytest.raises(ConfigError, match="only \\[likelihood\\]"):
+        parse_config('simulator = "two_moons"\n[posterior]\ndiscrete_model = "mnle"\n')
