@@ -15,7 +15,7 @@ from ..models import ConditionalDensity
 from ..training import TrainingConfig, TrainingHistory
 from ..transforms import Dequantize, Standardize, SupportBijection
 from ..utils import check_positive_int
-from . import ingest
+from . import ingest, sequential
 from .base import Estimator, infer_x_kind, x_context_parts
 
 __all__ = ["PosteriorEstimator"]
@@ -73,6 +73,20 @@ class PosteriorEstimator(Estimator):
         """x is standardised (per channel for maps; per feature for sets, the 0/1 mask left as it is) and
         embedded by the default network for its kind."""
         return x_context_parts(self.x_kind, c_shape, self.embedding)
+
+    def sequential_proposal(self, x_obs: Tensor, label: str, *, truncation: float, mcmc: dict[str, Any],
+                            num_draws: int = 10_000) -> Distribution:
+        """TSNPE's proposal: the prior truncated to q(θ | x_obs)'s region of mass 1 − ``truncation``, its
+        threshold from ``num_draws`` draws of q (see :func:`~simgen.estimators.sequential.truncated_prior`)."""
+        x_obs = self.check_x(x_obs, "x_obs")
+
+        def log_q(theta: Tensor) -> Tensor:
+            return self.log_prob(theta, x_obs)
+
+        return sequential.truncated_prior(self.prior, log_q, self.sample(num_draws, x_obs), truncation, label)
+
+    def sequential_result(self, mcmc: dict[str, Any]) -> PosteriorEstimator:
+        return self
 
     def importance_weights(self, proposal: Distribution) -> Callable[[Tensor], Tensor]:
         """θ ↦ p(θ) / q(θ) (0 outside the prior's support), float64."""
