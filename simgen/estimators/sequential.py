@@ -184,7 +184,12 @@ def _child_seed(seed: int, r: int, stream: int) -> int:
 
 def _simulate_round(simulator: Any, proposal: Distribution, n: int, seed: int, path: Path | None,
                     chunk_size: int, progress: bool, metadata: dict[str, Any]) -> tuple[Tensor, Tensor]:
-    """One round's valid (θ, x): read back from its store when complete there, else simulated (into it)."""
+    """One round's valid (θ, x): read back from its store when complete there, else simulated (into it).
+
+    A campaign simulates whole chunks, so the chunks are sized to the round: ceil(n / k) rows for the fewest
+    chunks k of at most ``chunk_size`` rows, which simulates fewer than k rows beyond the round's share."""
+    chunks = math.ceil(n / chunk_size)
+    chunk_size = math.ceil(n / chunks)
     if path is not None and (path / "index.json").is_file():
         done = open_store(path)
         if done.num_simulations == n and done.complete:
