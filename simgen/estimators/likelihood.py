@@ -13,7 +13,7 @@ from .. import nets
 from ..io import register_estimator
 from ..models import ConditionalDensity, Flow, MixedDensity
 from ..models.mixed import MAX_CATEGORIES
-from ..training import StoreBatches, TrainingConfig, TrainingHistory
+from ..training import StoreBatches, TrainingConfig, TrainingHistory, distributed
 from ..transforms import Dequantize, Standardize, SupportBijection
 from ..utils import check_positive_int
 from .base import Estimator, infer_x_kind
@@ -76,9 +76,11 @@ class LikelihoodEstimator(Estimator):
                              f"model={spec!r} on x_kind={self.x_kind!r} (use discrete_model='dequantize')")
         return self.discrete_model
 
-    def mixed_family(self, x_rows: Any) -> MixedDensity:
+    def mixed_family(self, x_rows: Any, gather: Any = None) -> MixedDensity:
         """The MNLE family for this estimator's discrete columns, their value ranges read from ``x_rows`` (an
-        iterable of ``[n, d_x]`` batches), the continuous part's settings from the given model."""
+        iterable of ``[n, d_x]`` batches; ``gather``, a data-parallel group's ``all_gather_object``, joins the
+        ranks' shards so that every rank builds the same networks), the continuous part's settings from the
+        given model."""
         idx = list(self.discrete)
         low = high = None
         for x in x_rows:
@@ -91,6 +93,11 @@ class LikelihoodEstimator(Estimator):
             if d.shape[0]:
                 lo, hi = d.min(dim=0).values, d.max(dim=0).values
                 low, high = (lo, hi) if low is None else (torch.minimum(low, lo), torch.maximum(high, hi))
+        if gather is not None:
+            ranges = [r for r in gather((low, high)) if r[0] is not None]
+            if ranges:
+                low = torch.stack([lo for lo, _ in ranges]).min(dim=0).values
+                high = torch.stack([hi for _, hi in ranges]).max(dim=0).values
         if low is None:
             raise ValueError("no training rows to read the discrete columns' values from")
         too_many = [(i, int(lo), int(hi)) for i, lo, hi in zip(idx, low, high, strict=True)
@@ -178,8 +185,10 @@ class LikelihoodEstimator(Estimator):
         family with the value ranges of the training rows (y = x)."""
         self.model_spec = self.given_model
         if self.resolved_discrete_model() == "mnle":
-            rows = (y for y, _ in data.iter_rows()) if isinstance(data, StoreBatches) else [data[0]]
-            self.model_spec = self.mixed_family(rows)
+            streaming = isinstance(data, StoreBatches)
+            rows = (y for y, _ in data.iter_rows()) if streaming else [data[0]]
+            group = distributed.setup(self.device) if streaming and data.sharded else None
+            self.model_spec = self.mixed_family(rows, group.all_gather_object if group is not None else None)
         return super()._fit(data, config, seed, progress, settings, weights, checkpoint)
 
     def config(self) -> dict[str, Any]:

@@ -145,3 +145,22 @@ def test_config_reaches_the_discrete_model() -> None:
         parse_config('simulator = "two_moons"\n[likelihood]\ndiscrete_model = "gumbel"\n')
     with pytest.raises(ConfigError, match="only \\[likelihood\\]"):
         parse_config('simulator = "two_moons"\n[posterior]\ndiscrete_model = "mnle"\n')
+
+
+class _Counts:
+    """The test simulator as an object that declares its discrete columns (as the demo simulators do)."""
+
+    x_discrete = (1, 2)
+
+    def __call__(self, theta: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return simulate(theta, generator if generator is not None else torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("max_memory_gb", [None, 1e-9])  # in memory, and streamed chunk by chunk
+def test_a_stores_declared_discrete_columns_get_the_mixed_family(tmp_path, max_memory_gb) -> None:
+    store = tmp_path / "runs.h5"
+    simgen.simulate(_Counts(), PRIOR, 300, seed=0, chunk_size=100, store=store, progress=False)
+    emu = simgen.LikelihoodEstimator(PRIOR, Flow(**SMALL_FLOW))
+    emu.fit(store, seed=0, progress=False, max_epochs=1, max_memory_gb=max_memory_gb)
+    assert isinstance(emu.density.density, MixedDensity)
+    assert emu.density.density.discrete == (1, 2) and emu.density.density.bounds == ((0, 3), (0, 1))
