@@ -1,4 +1,5 @@
-r"""sbi interoperability: a simgen posterior seen through ``sbi``'s posterior interface.
+r"""sbi interoperability, both ways: a simgen posterior seen through ``sbi``'s posterior interface
+(:func:`to_sbi`), and an sbi posterior seen through simgen's (:func:`from_sbi`).
 
 ``sbi``'s analysis and diagnostics (``sbi.diagnostics.run_sbc``, ``run_tarp``, ``check_sbc``, ``get_nltp``,
 ``sbi.analysis.pairplot`` on its samples, ...) call a posterior as
@@ -14,6 +15,13 @@ r"""sbi interoperability: a simgen posterior seen through ``sbi``'s posterior in
 :class:`~simgen.mcmc.MCMCPosterior`, or anything with the same ``sample``/``sample_batched``/``log_prob``) to
 that interface. sbi 0.27 checks no base class in these functions (only ``VIPosterior`` gets special care), so
 duck typing suffices.
+
+The other way, :class:`FromSbi` adapts an sbi posterior (or a trained sbi inference object, ``NPE``, ``NLE``, ...,
+whose ``build_posterior()`` it calls) to the interface of simgen's checks, plots and report:
+``sample(n, x)`` → ``[n, d_theta]``, ``sample_batched(n, xs)`` → ``[B, n, d_theta]`` (simgen's observations-first
+order), ``log_prob(theta, x)`` → ``[n]``, ``prior``, and the training losses as ``history`` for
+``Report.add_training``. sbi's samplers take no ``generator``: simgen's checks with ``seed=`` then seed torch's
+global RNG around each call (:func:`simgen.utils.seeded`), so their draws are reproducible all the same.
 """
 
 from __future__ import annotations
@@ -24,9 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .utils import as_tensor
+from .utils import accepts_keyword, as_tensor, check_positive_int
 
-__all__ = ["SbiPosterior", "to_sbi"]
+__all__ = ["SbiPosterior", "to_sbi", "FromSbi", "from_sbi"]
 
 
 def _shape(sample_shape: Any) -> tuple[int, ...]:
@@ -153,3 +161,107 @@ class SbiPosterior:
 def to_sbi(posterior: Any, x: Any = None, **kwargs: Any) -> SbiPosterior:
     """``SbiPosterior(posterior, default_x=x, **kwargs)``: a simgen posterior that sbi's functions accept."""
     return SbiPosterior(posterior, default_x=x, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ from sbi
+class FromSbi:
+    r"""An ``sbi`` posterior behind simgen's posterior interface, for :mod:`simgen.diagnostics` (``sbc``,
+    ``coverage``, ``c2st`` on its draws, ``posterior_predictive``), :mod:`simgen.plots` and
+    :class:`simgen.report.Report`.
+
+    Args:
+        posterior: an sbi posterior (``DirectPosterior``, ``MCMCPosterior``, ``VectorFieldPosterior``, ...: any
+            object with sbi's ``sample(sample_shape, x=...)``) or a trained sbi inference object (``NPE``,
+            ``NLE``, ``NRE``, ``FMPE``, ...), whose ``build_posterior()`` is called.
+        prior: exposed as ``.prior``; default the posterior's.
+        normalize: ``log_prob`` corrects for the mass a posterior estimator puts outside a bounded prior (sbi's
+            ``norm_posterior``: a rejection-sampling estimate per observation, the slow part of HPD coverage);
+            ``False`` skips it. HPD coverage compares ``log_prob`` values within one observation only, so it
+            needs no normalisation.
+
+    Attributes:
+        posterior: the sbi posterior.
+        history: the inference object's training losses as a mapping (``train_loss``, ``validation_loss``,
+            ``best_epoch``, ``epochs``, ``best_validation_loss``) that ``Report.add_training`` and
+            ``plots.loss_curves`` accept; ``None`` when a posterior was given.
+        log_prob_is_ode: ``True`` for sbi's flow-matching and score posteriors (``VectorFieldPosterior``),
+            whose ``log_prob`` solves an ODE, so that ``diagnostics.coverage`` skips HPD by default as it does
+            for simgen's continuous-time families.
+
+    sbi: Tejero-Cantero et al. 2020, "sbi: A toolkit for simulation-based inference", JOSS 5(52), 2505.
+
+    Example::
+
+        from sbi.inference import NPE
+        npe = NPE(prior); npe.append_simulations(theta, x).train()
+        post = simgen.interop.from_sbi(npe)
+        simgen.diagnostics.sbc(post, theta_test, x_test, seed=0)
+    """
+
+    def __init__(self, posterior: Any, prior: Any = None, *, normalize: bool = True) -> None:
+        self.normalize = bool(normalize)
+        self.history: dict[str, Any] | None = None
+        if hasattr(posterior, "build_posterior") and not hasattr(posterior, "sample"):
+            self.history = _history(getattr(posterior, "summary", None) or {})
+            posterior = posterior.build_posterior()
+        if not hasattr(posterior, "sample"):
+            raise ValueError(f"posterior must be an sbi posterior (with sample(sample_shape, x=...)) or a trained "
+                             f"sbi inference object (with build_posterior()); got {type(posterior).__name__}")
+        self.posterior = posterior
+        self.prior = prior if prior is not None else getattr(posterior, "prior", None)
+        from sbi.inference import VectorFieldPosterior
+
+        self.log_prob_is_ode = isinstance(posterior, VectorFieldPosterior)
+
+    def __repr__(self) -> str:
+        return f"FromSbi({type(self.posterior).__name__})"
+
+    def sample(self, n: int, x: Any) -> Tensor:
+        """``n`` posterior draws for one observation ``x`` (``[*x_shape]`` or ``[1, *x_shape]``):
+        ``[n, d_theta]`` float32 on the CPU."""
+        check_positive_int(n)
+        draws = self.posterior.sample((n,), x=as_tensor(x, "x"), show_progress_bars=False)
+        return as_tensor(draws, "draws").reshape(n, -1)
+
+    def sample_batched(self, n: int, xs: Any) -> Tensor:
+        """``n`` draws for each of B observations ``xs`` ``[B, *x_shape]``: ``[B, n, d_theta]`` (sbi's
+        ``sample_batched`` returns ``[n, B, d_theta]``); one ``sample`` call per observation for a posterior
+        without batched sampling."""
+        check_positive_int(n)
+        xs = as_tensor(xs, "xs")
+        if hasattr(self.posterior, "sample_batched"):
+            try:
+                draws = self.posterior.sample_batched((n,), x=xs, show_progress_bars=False)
+                return as_tensor(draws, "draws").reshape(n, xs.shape[0], -1).transpose(0, 1)
+            except NotImplementedError:  # sbi's way of saying "this posterior samples one x at a time"
+                pass
+        return torch.stack([self.sample(n, xs[i : i + 1]) for i in range(xs.shape[0])])
+
+    def log_prob(self, theta: Any, x: Any) -> Tensor:
+        """log q(θ | x) for θ ``[n, d_theta]`` and one observation ``x``: ``[n]`` (sbi's ``log_prob``, where the
+        posterior has one; normalised for the mass outside the prior's support unless ``normalize=False``)."""
+        if not hasattr(self.posterior, "log_prob"):
+            raise NotImplementedError(f"{type(self.posterior).__name__} has no log_prob")
+        theta = as_tensor(theta, "theta")
+        theta = theta[None] if theta.dim() == 1 else theta
+        options = {}
+        if not self.normalize and accepts_keyword(self.posterior.log_prob, "norm_posterior"):
+            options["norm_posterior"] = False
+        lp = self.posterior.log_prob(theta, x=as_tensor(x, "x"), **options)
+        return as_tensor(lp, "log_prob").reshape(theta.shape[0])
+
+
+def _history(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """sbi's ``inference.summary`` (training and validation loss per epoch) as simgen's history fields."""
+    train, val = list(summary.get("training_loss") or []), list(summary.get("validation_loss") or [])
+    if not train and not val:
+        return None
+    best = min(range(len(val)), key=val.__getitem__) if val else None
+    return {"train_loss": train, "validation_loss": val, "best_epoch": best, "epochs": len(train or val),
+            "best_validation_loss": None if best is None else val[best]}
+
+
+def from_sbi(posterior_or_inference: Any, prior: Any = None, *, normalize: bool = True) -> FromSbi:
+    """``FromSbi(posterior_or_inference, prior, normalize=normalize)``: an sbi posterior (or trained inference
+    object) that simgen's diagnostics, plots and report accept."""
+    return FromSbi(posterior_or_inference, prior, normalize=normalize)

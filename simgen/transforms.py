@@ -25,6 +25,8 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Transform, biject_to, constraints
 
+from .utils import rand
+
 __all__ = ["Standardize", "SupportBijection", "ProbitBox", "SUPPORT_MAPS", "LinearResidual", "Dequantize",
            "support_bounds"]
 
@@ -360,7 +362,7 @@ class Dequantize(nn.Module):
             return y
         y = y.clone()
         idx = list(self.indices)
-        y[:, idx] = y[:, idx] + torch.rand(y.shape[0], len(idx), generator=generator, device=y.device)
+        y[:, idx] = y[:, idx] + rand(y.shape[0], len(idx), generator=generator, device=y.device)
         return y
 
     def midpoint(self, y: Tensor) -> Tensor:

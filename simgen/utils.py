@@ -1,4 +1,5 @@
-"""The leaf every other module may import: tensors from array-likes, argument checks, seeded simulator calls.
+"""The leaf every other module may import: tensors from array-likes, argument checks, seeded simulator calls,
+random draws that follow a ``torch.Generator`` wherever it lives.
 
 Nothing here imports from the rest of simgen, so any module can depend on it without creating a cycle.
 """
@@ -24,6 +25,12 @@ __all__ = [
     "accepts_keyword",
     "seeded",
     "call_simulator",
+    "randn",
+    "rand",
+    "randint",
+    "randperm",
+    "multinomial",
+    "bernoulli",
 ]
 
 #: guards torch's and numpy's global RNGs while a simulator without ``generator=`` runs in a seeded fork
@@ -122,3 +129,72 @@ def call_simulator(simulator: Callable[..., Any], theta: Tensor, seed: int | Non
     if isinstance(out, np.ndarray):
         out = torch.from_numpy(out)
     return torch.as_tensor(out).to(torch.float32)
+
+
+# ------------------------------------------------------------------------------------------ generator-aware draws
+# torch draws on the device of its ``generator`` only: ``torch.randn(..., generator=cpu_gen, device="cuda")``
+# raises. These helpers draw where the generator lives and move the draws to ``device``, so a user's CPU
+# generator seeds a model on a GPU (and a CUDA generator a CPU computation). Where both devices agree they are
+# exactly torch's call, so CPU draws are bit-identical to it. Without a generator they draw on ``device``.
+
+def _shape(size: tuple[Any, ...]) -> tuple[int, ...]:
+    """``randn(2, 3)`` and ``randn((2, 3))`` alike (as torch's factories accept both)."""
+    if len(size) == 1 and isinstance(size[0], tuple | list | torch.Size):
+        size = tuple(size[0])
+    return tuple(int(s) for s in size)
+
+
+def _draw_device(generator: torch.Generator | None, device: Any) -> torch.device:
+    if generator is not None:
+        return generator.device
+    return torch.device(device) if device is not None else torch.empty(0).device
+
+
+def _moved(t: Tensor, device: Any) -> Tensor:
+    return t if device is None else t.to(device)
+
+
+def randn(*size: Any, generator: torch.Generator | None = None, device: Any = None,
+          dtype: torch.dtype | None = None) -> Tensor:
+    """``torch.randn(*size, dtype=dtype)`` drawn on ``generator``'s device and moved to ``device`` (torch's
+    default device when ``None``). Example: ``randn(4, 2, generator=torch.Generator().manual_seed(0),
+    device="cuda")``."""
+    out = torch.randn(_shape(size), generator=generator, device=_draw_device(generator, device), dtype=dtype)
+    return _moved(out, device)
+
+
+def rand(*size: Any, generator: torch.Generator | None = None, device: Any = None,
+         dtype: torch.dtype | None = None) -> Tensor:
+    """``torch.rand`` (uniform on [0, 1)) like :func:`randn`."""
+    out = torch.rand(_shape(size), generator=generator, device=_draw_device(generator, device), dtype=dtype)
+    return _moved(out, device)
+
+
+def randint(low: int, high: int, size: Any, *, generator: torch.Generator | None = None, device: Any = None,
+            dtype: torch.dtype | None = None) -> Tensor:
+    """``torch.randint(low, high, size)`` (integers in [low, high), int64 unless ``dtype``) like :func:`randn`."""
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    out = torch.randint(low, high, _shape((size,)), generator=generator, device=_draw_device(generator, device),
+                        **kwargs)
+    return _moved(out, device)
+
+
+def randperm(n: int, *, generator: torch.Generator | None = None, device: Any = None) -> Tensor:
+    """``torch.randperm(n)`` (a random permutation of 0 … n − 1) like :func:`randn`."""
+    return _moved(torch.randperm(n, generator=generator, device=_draw_device(generator, device)), device)
+
+
+def multinomial(probs: Tensor, num_samples: int, replacement: bool = False, *,
+                generator: torch.Generator | None = None) -> Tensor:
+    """``torch.multinomial`` (indices drawn ∝ ``probs`` ``[..., k]``) on ``generator``'s device, returned on
+    ``probs``' device."""
+    at = _draw_device(generator, probs.device)
+    out = torch.multinomial(probs.to(at), num_samples, replacement, generator=generator)
+    return out.to(probs.device)
+
+
+def bernoulli(probs: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+    """``torch.bernoulli(probs)`` (0/1 draws with success probabilities ``probs``) on ``generator``'s device,
+    returned on ``probs``' device."""
+    at = _draw_device(generator, probs.device)
+    return torch.bernoulli(probs.to(at), generator=generator).to(probs.device)

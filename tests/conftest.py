@@ -11,6 +11,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` need CUDA: skipped, with the reason shown, where torch sees no GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 class ConjugateGaussian:
     """θ ~ N(0, I₂), x | θ ~ N(θ, s² I₂): the posterior is N(x / (1 + s²), s² / (1 + s²) I₂) in closed form."""
 

@@ -1,16 +1,16 @@
 """Every ```python block of README.md runs as written: in order, in one namespace, in a scratch folder.
 
-Blocks are run at the written sizes when ``SIMGEN_DOCS_SMALL=0``; by default (``SIMGEN_DOCS_SMALL=1``) the test
-caps what only costs time — simulations per :func:`simgen.simulate` call, training epochs, local worker processes,
-the draws that C2ST classifies —
-so that the blocks stay readable (no budget switches in them) and the suite stays fast. The numbers they print
-are then meaningless; that every name is defined, every call accepted and every shape right is what is checked.
+Blocks are run at the written sizes when ``SIMGEN_DOCS_SMALL=0``; by default (``SIMGEN_DOCS_SMALL=1``) the test caps
+what only costs time — simulations per :func:`simgen.simulate` call, training epochs (simgen's and sbi's), local
+worker processes, the draws that C2ST classifies — so that the blocks stay readable (no budget switches in them) and
+the suite stays fast. The numbers they print are then meaningless; that every name is defined, every call accepted
+and every shape right is what is checked.
 
 A block that cannot run here (it needs a cluster, say) starts with a visible marker line naming the reason::
 
     # readme-test: skip — needs a SLURM cluster
 
-and is left out (reported as a skipped sub-case, with its reason).
+and is left out (listed, with its reason, in the output of ``pytest -rA``).
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def test_blocks_are_found_and_skip_markers_parse():
 
 
 def _small_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Cap what costs only time: simulations, epochs, worker processes and the draws that two-sample checks
-    classify (see the module docstring)."""
+    """Cap what costs only time: simulations, epochs (simgen's and sbi's), worker processes and the draws that
+    two-sample checks classify (see the module docstring)."""
     from sklearn.exceptions import ConvergenceWarning
 
     import simgen
@@ -92,6 +92,18 @@ def _small_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
         self.max_epochs = min(self.max_epochs, 3)
 
     monkeypatch.setattr(trainer.TrainingConfig, "__post_init__", post_init)
+    from sbi.inference import NPE
+
+    original_train = NPE.train
+
+    @functools.wraps(original_train)
+    def train(self, *args, **kwargs):  # sbi's own training, in the interop section
+        kwargs["max_num_epochs"] = min(kwargs.get("max_num_epochs", 3), 3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "not yet fully converged"
+            return original_train(self, *args, **kwargs)
+
+    monkeypatch.setattr(NPE, "train", train)
 
     # C2ST trains a classifier on every draw it gets, to convergence: 500 rows of each set and 100 iterations do
     # here (wherever it is called from: the emulator check calls it too)

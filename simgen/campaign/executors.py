@@ -213,7 +213,8 @@ def make_executor(executor: Any = None, workers: int | None = None) -> Any:
 
     ``executor=None``: in this process, or ``workers`` local processes when ``workers > 1``;
     ``"processes"``: local processes; ``"dask"``: a dask ``LocalCluster``; a string with ``://``: the dask
-    scheduler at that address; a ``distributed.Client``: that client; any object with ``run(task, chunks)`` and
+    scheduler at that address; a ``distributed.Client``: that client; a dask cluster object (``LocalCluster``,
+    dask-jobqueue's ``SLURMCluster``, ...): a client to its scheduler; any object with ``run(task, chunks)`` and
     ``close()``: itself.
     """
     if workers is not None and (not isinstance(workers, int) or workers < 1):
@@ -228,9 +229,14 @@ def make_executor(executor: Any = None, workers: int | None = None) -> Any:
         return Dask(executor)
     if type(executor).__name__ == "Client" and type(executor).__module__.startswith("distributed"):
         return Dask(executor)
+    if hasattr(executor, "scheduler_address") and hasattr(executor, "scale"):
+        # a dask cluster object (LocalCluster, dask-jobqueue's SLURMCluster/PBSCluster, ...): a client of our own
+        # to its scheduler, closed when the campaign ends; the cluster itself stays the caller's
+        return Dask(executor.scheduler_address)
     if hasattr(executor, "run") and hasattr(executor, "close"):
         return executor
     raise ValueError(
         f"executor must be None, 'processes', 'dask', a dask scheduler address ('tcp://host:8786'), a "
-        f"distributed.Client or an executor object; got {executor!r}"
+        f"distributed.Client, a dask cluster (e.g. dask_jobqueue.SLURMCluster) or an executor object; "
+        f"got {executor!r}"
     )

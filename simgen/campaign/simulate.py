@@ -59,8 +59,9 @@ def simulate(
         return_data: ``False`` returns the :class:`~simgen.campaign.Store` instead of the arrays (needs ``store``),
             for campaigns larger than memory.
         workers: run chunks in this many local processes (see :mod:`simgen.campaign.executors`).
-        executor: ``"dask"`` (a dask ``LocalCluster``), a scheduler address, a ``distributed.Client``, or
-            ``"processes"``; default: this process (or ``workers`` processes).
+        executor: ``"dask"`` (a dask ``LocalCluster``), a scheduler address, a ``distributed.Client``, a dask
+            cluster object (``dask_jobqueue.SLURMCluster(...)``: workers as batch jobs), or ``"processes"``;
+            default: this process (or ``workers`` processes).
         metadata: extra JSON metadata for the store; ``{"simulator_options": {...}}`` records the options the
             simulator was built with (the CLI does).
 

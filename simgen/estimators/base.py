@@ -202,8 +202,9 @@ class Estimator:
         return self.family_spec().log_prob_kind
 
     def training_defaults(self) -> dict[str, Any]:
-        """The chosen family's preferred training settings (see ``ConditionalDensity.training_defaults``)."""
-        return dict(self.family_spec().training_defaults)
+        """The chosen family's preferred training settings for this estimator's kind of y (see
+        ``ConditionalDensity.training_defaults_for``)."""
+        return self.family_spec().training_defaults_for(self.y_kind)
 
     def make_density(self, y_shape: tuple[int, ...], c_shape: tuple[int, ...]) -> TransformedDensity:
         """A fresh family, built for y ``[n, *y_shape]`` given c ``[n, *c_shape]``, in its pre-processing.

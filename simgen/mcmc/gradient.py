@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..utils import rand, randint, randn
 from .target import LogDensity, finite_or_minus_inf
 
 __all__ = ["HMCResult", "hmc_sample", "mala_sample"]
@@ -95,7 +96,7 @@ def _leapfrog_proposal(
     ``step`` ``[C]``, accepted with probability α = min(1, exp(H(u, p) − H(u', p'))),
     H(u, p) = −log π(u) + ½ pᵀ M⁻¹ p. Returns the new (u, log π, ∇ log π) and α ``[C]``."""
     eps = step[:, None].to(u.dtype)
-    p = torch.randn(u.shape, generator=generator, dtype=u.dtype) / inv_mass.sqrt()
+    p = randn(u.shape, generator=generator, device=u.device, dtype=u.dtype) / inv_mass.sqrt()
     h0 = -logp + 0.5 * (p * p * inv_mass).sum(dim=1)
     u1, g1, lp1 = u, grad, logp
     p1 = p + 0.5 * eps * g1
@@ -107,7 +108,7 @@ def _leapfrog_proposal(
     accept_prob = torch.exp(torch.clamp(h0 - h1, max=0.0))
     accept_prob = torch.nan_to_num(accept_prob, nan=0.0)
     accept_prob = torch.where(torch.isfinite(lp1), accept_prob, torch.zeros_like(accept_prob))
-    accept = torch.rand(accept_prob.shape, generator=generator, dtype=accept_prob.dtype) < accept_prob
+    accept = rand(accept_prob.shape, generator=generator, device=u.device, dtype=accept_prob.dtype) < accept_prob
     u = torch.where(accept[:, None], u1, u)
     logp = torch.where(accept, lp1, logp)
     grad = torch.where(accept[:, None], g1, grad)
@@ -218,8 +219,8 @@ def hmc_sample(
     for it in bar:
         jitter, steps = 1.0, num_leapfrog
         if num_leapfrog > 1:
-            jitter = 1 + 0.1 * (2 * torch.rand(chains, generator=generator, dtype=u.dtype) - 1)
-            steps = int(torch.randint(1, 2 * num_leapfrog, (), generator=generator))
+            jitter = 1 + 0.1 * (2 * rand(chains, generator=generator, device=u.device, dtype=u.dtype) - 1)
+            steps = int(randint(1, 2 * num_leapfrog, (), generator=generator))
         u, logp, grad, accept_prob = _leapfrog_proposal(log_fn, u, logp, grad, step * jitter, inv_mass, steps,
                                                         generator)
         evaluated += chains * steps

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from ..transforms import SupportBijection
+from ..utils import randint
 from .convergence import effective_sample_size, split_rhat
 from .gradient import hmc_sample
 from .sir import sir_init
@@ -241,7 +242,7 @@ class MCMCPosterior:
         start = time.perf_counter()
         if generator is None:
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
-        seed = int(torch.randint(0, 2**62, (), generator=generator))
+        seed = int(randint(0, 2**62, (), generator=generator))
         counter = [0]
         log_fn = self._target(x_obs, seed, counter)
         chains = min(self.num_chains, max(1, n // MIN_DRAWS))

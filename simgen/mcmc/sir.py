@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from ..utils import multinomial, randint
 from .target import LogDensity, finite_or_minus_inf
 
 __all__ = ["sir_init"]
@@ -26,7 +27,7 @@ def sir_init(
     r"""Sampling-importance-resampling: draw θ_k ~ p(θ), k ≤ ``num_init``, and keep ``num_chains`` of them with
     probability ∝ exp(log_fn(θ_k) − log p(θ_k)) (with replacement). Returns ``[num_chains, d]``."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
+        torch.manual_seed(int(randint(0, 2**62, (), generator=generator)))
         proposals = prior.sample((num_init,)).reshape(num_init, -1)
     weights = torch.cat([
         finite_or_minus_inf(log_fn(part).cpu()) - prior.log_prob(part)
@@ -39,5 +40,5 @@ def sir_init(
             "the emulator was trained on"
         )
     probs = torch.softmax(weights.double(), dim=0)
-    idx = torch.multinomial(probs, num_chains, replacement=True, generator=generator)
+    idx = multinomial(probs, num_chains, replacement=True, generator=generator)
     return proposals[idx]

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..utils import rand as uniform
 from .target import LogDensity, finite_or_minus_inf
 
 __all__ = ["slice_sample"]
@@ -47,7 +48,7 @@ def slice_sample(
     if not torch.isfinite(logp).all():
         raise ValueError("slice_sample needs starting points with finite log-density")
     out = torch.empty(chains, num_sweeps, d, dtype=theta.dtype)
-    rand = lambda *shape: torch.rand(*shape, generator=generator, dtype=theta.dtype)  # noqa: E731
+    rand = lambda *shape: uniform(*shape, generator=generator, device=theta.device, dtype=theta.dtype)  # noqa: E731
     for sweep in tqdm(range(num_sweeps), desc="MCMC", disable=not progress, leave=False, unit="sweep"):
         for j in range(d):
             level = logp + torch.log(rand(chains))

@@ -129,6 +129,12 @@ class ConditionalDensity(nn.Module, abc.ABC):
     def on_epoch(self, epoch: int) -> None:
         """Called by the trainer before each epoch (a schedule such as a KL warm-up); nothing by default."""
 
+    @classmethod
+    def training_defaults_for(cls, kind: str) -> dict[str, Any]:
+        """The training settings this family starts from for y of ``kind`` (``"vector"``, ``"map"``, ...):
+        ``training_defaults``, unless the family trains some kind of data differently."""
+        return dict(cls.training_defaults)
+
     def check_context(self, c: Tensor | None, rows: int | None = None) -> None:
         """A clear error unless ``c`` is ``[rows, context_features]`` (any number of rows when ``rows`` is
         ``None``), or ``None`` for a family built without a context."""

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nets.time import FiLMResidualMLP, TimeEmbedding
+from ..utils import rand, randn, randperm
 from .base import ConditionalDensity
 from .ode import Method, check_method, coloured_probes, divergence, divergence_draws, hutchinson_probes, integrate
 from .whitening import SpectralWhitening
@@ -154,6 +155,14 @@ class ContinuousFlow(ConditionalDensity):
 
     support_map = "probit"
     log_prob_kind = "ode"
+
+    @classmethod
+    def training_defaults_for(cls, kind: str) -> dict[str, Any]:
+        """Maps train on batches of at most 64: a U-Net step costs in proportion to its batch, and the automatic
+        batch size (n_train // 8) would leave a few thousand maps only a handful of steps per epoch."""
+        if kind == "map":
+            return dict(cls.training_defaults, max_batch_size=64)
+        return dict(cls.training_defaults)
 
     def __init__(
         self,
@@ -480,7 +489,7 @@ class CNF(ContinuousFlow):
         y, c = validation_copies(self, y, c)
         n = y.shape[0]
         tau = stratified_uniform(n, y.device, y.dtype, generator=generator)
-        eps = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        eps = randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         t = tau.reshape((-1,) + (1,) * (y.dim() - 1))
         y_tau = (1 - t) * y + t * eps
         return (self.velocity(y_tau, tau, c) - (eps - y)).pow(2).mean()
@@ -489,9 +498,9 @@ class CNF(ContinuousFlow):
 def stratified_uniform(n: int, device: torch.device, dtype: torch.dtype, low: float = 0.0, high: float = 1.0, *,
                        generator: torch.Generator | None = None) -> Tensor:
     """n draws of U[low, high], one in each of n equal strata, in random order."""
-    u = (torch.rand((), generator=generator, device=device, dtype=dtype)
+    u = (rand((), generator=generator, device=device, dtype=dtype)
          + torch.arange(n, device=device, dtype=dtype)) / n
-    u = u[torch.randperm(n, generator=generator, device=device)]
+    u = u[randperm(n, generator=generator, device=device)]
     return low + (high - low) * u
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from ..utils import randn
 from .cnf import ContinuousFlow, PaddingMode, TraceProbes, stratified_uniform, validation_copies, validation_generator
 from .ode import Method, euler_maruyama, heun_denoiser, karras_sigmas
 
@@ -287,7 +288,7 @@ class Diffusion(ContinuousFlow):
             tau0, tau1 = self.tau_range
             t = self.t_of_tau(stratified_uniform(y.shape[0], y.device, y.dtype, tau0, tau1, generator=generator))
         alpha, sigma = self.alpha_sigma(t)
-        eps = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        eps = randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         x = self._bcast(alpha, y) * y + self._bcast(sigma, y) * eps
         return (self.noise_prediction(x, t, c) - eps).pow(2).mean()
 
@@ -297,7 +298,7 @@ class Diffusion(ContinuousFlow):
         log_level = EDM_P_MEAN + EDM_P_STD * math.sqrt(2) * torch.erfinv(2 * u - 1)
         t = (log_level - math.log(EDM_SIGMA_MIN)) / math.log(EDM_SIGMA_MAX / EDM_SIGMA_MIN)
         level, c_skip, c_out, c_in, c_noise = (self._bcast(a, y).to(y.dtype) for a in self.preconditioning(t))
-        eps = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        eps = randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         x = y + level * eps
         target = (y - c_skip * x) / c_out
         return (self.net(c_in * x, c_noise.reshape(-1), c) - target).pow(2).mean()

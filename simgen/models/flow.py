@@ -20,6 +20,7 @@ from nflows.utils import create_alternating_binary_mask
 from torch import Tensor
 from torch.nn import functional as F
 
+from ..utils import randn
 from .base import ConditionalDensity
 
 __all__ = ["Flow"]
@@ -165,7 +166,7 @@ class Flow(ConditionalDensity):
 
     def _sample(self, rows: int, context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
         """y = f(z; c) for z ~ N(0, I) drawn from ``generator``: ``[rows, *y_shape]``."""
-        z = torch.randn(rows, math.prod(self.y_shape), generator=generator, device=self.device)
+        z = randn(rows, math.prod(self.y_shape), generator=generator, device=self.device)
         return self.flow.transform_noise(z, context).reshape(rows, *self.y_shape)
 
 

@@ -25,6 +25,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
+from ..utils import randn
+
 __all__ = ["RadialModes", "radial_modes", "radial_power", "StationaryNormal"]
 
 
@@ -128,7 +130,7 @@ class StationaryNormal(Distribution):
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = (),
                 generator: torch.Generator | None = None) -> Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
-        white = torch.randn(shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype)
+        white = randn(shape, generator=generator, device=self.loc.device, dtype=self.loc.dtype)
         return self.loc + self.colour(white)
 
     def colour(self, white: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ from nflows.transforms.splines.rational_quadratic import (
 from torch import Tensor, nn
 
 from ..nets.mlp import Conditioner
+from ..utils import randn
 from .base import ConditionalDensity
 from .flow import spline_points
 from .fourier import radial_modes
@@ -160,7 +161,7 @@ class MapFlow(ConditionalDensity):
 
     def _sample(self, rows: int, context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
         weight = self.shift_scale.final.weight
-        u = torch.randn(rows, *self._chw, generator=generator, device=weight.device, dtype=weight.dtype)
+        u = randn(rows, *self._chw, generator=generator, device=weight.device, dtype=weight.dtype)
         # the conditioners run once per distinct context row (ConditionalDensity.sample repeats each row for
         # its draws), then their outputs are gathered for every draw
         if context is None:

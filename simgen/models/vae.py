@@ -11,6 +11,7 @@ from torch.distributions import Bernoulli, Distribution, Independent, Normal
 from torch.nn import functional as F
 
 from ..nets import ConvDecoder, ConvEncoder, ResidualMLP
+from ..utils import bernoulli, randn
 from .base import ConditionalDensity
 from .fourier import RadialModes, StationaryNormal, radial_modes, radial_power
 
@@ -368,7 +369,7 @@ class VAE(ConditionalDensity):
         n = y.shape[0]
         q_loc, q_scale = self._encoder_params(y, c)
         p_loc, p_scale = self._prior_params(c, n, q_loc)
-        eps = torch.randn(num_samples, *q_loc.shape, generator=generator, device=q_loc.device, dtype=q_loc.dtype)
+        eps = randn(num_samples, *q_loc.shape, generator=generator, device=q_loc.device, dtype=q_loc.dtype)
         z = (q_loc + q_scale * eps).reshape(num_samples * n, -1)
         rec = self._log_likelihood(_tile(y, num_samples), z, _tile(c, num_samples)).reshape(num_samples, n).mean(0)
         kl = (p_scale.log() - q_scale.log() + (q_scale**2 + (q_loc - p_loc) ** 2) / (2 * p_scale**2) - 0.5).sum(-1)
@@ -397,7 +398,7 @@ class VAE(ConditionalDensity):
         like = next(self.parameters())
         shared = None
         if generator is not None:
-            shared = torch.randn(K, 1, L, generator=generator, device=like.device, dtype=like.dtype)
+            shared = randn(K, 1, L, generator=generator, device=like.device, dtype=like.dtype)
         # rows per chunk: K × rows decoder evaluations, their activations (size × width) kept to ~2²⁴ numbers
         width = max(self.channels) if self.is_map else self.hidden_features
         rows = max(1, min(2**16, 2**24 // (math.prod(self.y_shape) * width)) // K)
@@ -422,16 +423,16 @@ class VAE(ConditionalDensity):
         mean E[y | z, c]): ``[rows, *y_shape]``; ``sample(n, c, mean=True)`` passes the option."""
         like = next(self.parameters())
         p_loc, p_scale = self._prior_params(context, rows, like)
-        eps = torch.randn(p_loc.shape, generator=generator, device=like.device, dtype=like.dtype)
+        eps = randn(p_loc.shape, generator=generator, device=like.device, dtype=like.dtype)
         loc, scale = self._decoder_params(p_loc + p_scale * eps, context)
         if self.decoder_noise == "fourier":
             y = loc if mean else self._fourier(loc, scale).rsample(generator=generator)
         elif scale is None:
             probs = torch.sigmoid(loc)
-            y = probs if mean else torch.bernoulli(probs, generator=generator)
+            y = probs if mean else bernoulli(probs, generator=generator)
         else:
-            y = loc if mean else loc + scale * torch.randn(loc.shape, generator=generator, device=like.device,
-                                                           dtype=like.dtype)
+            y = loc if mean else loc + scale * randn(loc.shape, generator=generator, device=like.device,
+                                                     dtype=like.dtype)
         return y.reshape(rows, *self.y_shape)
 
     def _check_rows(self, y: Tensor, c: Tensor | None) -> None:

@@ -36,3 +36,18 @@ def test_a_likelihood_flow_on_maps_is_a_map_flow_and_saves_as_one(tmp_path) -> N
     post = simgen.PosteriorEstimator(PRIOR, model="flow")
     post.fit(theta, x, max_epochs=1, progress=False, seed=0)
     assert isinstance(post.density.density, Flow)
+
+
+def test_continuous_families_train_maps_on_small_batches() -> None:
+    """A U-Net step costs in proportion to its batch: maps train on batches of at most 64 rows, vectors keep the
+    trainer's defaults; the hook is a class method, so a model object answers the same."""
+    from simgen.models import CNF, Diffusion
+
+    for family in (CNF, Diffusion):
+        assert family.training_defaults_for("map")["max_batch_size"] == 64
+        assert "max_batch_size" not in family.training_defaults_for("vector")
+    est = simgen.LikelihoodEstimator(PRIOR, model="diffusion")
+    est.x_kind = "map"
+    assert est.training_defaults()["max_batch_size"] == 64
+    assert Flow.training_defaults_for("map") == Flow.training_defaults
+    assert simgen.PosteriorEstimator(PRIOR, model=CNF()).training_defaults() == {}
