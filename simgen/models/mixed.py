@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..nets import ResidualMLP
+from ..utils import multinomial
 from .base import ConditionalDensity
 from .flow import Flow
 
@@ -155,7 +156,7 @@ class MixedDensity(ConditionalDensity):
         d = c.new_zeros(rows, len(self.discrete))
         for j, net in enumerate(self.categorical):
             probs = F.softmax(net(torch.cat([c, self._scaled(d)[:, :j]], dim=1)), dim=1)
-            d[:, j] = self.low[j] + torch.multinomial(probs, 1, generator=generator).squeeze(1).to(d.dtype)
+            d[:, j] = self.low[j] + multinomial(probs, 1, generator=generator).squeeze(1).to(d.dtype)
         y = c.new_empty(rows, self.y_shape[0])
         y[:, list(self.discrete)] = d
         if self.continuous is not None:
