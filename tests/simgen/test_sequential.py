@@ -110,3 +110,14 @@ def test_truncated_prior_is_the_prior_inside_the_region() -> None:
     assert torch.isneginf(region.log_prob(torch.tensor([[3.0, 0.0]]))).all()
     with pytest.raises(ValueError, match="highest-probability region"):
         TruncatedPrior(PRIOR, log_q, 10.0, num_mass=1000)
+
+
+@pytest.mark.filterwarnings("ignore:MCMC may not have converged")
+def test_sequential_nre_runs_and_returns_its_mcmc_posterior() -> None:
+    est = simgen.RatioEstimator(PRIOR)
+    post = est.fit_sequential(simulator, X_OBS, num_simulations=200, rounds=2, seed=0, progress=False,
+                              max_epochs=2, mcmc=dict(num_chains=10, warmup=10, num_init=200))
+    assert [r.num_simulations for r in est.sequential_rounds] == [100, 100]
+    assert est.sequential_rounds[1].proposal["class"].endswith("PosteriorProposal")
+    draws = post.sample(50, X_OBS, generator=torch.Generator().manual_seed(0))
+    assert draws.shape == (50, 2) and torch.isfinite(PRIOR.log_prob(draws)).all()
