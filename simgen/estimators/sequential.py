@@ -242,7 +242,7 @@ def fit_rounds(
                 x_obs = estimator.check_x(x_obs, "x_obs")
             done.append(SequentialRound(r, describe_distribution(proposal), n, int(theta.shape[0]),
                                         None if path is None else str(path),
-                                        getattr(proposal, "mass", None) if r > 0 else None))
+                                        proposal.mass if isinstance(proposal, TruncatedPrior) else None))
             bar.set_postfix(simulations=sum(sizes[: r + 1]), valid=sum(d.num_valid for d in done), refresh=False)
             bar.update(1)
     return done
