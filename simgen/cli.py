@@ -212,6 +212,10 @@ def _train(args: argparse.Namespace) -> int:
         spec.model, spec.options = args.model, {}
     if args.embedding is not None:
         spec.embedding = args.embedding
+    if args.discrete_model is not None:
+        if args.direction != "likelihood":
+            raise UsageError("--discrete-model is for --direction likelihood (how x's discrete columns are modelled)")
+        spec.discrete_model = args.discrete_model
     for key in ("max_epochs", "max_time", "batch_size", "learning_rate"):
         if getattr(args, key) is not None:
             spec.training[key] = getattr(args, key)
@@ -280,7 +284,8 @@ def _train_rank(args: argparse.Namespace, config: Any, sim: Any, store: Any, spe
                                               device=_device(config))
     else:
         estimator = simgen.LikelihoodEstimator(sim.prior, make_model(model_for(spec.model, x_kind), spec.options),
-                                               simulator=sim, device=_device(config))
+                                               simulator=sim, device=_device(config),
+                                               discrete_model=spec.discrete_model)
     history = estimator.fit(store, seed=config.seed, progress=not args.quiet and is_main_process(),
                             checkpoint=args.checkpoint, **spec.training)
     say(f"  {history.epochs} epochs in {history.wall_time:.0f} s, best validation loss "
@@ -500,6 +505,9 @@ def _parser() -> argparse.ArgumentParser:
                                                      "nre_b, nre_c, bnre (default: the config's, else flow / nre)")
     train.add_argument("--embedding", choices=("auto", "power_spectrum", "flatten"), default=None,
                        help="posterior embedding of x (default auto)")
+    train.add_argument("--discrete-model", choices=("mnle", "dequantize"), default=None,
+                       help="likelihood: how the simulator's discrete x columns are modelled, by a categorical "
+                            "network (mnle, the default for a flow) or by dequantisation")
     train.add_argument("--max-epochs", type=int, default=None, help="cap on training epochs")
     train.add_argument("--max-time", type=float, default=None, help="cap on training seconds")
     train.add_argument("--batch-size", type=int, default=None, help="rows per step (default: automatic)")

@@ -71,7 +71,7 @@ _TOP_KEYS = ("seed", "device", "budget", "simulator", "simulation", "posterior",
              "ratio", "observations", "evaluation", "output")
 _SIMULATOR_KEYS = ("name", "options")
 _SIMULATION_KEYS = ("num_simulations", "chunk_size", "store", "workers", "executor")
-_MODEL_KEYS = ("enabled", "model", "embedding", "options", "training", "mcmc", "num_train")
+_MODEL_KEYS = ("enabled", "model", "embedding", "options", "training", "mcmc", "num_train", "discrete_model")
 _RATIO_KEYS = ("enabled", "model", "embedding", "options", "training", "num_train")
 _OBSERVATION_KEYS = ("held_out", "theta", "file", "true_theta")
 _EVALUATION_KEYS = ("num_samples", "c2st", "reference_samples", "calibration", "calibration_samples",
@@ -99,6 +99,9 @@ class ModelConfig:
     mcmc: bool = False  #: likelihoods: also sample p(θ | x_obs) by MCMC on the likelihood
     num_train: int | None = None  #: train on the first this many valid simulations (``None``: all)
     nproc: int = 1  #: data-parallel processes ``simgen train`` launches through torchrun (``training.nproc``)
+    #: likelihoods: how x's discrete columns are modelled, ``"mnle"`` or ``"dequantize"`` (``None``: the family's
+    #: default, see :class:`~simgen.LikelihoodEstimator`)
+    discrete_model: str | None = None
 
 
 @dataclass
@@ -230,6 +233,8 @@ training = {}                # TrainingConfig fields, e.g. { max_epochs = 100, m
 enabled = false
 model = "flow"               # "flow" (on maps: "mapflow") | "cnf" | "diffusion" | "vae"
 mcmc = false                 # also infer theta by MCMC on the emulator's likelihood
+# discrete_model = "mnle"    # x's discrete columns (the simulator's x_discrete): "mnle" (categorical network +
+                             # flow, the default for a flow) | "dequantize" (uniform noise, other families)
 options = {}
 training = {}
 
@@ -388,8 +393,13 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
     if isinstance(training, dict) and "nproc" in training:  # how to launch training, not a TrainingConfig field
         training = {k: v for k, v in training.items() if k != "nproc"}
         nproc = _int(table["training"]["nproc"], f"{key}.training.nproc", 1)
+    discrete_model = None
+    if "discrete_model" in table:
+        if direction != "likelihood":
+            raise ConfigError(f"{key}.discrete_model", "only [likelihood] models x's discrete columns")
+        discrete_model = _str(table["discrete_model"], f"{key}.discrete_model", ("mnle", "dequantize"))
     return ModelConfig(enabled, model, dict(options), _training(training, f"{key}.training"),
-                       embedding, mcmc, num_train, nproc)
+                       embedding, mcmc, num_train, nproc, discrete_model)
 
 
 def _ratio(raw: Any) -> ModelConfig:

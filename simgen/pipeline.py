@@ -234,7 +234,8 @@ def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, 
     # the model name stands for the family that suits x (model="flow" on maps is the map flow)
     kind = getattr(simulator, "x_kind", None) or infer_x_kind(tuple(x.shape[1:]))
     family = make_model(model_for(spec.model, kind), spec.options)
-    emu = simgen.LikelihoodEstimator(simulator.prior, family, simulator=simulator, device=_device(config))
+    emu = simgen.LikelihoodEstimator(simulator.prior, family, simulator=simulator, device=_device(config),
+                                     discrete_model=spec.discrete_model)
     history = emu.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint, **spec.training)
     say(f"  emulator ({family.family}, {theta.shape[0]} simulations): {history.epochs} epochs in "
         f"{history.wall_time:.0f} s, best validation loss {history.best_validation_loss:.3f}")

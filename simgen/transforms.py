@@ -50,13 +50,19 @@ class Standardize(nn.Module):
         event_shape: shape of one row, e.g. ``(d,)`` or ``(C, H, W)``.
         per_channel: one statistic per leading channel (maps) instead of per element.
         enabled: ``False`` gives the identity (binary data are not standardised).
+        fixed: indices of vector dimensions left as they are (μ = 0, σ = 1): discrete columns, whose
+            probability mass a mixed family models on the integers themselves (:class:`~simgen.models.MixedDensity`).
     """
 
-    def __init__(self, event_shape: tuple[int, ...], per_channel: bool = False, enabled: bool = True) -> None:
+    def __init__(self, event_shape: tuple[int, ...], per_channel: bool = False, enabled: bool = True,
+                 fixed: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.event_shape = tuple(event_shape)
         self.per_channel = per_channel
         self.enabled = enabled
+        self.fixed = tuple(int(i) for i in fixed)
+        if self.fixed and (per_channel or len(self.event_shape) != 1):
+            raise ValueError("fixed dimensions are for vectors standardised per dimension")
         stat_shape = self._stat_shape()
         self.register_buffer("loc", torch.zeros(stat_shape))
         self.register_buffer("scale", torch.ones(stat_shape))
@@ -84,7 +90,14 @@ class Standardize(nn.Module):
             loc, scale = y.mean(dim=0), y.std(dim=0)
         self.loc.copy_(loc)
         self.scale.copy_(torch.clamp(torch.nan_to_num(scale, nan=1.0), min=1e-6))
+        self.keep_fixed()
         return self
+
+    def keep_fixed(self) -> None:
+        """Reset the :attr:`fixed` dimensions to μ = 0, σ = 1 (after statistics were set from data)."""
+        if self.fixed:
+            self.loc[list(self.fixed)] = 0.0
+            self.scale[list(self.fixed)] = 1.0
 
     def forward(self, y: Tensor) -> Tensor:
         if not self.enabled:
@@ -257,11 +270,13 @@ class LinearResidual(nn.Module):
     Args:
         y_features, c_features: widths of the flattened y and context.
         ridge: Tikhonov regularisation λ·n added to the normal equations' slope block (standardised units).
+        fixed: y dimensions left as they are (no regression, s = 1), as :class:`Standardize`'s ``fixed``.
     """
 
-    def __init__(self, y_features: int, c_features: int, ridge: float = 1e-3) -> None:
+    def __init__(self, y_features: int, c_features: int, ridge: float = 1e-3, fixed: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.ridge = ridge
+        self.fixed = tuple(int(i) for i in fixed)
         self.register_buffer("weight", torch.zeros(c_features, y_features))
         self.register_buffer("bias", torch.zeros(y_features))
         self.register_buffer("scale", torch.ones(y_features))
@@ -301,6 +316,9 @@ class LinearResidual(nn.Module):
         self.weight.copy_(beta[:-1].to(self.weight.dtype))
         self.bias.copy_(beta[-1].to(self.bias.dtype))
         self.scale.copy_(torch.clamp(torch.nan_to_num(scale, nan=1.0), min=1e-6).to(self.scale.dtype))
+        if self.fixed:
+            idx = list(self.fixed)
+            self.weight[:, idx], self.bias[idx], self.scale[idx] = 0.0, 0.0, 1.0
         return self
 
     def _mean(self, c: Tensor) -> Tensor:

@@ -7,9 +7,10 @@ estimators own the pre-processing (standardisation, prior-support bijection, deq
 embedding) through :class:`~simgen.models.TransformedDensity`; all three train with :func:`simgen.training.train`.
 
 Modules: :mod:`~simgen.estimators.base` (what both share), :mod:`~simgen.estimators.posterior`,
-:mod:`~simgen.estimators.likelihood`, :mod:`~simgen.estimators.ingest` (training from a campaign store) and
-:mod:`~simgen.estimators.validity` (the classifier P(valid | θ)). Each estimator registers itself with
-:mod:`simgen.io` under its direction, so the loader needs no import of it.
+:mod:`~simgen.estimators.likelihood`, :mod:`~simgen.estimators.ingest` (training from a campaign store),
+:mod:`~simgen.estimators.validity` (the classifier P(valid | θ)) and :mod:`~simgen.estimators.sequential`
+(``fit_sequential``: rounds of simulations for one observation, TSNPE and sequential NLE/NRE). Each estimator
+registers itself with :mod:`simgen.io` under its direction, so the loader needs no import of it.
 """
 
 from __future__ import annotations

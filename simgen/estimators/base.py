@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ from ..training import StoreBatches, TrainingConfig, TrainingHistory, distribute
 from ..training.checkpoint import checkpoint_seed
 from ..transforms import SUPPORT_MAPS, Dequantize, LinearResidual, Standardize, SupportBijection
 from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows, default_device
-from . import ingest
+from . import ingest, sequential
 from .validity import ValidityClassifier
 
 __all__ = ["Estimator", "infer_x_kind", "training_config", "x_context_parts", "X_KINDS"]
@@ -224,7 +225,7 @@ class Estimator:
         family.build(y_shape, nets.output_features(embedding, c_shape))
         residual = None
         if self.linear_baseline and len(y_shape) == 1 and len(c_shape) == 1 and y_std.enabled:
-            residual = LinearResidual(y_shape[0], c_shape[0])
+            residual = LinearResidual(y_shape[0], c_shape[0], fixed=y_std.fixed)
         return TransformedDensity(family, y_std, c_std, embedding, support=support, dequantize=dequantize,
                                   residual=residual)
 
@@ -337,6 +338,56 @@ class Estimator:
         settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None, checkpoint: Any = None,
     ) -> TrainingHistory:
         raise NotImplementedError
+
+    # ----------------------------------------------------------------- sequential rounds
+    def fit_sequential(
+        self,
+        simulator: Any,
+        x_obs: Any,
+        *,
+        num_simulations: int,
+        rounds: int = 2,
+        store: str | os.PathLike | None = None,
+        seed: int = 0,
+        progress: bool = True,
+        chunk_size: int = 1000,
+        truncation: float = 1e-4,
+        mcmc: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> Any:
+        r"""Fit for one observation ``x_obs`` in ``rounds`` rounds of simulations that share ``num_simulations``
+        (failed ones count): round 0 from the prior, each later one from a proposal built from the estimator
+        trained so far, the estimator trained afresh on all rounds' pairs after each round
+        (:mod:`~simgen.estimators.sequential`).
+
+        A :class:`~simgen.PosteriorEstimator` runs truncated sequential NPE (TSNPE, Deistler et al. 2022,
+        arXiv:2210.04815): later rounds draw θ from the prior truncated to the current posterior's
+        highest-probability region of mass 1 − ``truncation``, so the plain NPE loss stays valid; it returns
+        itself (``sample(n, x_obs)``, ``log_prob(θ, x_obs)``), trustworthy at ``x_obs`` only. A
+        :class:`~simgen.LikelihoodEstimator` or :class:`~simgen.RatioEstimator` runs sequential NLE / NRE
+        (Papamakarios et al. 2019, arXiv:1805.07226; Durkan et al. 2020, arXiv:2002.03712): later rounds draw θ
+        from the current MCMC posterior (options ``mcmc``); it returns ``posterior(**mcmc)``.
+
+        ``store="seq.h5"`` keeps round r in the campaign store ``seq.h5/round-r`` (its proposal in the metadata,
+        log q(θ) per row; a round complete there is read back, not simulated again). ``seed`` fixes every
+        round's simulations and training; ``settings`` are the training settings of every fit (``max_epochs=``,
+        ...). What each round did is in ``sequential_rounds``.
+        """
+        self.sequential_rounds = sequential.fit_rounds(
+            self, simulator, x_obs, num_simulations=num_simulations, rounds=rounds, store=store, seed=seed,
+            progress=progress, chunk_size=chunk_size, settings=settings,
+            proposal_options={"truncation": truncation, "mcmc": dict(mcmc or {})})
+        return self.sequential_result({"progress": progress, **(mcmc or {})})
+
+    def sequential_proposal(self, x_obs: Tensor, label: str, *, truncation: float,
+                            mcmc: dict[str, Any]) -> Distribution:
+        """The next round's proposal: draws of the current MCMC posterior for ``x_obs`` (a likelihood's or a
+        ratio's; a posterior estimator truncates its prior instead)."""
+        return sequential.PosteriorProposal(self.posterior(**{**mcmc, "progress": False}), x_obs, self.prior, label)
+
+    def sequential_result(self, mcmc: dict[str, Any]) -> Any:
+        """What :meth:`fit_sequential` returns: the MCMC posterior (a posterior estimator: itself)."""
+        return self.posterior(**mcmc)
 
     # ----------------------------------------------------------------- saving and loading
     def config(self) -> dict[str, Any]:

@@ -151,6 +151,7 @@ def fit_streaming(
         std.loc.copy_(mean.reshape(std.loc.shape).to(std.loc.dtype))
         scale = torch.sqrt(torch.clamp(var, min=0.0)).reshape(std.scale.shape).to(std.scale.dtype)
         std.scale.copy_(torch.clamp(torch.nan_to_num(scale, nan=1.0), min=1e-6))
+        std.keep_fixed()
 
 
 def default_memory_gb() -> float:

@@ -11,14 +11,18 @@ from torch import Tensor, nn
 
 from .. import nets
 from ..io import register_estimator
-from ..models import ConditionalDensity
-from ..training import TrainingConfig, TrainingHistory
+from ..models import ConditionalDensity, Flow, MixedDensity
+from ..models.mixed import MAX_CATEGORIES
+from ..training import StoreBatches, TrainingConfig, TrainingHistory, distributed
 from ..transforms import Dequantize, Standardize, SupportBijection
 from ..utils import check_positive_int
 from .base import Estimator, infer_x_kind
 from .validity import fit_validity
 
-__all__ = ["LikelihoodEstimator"]
+__all__ = ["LikelihoodEstimator", "DISCRETE_MODELS"]
+
+#: how a likelihood models x's declared discrete columns (``discrete_model=``)
+DISCRETE_MODELS = ("mnle", "dequantize")
 
 
 @register_estimator
@@ -29,10 +33,87 @@ class LikelihoodEstimator(Estimator):
     Likelihood", arXiv:1805.07226). ``posterior()`` turns it into p(θ | x_obs) ∝ Π_i q(x_obs,i | θ) p(θ),
     sampled by MCMC (:mod:`simgen.mcmc`).
 
-    Arguments as :class:`PosteriorEstimator`; ``prior`` may be ``None`` when no posterior is needed.
+    Arguments as :class:`PosteriorEstimator`; ``prior`` may be ``None`` when no posterior is needed, and
+
+    Args:
+        discrete_model: how the declared discrete columns of x (``discrete=``, or the simulator's ``x_discrete``)
+            are modelled. ``"mnle"`` (the default for a flow on vector x): mixed neural likelihood estimation
+            (Boelts et al. 2022), p(x | θ) = p(d | θ) · q(v | θ, d) with a categorical network over the discrete
+            columns d and the flow over the continuous ones v given θ and d, an exact likelihood
+            (:class:`~simgen.models.MixedDensity`). ``"dequantize"`` (the default for other families and for
+            maps): uniform dequantisation of the integer columns, a lower bound on the discrete likelihood
+            (:class:`~simgen.transforms.Dequantize`). Models saved with either keep loading as they were saved.
     """
 
     direction = "likelihood"
+
+    def __init__(self, prior: Any = None, model: str | ConditionalDensity = "flow", *,
+                 discrete_model: str | None = None, **kwargs: Any) -> None:
+        if discrete_model is not None and discrete_model not in DISCRETE_MODELS:
+            raise ValueError(f"discrete_model must be one of {DISCRETE_MODELS} or None (the default for the "
+                             f"family); got {discrete_model!r}")
+        super().__init__(prior, model, **kwargs)
+        self.discrete_model = discrete_model
+        #: the model the user asked for; a fit with discrete columns under MNLE replaces ``model_spec`` by the
+        #: mixed family built for the data's value ranges
+        self.given_model = self.model_spec
+
+    def resolved_discrete_model(self) -> str | None:
+        """``"mnle"`` or ``"dequantize"`` for this estimator's discrete columns (``None`` without any).
+
+        Raises:
+            ValueError: ``discrete_model="mnle"`` with a family other than a flow, or with x not a vector.
+        """
+        if not self.discrete:
+            return None
+        spec = self.given_model
+        flow_like = (spec in ("flow", "mnle") if isinstance(spec, str) else isinstance(spec, Flow | MixedDensity))
+        vector = self.x_kind in (None, "vector")
+        if self.discrete_model is None:
+            return "mnle" if flow_like and vector else "dequantize"
+        if self.discrete_model == "mnle" and not (flow_like and vector):
+            raise ValueError(f"discrete_model='mnle' models vector x with a flow over the continuous columns; got "
+                             f"model={spec!r} on x_kind={self.x_kind!r} (use discrete_model='dequantize')")
+        return self.discrete_model
+
+    def mixed_family(self, x_rows: Any, gather: Any = None) -> MixedDensity:
+        """The MNLE family for this estimator's discrete columns, their value ranges read from ``x_rows`` (an
+        iterable of ``[n, d_x]`` batches; ``gather``, a data-parallel group's ``all_gather_object``, joins the
+        ranks' shards so that every rank builds the same networks), the continuous part's settings from the
+        given model."""
+        idx = list(self.discrete)
+        low = high = None
+        for x in x_rows:
+            d = x[:, idx]
+            bad = d != torch.round(d)
+            if bad.any():
+                row, col = (int(v) for v in torch.nonzero(bad)[0])
+                raise ValueError(f"discrete column {idx[col]} of x holds a non-integer value ({float(d[row, col])}); "
+                                 "declare only integer-valued columns discrete")
+            if d.shape[0]:
+                lo, hi = d.min(dim=0).values, d.max(dim=0).values
+                low, high = (lo, hi) if low is None else (torch.minimum(low, lo), torch.maximum(high, hi))
+        if gather is not None:
+            ranges = [r for r in gather((low, high)) if r[0] is not None]
+            if ranges:
+                low = torch.stack([lo for lo, _ in ranges]).min(dim=0).values
+                high = torch.stack([hi for _, hi in ranges]).max(dim=0).values
+        if low is None:
+            raise ValueError("no training rows to read the discrete columns' values from")
+        too_many = [(i, int(lo), int(hi)) for i, lo, hi in zip(idx, low, high, strict=True)
+                    if hi - lo + 1 > MAX_CATEGORIES]
+        if too_many:
+            raise ValueError(f"discrete column(s) {too_many} (index, min, max) take more than {MAX_CATEGORIES} values: "
+                             "too many for a categorical; use discrete_model='dequantize'")
+        spec = self.given_model
+        if isinstance(spec, MixedDensity):
+            settings = spec.config()
+            flow, hidden, blocks = settings["flow"], settings["hidden_features"], settings["num_blocks"]
+        else:
+            flow = spec.config() if isinstance(spec, Flow) else {}
+            hidden, blocks = 64, 2
+        return MixedDensity(self.discrete, [[int(lo), int(hi)] for lo, hi in zip(low, high, strict=True)], flow=flow,
+                            hidden_features=hidden, num_blocks=blocks)
 
     @property
     def y_kind(self) -> str:
@@ -45,7 +126,10 @@ class LikelihoodEstimator(Estimator):
     def y_parts(self, y_shape: tuple[int, ...], family: ConditionalDensity) -> tuple[
             SupportBijection | None, Dequantize | None, Standardize]:
         """x's integer-valued dimensions are dequantised, then x is standardised (per channel for maps; not at
-        all for a family of binary data, such as a Bernoulli VAE)."""
+        all for a family of binary data, such as a Bernoulli VAE). A mixed family (MNLE) models the integers
+        themselves: no dequantisation, and its discrete columns are left unstandardised."""
+        if isinstance(family, MixedDensity):
+            return None, None, Standardize(y_shape, enabled=family.standardize_y, fixed=family.discrete)
         dequantize = Dequantize(self.discrete) if self.discrete else None
         return None, dequantize, Standardize(y_shape, per_channel=self.x_kind == "map", enabled=family.standardize_y)
 
@@ -94,6 +178,30 @@ class LikelihoodEstimator(Estimator):
         if self.discrete and self.x_kind != "vector":
             raise ValueError(f"discrete dimensions are supported for vector x only; x_kind is {self.x_kind!r}")
         return self._fit((x, theta), config, seed, progress, settings, checkpoint=checkpoint)
+
+    def _fit(self, data: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
+             settings: dict[str, Any], weights: Any = None, checkpoint: Any = None) -> TrainingHistory:
+        """As :meth:`Estimator._fit`, the family first chosen for the discrete columns: under MNLE the mixed
+        family with the value ranges of the training rows (y = x)."""
+        self.model_spec = self.given_model
+        if self.resolved_discrete_model() == "mnle":
+            streaming = isinstance(data, StoreBatches)
+            rows = (y for y, _ in data.iter_rows()) if streaming else [data[0]]
+            group = distributed.setup(self.device) if streaming and data.sharded else None
+            self.model_spec = self.mixed_family(rows, group.all_gather_object if group is not None else None)
+        return super()._fit(data, config, seed, progress, settings, weights, checkpoint)
+
+    def config(self) -> dict[str, Any]:
+        mixed = isinstance(self._require_fitted().density.density, MixedDensity)
+        return {**super().config(), "discrete_model": ("mnle" if mixed else "dequantize") if self.discrete else None}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], **kwargs: Any) -> LikelihoodEstimator:
+        """As :meth:`Estimator.from_config`; a file without ``discrete_model`` (written before MNLE) holds a
+        dequantised family, and fitting the loaded estimator again keeps the saved choice."""
+        est = super().from_config(config, **kwargs)
+        est.discrete_model = config.get("discrete_model") or ("dequantize" if config["discrete"] else None)
+        return est
 
     def sample(self, n: int, theta: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """``n`` emulated simulations at one θ (``[d_theta]`` or ``[1, d_theta]``): ``[n, *x_shape]``;

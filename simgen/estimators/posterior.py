@@ -17,7 +17,7 @@ from ..models import ConditionalDensity
 from ..training import TrainingConfig, TrainingHistory
 from ..transforms import Dequantize, Standardize, SupportBijection
 from ..utils import as_tensor, check_positive_int, check_rows
-from . import ingest
+from . import ingest, sequential
 from .base import Estimator, infer_x_kind, x_context_parts
 
 __all__ = ["PosteriorEstimator"]
@@ -131,6 +131,20 @@ class PosteriorEstimator(Estimator):
         if config.get("iid"):
             est.iid, est.iid_size, est.row_shape = True, config["iid"]["size"], tuple(config["iid"]["row_shape"])
         return est
+
+    def sequential_proposal(self, x_obs: Tensor, label: str, *, truncation: float, mcmc: dict[str, Any],
+                            num_draws: int = 10_000) -> Distribution:
+        """TSNPE's proposal: the prior truncated to q(θ | x_obs)'s region of mass 1 − ``truncation``, its
+        threshold from ``num_draws`` draws of q (see :func:`~simgen.estimators.sequential.truncated_prior`)."""
+        x_obs = self.check_x(x_obs, "x_obs")
+
+        def log_q(theta: Tensor) -> Tensor:
+            return self.log_prob(theta, x_obs)
+
+        return sequential.truncated_prior(self.prior, log_q, self.sample(num_draws, x_obs), truncation, label)
+
+    def sequential_result(self, mcmc: dict[str, Any]) -> PosteriorEstimator:
+        return self
 
     def importance_weights(self, proposal: Distribution) -> Callable[[Tensor], Tensor]:
         """θ ↦ p(θ) / q(θ) (0 outside the prior's support), float64."""

@@ -14,6 +14,7 @@ from .cnf import CNF, ContinuousFlow
 from .diffusion import Diffusion
 from .flow import Flow
 from .mapflow import MapFlow
+from .mixed import MixedDensity
 from .transformed import TransformedDensity
 from .vae import VAE
 
@@ -50,7 +51,7 @@ def register_model(cls: F) -> F:
     return cls
 
 
-for _family in (Flow, VAE, CNF, Diffusion, MapFlow):
+for _family in (Flow, VAE, CNF, Diffusion, MapFlow, MixedDensity):
     register_model(_family)
 
 
