@@ -125,6 +125,8 @@ class ContinuousFlow(ConditionalDensity):
     The Gaussian is fitted by its own maximum likelihood, a second term of the training loss whose gradient
     reaches only a and Σ (the flow's loss sees w as data); together with the skip below, a fresh network is then
     the best stationary Gaussian fit, exact for a Gaussian field, and the network learns the departure from it.
+    The estimators fit the Gaussian first (:meth:`initialize`). ``velocity`` (and a diffusion's ``score`` and
+    ``denoise``) are then fields of w, not of y.
 
     Networks: vectors use a :class:`~simgen.nets.FiLMResidualMLP` F(y, t, c); maps a conditional U-Net
     (:class:`~simgen.nets.conv.UNet`) fed [time embedding, c] by FiLM. Families add F to the prediction that is
@@ -169,9 +171,9 @@ class ContinuousFlow(ConditionalDensity):
         hidden_features: int = 128,
         num_blocks: int = 3,
         time_features: int = 64,
-        channels: Sequence[int] = (32, 64),
-        blocks_per_level: int = 2,
-        attention: bool = True,
+        channels: Sequence[int] = (16, 32),
+        blocks_per_level: int = 1,
+        attention: bool = False,
         method: Method = "heun",
         steps: int = 25,
         log_prob_method: Method = "dopri5",
