@@ -108,8 +108,8 @@ class RatioClassifier(nn.Module):
         num_classes, gamma, regularization: the task's options (see the module docstring).
     """
 
-    #: what :meth:`simgen.estimators.Estimator._fit` reads of a model: no support map, no dequantisation and no
-    #: linear baseline before the classifier
+    #: what :meth:`simgen.estimators.Estimator._fit` reads of a model (with :meth:`initialize` and the
+    #: standardisations): no support map, no dequantisation and no linear baseline before the classifier
     support = dequantize = residual = None
 
     def __init__(self, variant: str, d_theta: int, embedding: nn.Module, x_standardize: nn.Module, features: int,
@@ -131,6 +131,9 @@ class RatioClassifier(nn.Module):
     @property
     def c_standardize(self) -> nn.Module:
         return self.x_standardize
+
+    def initialize(self, y: Tensor, c: Tensor) -> None:
+        """No data-dependent start beyond the standardisations (what the estimators call before training)."""
 
     def features(self, x: Tensor) -> Tensor:
         """The embedded, standardised x ``[n, f]``."""
