@@ -54,6 +54,27 @@ def x_context_parts(x_kind: str | None, x_shape: tuple[int, ...], embedding: nn.
         return embedding, nets.SetStandardize(x_shape, masked=masked)
     return embedding, Standardize(x_shape, per_channel=x_kind == "map")
 
+def check_prior(prior: Any) -> None:
+    """A prior must be a torch ``Distribution`` over vectors θ (event shape ``[d_theta]``): else a ValueError."""
+    if not isinstance(prior, Distribution):
+        raise ValueError(f"prior must be a torch Distribution; got {type(prior).__name__}")
+    if len(prior.event_shape) != 1:
+        raise ValueError(
+            f"prior must have event shape [d_theta]; got {list(prior.event_shape)} (wrap a scalar prior as "
+            "torch.distributions.Independent(..., 1) over a 1-element batch, or use sbi.utils.BoxUniform)"
+        )
+
+
+def resolve_x_kind(x_kind: str | None, simulator: Any | None) -> str | None:
+    """``x_kind``, else the simulator's (simulators are duck-typed: the attribute is optional), checked against
+    :data:`X_KINDS`; ``None`` when neither says (it is then inferred from x's shape at fit time)."""
+    if x_kind is None and simulator is not None:
+        x_kind = getattr(simulator, "x_kind", None)
+    if x_kind is not None and x_kind not in X_KINDS:
+        raise ValueError(f"x_kind must be one of {X_KINDS}; got {x_kind!r}")
+    return x_kind
+
+
 #: rows a family's data-dependent start (``ConditionalDensity.initialize``) sees at most: a streamed store's
 #: first chunk, or the first rows of in-memory data
 INITIALIZE_ROWS = 20_000
@@ -84,22 +105,14 @@ class Estimator:
         linear_baseline: bool = True,
         support_map: str | None = None,
     ) -> None:
-        if prior is not None and not isinstance(prior, Distribution):
-            raise ValueError(f"prior must be a torch Distribution; got {type(prior).__name__}")
-        if prior is not None and len(prior.event_shape) != 1:
-            raise ValueError(
-                f"prior must have event shape [d_theta]; got {list(prior.event_shape)} (wrap a scalar prior as "
-                "torch.distributions.Independent(..., 1) over a 1-element batch, or use sbi.utils.BoxUniform)"
-            )
+        if prior is not None:
+            check_prior(prior)
         make_model(model)  # validate the model string early
         if support_map is not None and support_map not in SUPPORT_MAPS:
             raise ValueError(f"support_map must be one of {SUPPORT_MAPS} or None (the family's); got {support_map!r}")
-        if x_kind is None and simulator is not None:
-            x_kind = getattr(simulator, "x_kind", None)  # simulators are duck-typed: the attribute is optional
+        x_kind = resolve_x_kind(x_kind, simulator)
         if discrete is None and simulator is not None:
             discrete = getattr(simulator, "x_discrete", None)
-        if x_kind is not None and x_kind not in X_KINDS:
-            raise ValueError(f"x_kind must be one of {X_KINDS}; got {x_kind!r}")
         self.prior = prior
         self.model_spec = model
         self.embedding = embedding

@@ -35,7 +35,7 @@ from ..io import register_estimator
 from ..training import TrainingConfig, TrainingHistory
 from ..transforms import Standardize
 from ..utils import broadcast_rows, default_device
-from .base import X_KINDS, Estimator, infer_x_kind, training_config, x_context_parts
+from .base import Estimator, check_prior, infer_x_kind, resolve_x_kind, training_config, x_context_parts
 
 __all__ = ["RatioEstimator", "RatioClassifier", "RATIO_MODELS", "RATIO_OPTIONS", "RECOMMENDED_RATIO_MODEL"]
 
@@ -253,10 +253,7 @@ class RatioEstimator(Estimator):
     ) -> None:
         # Estimator.__init__ builds a density family; a ratio estimator has a classifier instead, so it sets the
         # attributes the shared checks, fitting and saving read itself.
-        if not isinstance(prior, Distribution):
-            raise ValueError(f"prior must be a torch Distribution; got {type(prior).__name__}")
-        if len(prior.event_shape) != 1:
-            raise ValueError(f"prior must have event shape [d_theta]; got {list(prior.event_shape)}")
+        check_prior(prior)
         self.variant = _check_variant(model)
         self.task = task_options(self.variant, num_classes, gamma, regularization)
         if min(hidden_features, num_blocks) < 1:
@@ -264,10 +261,7 @@ class RatioEstimator(Estimator):
         self.network = {"hidden_features": int(hidden_features), "num_blocks": int(num_blocks),
                         "activation": activation}
         nets.ResidualMLP(1, 1, **self.network)  # validate the activation name early
-        if x_kind is None and simulator is not None:
-            x_kind = getattr(simulator, "x_kind", None)
-        if x_kind is not None and x_kind not in X_KINDS:
-            raise ValueError(f"x_kind must be one of {X_KINDS}; got {x_kind!r}")
+        x_kind = resolve_x_kind(x_kind, simulator)
         self.prior = prior
         self.model_spec = model
         self.embedding = embedding
