@@ -15,6 +15,7 @@ arrays: the driver (the process that called ``simulate``) is the only writer of 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import pickle
@@ -42,13 +43,16 @@ class ChunkTask:
     seed: int
     x_shape: tuple[int, ...] | None
     threads: int | None = None  # torch threads to use in the worker (None: leave as is)
+    gold: bool = False  # mine the joint score (and ratio) from the latents (simgen.campaign.gold)
+    gold_reference: Any = None  # θ_ref [k, d] float64 of the joint log ratio, or None
 
 
 def run_chunk(task: ChunkTask, k: int) -> tuple[int, ChunkResult]:
     """Simulate chunk ``k`` of ``task`` (the function workers run)."""
     if task.threads is not None and torch.get_num_threads() != task.threads:
         torch.set_num_threads(task.threads)
-    return k, simulate_chunk(task.simulator, task.prior, task.chunk_size, task.seed, k, task.x_shape)
+    return k, simulate_chunk(task.simulator, task.prior, task.chunk_size, task.seed, k, task.x_shape,
+                             task.gold, task.gold_reference)
 
 
 def submit_windowed(
@@ -135,7 +139,7 @@ class LocalProcesses:
         import multiprocessing as mp
 
         _check_picklable(task, f"worker processes (workers={self.workers})")
-        task = ChunkTask(task.simulator, task.prior, task.chunk_size, task.seed, task.x_shape, self.threads)
+        task = dataclasses.replace(task, threads=self.threads)
         if self._pool is None:
             self._pool = cf.ProcessPoolExecutor(
                 self.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(self.threads,)
@@ -186,7 +190,7 @@ class Dask:
     def run(self, task: ChunkTask, chunks: Iterable[int]) -> Iterator[tuple[int, ChunkResult]]:
         import distributed
 
-        task = ChunkTask(task.simulator, task.prior, task.chunk_size, task.seed, task.x_shape, self.threads)
+        task = dataclasses.replace(task, threads=self.threads)
         [task_future] = self.client.scatter([task], broadcast=True, hash=False)
         window = 2 * max(self.workers, len(self.client.scheduler_info().get("workers", {})))
 

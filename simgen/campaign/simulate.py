@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..utils import call_simulator, check_positive_int
 from .describe import describe_distribution, describe_simulator
 from .executors import ChunkTask, make_executor
+from .gold import check_gold_simulator, check_reference
 from .store import Store
 from .types import ChunkResult, SimulationFailure
 
@@ -66,6 +67,8 @@ def simulate(
     executor: Any = None,
     metadata: dict[str, Any] | None = None,
     iid: int | None = None,
+    gold: bool = False,
+    gold_reference: Any = None,
 ) -> Any:
     """Draw θ ~ prior and x ~ simulator(θ) for ``num_simulations`` attempts.
 
@@ -93,10 +96,19 @@ def simulate(
             the set of draws (what ``PosteriorEstimator(prior, iid=True)`` trains on); ``num_simulations``
             counts θ rows (``num_simulations · iid`` simulator calls), and a θ with any failed draw is left out
             and reported.
+        gold: also mine each simulation's gold from its latents (Brehmer et al. 2020; :mod:`simgen.campaign.gold`):
+            the joint score t(x, z | θ) = ∇_θ log p(x, z | θ), for simulators that follow the gold protocol
+            (``simulator(theta, return_latents=True) -> (x, z)`` and ``simulator.joint_log_prob(theta, x, z)``,
+            differentiable in θ); any other simulator gets a ValueError saying what it lacks. Gold is kept in the
+            store beside θ and x (resuming and extending keep it; ``store.load_gold()``), and estimators built
+            with ``gold="score"`` train on it (``fit(theta, x, gold=gold)``, ``fit(store)``).
+        gold_reference: θ_ref ``[k, d_theta]`` (or one row): with ``gold``, also the joint log likelihood ratio
+            log p(x, z | θ) − log p(x, z | θ_ref,j), ``gold["joint_log_ratio"]`` ``[n, k]``.
 
     Returns:
-        ``(theta, x)``: CPU float32 tensors ``[n_valid, d_theta]`` and ``[n_valid, *x_shape]``; or the store
-        (``return_data=False``).
+        ``(theta, x)``: CPU float32 tensors ``[n_valid, d_theta]`` and ``[n_valid, *x_shape]``; with ``gold``,
+        ``(theta, x, gold)``, ``gold`` a dict of float32 tensors ``{"joint_score": [n_valid, d_theta]}`` (and
+        ``"joint_log_ratio": [n_valid, k]``); or the store (``return_data=False``).
 
     Raises:
         ValueError: bad arguments, a store holding another campaign, or every simulation failed (the first
@@ -104,6 +116,14 @@ def simulate(
     """
     check_positive_int(num_simulations, "num_simulations")
     check_positive_int(chunk_size, "chunk_size")
+    if not isinstance(gold, bool):
+        raise ValueError(f"gold must be True or False; got {gold!r}")
+    if gold_reference is not None and not gold:
+        raise ValueError("gold_reference= goes with gold=True (the joint log ratio is part of the gold)")
+    if gold and iid is not None:
+        raise ValueError("gold=True with iid= is not supported: mine gold per simulation (iid=None)")
+    if gold:
+        check_gold_simulator(simulator)
     if iid is not None:
         if not callable(simulator):
             raise ValueError(f"simulator must be callable; got {type(simulator).__name__}")
@@ -115,6 +135,12 @@ def simulate(
         raise ValueError(f"simulator must be callable; got {type(simulator).__name__}")
     if not return_data and store is None:
         raise ValueError("return_data=False leaves the data on disk: it needs store=PATH")
+    d_theta = int(prior.event_shape.numel()) if len(prior.event_shape) else 1
+    reference = check_reference(gold_reference, d_theta)
+    gold_meta = None if not gold else {
+        "fields": ["joint_score"] + (["joint_log_ratio"] if reference is not None else []),
+        "reference": None if reference is None else reference.tolist()}
+    metadata = {**(metadata or {}), "gold": gold_meta}
     declared = getattr(simulator, "x_shape", None)
     x_shape = tuple(declared) if declared is not None else None
     num_chunks = math.ceil(num_simulations / chunk_size)
@@ -153,7 +179,7 @@ def simulate(
         made = make_executor(executor, workers)
         if made is not executor:
             stack.callback(made.close)
-        task = ChunkTask(simulator, prior, chunk_size, seed, x_shape)
+        task = ChunkTask(simulator, prior, chunk_size, seed, x_shape, gold=gold, gold_reference=reference)
         while pending:
             # Without a known x shape, chunks run one at a time until one has set it, so that every chunk
             # is checked against the same shape whatever the executor.
@@ -187,18 +213,22 @@ def simulate(
         )
     if not return_data:
         return campaign
-    thetas, xs = [], []
+    thetas, xs, golds = [], [], []
     for k in range(num_chunks):
         keep = keep_rows(k)
         if k in results:
             r = results.pop(k)
             theta, x, valid = r.theta[:keep], None if r.x is None else r.x[:keep], r.valid[:keep]
+            chunk_gold = {name: v[:keep] for name, v in (r.gold or {}).items()}
         else:
-            rows = campaign.read_chunk(k, keep, ("theta", "x", "valid"))
-            theta, x, valid = rows["theta"], rows["x"], rows["valid"]
+            rows = campaign.read_chunk(k, keep, ("theta", "x", "valid", "gold"))
+            theta, x, valid, chunk_gold = rows["theta"], rows["x"], rows["valid"], rows["gold"]
         thetas.append(theta[valid])
         xs.append(x[valid] if x is not None else torch.empty(0, *x_shape))
-    return torch.cat(thetas), torch.cat(xs)
+        golds.append({name: v[valid] for name, v in chunk_gold.items()})
+    if not gold:
+        return torch.cat(thetas), torch.cat(xs)
+    return torch.cat(thetas), torch.cat(xs), {name: torch.cat([g[name] for g in golds]) for name in gold_meta["fields"]}
 
 
 def _log_prob(prior: Distribution, theta: Tensor) -> Tensor:

@@ -6,9 +6,11 @@ A store is a folder (the path the user gives, e.g. ``runs.h5``) holding
   :mod:`simgen.campaign.chunks` for chunking and seeding), with datasets ``theta`` ``[k, d_theta]``, ``x``
   ``[k, *x_shape]`` (NaN rows where the simulation failed), ``status`` ``[k]`` (0 valid, 1 failed),
   ``proposal_log_prob`` ``[k]`` (log q(θ) of the distribution θ was drawn from) and a ``failures`` group
-  (``row``, ``error``, ``message``). Each file is written under a temporary name and atomically
-  renamed when complete, so a killed process never leaves a partial chunk file; a chunk damaged by a machine
-  crash (the data had not reached the disk) is detected when the campaign resumes and simulated again.
+  (``row``, ``error``, ``message``); a campaign that mines gold (:mod:`simgen.campaign.gold`) adds a ``gold``
+  group (``joint_score`` ``[k, d_theta]``, ``joint_log_ratio`` ``[k, k_ref]``; NaN rows where failed).
+  Each file is written under a temporary name and atomically renamed when complete, so a killed process never
+  leaves a partial chunk file; a chunk damaged by a machine crash (the data had not reached the disk) is detected
+  when the campaign resumes and simulated again.
 * ``index.json``: the campaign's metadata (simulator name and options, the distribution θ was drawn from,
   seed, chunk size, x shape and kind, simgen version, creation time), the number of simulations asked for so
   far, and a cache of per-chunk counts. It is also replaced atomically; the chunk files are the truth, and
@@ -49,7 +51,7 @@ INDEX = "index.json"
 STATUS_VALID, STATUS_FAILED = 0, 1
 _CHUNK_RE = re.compile(r"^chunk-(\d{6,})\.h5$")
 #: metadata that must agree when a campaign is resumed or extended
-_CAMPAIGN_KEYS = ("seed", "chunk_size", "simulator", "proposal", "theta_dim")
+_CAMPAIGN_KEYS = ("seed", "chunk_size", "simulator", "proposal", "theta_dim", "gold")
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
@@ -110,6 +112,9 @@ class Store:
         if (path / INDEX).is_file():
             store = cls.open(path)
             stored = store.metadata
+            if stored.get("gold") is None and metadata.get("gold") is not None and store.chunk_indices():
+                raise ValueError(f"the store {path} was simulated without gold: its chunks carry no joint score; "
+                                 "simulate into another store with gold=True")
             for key in _CAMPAIGN_KEYS:
                 if key in metadata and jsonable(metadata[key]) != stored.get(key):
                     raise ValueError(
@@ -227,6 +232,10 @@ class Store:
                 f.create_dataset("x", data=np.full((n, *x_shape), np.nan, dtype=np.float32))
             f.create_dataset("status", data=status)
             f.create_dataset("proposal_log_prob", data=proposal_log_prob.detach().double().numpy())
+            if result.gold is not None:
+                gold = f.create_group("gold")
+                for name, values in result.gold.items():
+                    gold.create_dataset(name, data=values.detach().to(torch.float32).numpy())
             g = f.create_group("failures")
             fails = result.failures
             g.create_dataset("row", data=np.array([fl.row for fl in fails], dtype=np.int64))
@@ -287,7 +296,8 @@ class Store:
 
     def read_chunk(self, k: int, keep: int | None = None, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
         """Chunk ``k``'s rows (the first ``keep``): a dict with ``theta``, ``x``, ``valid``,
-        ``proposal_log_prob`` tensors and ``failures`` (or only ``fields``)."""
+        ``proposal_log_prob`` tensors and ``failures`` (or only ``fields``; ``"gold"`` gives the dict of gold
+        tensors, empty for a campaign without gold)."""
         fields = fields or ("theta", "x", "valid", "proposal_log_prob", "failures")
         out: dict[str, Any] = {}
         sl = slice(0, keep)
@@ -304,6 +314,8 @@ class Store:
                 out["valid"] = torch.from_numpy(f["status"][sl] == STATUS_VALID)
             if "proposal_log_prob" in fields:
                 out["proposal_log_prob"] = torch.from_numpy(f["proposal_log_prob"][sl])
+            if "gold" in fields:
+                out["gold"] = {name: torch.from_numpy(ds[sl]) for name, ds in f["gold"].items()} if "gold" in f else {}
             if "failures" in fields:
                 g = f["failures"]
                 rows = g["row"][()]
@@ -323,6 +335,8 @@ class Store:
         parts = [self.read_chunk(k, keep, (name,))[name] for k, keep in self.visible_chunks()]
         if name == "failures":
             return [f for p in parts for f in p]
+        if name == "gold":
+            return {key: torch.cat([p[key] for p in parts]) for key in parts[0]} if parts else {}
         if not parts:
             raise ValueError(f"the store {self.path} holds no complete chunks yet")
         return torch.cat(parts)
@@ -346,6 +360,28 @@ class Store:
     @property
     def failures(self) -> list[SimulationFailure]:
         return self._gather("failures")
+
+    @property
+    def gold(self) -> dict[str, Tensor]:
+        """Every row's gold, ``{"joint_score": [n, d_theta], ...}`` (NaN where failed; empty without gold)."""
+        return self._gather("gold")
+
+    @property
+    def has_gold(self) -> bool:
+        """Whether the campaign mined gold (``simulate(..., gold=True)``)."""
+        return bool(self.metadata.get("gold"))
+
+    def load_gold(self) -> dict[str, Tensor]:
+        """The gold of the valid rows, row for row with :meth:`load` (what ``simulate(..., gold=True)``
+        returned as its third value).
+
+        Raises:
+            ValueError: the campaign was simulated without gold.
+        """
+        if not self.has_gold:
+            raise ValueError(f"the store {self.path} holds no gold: simulate it with simgen.simulate(..., gold=True)")
+        valid = self.valid
+        return {name: values[valid] for name, values in self.gold.items()}
 
     def __len__(self) -> int:
         return sum(keep for _, keep in self.visible_chunks())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor
 
@@ -21,9 +22,12 @@ class SimulationFailure:
 
 @dataclass
 class ChunkResult:
-    """Output of one chunk: θ ``[k, d]``, x ``[k, *x_shape]`` (invalid rows are NaN), and validity ``[k]``."""
+    """Output of one chunk: θ ``[k, d]``, x ``[k, *x_shape]`` (invalid rows are NaN), validity ``[k]`` and, for a
+    campaign that mines gold (:mod:`simgen.campaign.gold`), ``gold``: ``{"joint_score": [k, d], ...}`` (NaN rows
+    where invalid)."""
 
     theta: Tensor
     x: Tensor | None
     valid: Tensor
     failures: list[SimulationFailure] = field(default_factory=list)
+    gold: dict[str, Any] | None = None

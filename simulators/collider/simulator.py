@@ -23,7 +23,13 @@ from simulators.collider.jets import jet_summary
 from simulators.collider.latents import ColliderLatents, DetectorLatents, PartonLatents, ShowerLatents
 from simulators.collider.parton import parton_log_prob, sample_parton
 from simulators.collider.shower import sample_shower, shower_log_prob
-from simulators.collider.smeared import smeared_log_likelihood, smeared_posterior, smeared_sample
+from simulators.collider.smeared import (
+    smeared_joint_log_prob,
+    smeared_log_likelihood,
+    smeared_posterior,
+    smeared_sample,
+    smeared_sample_latents,
+)
 
 __all__ = ["Collider"]
 
@@ -89,15 +95,20 @@ class Collider(Simulator):
 
     def __call__(
         self, theta: Any, *, generator: torch.Generator | None = None, return_latents: bool = False
-    ) -> Tensor | tuple[Tensor, ColliderLatents]:
-        r"""Simulate ``x [n, *x_shape]`` (float32); with ``return_latents=True`` (full chain) also the latents
-        :class:`ColliderLatents` (float64), whose stages carry :math:`\log p(z_p|\theta)`, :math:`\log p(z_s|z_p)`
-        and :math:`\log p(z_d|z_s,\theta)` as ``log_prob``."""
+    ) -> Tensor | tuple[Tensor, Any]:
+        r"""Simulate ``x [n, *x_shape]`` (float32); with ``return_latents=True`` also the latents, drawn with the
+        same random numbers as ``x`` alone: on the full chain :class:`ColliderLatents` (float64), whose stages
+        carry :math:`\log p(z_p|\theta)`, :math:`\log p(z_s|z_p)` and :math:`\log p(z_d|z_s,\theta)` as
+        ``log_prob``; at ``level="parton_smeared"`` the Breit–Wigner mass cell k ``[n]`` (int64), see
+        :meth:`joint_log_prob`. Together they are the gold protocol of :mod:`simgen.campaign.gold`."""
         theta = self._as_theta(theta, torch.float32)
         if not return_latents:
             return self._simulate(theta, generator).to(torch.float32)
-        if self.level != "full":
-            raise ValueError("collider: return_latents=True needs level='full'")
+        if self.level == "parton_smeared":
+            theta = theta.to(F64)
+            self._check_theta(theta)
+            x, cell = smeared_sample_latents(theta, generator)
+            return x.to(torch.float32), cell
         x, z = self._chain(theta.to(F64), generator)
         return x.to(torch.float32), z
 
@@ -134,20 +145,29 @@ class Collider(Simulator):
             x = torch.cat((x, x.new_zeros(len(x), N_MAX - x.shape[1], 4)), 1)
         return x
 
-    def joint_log_prob(self, theta: Any, x: Any, z: ColliderLatents) -> Tensor:
+    def joint_log_prob(self, theta: Any, x: Any, z: Any) -> Tensor:
         r""":math:`\log p(x, z \mid \theta) = \log p(z_p|\theta) + \log p(z_s|z_p) + \log p(z_d|z_s,\theta)` ``[B]``
         (float64), differentiable in ``theta`` (pass a tensor with ``requires_grad``).
 
         ``x`` is a deterministic function of :math:`z_d` (:math:`p(x|z_d)` is a delta): rows where ``x``
         differs from ``observe(z_d)`` (beyond float32 rounding) get ``-inf``.
+
+        At ``level="parton_smeared"``, z is the mass cell k ``[B]`` and :math:`\log p(m_{obs}, k \mid \theta) =
+        \log P_k(M, \Gamma) + \log N(m_{obs}; \mathrm{JES}\, \bar m_k, (\mathrm{JES}\, \bar m_k r_m)^2)`
+        (:func:`~simulators.collider.smeared.smeared_joint_log_prob`): summed over k it is the exact
+        likelihood, so this level's gold has an exact ground truth (the score of :meth:`log_likelihood`).
         """
-        if self.level != "full":
-            raise ValueError("collider: joint_log_prob needs level='full'")
         theta = torch.as_tensor(theta)
         theta = theta.to(F64) if theta.dtype != F64 else theta
         if theta.ndim != 2 or theta.shape[1] != 3:
             raise ValueError(f"collider: expected theta of shape [n, 3], got {list(theta.shape)}")
         x = self._as_x(x)
+        if self.level == "parton_smeared":
+            cell = torch.as_tensor(z, dtype=torch.long)
+            if len(theta) != len(x) or cell.shape != (len(x),):
+                raise ValueError(f"collider: theta ({len(theta)} rows), x ({len(x)}) and the cells z "
+                                 f"({list(cell.shape)}) must agree")
+            return smeared_joint_log_prob(theta, x, cell)
         B = len(z.parton.m)
         if len(theta) != B or len(x) != B:
             raise ValueError(f"collider: theta ({len(theta)} rows), x ({len(x)}) and z ({B} events) must agree")

@@ -13,7 +13,8 @@ from torch import Tensor
 from simulators.collider.constants import F64, M_HI, M_LO, N_CELLS, PRIOR_HIGH, PRIOR_LOW, R_M
 from simulators.collider.distributions import bw_cdf, bw_sample
 
-__all__ = ["smeared_cell_masses", "smeared_log_likelihood", "smeared_posterior", "smeared_sample"]
+__all__ = ["smeared_cell_masses", "smeared_joint_log_prob", "smeared_log_likelihood", "smeared_posterior",
+           "smeared_sample", "smeared_sample_latents"]
 
 
 def _cell_edges() -> Tensor:
@@ -54,13 +55,31 @@ def _grid_cell_masses(G: int) -> Tensor:
     return smeared_cell_masses(M.reshape(-1), Gamma.reshape(-1))
 
 
-def smeared_sample(theta: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    r""":math:`m_{obs}` ``[B, 1]`` for a checked float64 ``theta [B, 3]``."""
+def smeared_sample_latents(theta: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    r"""(:math:`m_{obs}` ``[B, 1]``, the mass cell k ``[B]`` (int64)) for a checked float64 ``theta [B, 3]``."""
     M, Gamma, jes = theta[:, 0], theta[:, 1], theta[:, 2]
     m = bw_sample(torch.rand(len(theta), dtype=F64, generator=generator), M, Gamma)
-    m_bar = _cell_centres()[_cell_index(m)]
+    cell = _cell_index(m)
     xi = torch.randn(len(theta), dtype=F64, generator=generator)
-    return (jes * m_bar * (1 + R_M * xi))[:, None]
+    return (jes * _cell_centres()[cell] * (1 + R_M * xi))[:, None], cell
+
+
+def smeared_sample(theta: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    r""":math:`m_{obs}` ``[B, 1]`` for a checked float64 ``theta [B, 3]``."""
+    return smeared_sample_latents(theta, generator)[0]
+
+
+def smeared_joint_log_prob(theta: Tensor, x: Tensor, cell: Tensor) -> Tensor:
+    r"""The joint :math:`\log p(m_{obs}, k \mid 	heta) = \log P_k(M, \Gamma) + \log N(m_{obs}; \mathrm{JES}\,
+    ar m_k, (\mathrm{JES}\, ar m_k r_m)^2)` ``[B]`` over the latent mass cell k (the mass within its cell does
+    not reach :math:`m_{obs}`, so it is integrated out exactly); differentiable in ``theta [B, 3]``. Summed over k
+    it is :func:`smeared_log_likelihood`."""
+    edges = _cell_edges()
+    M, Gamma, jes = theta[:, 0], theta[:, 1], theta[:, 2]
+    log_cell = torch.log(bw_cdf(edges[cell + 1], M, Gamma) - bw_cdf(edges[cell], M, Gamma))
+    mean = jes * _cell_centres()[cell]
+    std = R_M * mean
+    return log_cell - 0.5 * ((x[:, 0] - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)
 
 
 def smeared_log_likelihood(theta: Tensor, x: Tensor) -> Tensor:

@@ -116,8 +116,12 @@ def test_bad_inputs():
         sim(torch.tensor([[500.0, -1.0, 1.0]]))
     with pytest.raises(ValueError, match="JES > 0"):
         sim(torch.tensor([[500.0, 10.0, 0.0]]))
-    with pytest.raises(ValueError, match="return_latents=True needs level='full'"):
-        Collider(level="parton_smeared")(torch.tensor([[500.0, 10.0, 1.0]]), return_latents=True)
+    # level="parton_smeared" has latents too (its mass cell), for gold: same x as without them
+    smeared = Collider(level="parton_smeared")
+    theta = torch.tensor([[500.0, 10.0, 1.0]])
+    x, cell = smeared(theta, return_latents=True, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(x, smeared(theta, generator=torch.Generator().manual_seed(0)))
+    assert cell.dtype == torch.long and cell.shape == (1,)
     with pytest.raises(ValueError, match="E > 0 and JES > 0"):
         ColliderDetector()(torch.tensor([[-1.0, 0.0, 1.0]]))
 

@@ -1,0 +1,116 @@
+"""Mining gold (Brehmer et al. 2020): joint scores from ``simulate(..., gold=True)``, their store round trip, and
+the estimators that train on them (SCANDAL, SALLY, the ratio estimator's score term)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Independent, Normal, Uniform
+
+import simgen
+import simulators
+from simgen.campaign import chunk_seeds, joint_gold
+
+SIGMA_Z, SIGMA_N = 1.0, 1.0
+
+
+class LatentShift:
+    """x = θ + z + ε, z ~ N(0, σ_z²), ε ~ N(0, σ_n²): the joint score is (x − θ − z)/σ_n², the marginal score
+    (x − θ)/(σ_z² + σ_n²)."""
+
+    x_shape = (1,)
+
+    def __call__(self, theta, generator=None, return_latents=False):
+        z = SIGMA_Z * torch.randn(theta.shape, generator=generator)
+        x = theta + z + SIGMA_N * torch.randn(theta.shape, generator=generator)
+        return (x, z) if return_latents else x
+
+    def joint_log_prob(self, theta, x, z):
+        log_z = Normal(0.0, SIGMA_Z).log_prob(z.double())
+        return (log_z + Normal(theta + z.double(), SIGMA_N).log_prob(x.double())).sum(-1)
+
+
+def box(low, high):
+    return Independent(Uniform(torch.tensor(low), torch.tensor(high)), 1)
+
+
+def test_joint_score_matches_finite_differences():
+    sim = simulators.get("collider", level="parton_smeared")
+    theta, x, gold = simgen.simulate(sim, sim.prior, 64, seed=3, chunk_size=64, progress=False, gold=True,
+                                     gold_reference=torch.tensor([500.0, 20.0, 1.0]))
+    # the chunk's latents, drawn again from its seeds
+    theta_seed, sim_seed = chunk_seeds(3, 0)
+    _, z = sim(theta, generator=torch.Generator().manual_seed(sim_seed), return_latents=True)
+    t = theta.double()
+    h = torch.tensor([1e-3, 1e-4, 1e-6], dtype=torch.float64)
+    for j in range(3):
+        step = torch.zeros(3, dtype=torch.float64)
+        step[j] = h[j]
+        fd = (sim.joint_log_prob(t + step, x, z) - sim.joint_log_prob(t - step, x, z)) / (2 * h[j])
+        assert torch.allclose(gold["joint_score"][:, j].double(), fd, rtol=1e-3, atol=1e-3 * fd.abs().max()), j
+    ref = torch.tensor([[500.0, 20.0, 1.0]], dtype=torch.float64).expand(64, -1)
+    expected = sim.joint_log_prob(t, x, z) - sim.joint_log_prob(ref, x, z)
+    assert torch.allclose(gold["joint_log_ratio"][:, 0].double(), expected, rtol=1e-4, atol=1e-3)
+    # collider_detector's joint score too, against its own joint_log_prob
+    det = simulators.get("collider_detector")
+    theta = det.prior.sample((200,))
+    x, e = det(theta, generator=torch.Generator().manual_seed(0), return_latents=True)
+    score = joint_gold(det, theta, x, e)["joint_score"].double()
+    t = theta.double()
+    for j, hj in ((0, 1e-4), (2, 1e-7)):
+        step = torch.zeros(3, dtype=torch.float64)
+        step[j] = hj
+        fd = (det.joint_log_prob(t + step, x, e) - det.joint_log_prob(t - step, x, e)) / (2 * hj)
+        assert torch.allclose(score[:, j], fd, rtol=1e-3, atol=1e-3), j
+
+
+def test_average_joint_score_is_the_marginal_score():
+    # E[t(x, z | θ) | x, θ] = ∂/∂θ log p(x | θ) = (x − θ)/(σ_z² + σ_n²): the least-squares line of t on x − θ
+    theta, x, gold = simgen.simulate(LatentShift(), box([-1.0], [1.0]), 20_000, seed=0, progress=False, gold=True)
+    r = (x - theta)[:, 0].double()
+    t = gold["joint_score"][:, 0].double()
+    slope = (r * t).sum() / (r * r).sum()
+    assert slope.item() == pytest.approx(1 / (SIGMA_Z**2 + SIGMA_N**2), rel=0.03)
+    # the residual is pure latent noise, uncorrelated with x: its mean is 0
+    resid = t - slope * r
+    assert abs(resid.mean().item()) < 4 * resid.std().item() / math.sqrt(len(t))
+
+
+def test_gold_store_round_trip_and_resume(tmp_path):
+    sim = simulators.get("collider", level="parton_smeared")
+    path = tmp_path / "gold.h5"
+    ref = sim.prior.sample((2,))
+    theta, x, gold = simgen.simulate(sim, sim.prior, 300, seed=1, chunk_size=100, progress=False, gold=True,
+                                     gold_reference=ref, store=path)
+    store = simgen.open_store(path)
+    assert store.has_gold and store.metadata["gold"]["fields"] == ["joint_score", "joint_log_ratio"]
+    back = store.load_gold()
+    assert set(back) == {"joint_score", "joint_log_ratio"}
+    for name in back:
+        assert torch.equal(back[name], gold[name])
+    assert back["joint_log_ratio"].shape == (theta.shape[0], 2)
+    # extending the campaign keeps the first rows and their gold; the data match a run without gold
+    theta2, x2, gold2 = simgen.simulate(sim, sim.prior, 500, seed=1, chunk_size=100, progress=False, gold=True,
+                                        gold_reference=ref, store=path)
+    assert torch.equal(gold2["joint_score"][: theta.shape[0]], gold["joint_score"])
+    plain_theta, plain_x = simgen.simulate(sim, sim.prior, 500, seed=1, chunk_size=100, progress=False)
+    assert torch.equal(plain_x, x2) and torch.equal(plain_theta, theta2)
+    # a campaign is simulated with gold or without it
+    with pytest.raises(ValueError, match="different campaign: its gold"):
+        simgen.simulate(sim, sim.prior, 500, seed=1, chunk_size=100, progress=False, store=path)
+    plain = tmp_path / "plain.h5"
+    simgen.simulate(sim, sim.prior, 100, seed=1, chunk_size=100, progress=False, store=plain)
+    with pytest.raises(ValueError, match="without gold"):
+        simgen.simulate(sim, sim.prior, 100, seed=1, chunk_size=100, progress=False, store=plain, gold=True)
+    with pytest.raises(ValueError, match="holds no gold"):
+        simgen.open_store(plain).load_gold()
+
+
+def test_simulator_without_gold_is_refused():
+    sim = simulators.get("two_moons")
+    with pytest.raises(ValueError, match="joint_log_prob"):
+        simgen.simulate(sim, sim.prior, 10, gold=True, progress=False)
+    with pytest.raises(ValueError, match="goes with gold=True"):
+        simgen.simulate(LatentShift(), box([-1.0], [1.0]), 10, gold_reference=[0.0], progress=False)
