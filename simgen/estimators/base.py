@@ -26,6 +26,7 @@ from ..training.checkpoint import checkpoint_seed
 from ..transforms import SUPPORT_MAPS, Dequantize, LinearResidual, Standardize, SupportBijection
 from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows, default_device
 from . import ingest, sequential
+from .gold import GoldObjective, check_gold_options, check_gold_rows, theta_scale
 from .validity import ValidityClassifier
 
 __all__ = ["Estimator", "infer_x_kind", "training_config", "x_context_parts", "X_KINDS"]
@@ -104,9 +105,12 @@ class Estimator:
         device: str | torch.device | None = None,
         linear_baseline: bool = True,
         support_map: str | None = None,
+        gold: str | None = None,
+        gold_weight: float = 1.0,
     ) -> None:
         if prior is not None:
             check_prior(prior)
+        self.gold, self.gold_weight = check_gold_options(gold, gold_weight)
         make_model(model)  # validate the model string early
         if support_map is not None and support_map not in SUPPORT_MAPS:
             raise ValueError(f"support_map must be one of {SUPPORT_MAPS} or None (the family's); got {support_map!r}")
@@ -128,6 +132,57 @@ class Estimator:
         self.history: TrainingHistory | None = None
         #: P(valid | θ), fitted by ``fit(store)`` (likelihoods only); see ``LikelihoodEstimator.posterior``
         self.validity: ValidityClassifier | None = None
+        self.check_gold_family()
+
+    # ----------------------------------------------------------------- gold (simgen.estimators.gold)
+    #: the families that train on gold, by their ``log_prob_kind``
+    GOLD_LOG_PROB_KINDS: ClassVar[tuple[str, ...]] = ("exact",)
+
+    def check_gold_family(self) -> None:
+        """With ``gold="score"``, the family must have an exact, differentiable ``log_prob``: else a ValueError
+        naming the families that do."""
+        if self.gold is None or self.log_prob_kind in self.GOLD_LOG_PROB_KINDS:
+            return
+        spec = self.family_spec()
+        name = getattr(spec, "family", type(spec).__name__)
+        raise ValueError(
+            f"gold='score' trains the θ-gradient of an exact log-density (SCANDAL); the {name!r} family's log_prob "
+            f"is {self.log_prob_kind!r} (an ODE solve or an importance estimate, too costly or noisy to "
+            "differentiate at every step). Use model='flow' (or an MNLE or map flow), or gold=None"
+        )
+
+    def gold_log_density(self, model: nn.Module, y: Tensor, c: Tensor) -> Tensor:
+        """The log-density whose θ-gradient the score term compares with the joint score: the density's."""
+        return model.log_prob(y, c)
+
+    def gold_objective(self, model: nn.Module, theta: Tensor | None) -> GoldObjective:
+        """The training objective with the score term around ``model``; ``theta`` (the training θ, or ``None``
+        when streamed: the prior's standard deviation, else θ's standardisation) sets the term's units."""
+        if theta is not None:
+            scale = theta_scale(theta)
+        else:
+            try:
+                scale = self.prior.stddev.reshape(-1).float()
+            except (AttributeError, NotImplementedError, RuntimeError):
+                scale = torch.ones(self.d_theta)
+        prior_log_prob = self.prior.log_prob if self.direction == "posterior" else None
+        return GoldObjective(model, theta_in_y=self.y_is_theta, d_theta=int(scale.numel()), weight=self.gold_weight,
+                             scale=scale, log_density=self.gold_log_density, prior_log_prob=prior_log_prob)
+
+    def check_gold_fit(self, gold: Any, theta: Tensor) -> Tensor | None:
+        """The joint score rows for ``fit(theta, x, gold=gold)`` (``None`` without gold), or a ValueError when
+        ``gold`` and the estimator's ``gold=`` option disagree."""
+        if self.gold is None:
+            if gold is not None:
+                raise ValueError(f"fit got gold, but this {type(self).__name__} was built with gold=None: build it "
+                                 "with gold='score' (and gold_weight=) to train on the joint score")
+            return None
+        if gold is None:
+            raise ValueError(f"this {type(self).__name__} was built with gold='score': fit it with the joint score, "
+                             "fit(theta, x, gold=gold) (theta, x, gold = simgen.simulate(..., gold=True)), or on a "
+                             "store simulated with gold=True")
+        self.check_gold_family()
+        return check_gold_rows(gold, theta.shape[0], theta.shape[1])
 
     # ----------------------------------------------------------------- the direction (subclasses)
     #: ``"posterior"`` or ``"likelihood"``
@@ -264,10 +319,13 @@ class Estimator:
         settings: dict[str, Any],
         weights: Tensor | None = None,
         checkpoint: Any = None,
+        gold: Tensor | None = None,
     ) -> TrainingHistory:
         """Build a fresh density and train it on tensors ``(y, c)`` (with optional importance ``weights``) or on
         a streaming :class:`~simgen.training.StoreBatches` (under ``torchrun``, each rank's shard of it: the
-        standardisation statistics are then summed over the ranks)."""
+        standardisation statistics are then summed over the ranks). With ``gold`` (the joint score ``[n,
+        d_theta]`` of tensor rows; a streaming source serves its own) the loss gains the score term
+        (:class:`~simgen.estimators.gold.GoldObjective`)."""
         config = training_config(config, settings, self.training_defaults())
         group = distributed.setup(self.device)
         if group is not None:
@@ -299,7 +357,18 @@ class Estimator:
         y, c = (data, None) if streaming else data
         start = next(iter(data.iter_rows())) if streaming else data
         density.initialize(*(rows[:INITIALIZE_ROWS].to(self.device) for rows in start))
-        self.history = train(density, y, c, config, seed=seed, device=self.device, progress=progress,
+        model = density
+        if self.gold is not None:
+            if streaming:
+                theta_rows = None
+            else:
+                theta_rows = data[0] if self.y_is_theta else data[1]
+                if gold is None:
+                    raise ValueError("a gold-trained estimator needs the joint score of its training rows")
+                with_gold = torch.cat([theta_rows, gold.to(theta_rows)], dim=1)
+                y, c = (with_gold, c) if self.y_is_theta else (y, with_gold)
+            model = self.gold_objective(density, theta_rows).to(self.device)
+        self.history = train(model, y, c, config, seed=seed, device=self.device, progress=progress,
                              weights=weights, checkpoint=checkpoint)
         self.density = density
         self.validity = None
@@ -327,16 +396,21 @@ class Estimator:
         if not self._discrete_given and meta.get("x_discrete"):
             self.discrete = tuple(int(i) for i in meta["x_discrete"])
         weight_fn = self.store_weights(store, proposal)
+        if self.gold is not None and not store.has_gold:
+            raise ValueError(f"this {type(self).__name__} was built with gold='score', but the store {store.path} "
+                             "holds no gold: simulate it with simgen.simulate(..., gold=True)")
         in_memory, per_buffer = ingest.rows_fit_in_memory(store, d_theta, max_memory_gb)
         group = distributed.setup(self.device)
         if in_memory and group is None:
             theta, x = store.load()
-            return self._fit_pairs(theta, x, config, seed, progress, settings, weight_fn, checkpoint), store
+            gold = store.load_gold() if self.gold is not None else None
+            return self._fit_pairs(theta, x, config, seed, progress, settings, weight_fn, checkpoint,
+                                   gold=gold), store
         config = training_config(config, settings, self.training_defaults())
         split_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
         shard = (group.rank, group.world_size) if group is not None else None
         source = StoreBatches(store, self.y_is_theta, config.validation_fraction, split_seed,
-                              per_buffer, weight_fn, shard=shard)
+                              per_buffer, weight_fn, shard=shard, gold=self.gold is not None)
         self.theta_shape, self.x_shape = (d_theta,), tuple(store.x_shape)
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
         return self._fit(source, config, seed, progress, {}, checkpoint=checkpoint), store
@@ -349,6 +423,7 @@ class Estimator:
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
         settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None, checkpoint: Any = None,
+        gold: Any = None,
     ) -> TrainingHistory:
         raise NotImplementedError
 
@@ -418,6 +493,8 @@ class Estimator:
             "support_map": self.support_map,
             "embedding": nets.network_config(self.density.embedding) if self.density.embedding is not None else None,
             "history": self.history.to_dict() if self.history is not None else None,
+            "gold": self.gold,
+            "gold_weight": self.gold_weight,
         }
 
     @classmethod
@@ -431,6 +508,7 @@ class Estimator:
                   x_kind=config["x_kind"], discrete=config["discrete"], device=device,
                   linear_baseline=config.get("linear_baseline", False), support_map=config.get("support_map", "logit"))
         est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
+        est.gold, est.gold_weight = check_gold_options(config.get("gold"), config.get("gold_weight", 1.0))
         est.density = est.make_density(*est.shapes())
         if config.get("history"):
             est.history = TrainingHistory(**config["history"])

@@ -43,6 +43,11 @@ class LikelihoodEstimator(Estimator):
             (:class:`~simgen.models.MixedDensity`). ``"dequantize"`` (the default for other families and for
             maps): uniform dequantisation of the integer columns, a lower bound on the discrete likelihood
             (:class:`~simgen.transforms.Dequantize`). Models saved with either keep loading as they were saved.
+        gold: ``"score"``: SCANDAL (Brehmer et al. 2020, arXiv:1805.12244), trained on the joint score t(x, z | θ)
+            of each simulation (``simgen.simulate(..., gold=True)``): the loss gains
+            α E‖s ⊙ (∇_θ log q(x | θ) − t)‖², s θ's standard deviation (:mod:`simgen.estimators.gold`). Needs a
+            family with an exact ``log_prob`` (flow, MNLE, map flow); others are refused. Default ``None``.
+        gold_weight: α (default 1).
     """
 
     direction = "likelihood"
@@ -148,10 +153,13 @@ class LikelihoodEstimator(Estimator):
         progress: bool = True,
         max_memory_gb: float | None = None,
         checkpoint: str | os.PathLike | None = None,
+        gold: Any = None,
         **settings: Any,
     ) -> TrainingHistory:
         """Fit q(x | θ) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store
         (``fit("runs.h5")``; see :meth:`PosteriorEstimator.fit` for stores, ``max_memory_gb`` and ``settings``).
+        An estimator built with ``gold="score"`` trains on the joint score too: ``gold`` is the dict
+        ``simulate(..., gold=True)`` returned (or the score ``[n, d_theta]``); a store brings its own.
 
         From a store, it also fits the classifier P(valid | θ) on every row's status (valid or failed), which
         ``posterior(validity=True)`` uses; the emulator itself only ever sees valid rows. ``checkpoint=`` and
@@ -163,13 +171,14 @@ class LikelihoodEstimator(Estimator):
                                              checkpoint)
             self.validity = fit_validity(store.theta, store.valid, seed=seed, device=self.device)
             return history
-        return self._fit_pairs(theta, x, config, seed, progress, settings, checkpoint=checkpoint)
+        return self._fit_pairs(theta, x, config, seed, progress, settings, checkpoint=checkpoint, gold=gold)
 
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
-        settings: dict[str, Any], weight_fn: Any = None, checkpoint: Any = None,
+        settings: dict[str, Any], weight_fn: Any = None, checkpoint: Any = None, gold: Any = None,
     ) -> TrainingHistory:
         theta, x = self.check_pairs(theta, x)
+        score = self.check_gold_fit(gold, theta)
         self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
         d_x = math.prod(self.x_shape)
@@ -177,10 +186,11 @@ class LikelihoodEstimator(Estimator):
             raise ValueError(f"discrete indices must lie in [0, {d_x}); got {list(self.discrete)}")
         if self.discrete and self.x_kind != "vector":
             raise ValueError(f"discrete dimensions are supported for vector x only; x_kind is {self.x_kind!r}")
-        return self._fit((x, theta), config, seed, progress, settings, checkpoint=checkpoint)
+        return self._fit((x, theta), config, seed, progress, settings, checkpoint=checkpoint, gold=score)
 
     def _fit(self, data: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
-             settings: dict[str, Any], weights: Any = None, checkpoint: Any = None) -> TrainingHistory:
+             settings: dict[str, Any], weights: Any = None, checkpoint: Any = None,
+             gold: Any = None) -> TrainingHistory:
         """As :meth:`Estimator._fit`, the family first chosen for the discrete columns: under MNLE the mixed
         family with the value ranges of the training rows (y = x)."""
         self.model_spec = self.given_model
@@ -189,7 +199,8 @@ class LikelihoodEstimator(Estimator):
             rows = (y for y, _ in data.iter_rows()) if streaming else [data[0]]
             group = distributed.setup(self.device) if streaming and data.sharded else None
             self.model_spec = self.mixed_family(rows, group.all_gather_object if group is not None else None)
-        return super()._fit(data, config, seed, progress, settings, weights, checkpoint)
+        self.check_gold_family()
+        return super()._fit(data, config, seed, progress, settings, weights, checkpoint, gold)
 
     def config(self) -> dict[str, Any]:
         mixed = isinstance(self._require_fitted().density.density, MixedDensity)

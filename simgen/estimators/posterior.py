@@ -52,6 +52,12 @@ class PosteriorEstimator(Estimator):
             SubsetDeepSets` trained on random leading subsets, so that one model gives p(θ | x_1, …, x_m) for
             every m from 1 to M: ``sample(n, x_obs)`` takes ``x_obs`` ``[m, *row_shape]``, ``sample_batched(n,
             xs)`` takes ``[B, m, *row_shape]``. The embedding is chosen automatically (no ``embedding=``).
+        gold: ``"score"``: SCANDAL for the posterior (Brehmer et al. 2020, arXiv:1805.12244), trained on the joint
+            score t(x, z | θ) of each simulation (``simgen.simulate(..., gold=True)``): the loss gains
+            α E‖s ⊙ (∇_θ log q(θ | x) − t − ∇_θ log p(θ))‖², s θ's standard deviation, since ∇_θ log p(θ | x) =
+            ∇_θ log p(x | θ) + ∇_θ log p(θ) (:mod:`simgen.estimators.gold`). Needs a family with an exact
+            ``log_prob`` (a flow); others are refused, as is ``iid=True``. Default ``None``.
+        gold_weight: α (default 1).
     """
 
     direction = "posterior"
@@ -66,6 +72,9 @@ class PosteriorEstimator(Estimator):
         if iid and (kwargs.get("embedding") is not None or kwargs.get("x_kind") not in (None, "set")):
             raise ValueError("iid=True embeds the sets of i.i.d. draws itself (nets.SubsetDeepSets): leave "
                              "embedding= and x_kind= out")
+        if iid and kwargs.get("gold") is not None:
+            raise ValueError("gold='score' with iid=True is not supported: the score of a set is the sum of its "
+                             "draws' scores, which this estimator does not mine")
         super().__init__(prior, model, **kwargs)
         self.iid = iid
         #: with ``iid``: the largest set size M trained on and the shape of one draw
@@ -168,9 +177,13 @@ class PosteriorEstimator(Estimator):
         proposal: Distribution | None = None,
         max_memory_gb: float | None = None,
         checkpoint: str | os.PathLike | None = None,
+        gold: Any = None,
         **settings: Any,
     ) -> TrainingHistory:
         """Fit q(θ | x) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store.
+
+        An estimator built with ``gold="score"`` trains on the joint score too: ``gold`` is the dict
+        ``simulate(..., gold=True)`` returned (or the score ``[n, d_theta]``); a store brings its own.
 
         ``fit("runs.h5")`` trains on a store's valid rows: in memory when they fit in ``max_memory_gb``
         (default: a quarter of this machine's memory), else streamed chunk by chunk (shuffled chunk order,
@@ -197,18 +210,22 @@ class PosteriorEstimator(Estimator):
             memory = 1e12 if self.iid else max_memory_gb
             return self._fit_store(theta, config, seed, progress, settings, memory, proposal, checkpoint)[0]
         return self._fit_pairs(theta, x, config, seed, progress, settings,
-                               self.importance_weights(proposal) if proposal is not None else None, checkpoint)
+                               self.importance_weights(proposal) if proposal is not None else None, checkpoint,
+                               gold=gold)
 
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
         settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None, checkpoint: Any = None,
+        gold: Any = None,
     ) -> TrainingHistory:
         theta, x = self.check_pairs(theta, x)
+        score = self.check_gold_fit(gold, theta)
         weights = None
         if weight_fn is not None:
             weights = weight_fn(theta)
             keep = weights > 0
             theta, x, weights = theta[keep], x[keep], weights[keep]
+            score = score[keep] if score is not None else None
         support = SupportBijection(self.prior)
         outside = ~support.contains(theta)
         if outside.any():
@@ -227,7 +244,7 @@ class PosteriorEstimator(Estimator):
             self.iid_size, self.row_shape, self.x_kind = size, row_shape, "set"
         self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
-        return self._fit((theta, x), config, seed, progress, settings, weights, checkpoint)
+        return self._fit((theta, x), config, seed, progress, settings, weights, checkpoint, gold=score)
 
     def sample(self, n: int, x_obs: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """``n`` posterior draws for one observation ``x_obs`` (``[*x_shape]`` or ``[1, *x_shape]``):

@@ -36,6 +36,7 @@ from ..training import TrainingConfig, TrainingHistory
 from ..transforms import Standardize
 from ..utils import broadcast_rows, default_device
 from .base import Estimator, check_prior, infer_x_kind, resolve_x_kind, training_config, x_context_parts
+from .gold import check_gold_options
 
 __all__ = ["RatioEstimator", "RatioClassifier", "RATIO_MODELS", "RATIO_OPTIONS", "RECOMMENDED_RATIO_MODEL"]
 
@@ -230,6 +231,13 @@ class RatioEstimator(Estimator):
         regularization: ``bnre``'s balance weight λ (default 100, as Delaunoy et al.).
         hidden_features, num_blocks, activation: the classifier's residual MLP; a smooth activation (SiLU)
             gives a smooth log ratio, which MALA's gradients and a quadratic log ratio both favour.
+        gold: ``"score"``: the score term of RASCAL and ALICES (Brehmer et al. 2020, arXiv:1805.12244) added to
+            the classification loss, trained on the joint score t(x, z | θ) of each simulation
+            (``simgen.simulate(..., gold=True)``): α E‖s ⊙ (∇_θ f(θ, x) − t)‖², s θ's standard deviation. It holds
+            for every variant, since ∇_θ f = ∇_θ log p(x | θ) whether or not f carries a constant c(x)
+            (:mod:`simgen.estimators.gold`). The ratio-regression term of RASCAL/ALICES needs a parametrised
+            reference ratio p(x | θ₀)/p(x | θ₁), not this likelihood-to-evidence ratio: it is not implemented.
+        gold_weight: α (default 1).
     """
 
     direction = "ratio"
@@ -250,10 +258,13 @@ class RatioEstimator(Estimator):
         hidden_features: int = 64,
         num_blocks: int = 2,
         activation: str = "silu",
+        gold: str | None = None,
+        gold_weight: float = 1.0,
     ) -> None:
         # Estimator.__init__ builds a density family; a ratio estimator has a classifier instead, so it sets the
         # attributes the shared checks, fitting and saving read itself.
         check_prior(prior)
+        self.gold, self.gold_weight = check_gold_options(gold, gold_weight)
         self.variant = _check_variant(model)
         self.task = task_options(self.variant, num_classes, gamma, regularization)
         if min(hidden_features, num_blocks) < 1:
@@ -313,6 +324,7 @@ class RatioEstimator(Estimator):
         progress: bool = True,
         max_memory_gb: float | None = None,
         checkpoint: str | os.PathLike | None = None,
+        gold: Any = None,
         **settings: Any,
     ) -> TrainingHistory:
         """Fit the classifier on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store
@@ -321,20 +333,27 @@ class RatioEstimator(Estimator):
 
         ``settings`` override :class:`~simgen.training.TrainingConfig` fields (``batch_size=``, ``max_epochs=``,
         ...); a batch must hold more rows than the contrastive θ's per x. Fitting again starts afresh.
-        ``checkpoint=`` saves and resumes the training state as :meth:`PosteriorEstimator.fit` does.
+        ``checkpoint=`` saves and resumes the training state as :meth:`PosteriorEstimator.fit` does. With
+        ``gold="score"``, ``gold`` is the dict ``simulate(..., gold=True)`` returned (a store brings its own).
         """
         seed = self.run_seed(seed, checkpoint)
         if x is None:
             return self._fit_store(theta, config, seed, progress, settings, max_memory_gb, None, checkpoint)[0]
-        return self._fit_pairs(theta, x, config, seed, progress, settings, None, checkpoint)
+        return self._fit_pairs(theta, x, config, seed, progress, settings, None, checkpoint, gold=gold)
+
+    def gold_log_density(self, model: nn.Module, y: Tensor, c: Tensor) -> Tensor:
+        """The classifier's logit f(θ, x), whose θ-gradient is the score ∇_θ log p(x | θ)."""
+        return model(y, c)
 
     def store_weights(self, store: Any, proposal: Distribution | None) -> None:
         """None: the posterior p(θ) r(θ, x) does not depend on the distribution θ was drawn from."""
         return None
 
     def _fit_pairs(self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
-                   settings: dict[str, Any], weight_fn: Any = None, checkpoint: Any = None) -> TrainingHistory:
+                   settings: dict[str, Any], weight_fn: Any = None, checkpoint: Any = None,
+                   gold: Any = None) -> TrainingHistory:
         theta, x = self.check_pairs(theta, x)
+        score = self.check_gold_fit(gold, theta)
         batch_size = training_config(config, settings).batch_size
         contrast = {"nre_b": self.task.get("num_classes", 1) - 1, "nre_c": self.task.get("num_classes", 1)}.get(
             self.variant, 1)
@@ -343,7 +362,7 @@ class RatioEstimator(Estimator):
                              f"got {batch_size}")
         self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
-        return self._fit((theta, x), config, seed, progress, settings, checkpoint=checkpoint)
+        return self._fit((theta, x), config, seed, progress, settings, checkpoint=checkpoint, gold=score)
 
     # ----------------------------------------------------------------- the ratio
     def log_ratio(self, theta: Any, x: Any) -> Tensor:
@@ -390,6 +409,8 @@ class RatioEstimator(Estimator):
             "x_kind": self.x_kind,
             "embedding": nets.network_config(self.density.embedding),
             "history": self.history.to_dict() if self.history is not None else None,
+            "gold": self.gold,
+            "gold_weight": self.gold_weight,
         }
 
     @classmethod
@@ -400,7 +421,7 @@ class RatioEstimator(Estimator):
         task = {k: c[k] for k in _TASK_DEFAULTS[c["variant"]]}
         est = cls(prior, c["variant"], embedding=embedding, x_kind=config["x_kind"], device=device,
                   hidden_features=c["hidden_features"], num_blocks=c["num_blocks"], activation=c["activation"],
-                  **task)
+                  gold=config.get("gold"), gold_weight=config.get("gold_weight", 1.0), **task)
         est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
         est.density = est.make_density(*est.shapes())
         if config.get("history"):

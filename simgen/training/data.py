@@ -122,6 +122,9 @@ class StoreBatches:
             ``rank, rank + world_size, …`` of the store's visible chunks and reads no other; its sizes are its
             shard's. Each epoch it draws one number from the trainer's generator (the same on every rank) and
             orders its chunks and rows by a generator seeded from that number and its rank.
+        gold: serve each row's joint score (the store's gold, :mod:`simgen.campaign.gold`) as ``d_theta`` extra
+            columns of θ in the training and validation batches (what a gold-trained estimator's objective
+            splits off); :meth:`iter_rows`, which feeds the statistics, serves the plain rows.
     """
 
     def __init__(
@@ -133,8 +136,11 @@ class StoreBatches:
         chunks_per_buffer: int = 1,
         weight_fn: Any = None,
         shard: tuple[int, int] | None = None,
+        gold: bool = False,
     ) -> None:
         self.store, self.posterior, self.fraction = store, posterior, validation_fraction
+        self.gold = bool(gold)
+        self.fields = ("theta", "x", "gold") if self.gold else ("theta", "x")
         self.seed, self.chunks_per_buffer, self.weight_fn = int(seed), max(1, int(chunks_per_buffer)), weight_fn
         self.chunks = [(k, keep) for k, keep in store.visible_chunks()]
         self.shard = shard
@@ -172,7 +178,12 @@ class StoreBatches:
         return self.shard is not None
 
     def read(self, k: int, keep: int, fields: tuple[str, ...]) -> dict[str, Any]:
-        return self.store.read_chunk(k, keep, fields)
+        data = self.store.read_chunk(k, keep, fields)
+        if "gold" in data:  # the score term trains on the joint score
+            if "joint_score" not in data["gold"]:
+                raise ValueError(f"chunk {k} of the store {self.store.path} holds no joint score")
+            data["gold"] = data["gold"]["joint_score"]
+        return data
 
     def _split_generator(self, k: int, stream: int = 0) -> torch.Generator:
         state = np.random.SeedSequence([self.seed, k, stream]).generate_state(1, np.uint64)[0] >> 1
@@ -190,6 +201,8 @@ class StoreBatches:
 
     def _pairs(self, data: dict[str, Any], idx: Tensor) -> tuple[Tensor, Tensor]:
         theta, x = data["theta"][idx], data["x"][idx]
+        if "gold" in data:
+            theta = torch.cat([theta, data["gold"][idx].to(theta)], dim=1)
         return (theta, x) if self.posterior else (x, theta)
 
     def iter_rows(self) -> Iterator[tuple[Tensor, Tensor]]:
@@ -233,7 +246,7 @@ class StoreBatches:
             ys, cs, ws = [], [], []
             for i in order[start : start + self.chunks_per_buffer]:
                 k, keep = self.chunks[i]
-                data, rows, weights = self._rows(k, keep, ("theta", "x"))
+                data, rows, weights = self._rows(k, keep, self.fields)
                 train_idx, _ = self._split(k, rows)
                 y, c = self._pairs(data, train_idx)
                 ys.append(y)
@@ -248,7 +261,7 @@ class StoreBatches:
 
     def validation_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         for k, keep in self.chunks:
-            data, rows, weights = self._rows(k, keep, ("theta", "x"))
+            data, rows, weights = self._rows(k, keep, self.fields)
             _, val_idx = self._split(k, rows)
             if val_idx.numel() == 0:
                 continue

@@ -1,0 +1,135 @@
+r"""Training on gold: the score term that SCANDAL adds to a density estimator's loss and RASCAL/ALICES to a ratio
+estimator's (Brehmer, Louppe, Pavez & Cranmer 2020, PNAS 117, 5242, arXiv:1805.12244; gold from
+:mod:`simgen.campaign.gold`).
+
+The joint score t(x, z | θ) = ∇_θ log p(x, z | θ) of a simulation is an unbiased, noisy observation of the
+intractable score: E[t | x, θ] = ∇_θ log p(x | θ). So, among functions of (θ, x), the squared error
+E‖g(θ, x) − t‖² is smallest at g = ∇_θ log p(x | θ), and adding
+
+.. math:: \alpha\, E\, \lVert s \odot (\nabla_\theta \log \hat p(\cdot) - t_{target}) \rVert^2
+
+to the estimator's loss pulls its θ-gradient towards the true score without moving its optimum (the exact model
+makes the term's expectation minimal, and zero without latents). The target is t itself for a likelihood
+q(x | θ) and for a ratio's logit f(θ, x) = log p(x | θ) − log p(x) (+ c(x) for NRE-B: its θ-gradient is still the
+score); for a posterior q(θ | x) it is t + ∇_θ log p(θ), since ∇_θ log p(θ | x) = ∇_θ log p(x | θ) + ∇_θ log
+p(θ). ``s`` is θ's standard deviation per dimension, so that the term is measured in standardised θ units and
+``gold_weight`` α is comparable across problems; ∇_θ is taken by autograd (a second backward pass in training).
+
+Only families whose ``log_prob`` is exact and differentiable (``log_prob_kind == "exact"``: flows, MNLE, map
+flows) train on gold: a CNF's or diffusion's log-density is an ODE solve and a VAE's an importance estimate, too
+costly or too noisy to differentiate at every step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["GOLD_MODES", "check_gold_options", "check_gold_rows", "score_term", "GoldObjective", "theta_scale"]
+
+#: what an estimator's ``gold=`` may be: ``"score"`` (SCANDAL / the score term of RASCAL and ALICES)
+GOLD_MODES = ("score",)
+
+
+def check_gold_options(gold: Any, gold_weight: Any) -> tuple[str | None, float]:
+    """``(gold, gold_weight)`` checked: ``gold`` ``None`` or one of :data:`GOLD_MODES`, the weight a finite
+    number ≥ 0."""
+    if gold is not None and gold not in GOLD_MODES:
+        raise ValueError(f"gold must be None or one of {GOLD_MODES}; got {gold!r}")
+    if isinstance(gold_weight, bool) or not isinstance(gold_weight, int | float) or not math.isfinite(gold_weight) \
+            or gold_weight < 0:
+        raise ValueError(f"gold_weight must be a finite number >= 0; got {gold_weight!r}")
+    return gold, float(gold_weight)
+
+
+def check_gold_rows(gold: Any, n: int, d_theta: int) -> Tensor:
+    """The joint score ``[n, d_theta]`` (float32) from ``gold`` (the dict ``simulate(..., gold=True)`` returns,
+    or the score tensor itself), checked for shape and finiteness."""
+    if isinstance(gold, dict):
+        if "joint_score" not in gold:
+            raise ValueError(f"gold must hold 'joint_score' (simulate(..., gold=True)); got keys {sorted(gold)}")
+        gold = gold["joint_score"]
+    t = torch.as_tensor(gold, dtype=torch.float32)
+    if t.shape != (n, d_theta):
+        raise ValueError(f"the joint score must have shape [n, d_theta] = [{n}, {d_theta}] (one row per (θ, x) "
+                         f"pair); got {list(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError("the joint score holds NaN or inf rows; remove them (simulate(..., gold=True) drops them)")
+    return t
+
+
+def theta_scale(theta: Tensor) -> Tensor:
+    """θ's standard deviation per dimension ``[d]`` (1 where it is 0 or undefined): the units of the score term."""
+    scale = theta.double().std(dim=0) if theta.shape[0] > 1 else torch.ones(theta.shape[1], dtype=torch.float64)
+    return torch.where(torch.isfinite(scale) & (scale > 0), scale, 1.0).float()
+
+
+def score_term(grad: Tensor, target: Tensor, scale: Tensor) -> Tensor:
+    r"""Mean over rows of ‖scale ⊙ (grad − target)‖², grad and target ``[n, d]``: the score regression term
+    (zero where the model's θ-gradient equals the target)."""
+    return ((grad - target) * scale).square().sum(dim=-1).mean()
+
+
+class GoldObjective(nn.Module):
+    r"""A model's loss plus ``weight`` × :func:`score_term`, for :func:`simgen.training.train`.
+
+    The trainer serves ``(y, c)`` batches whose θ part (y for a posterior or a ratio, c for a likelihood) carries
+    the joint score as ``d_theta`` extra columns: ``[n, 2 d_theta]``. This module splits them off, computes the
+    model's own loss on the plain rows and the score term from ``log_density(θ, y, c)`` (differentiable in θ).
+
+    Args:
+        model: the density or classifier being trained (its parameters are this module's).
+        theta_in_y: whether θ is y (posterior, ratio) or c (likelihood).
+        d_theta: θ's dimension.
+        weight: α ≥ 0.
+        scale: θ's standard deviation ``[d_theta]`` (:func:`theta_scale`).
+        log_density: ``(model, y, c) -> [n]``, the log-density (or logit) whose θ-gradient is compared.
+        prior_log_prob: for a posterior, θ ↦ log p(θ) ``[n]``, whose gradient is added to the target.
+    """
+
+    def __init__(self, model: nn.Module, *, theta_in_y: bool, d_theta: int, weight: float, scale: Tensor,
+                 log_density: Callable[[nn.Module, Tensor, Tensor], Tensor],
+                 prior_log_prob: Callable[[Tensor], Tensor] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.theta_in_y, self.d_theta, self.weight = theta_in_y, int(d_theta), float(weight)
+        self.register_buffer("scale", scale.reshape(-1).float())
+        self.log_density, self.prior_log_prob = log_density, prior_log_prob
+
+    def on_epoch(self, epoch: int) -> None:
+        if hasattr(self.model, "on_epoch"):
+            self.model.on_epoch(epoch)
+
+    def split(self, y: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(y, c, t)``: the plain rows and the joint score ``[n, d_theta]``."""
+        d = self.d_theta
+        if self.theta_in_y:
+            return y[:, :d], c, y[:, d:]
+        return y, c[:, :d], c[:, d:]
+
+    def score_loss(self, y: Tensor, c: Tensor, t: Tensor) -> Tensor:
+        """The score term alone, on plain rows ``(y, c)`` and their joint score ``t``."""
+        with torch.enable_grad():  # also in validation, which runs under no_grad
+            theta = (y if self.theta_in_y else c).detach().requires_grad_(True)
+            y_in, c_in = (theta, c) if self.theta_in_y else (y, theta)
+            log_p = self.log_density(self.model, y_in, c_in)
+            (grad,) = torch.autograd.grad(log_p.sum(), theta, create_graph=self.training)
+            target = t
+            if self.prior_log_prob is not None:
+                prior_theta = theta.detach().requires_grad_(True)
+                log_prior = self.prior_log_prob(prior_theta)
+                if log_prior.requires_grad:  # a box prior's log-density is flat inside: no gradient
+                    target = t + torch.autograd.grad(log_prior.sum(), prior_theta)[0]
+            term = score_term(grad, target, self.scale)
+        return term if self.training else term.detach()
+
+    def loss(self, y: Tensor, c: Tensor) -> Tensor:
+        y, c, t = self.split(y, c)
+        base = self.model.loss(y, c)
+        if self.weight == 0:
+            return base
+        return base + self.weight * self.score_loss(y, c, t)
