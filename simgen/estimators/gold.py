@@ -6,14 +6,16 @@ The joint score t(x, z | θ) = ∇_θ log p(x, z | θ) of a simulation is an unb
 intractable score: E[t | x, θ] = ∇_θ log p(x | θ). So, among functions of (θ, x), the squared error
 E‖g(θ, x) − t‖² is smallest at g = ∇_θ log p(x | θ), and adding
 
-.. math:: \alpha\, E\, \lVert s \odot (\nabla_\theta \log \hat p(\cdot) - t_{target}) \rVert^2
+.. math:: \alpha\, E \sum_j \Big(\frac{\partial_{\theta_j} \log \hat p(\cdot) - t_{target,j}}{\sigma_j}\Big)^2
 
 to the estimator's loss pulls its θ-gradient towards the true score without moving its optimum (the exact model
 makes the term's expectation minimal, and zero without latents). The target is t itself for a likelihood
 q(x | θ) and for a ratio's logit f(θ, x) = log p(x | θ) − log p(x) (+ c(x) for NRE-B: its θ-gradient is still the
 score); for a posterior q(θ | x) it is t + ∇_θ log p(θ), since ∇_θ log p(θ | x) = ∇_θ log p(x | θ) + ∇_θ log
-p(θ). ``s`` is θ's standard deviation per dimension, so that the term is measured in standardised θ units and
-``gold_weight`` α is comparable across problems; ∇_θ is taken by autograd (a second backward pass in training).
+p(θ). σ_j is the standard deviation of the joint score's component j over the training rows: each component
+counts alike whatever θ's units (a noisy component would otherwise drown an informative one), the term's
+irreducible part (the latents' noise) is at most 1 per component, and ``gold_weight`` α is comparable across
+problems. ∇_θ is taken by autograd (a second backward pass in training).
 
 Only families whose ``log_prob`` is exact and differentiable (``log_prob_kind == "exact"``: flows, MNLE, map
 flows) train on gold: a CNF's or diffusion's log-density is an ODE solve and a VAE's an importance estimate, too
@@ -29,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GOLD_MODES", "check_gold_options", "check_gold_rows", "score_term", "GoldObjective", "theta_scale"]
+__all__ = ["GOLD_MODES", "check_gold_options", "check_gold_rows", "score_term", "GoldObjective", "score_scale"]
 
 #: what an estimator's ``gold=`` may be: ``"score"`` (SCANDAL / the score term of RASCAL and ALICES)
 GOLD_MODES = ("score",)
@@ -62,10 +64,11 @@ def check_gold_rows(gold: Any, n: int, d_theta: int) -> Tensor:
     return t
 
 
-def theta_scale(theta: Tensor) -> Tensor:
-    """θ's standard deviation per dimension ``[d]`` (1 where it is 0 or undefined): the units of the score term."""
-    scale = theta.double().std(dim=0) if theta.shape[0] > 1 else torch.ones(theta.shape[1], dtype=torch.float64)
-    return torch.where(torch.isfinite(scale) & (scale > 0), scale, 1.0).float()
+def score_scale(score: Tensor) -> Tensor:
+    """1 / the joint score's standard deviation per component ``[d]`` (1 where it is 0 or undefined): the units of
+    the score term."""
+    sd = score.double().std(dim=0) if score.shape[0] > 1 else torch.ones(score.shape[1], dtype=torch.float64)
+    return torch.where(torch.isfinite(sd) & (sd > 0), 1.0 / sd, 1.0).float()
 
 
 def score_term(grad: Tensor, target: Tensor, scale: Tensor) -> Tensor:
@@ -86,7 +89,7 @@ class GoldObjective(nn.Module):
         theta_in_y: whether θ is y (posterior, ratio) or c (likelihood).
         d_theta: θ's dimension.
         weight: α ≥ 0.
-        scale: θ's standard deviation ``[d_theta]`` (:func:`theta_scale`).
+        scale: 1 / the joint score's standard deviation ``[d_theta]`` (:func:`score_scale`).
         log_density: ``(model, y, c) -> [n]``, the log-density (or logit) whose θ-gradient is compared.
         prior_log_prob: for a posterior, θ ↦ log p(θ) ``[n]``, whose gradient is added to the target.
     """
@@ -128,8 +131,11 @@ class GoldObjective(nn.Module):
         return term if self.training else term.detach()
 
     def loss(self, y: Tensor, c: Tensor) -> Tensor:
+        """In training, the model's loss plus ``weight`` × the score term; in evaluation (the validation loss that
+        early stopping and the kept state go by) the model's loss alone: the score term is an auxiliary
+        objective, and its irreducible part (the latents' noise in t) would otherwise drown the comparison."""
         y, c, t = self.split(y, c)
         base = self.model.loss(y, c)
-        if self.weight == 0:
+        if self.weight == 0 or not self.training:
             return base
         return base + self.weight * self.score_loss(y, c, t)

@@ -23,6 +23,7 @@ from .conv import (
     Upsample,
 )
 from .mlp import MLP, Flatten, ResidualMLP
+from .score import ScoreSummary
 from .sets import DeepSets, SetStandardize, SubsetDeepSets, split_mask
 from .spectra import PowerSpectrumEmbedding
 from .time import FiLMResidualMLP, TimeEmbedding
@@ -46,6 +47,7 @@ __all__ = [
     "TimeEmbedding",
     "FiLMResidualMLP",
     "SetStandardize",
+    "ScoreSummary",
     "split_mask",
     "default_embedding",
     "output_features",
@@ -57,7 +59,7 @@ __all__ = [
 _BUILTIN: dict[str, type[nn.Module]] = {
     cls.name: cls
     for cls in (MLP, ResidualMLP, Flatten, ConvEncoder, ConvDecoder, UNet, MapEmbedding, SequenceEmbedding, DeepSets,
-                SubsetDeepSets, PowerSpectrumEmbedding, TimeEmbedding, FiLMResidualMLP)
+                SubsetDeepSets, PowerSpectrumEmbedding, TimeEmbedding, FiLMResidualMLP, ScoreSummary)
 }
 
 

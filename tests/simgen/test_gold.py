@@ -139,13 +139,17 @@ def test_scandal_term_is_zero_for_the_exact_model():
     score = x - theta
     # likelihood direction: q(x | θ) = N(x; θ, 1), ∇_θ log q = x − θ
     emu = simgen.LikelihoodEstimator(prior, gold="score", gold_weight=3.0)
-    objective = emu.gold_objective(ExactGaussian(1.0, 1.0), theta).train()
+    objective = emu.gold_objective(ExactGaussian(1.0, 1.0), score).train()
     assert objective.score_loss(x, theta, score).item() == pytest.approx(0.0, abs=1e-10)
     with_gold = objective.loss(x, torch.cat([theta, score], 1))
     assert with_gold.item() == pytest.approx(objective.model.loss(x, theta).item(), abs=1e-6)
+    # a wrong score costs in training; validation (eval mode) goes by the model's own loss
+    wrong = torch.cat([theta, score + 1.0], 1)
+    assert objective.loss(x, wrong).item() > objective.model.loss(x, theta).item() + 1.0
+    assert objective.eval().loss(x, wrong).item() == pytest.approx(objective.model.loss(x, theta).item())
     # posterior direction: p(θ | x) = N(x/2, 1/2); the target is the score plus the prior's, x − 2θ
     post = simgen.PosteriorEstimator(prior, gold="score")
-    objective = post.gold_objective(ExactGaussian(0.5, 0.5), theta).train()
+    objective = post.gold_objective(ExactGaussian(0.5, 0.5), score).train()
     assert objective.score_loss(theta, x, score).item() == pytest.approx(0.0, abs=1e-9)
     # ... and positive for a wrong model, through the estimator's own weighting
     assert objective.score_loss(theta, x, score + 1.0).item() > 0.1
@@ -182,3 +186,25 @@ def test_gold_estimators_fit_save_and_load(tmp_path):
     simgen.simulate(sim, sim.prior, 100, seed=0, progress=False, store=plain)
     with pytest.raises(ValueError, match="holds no gold"):
         simgen.RatioEstimator(sim.prior, gold="score").fit(plain, **settings)
+
+
+def test_sally_score_summary_learns_the_score_and_embeds(tmp_path):
+    sim = LatentShift()
+    theta = torch.zeros(4000, 1)  # θ_ref = 0
+    x, z = sim(theta, generator=torch.Generator().manual_seed(0), return_latents=True)
+    gold = joint_gold(sim, theta, x, z)
+    summary = simgen.nets.ScoreSummary((1,), 1, hidden_features=32)
+    summary.fit(x, gold, seed=0, progress=False, max_epochs=60)
+    grid = torch.linspace(-2.0, 2.0, 9)[:, None]
+    # the marginal score at θ_ref: x / (σ_z² + σ_n²)
+    assert torch.allclose(summary(grid)[:, 0], grid[:, 0] / (SIGMA_Z**2 + SIGMA_N**2), atol=0.1)
+    assert not any(p.requires_grad for p in summary.parameters())
+    # an estimator's embedding, saved and rebuilt without code
+    prior = box([-1.0], [1.0])
+    theta, x = simgen.simulate(sim, prior, 300, seed=1, progress=False)
+    post = simgen.PosteriorEstimator(prior, embedding=summary)
+    post.fit(theta, x, seed=0, progress=False, max_epochs=2)
+    post.save(tmp_path / "sally.pt")
+    loaded = simgen.load(tmp_path / "sally.pt")
+    assert isinstance(loaded.density.embedding, simgen.nets.ScoreSummary)
+    assert torch.allclose(loaded.density.embedding(grid), summary(grid))

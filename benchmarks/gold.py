@@ -1,0 +1,156 @@
+"""Mining gold on the parton-smeared collider: estimators with and without the joint score (issue 19).
+
+``collider(level="parton_smeared")`` has an exact likelihood and a grid reference posterior, and its latent
+(the Breit–Wigner mass cell) gives each simulation its joint score (``simgen.simulate(..., gold=True)``). For each
+budget in ``--sizes`` (the first n simulations of one campaign, seed ``--seed``), each method in ``--methods`` and
+each score weight α in ``--weights`` (α = 0: the plain method, no gold), it trains
+
+* ``nle``: ``LikelihoodEstimator(prior, "flow", gold="score", gold_weight=α)`` (SCANDAL), scored by the held-out
+  gap E[log p(x | θ) − log q(x | θ)] over ``--num-test`` fresh pairs from the prior (≥ 0 in expectation for any
+  normalised q; 0 only for the exact likelihood);
+* ``npe``: ``PosteriorEstimator(prior, "flow", gold="score", gold_weight=α)`` (SCANDAL for the posterior), scored
+  by C2ST against the reference posterior at ``--num-obs`` fixed observations (one event each);
+* ``nre``: ``RatioEstimator(prior, "nre", gold="score", gold_weight=α)`` (the RASCAL/ALICES score term), scored
+  by C2ST of its MCMC posterior (slow: off by default).
+
+It prints one row per fit and writes every row to ``--json`` as it goes, then a summary: for each method and α > 0,
+the budget at which the gold-trained method reaches the plain method's score at the largest budget (log-linear
+interpolation between the measured budgets; "< smallest" when it already does at the smallest budget).
+
+    OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,3000,10000 --methods nle,npe --weights 0,0.1 \\
+        --json gold.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import mean_se, observations
+
+import simgen
+import simulators
+
+
+def held_out_gap(emu: Any, sim: Any, theta: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard error of log p(x | θ) − log q(x | θ) over held-out pairs."""
+    exact = sim.log_likelihood(theta, x).double()
+    gap = exact - emu.log_prob(x, theta).double()
+    return float(gap.mean()), float(gap.std() / math.sqrt(len(gap)))
+
+
+def posterior_c2st(post: Any, sim: Any, x_obs: torch.Tensor, num_samples: int, seed: int) -> tuple[float, float]:
+    """Mean and standard error over observations of C2ST(posterior draws, reference draws)."""
+    scores = []
+    for i, x in enumerate(x_obs):
+        g = torch.Generator().manual_seed(seed + i)
+        reference = sim.reference_posterior(x[None], num_samples, generator=g)
+        samples = post.sample(num_samples, x[None])
+        scores.append(float(simgen.diagnostics.c2st(samples, reference, seed=seed + i)))
+    return mean_se(scores)
+
+
+def crossing(sizes: list[int], scores: list[float], target: float) -> str:
+    """The budget at which ``scores`` (decreasing with the budget, ideally) first reach ``target``, by
+    log-linear interpolation; "< smallest" / "> largest" outside the measured range."""
+    if scores[0] <= target:
+        return f"<= {sizes[0]}"
+    for (n0, s0), (n1, s1) in zip(zip(sizes, scores, strict=True), zip(sizes[1:], scores[1:], strict=True),
+                                  strict=False):
+        if s1 <= target:
+            w = (s0 - target) / (s0 - s1)
+            return f"{math.exp(math.log(n0) + w * (math.log(n1) - math.log(n0))):.0f}"
+    return f"> {sizes[-1]}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,3000,10000", help="training budgets (first n simulations)")
+    parser.add_argument("--methods", default="nle,npe", help="nle, npe, nre (comma-separated)")
+    parser.add_argument("--weights", default="0,0.1", help="score weights α (0: plain, no gold)")
+    parser.add_argument("--num-test", type=int, default=5000, help="held-out pairs of the emulator gap")
+    parser.add_argument("--num-obs", type=int, default=5, help="observations of the posterior C2ST")
+    parser.add_argument("--num-samples", type=int, default=2000, help="posterior and reference draws per obs")
+    parser.add_argument("--max-epochs", type=int, default=300)
+    parser.add_argument("--max-time", type=float, default=None, help="seconds per fit (default: no limit)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="write the rows here as they come")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    methods = [m.strip() for m in args.methods.split(",")]
+    weights = [float(w) for w in args.weights.split(",")]
+    unknown = set(methods) - {"nle", "npe", "nre"}
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}")
+    sim = simulators.get("collider", level="parton_smeared")
+    print(f"simgen {simgen.__version__}; collider parton_smeared; sizes {sizes}, methods {methods}, α {weights}; "
+          f"{torch.get_num_threads()} thread(s); timings are wall seconds on a shared machine (noisy)", flush=True)
+    start = time.perf_counter()
+    theta_all, x_all, gold_all = simgen.simulate(sim, sim.prior, sizes[-1], seed=args.seed, progress=False, gold=True)
+    print(f"simulated {theta_all.shape[0]} pairs with gold in {time.perf_counter() - start:.1f}s", flush=True)
+    theta_test, x_test = observations(sim, args.num_test, seed=10_000 + args.seed)
+    _, x_obs = observations(sim, args.num_obs, seed=20_000 + args.seed)
+    out: dict[str, Any] = {"command": vars(args), "simgen": simgen.__version__, "rows": [], "summary": []}
+
+    def save() -> None:
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+
+    settings = {"max_epochs": args.max_epochs, "progress": False, "seed": args.seed}
+    if args.max_time is not None:
+        settings["max_time"] = args.max_time
+    for method in methods:
+        for weight in weights:
+            gold = "score" if weight > 0 else None
+            for n in sizes:
+                theta, x = theta_all[:n], x_all[:n]
+                fit_gold = {"joint_score": gold_all["joint_score"][:n]} if gold else None
+                row: dict[str, Any] = {"method": method, "gold_weight": weight, "num_simulations": n}
+                if method == "nle":
+                    est = simgen.LikelihoodEstimator(sim.prior, "flow", gold=gold, gold_weight=weight or 1.0)
+                elif method == "npe":
+                    est = simgen.PosteriorEstimator(sim.prior, "flow", gold=gold, gold_weight=weight or 1.0)
+                else:
+                    est = simgen.RatioEstimator(sim.prior, "nre", gold=gold, gold_weight=weight or 1.0)
+                history = est.fit(theta, x, gold=fit_gold, **settings)
+                row.update(train_seconds=round(history.wall_time, 1), epochs=history.epochs)
+                if method == "nle":
+                    row["gap"], row["gap_se"] = held_out_gap(est, sim, theta_test, x_test)
+                    row["score"] = row["gap"]
+                else:
+                    post = est if method == "npe" else est.posterior(progress=False)
+                    row["c2st"], row["c2st_se"] = posterior_c2st(post, sim, x_obs, args.num_samples, args.seed)
+                    row["score"] = row["c2st"]
+                out["rows"].append(row)
+                save()
+                print(json.dumps(row), flush=True)
+        plain = [r for r in out["rows"] if r["method"] == method and r["gold_weight"] == 0]
+        if not plain:
+            continue
+        target = {r["num_simulations"]: r["score"] for r in plain}[sizes[-1]]
+        for weight in (w for w in weights if w > 0):
+            scores = [r["score"] for r in out["rows"] if r["method"] == method and r["gold_weight"] == weight]
+            need = crossing(sizes, scores, target)
+            summary = {"method": method, "gold_weight": weight, "plain_score_at_largest": target,
+                       "simulations_needed_with_gold": need}
+            try:
+                summary["fewer_simulations"] = round(sizes[-1] / float(need), 2)
+            except ValueError:
+                pass
+            out["summary"].append(summary)
+            save()
+            print("summary", json.dumps(summary), flush=True)
+    print(f"total {time.perf_counter() - start:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
