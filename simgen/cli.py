@@ -148,13 +148,19 @@ def _simulate(args: argparse.Namespace) -> int:
         executor = "dask" if args.dask == "local" else args.dask
     elif config is not None and workers is None:
         workers, executor = config.workers or None, config.executor or None
+    gold = args.gold if args.gold is not None else (config.gold if config else False)
     say = _say(args)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # summarised below
-        s = simgen.simulate(sim, sim.prior, num, seed=seed, chunk_size=chunk_size, progress=not args.quiet,
-                            store=store, return_data=False, workers=workers, executor=executor,
-                            metadata={"simulator_options": {"name": name, **options}})
+        try:
+            s = simgen.simulate(sim, sim.prior, num, seed=seed, chunk_size=chunk_size, progress=not args.quiet,
+                                store=store, return_data=False, workers=workers, executor=executor,
+                                metadata={"simulator_options": {"name": name, **options}}, gold=gold)
+        except ValueError as e:
+            if gold and "joint_log_prob" in str(e):
+                raise UsageError(str(e)) from None
+            raise
     valid = s.valid
     n, n_valid = valid.shape[0], int(valid.sum())
     say(f"store {store}: {n} simulations, {n_valid} valid, {n - n_valid} failed "
@@ -216,6 +222,16 @@ def _train(args: argparse.Namespace) -> int:
         if args.direction != "likelihood":
             raise UsageError("--discrete-model is for --direction likelihood (how x's discrete columns are modelled)")
         spec.discrete_model = args.discrete_model
+    if args.gold_weight is not None:
+        from .estimators.gold import check_gold_options
+
+        try:
+            spec.gold, spec.gold_weight = check_gold_options("score", args.gold_weight)
+        except ValueError as e:
+            raise UsageError(f"--gold-weight: {e}") from None
+    if spec.gold is not None and not store.has_gold:
+        raise UsageError(f"gold = \"score\" trains on the joint score, but the store {args.store} holds no gold: "
+                         "simulate it with simgen simulate --gold")
     for key in ("max_epochs", "max_time", "batch_size", "learning_rate"):
         if getattr(args, key) is not None:
             spec.training[key] = getattr(args, key)
@@ -235,7 +251,8 @@ def _train(args: argparse.Namespace) -> int:
     say(f"training a {args.direction} ({spec.model}) on {theta.shape[0]} valid simulations of {args.store}")
     fit = {"posterior": pipeline.fit_posterior, "likelihood": pipeline.fit_likelihood,
            "ratio": pipeline.fit_ratio}[args.direction]
-    estimator = fit(config, sim, theta, x, progress=not args.quiet, say=say, checkpoint=args.checkpoint)
+    gold = store.load_gold() if spec.gold is not None else None
+    estimator = fit(config, sim, theta, x, progress=not args.quiet, say=say, checkpoint=args.checkpoint, gold=gold)
     estimator.save(args.out)
     say(f"wrote {args.out}")
     return EXIT_OK
@@ -281,11 +298,12 @@ def _train_rank(args: argparse.Namespace, config: Any, sim: Any, store: Any, spe
             x = rows["x"][rows["valid"]]
         estimator = simgen.PosteriorEstimator(sim.prior, make_model(spec.model, spec.options), simulator=sim,
                                               embedding=make_embedding(spec.embedding, x, x_kind),
-                                              device=_device(config))
+                                              device=_device(config), gold=spec.gold, gold_weight=spec.gold_weight)
     else:
         estimator = simgen.LikelihoodEstimator(sim.prior, make_model(model_for(spec.model, x_kind), spec.options),
                                                simulator=sim, device=_device(config),
-                                               discrete_model=spec.discrete_model)
+                                               discrete_model=spec.discrete_model, gold=spec.gold,
+                                               gold_weight=spec.gold_weight)
     history = estimator.fit(store, seed=config.seed, progress=not args.quiet and is_main_process(),
                             checkpoint=args.checkpoint, **spec.training)
     say(f"  {history.epochs} epochs in {history.wall_time:.0f} s, best validation loss "
@@ -481,6 +499,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--num", type=int, default=None, help="number of simulations")
     sim.add_argument("--store", default=None, help="store folder, e.g. runs.h5")
     sim.add_argument("--chunk-size", type=int, default=None, help="simulations per chunk (default 1000)")
+    sim.add_argument("--gold", action="store_true", default=None,
+                     help="also mine each simulation's joint score from the simulator's latents (simulators with "
+                          "return_latents and joint_log_prob, e.g. collider); default: the config's simulation.gold")
     where = sim.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None, help="local worker processes")
     where.add_argument("--dask", default=None, metavar="ADDRESS",
@@ -508,6 +529,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--discrete-model", choices=("mnle", "dequantize"), default=None,
                        help="likelihood: how the simulator's discrete x columns are modelled, by a categorical "
                             "network (mnle, the default for a flow) or by dequantisation")
+    train.add_argument("--gold-weight", type=float, default=None, metavar="ALPHA",
+                       help="train on the store's joint score (gold = \"score\": SCANDAL for a flow, the score "
+                            "term for a ratio) with this weight; the store must be simulated with --gold")
     train.add_argument("--max-epochs", type=int, default=None, help="cap on training epochs")
     train.add_argument("--max-time", type=float, default=None, help="cap on training seconds")
     train.add_argument("--batch-size", type=int, default=None, help="rows per step (default: automatic)")

@@ -70,9 +70,10 @@ OBSERVATION_SUFFIXES = (".npy", ".pt", ".json")
 _TOP_KEYS = ("seed", "device", "budget", "simulator", "simulation", "posterior", "likelihood", "emulator",
              "ratio", "observations", "evaluation", "output")
 _SIMULATOR_KEYS = ("name", "options")
-_SIMULATION_KEYS = ("num_simulations", "chunk_size", "store", "workers", "executor")
-_MODEL_KEYS = ("enabled", "model", "embedding", "options", "training", "mcmc", "num_train", "discrete_model")
-_RATIO_KEYS = ("enabled", "model", "embedding", "options", "training", "num_train")
+_SIMULATION_KEYS = ("num_simulations", "chunk_size", "store", "workers", "executor", "gold")
+_MODEL_KEYS = ("enabled", "model", "embedding", "options", "training", "mcmc", "num_train", "discrete_model", "gold",
+               "gold_weight")
+_RATIO_KEYS = ("enabled", "model", "embedding", "options", "training", "num_train", "gold", "gold_weight")
 _OBSERVATION_KEYS = ("held_out", "theta", "file", "true_theta")
 _EVALUATION_KEYS = ("num_samples", "c2st", "reference_samples", "calibration", "calibration_samples",
                     "emulator_maps", "mcmc_chains", "mcmc_warmup")
@@ -102,6 +103,10 @@ class ModelConfig:
     #: likelihoods: how x's discrete columns are modelled, ``"mnle"`` or ``"dequantize"`` (``None``: the family's
     #: default, see :class:`~simgen.LikelihoodEstimator`)
     discrete_model: str | None = None
+    #: ``"score"``: train on the joint score of a gold campaign (SCANDAL; the ratio's score term), weight
+    #: ``gold_weight`` (see :mod:`simgen.estimators.gold`); ``None``: plain
+    gold: str | None = None
+    gold_weight: float = 1.0
 
 
 @dataclass
@@ -118,6 +123,9 @@ class RunConfig:
     store: str = "store.h5"
     workers: int = 0
     executor: str = ""
+    #: ``[simulation] gold``: mine each simulation's joint score from the simulator's latents (``simulate(...,
+    #: gold=True)``); the models with ``gold = "score"`` train on it
+    gold: bool = False
     posterior: ModelConfig = field(default_factory=lambda: ModelConfig(True, "flow"))
     likelihood: ModelConfig = field(default_factory=lambda: ModelConfig(False, "flow"))
     #: ``[ratio]``: a neural ratio estimator, its posterior sampled by MCMC (``model`` is its variant)
@@ -219,6 +227,9 @@ chunk_size = 1000            # simulations per stored chunk; with the seed it al
 store = "store.h5"           # campaign store under the output folder: run again to resume or extend
 workers = 0                  # local worker processes (0: this process)
 executor = ""                # "" (local), "dask" (a local dask cluster) or "tcp://host:8786" (a scheduler)
+# gold = true                # also mine each simulation's joint score from the simulator's latents (simulators
+                             # with return_latents and joint_log_prob, e.g. collider); models train on it with
+                             # gold = "score" (SCANDAL; the ratio's score term) and gold_weight = 0.1 in their table
 
 [posterior]                  # p(theta | x), amortised over x
 enabled = true
@@ -398,8 +409,30 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
         if direction != "likelihood":
             raise ConfigError(f"{key}.discrete_model", "only [likelihood] models x's discrete columns")
         discrete_model = _str(table["discrete_model"], f"{key}.discrete_model", ("mnle", "dequantize"))
+    gold, gold_weight = _gold(table, key)
+    if gold is not None:
+        from .models import MODELS as _MODELS
+
+        kind = _MODELS[model].log_prob_kind
+        if kind != "exact":
+            raise ConfigError(f"{key}.gold", f"gold = \"score\" trains the θ-gradient of an exact log-density; the "
+                              f"{model} family's log_prob is {kind!r}: use model = \"flow\"")
     return ModelConfig(enabled, model, dict(options), _training(training, f"{key}.training"),
-                       embedding, mcmc, num_train, nproc, discrete_model)
+                       embedding, mcmc, num_train, nproc, discrete_model, gold, gold_weight)
+
+
+def _gold(table: dict[str, Any], key: str) -> tuple[str | None, float]:
+    """A model table's ``gold`` and ``gold_weight`` (checked as the estimators check them)."""
+    from .estimators.gold import GOLD_MODES, check_gold_options
+
+    gold = _str(table["gold"], f"{key}.gold", GOLD_MODES) if "gold" in table else None
+    weight = table.get("gold_weight", 1.0)
+    if "gold_weight" in table and gold is None:
+        raise ConfigError(f"{key}.gold_weight", "goes with gold = \"score\"")
+    try:
+        return check_gold_options(gold, weight)
+    except ValueError as e:
+        raise ConfigError(f"{key}.gold_weight", str(e)) from None
 
 
 def _ratio(raw: Any) -> ModelConfig:
@@ -424,8 +457,9 @@ def _ratio(raw: Any) -> ModelConfig:
         raise ConfigError("ratio.options", f"not accepted by the {model} ratio estimator ({e})") from None
     embedding = _str(table.get("embedding", "auto"), "ratio.embedding", EMBEDDINGS)
     num_train = _int(table["num_train"], "ratio.num_train", 10) if "num_train" in table else None
+    gold, gold_weight = _gold(table, "ratio")
     return ModelConfig(enabled, model, dict(options), _training(table.get("training", {}), "ratio.training"),
-                       embedding, False, num_train)
+                       embedding, False, num_train, gold=gold, gold_weight=gold_weight)
 
 
 # --------------------------------------------------------------------------------------------- simulators
@@ -541,6 +575,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
                           f"got {executor!r}")
     if executor and workers:
         raise ConfigError("simulation.workers", "give workers or executor, not both")
+    gold = _bool(simulation.get("gold", False), "simulation.gold")
 
     posterior = _model(raw.get("posterior"), "posterior", "posterior")
     likelihood_key = _section(raw, "likelihood")
@@ -551,6 +586,10 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
                           "enabled")
     # the budget presets keep their former key names (emulator_epochs, emulator_time); a ratio estimator trains
     # on the posterior's budget (both read x through an embedding)
+    for cfg, key in ((posterior, "posterior"), (likelihood, likelihood_key), (ratio, "ratio")):
+        if cfg.enabled and cfg.gold is not None and not gold:
+            raise ConfigError(f"{key}.gold", "trains on the joint score: set [simulation] gold = true (a simulator "
+                              "with return_latents and joint_log_prob, see simgen.campaign.gold)")
     for cfg, preset_key in ((posterior, "posterior"), (likelihood, "emulator"), (ratio, "posterior")):
         cfg.training.setdefault("max_epochs", preset[f"{preset_key}_epochs"])
         cfg.training.setdefault("max_time", preset[f"{preset_key}_time"])
@@ -584,7 +623,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
     config = RunConfig(
         simulator=sim_name, simulator_options=dict(sim_options), seed=seed, device=device, budget=budget,
         num_simulations=num_simulations, chunk_size=chunk_size, store=store, workers=workers, executor=executor,
-        posterior=posterior, likelihood=likelihood, ratio=ratio, held_out=held_out, obs_file=obs_file,
+        gold=gold, posterior=posterior, likelihood=likelihood, ratio=ratio, held_out=held_out, obs_file=obs_file,
         num_samples=ev["num_samples"], c2st=c2st, reference_samples=ev["reference_samples"],
         calibration=ev["calibration"], calibration_samples=ev["calibration_samples"],
         emulator_maps=ev["emulator_maps"], mcmc_chains=ev["mcmc_chains"], mcmc_warmup=ev["mcmc_warmup"],
@@ -595,6 +634,13 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
     if build_simulator:
         sim = resolve_simulator(sim_name, config.simulator_options, base_dir=base_dir)
         d_theta = int(sim.prior.event_shape[0])
+        if gold:
+            from .campaign.gold import check_gold_simulator
+
+            try:
+                check_gold_simulator(sim)
+            except ValueError as e:
+                raise ConfigError("simulation.gold", str(e)) from None
         if "theta" in obs:
             config.theta_obs = _matrix(obs["theta"], "observations.theta", d_theta)
             _check_in_support(sim.prior, config.theta_obs, "observations.theta")

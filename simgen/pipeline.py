@@ -116,7 +116,8 @@ def simulate_training_set(config: RunConfig, simulator: Any, *, progress: bool =
         s = simgen.simulate(simulator, simulator.prior, config.num_simulations, seed=config.seed,
                             chunk_size=min(config.chunk_size, config.num_simulations), progress=progress,
                             store=store, return_data=False, workers=config.workers or None, executor=executor,
-                            metadata={"simulator_options": {"name": config.simulator, **config.simulator_options}})
+                            metadata={"simulator_options": {"name": config.simulator, **config.simulator_options}},
+                            gold=config.gold)
     theta, x = s.load()
     failed = len(s) - theta.shape[0]
     say(f"  {theta.shape[0]} valid simulations in {store}" + (f" ({failed} failed, kept in the store)" if failed
@@ -124,6 +125,25 @@ def simulate_training_set(config: RunConfig, simulator: Any, *, progress: bool =
     if theta.shape[0] < 10:
         raise RuntimeError(f"only {theta.shape[0]} of {len(s)} simulations are valid; see the store's failures")
     return theta, x
+
+
+def training_gold(config: RunConfig) -> dict[str, Tensor] | None:
+    """The gold of the training set's valid rows (``[simulation] gold = true``), row for row with
+    :func:`simulate_training_set`'s; ``None`` without gold."""
+    if not config.gold:
+        return None
+    import simgen
+
+    return simgen.open_store(config.out / config.store).load_gold()
+
+
+def _gold_rows(gold: dict[str, Tensor] | None, spec: Any) -> dict[str, Tensor] | None:
+    """The first ``spec.num_train`` rows of ``gold`` for a model with ``gold = "score"`` (else ``None``)."""
+    if spec.gold is None:
+        return None
+    if gold is None:
+        raise ValueError("a model with gold = \"score\" trains on the joint score: set [simulation] gold = true")
+    return {name: values[: spec.num_train] for name, values in gold.items()}
 
 
 @dataclass
@@ -201,7 +221,7 @@ def _device(config: RunConfig) -> str | None:
 
 
 def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
-                  say: Say = _silent, checkpoint: Any = None) -> Any:
+                  say: Say = _silent, checkpoint: Any = None, gold: dict[str, Tensor] | None = None) -> Any:
     """A :class:`~simgen.PosteriorEstimator` of ``[posterior]`` fitted on (θ, x), seed ``config.seed`` (training
     checkpointed to ``checkpoint`` when given)."""
     import simgen
@@ -212,8 +232,10 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
     theta, x = theta[: spec.num_train], x[: spec.num_train]
     embedding = make_embedding(spec.embedding, x, getattr(simulator, "x_kind", None))
     post = simgen.PosteriorEstimator(simulator.prior, make_model(spec.model, spec.options), embedding=embedding,
-                                     simulator=simulator, device=_device(config))
-    history = post.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint, **spec.training)
+                                     simulator=simulator, device=_device(config), gold=spec.gold,
+                                     gold_weight=spec.gold_weight)
+    history = post.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint,
+                       gold=_gold_rows(gold, spec), **spec.training)
     say(f"  posterior ({spec.model}, embedding {spec.embedding}, {theta.shape[0]} simulations): "
         f"{history.epochs} epochs in {history.wall_time:.0f} s, best validation loss "
         f"{history.best_validation_loss:.3f}")
@@ -221,7 +243,7 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
 
 
 def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
-                 say: Say = _silent, checkpoint: Any = None) -> Any:
+                   say: Say = _silent, checkpoint: Any = None, gold: dict[str, Tensor] | None = None) -> Any:
     """A :class:`~simgen.LikelihoodEstimator` of ``[likelihood]`` fitted on (θ, x), seed ``config.seed`` (training
     checkpointed to ``checkpoint`` when given)."""
     import simgen
@@ -235,15 +257,16 @@ def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, 
     kind = getattr(simulator, "x_kind", None) or infer_x_kind(tuple(x.shape[1:]))
     family = make_model(model_for(spec.model, kind), spec.options)
     emu = simgen.LikelihoodEstimator(simulator.prior, family, simulator=simulator, device=_device(config),
-                                     discrete_model=spec.discrete_model)
-    history = emu.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint, **spec.training)
+                                     discrete_model=spec.discrete_model, gold=spec.gold, gold_weight=spec.gold_weight)
+    history = emu.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint,
+                      gold=_gold_rows(gold, spec), **spec.training)
     say(f"  emulator ({family.family}, {theta.shape[0]} simulations): {history.epochs} epochs in "
         f"{history.wall_time:.0f} s, best validation loss {history.best_validation_loss:.3f}")
     return emu
 
 
 def fit_ratio(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
-              say: Say = _silent, checkpoint: Any = None) -> Any:
+              say: Say = _silent, checkpoint: Any = None, gold: dict[str, Tensor] | None = None) -> Any:
     """A :class:`~simgen.RatioEstimator` of ``[ratio]`` fitted on (θ, x), seed ``config.seed`` (training
     checkpointed to ``checkpoint`` when given)."""
     import simgen
@@ -252,8 +275,9 @@ def fit_ratio(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, pr
     theta, x = theta[: spec.num_train], x[: spec.num_train]
     embedding = make_embedding(spec.embedding, x, getattr(simulator, "x_kind", None), "ratio.embedding")
     est = simgen.RatioEstimator(simulator.prior, spec.model, embedding=embedding, simulator=simulator,
-                                device=_device(config), **spec.options)
-    history = est.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint, **spec.training)
+                                device=_device(config), gold=spec.gold, gold_weight=spec.gold_weight, **spec.options)
+    history = est.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint,
+                      gold=_gold_rows(gold, spec), **spec.training)
     say(f"  ratio ({est.variant}, embedding {spec.embedding}, {theta.shape[0]} simulations): {history.epochs} "
         f"epochs in {history.wall_time:.0f} s, best validation loss {history.best_validation_loss:.3f}")
     return est
@@ -608,6 +632,7 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
     done = step("simulation")
     say(f"[1/5] simulating {config.num_simulations} (θ, x) pairs")
     theta, x = simulate_training_set(config, simulator, progress=progress, say=say)
+    gold = training_gold(config)
     observations = make_observations(config, simulator, tuple(x.shape[1:]))
     done()
     names = list(getattr(simulator, "parameter_names", None) or []) or None
@@ -618,19 +643,19 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
     if config.posterior.enabled:
         done = step("posterior training")
         say(f"[2/5] fitting the posterior p(θ | x) ({config.posterior.model})")
-        posterior = fit_posterior(config, simulator, theta, x, progress=progress, say=say)
+        posterior = fit_posterior(config, simulator, theta, x, progress=progress, say=say, gold=gold)
         histories["posterior"] = posterior.history
         done()
     if config.likelihood.enabled:
         done = step("emulator training")
         say(f"[3/5] fitting the emulator p(x | θ) ({config.likelihood.model})")
-        emulator = fit_likelihood(config, simulator, theta, x, progress=progress, say=say)
+        emulator = fit_likelihood(config, simulator, theta, x, progress=progress, say=say, gold=gold)
         histories["emulator"] = emulator.history
         done()
     if config.ratio.enabled:
         done = step("ratio training")
         say(f"[3/5] fitting the ratio p(x | θ) / p(x) ({config.ratio.model})")
-        ratio = fit_ratio(config, simulator, theta, x, progress=progress, say=say)
+        ratio = fit_ratio(config, simulator, theta, x, progress=progress, say=say, gold=gold)
         histories["ratio"] = ratio.history
         done()
     outputs.training("Training", histories)

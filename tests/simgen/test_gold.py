@@ -208,3 +208,48 @@ def test_sally_score_summary_learns_the_score_and_embeds(tmp_path):
     loaded = simgen.load(tmp_path / "sally.pt")
     assert isinstance(loaded.density.embedding, simgen.nets.ScoreSummary)
     assert torch.allclose(loaded.density.embedding(grid), summary(grid))
+
+
+def test_gold_in_the_config_and_the_cli(tmp_path):
+    import textwrap
+
+    from simgen.cli import main
+    from simgen.config import ConfigError, parse_config
+
+    text = textwrap.dedent("""
+        [simulator]
+        name = "collider"
+        options = { level = "parton_smeared" }
+        [simulation]
+        gold = true
+        [posterior]
+        gold = "score"
+        gold_weight = 0.1
+        [ratio]
+        gold = "score"
+    """)
+    config, _ = parse_config(text)
+    assert config.gold and config.posterior.gold == "score" and config.posterior.gold_weight == 0.1
+    assert config.ratio.gold == "score" and config.likelihood.gold is None
+    with pytest.raises(ConfigError, match="simulation.gold"):
+        parse_config(text.replace('name = "collider"', 'name = "two_moons"').replace(
+            'options = { level = "parton_smeared" }', ""))
+    with pytest.raises(ConfigError, match="posterior.gold"):
+        parse_config(text.replace("gold = true", "gold = false"))
+    with pytest.raises(ConfigError, match="log_prob is 'ode'"):
+        parse_config(text.replace('[posterior]\n', '[posterior]\nmodel = "cnf"\n'))
+    # simulate --gold, then train on the store's gold
+    store = tmp_path / "gold.h5"
+    assert main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", "300",
+                 "--store", str(store), "--gold", "--quiet"]) == 0
+    assert simgen.open_store(store).has_gold
+    out = tmp_path / "emu.pt"
+    assert main(["train", "--store", str(store), "--out", str(out), "--direction", "likelihood", "--gold-weight",
+                 "0.1", "--max-epochs", "2", "--quiet"]) == 0
+    assert simgen.load(out).gold_weight == 0.1
+    plain = tmp_path / "plain.h5"
+    assert main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", "100",
+                 "--store", str(plain), "--quiet"]) == 0
+    assert main(["train", "--store", str(plain), "--out", str(out), "--gold-weight", "0.1", "--quiet"]) == 2
+    assert main(["simulate", "--simulator", "two_moons", "--num", "10", "--store", str(tmp_path / "m.h5"),
+                 "--gold", "--quiet"]) == 2
