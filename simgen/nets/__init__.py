@@ -26,6 +26,7 @@ from .mlp import MLP, Flatten, ResidualMLP
 from .sets import DeepSets, SetStandardize, SubsetDeepSets, split_mask
 from .spectra import PowerSpectrumEmbedding
 from .time import FiLMResidualMLP, TimeEmbedding
+from .transformer import TokenTransformer
 
 __all__ = [
     "MLP",
@@ -45,6 +46,7 @@ __all__ = [
     "PowerSpectrumEmbedding",
     "TimeEmbedding",
     "FiLMResidualMLP",
+    "TokenTransformer",
     "SetStandardize",
     "split_mask",
     "default_embedding",
@@ -57,7 +59,8 @@ __all__ = [
 _BUILTIN: dict[str, type[nn.Module]] = {
     cls.name: cls
     for cls in (MLP, ResidualMLP, Flatten, ConvEncoder, ConvDecoder, UNet, MapEmbedding, SequenceEmbedding, DeepSets,
-                SubsetDeepSets, PowerSpectrumEmbedding, TimeEmbedding, FiLMResidualMLP)
+                SubsetDeepSets, PowerSpectrumEmbedding, TimeEmbedding, FiLMResidualMLP,
+                TokenTransformer)
 }
 
 
