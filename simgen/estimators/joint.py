@@ -257,6 +257,20 @@ class JointEstimator(Estimator):
         rows[..., mask] = values[:, None, mask].expand(m, n, -1).to(rows.dtype)
         return rows if batched else rows[0]
 
+    def posterior_mask(self) -> Tensor:
+        """The condition mask of the posterior p(θ | x): ``[T]``, θ's tokens generated, x's observed."""
+        return torch.arange(self.tokens) >= self.d_theta
+
+    def sample_posterior(self, n: int, x_obs: Any, *, generator: torch.Generator | None = None,
+                         **options: Any) -> Tensor:
+        """``n`` posterior draws θ ~ p(θ | x): x_obs ``[d_x]`` → ``[n, d_theta]``, ``[m, d_x]`` → ``[m, n, d_theta]``
+        (the conditional of :meth:`posterior_mask`, through :meth:`sample`)."""
+        x = as_tensor(x_obs, "x_obs")
+        if x.dim() not in (1, 2) or x.shape[-1] != self.d_x:
+            raise ValueError(f"x_obs must have shape [{self.d_x}] or [m, {self.d_x}]; got {list(x.shape)}")
+        values = torch.cat([x.new_full((*x.shape[:-1], self.d_theta), float("nan")), x], dim=-1)
+        return self.sample(n, self.posterior_mask(), values, generator=generator, **options)[..., : self.d_theta]
+
     def log_prob(self, values: Any, condition_mask: Any, *, generator: torch.Generator | None = None,
                  **options: Any) -> Tensor:
         r"""log p(z_latent | z_observed) ``[n]`` for rows ``values`` ``[n, T]`` (or one ``[T]``), in the data's
