@@ -47,6 +47,20 @@ def train_sbi(inference: Any, theta: torch.Tensor, x: torch.Tensor) -> tuple[Any
     return estimator, seconds, cpu, inference._summary["epochs_trained"][-1]
 
 
+def sbi_posterior(kind: str, prior: Any, theta: torch.Tensor, x: torch.Tensor, seed: int) -> tuple[Any, float, int]:
+    """An ``sbi`` posterior of ``kind`` (``"npe"``, ``"fmpe"`` or ``"npse"``, sbi's defaults) trained on (θ, x)
+    with torch seeded by ``seed``: the posterior, training wall seconds and epochs trained (:func:`train_sbi`)."""
+    from sbi.inference import FMPE, NPE, NPSE
+
+    methods = {"npe": NPE, "fmpe": FMPE, "npse": NPSE}
+    if kind not in methods:
+        raise ValueError(f"sbi method must be one of {sorted(methods)}; got {kind!r}")
+    torch.manual_seed(seed)
+    inference = methods[kind](prior=prior, show_progress_bars=False)
+    estimator, seconds, _, epochs = train_sbi(inference, theta, x)
+    return inference.build_posterior(estimator), seconds, epochs
+
+
 @dataclass
 class MapSets:
     """The map benchmarks' data: training pairs, held-out pairs with their exact log-likelihood, and simulated maps

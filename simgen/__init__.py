@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import diagnostics, models, nets, plots
 from ._version import __version__
 from .campaign import Store, open_store
-from .estimators import LikelihoodEstimator, PosteriorEstimator, RatioEstimator
+from .estimators import JointEstimator, LikelihoodEstimator, PosteriorEstimator, RatioEstimator
 from .io import load
 
 # ``simgen.simulate`` is the function; importing the former module of that name here first keeps a later
@@ -25,6 +25,7 @@ __all__ = [
     "PosteriorEstimator",
     "LikelihoodEstimator",
     "RatioEstimator",
+    "JointEstimator",
     "TrainingConfig",
     "TrainingHistory",
     "load",

@@ -203,7 +203,9 @@ def _train(args: argparse.Namespace) -> int:
         config, sim = load_config(None, build_simulator=False)
         config.posterior, config.likelihood = ModelConfig(True, "flow"), ModelConfig(True, "flow")
         config.ratio = ModelConfig(True, "nre")
-    models = ("nre", *sorted(RATIO_MODELS)) if args.direction == "ratio" else tuple(sorted(MODELS))
+        config.joint = ModelConfig(True, "simformer")
+    models = {"ratio": ("nre", *sorted(RATIO_MODELS)), "joint": ("simformer",)}.get(args.direction,
+                                                                                   tuple(sorted(MODELS)))
     if args.model is not None and args.model not in models:
         raise UsageError(f"--model must be one of {', '.join(models)} for a {args.direction}; got {args.model!r}")
     if args.direction == "emulator":
@@ -213,7 +215,8 @@ def _train(args: argparse.Namespace) -> int:
     store = simgen.open_store(args.store)
     if sim is None:
         sim = _store_simulator(store)
-    spec = {"posterior": config.posterior, "likelihood": config.likelihood, "ratio": config.ratio}[args.direction]
+    spec = {"posterior": config.posterior, "likelihood": config.likelihood, "ratio": config.ratio,
+            "joint": config.joint}[args.direction]
     if args.model is not None and args.model != spec.model:
         spec.model, spec.options = args.model, {}
     if args.embedding is not None:
@@ -242,6 +245,8 @@ def _train(args: argparse.Namespace) -> int:
     nproc = args.nproc if args.nproc is not None else spec.nproc
     if nproc < 1:
         raise UsageError(f"--nproc must be at least 1; got {nproc}")
+    if nproc > 1 and args.direction == "joint":
+        raise UsageError("--direction joint trains in one process (no --nproc)")
     if nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return _launch(nproc, args.argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank of torchrun's: streams its shard of the store
@@ -250,9 +255,10 @@ def _train(args: argparse.Namespace) -> int:
     theta, x = store.load()
     say(f"training a {args.direction} ({spec.model}) on {theta.shape[0]} valid simulations of {args.store}")
     fit = {"posterior": pipeline.fit_posterior, "likelihood": pipeline.fit_likelihood,
-           "ratio": pipeline.fit_ratio}[args.direction]
+           "ratio": pipeline.fit_ratio, "joint": pipeline.fit_joint}[args.direction]
     gold = store.load_gold() if spec.gold is not None else None
-    estimator = fit(config, sim, theta, x, progress=not args.quiet, say=say, checkpoint=args.checkpoint, gold=gold)
+    options = {"gold": gold} if gold is not None else {}
+    estimator = fit(config, sim, theta, x, progress=not args.quiet, say=say, checkpoint=args.checkpoint, **options)
     estimator.save(args.out)
     say(f"wrote {args.out}")
     return EXIT_OK
@@ -364,16 +370,18 @@ def _sample(args: argparse.Namespace) -> int:
         est = est.posterior(progress=not args.quiet)
         flag, given = "--x", args.x
         missing = f"{args.model} is a ratio estimator: give the observations with --x FILE"
-    elif est.direction == "posterior":
+    elif est.direction in ("posterior", "joint"):
         flag, given = "--x", args.x
-        missing = f"{args.model} is a posterior: give the observations with --x FILE"
+        missing = f"{args.model} is a {est.direction} model: give the observations with --x FILE"
     else:
         flag, given = "--theta", args.theta
         missing = f"{args.model} is an emulator: give the parameters with --theta FILE or '[[...]]'"
     if given is None:
         raise UsageError(missing)
     try:
-        draws = est.sample_batched(args.num, _read_array(given, flag), generator=generator)
+        given = _read_array(given, flag)
+        draws = (est.sample_posterior(args.num, torch.as_tensor(given).reshape(-1, est.d_x), generator=generator)
+                 if est.direction == "joint" else est.sample_batched(args.num, given, generator=generator))
     except ValueError as e:
         raise UsageError(f"{flag}: {e}") from None
     what = (f"{args.num} draws of θ for each of {draws.shape[0]} observation(s)" if flag == "--x"
@@ -517,13 +525,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--store", required=True, help="store folder written by simgen simulate or simgen run")
     train.add_argument("--out", required=True, help="model file to write, e.g. posterior.pt")
     train.add_argument("--config", default=None, metavar="CONFIG.toml", help="simulator and model settings")
-    train.add_argument("--direction", choices=("posterior", "likelihood", "emulator", "ratio"),
+    train.add_argument("--direction", choices=("posterior", "likelihood", "emulator", "ratio", "joint"),
                        default="posterior",
-                       help="posterior p(θ | x), likelihood p(x | θ) (an emulator of the simulator) or ratio "
-                            "p(x | θ) / p(x) (neural ratio estimation; its posterior by MCMC) (default posterior; "
-                            "'emulator' is the former name of 'likelihood')")
-    train.add_argument("--model", default=None, help="family: flow, cnf, diffusion, vae; for a ratio nre, nre_a, "
-                                                     "nre_b, nre_c, bnre (default: the config's, else flow / nre)")
+                       help="posterior p(θ | x), likelihood p(x | θ) (an emulator of the simulator), ratio "
+                            "p(x | θ) / p(x) (neural ratio estimation; its posterior by MCMC) or joint p(θ, x) (an "
+                            "all-in-one Simformer: any conditional) (default posterior; 'emulator' is the former "
+                            "name of 'likelihood')")
+    train.add_argument("--model", default=None, help="family: flow, cnf, diffusion, vae, simformer; for a ratio "
+                                                     "nre, nre_a, nre_b, nre_c, bnre; for a joint simformer "
+                                                     "(default: the config's, else flow / nre / simformer)")
     train.add_argument("--embedding", choices=("auto", "power_spectrum", "flatten"), default=None,
                        help="posterior embedding of x (default auto)")
     train.add_argument("--discrete-model", choices=("mnle", "dequantize"), default=None,

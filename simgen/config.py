@@ -12,6 +12,9 @@ Budgets (``budget = "tiny" | "small" | "default"``) are presets of the numbers b
 wins over the preset. ``"tiny"`` is for tests and smoke runs (seconds), ``"small"`` for a first look (about a
 minute), ``"default"`` for results worth reading (minutes).
 
+A ``[joint]`` table fits a :class:`~simgen.JointEstimator` (one all-in-one Simformer of p(θ, x), any conditional;
+the run scores its posterior p(θ | x) like the others').
+
 Paths inside a configuration file are relative to the file's folder. The likelihood's section is ``[likelihood]``;
 the former name ``[emulator]`` is still read, with a ``FutureWarning``.
 """
@@ -68,12 +71,13 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:<index>", "mps")
 OBSERVATION_SUFFIXES = (".npy", ".pt", ".json")
 
 _TOP_KEYS = ("seed", "device", "budget", "simulator", "simulation", "posterior", "likelihood", "emulator",
-             "ratio", "observations", "evaluation", "output")
+             "ratio", "joint", "observations", "evaluation", "output")
 _SIMULATOR_KEYS = ("name", "options")
 _SIMULATION_KEYS = ("num_simulations", "chunk_size", "store", "workers", "executor", "gold")
 _MODEL_KEYS = ("enabled", "model", "embedding", "options", "training", "mcmc", "num_train", "discrete_model", "gold",
                "gold_weight")
 _RATIO_KEYS = ("enabled", "model", "embedding", "options", "training", "num_train", "gold", "gold_weight")
+_JOINT_KEYS = ("enabled", "model", "options", "training", "num_train")
 _OBSERVATION_KEYS = ("held_out", "theta", "file", "true_theta")
 _EVALUATION_KEYS = ("num_samples", "c2st", "reference_samples", "calibration", "calibration_samples",
                     "emulator_maps", "mcmc_chains", "mcmc_warmup")
@@ -130,6 +134,8 @@ class RunConfig:
     likelihood: ModelConfig = field(default_factory=lambda: ModelConfig(False, "flow"))
     #: ``[ratio]``: a neural ratio estimator, its posterior sampled by MCMC (``model`` is its variant)
     ratio: ModelConfig = field(default_factory=lambda: ModelConfig(False, "nre"))
+    #: ``[joint]``: an all-in-one model of p(θ, x) (:class:`~simgen.JointEstimator`; ``model`` is ``"simformer"``)
+    joint: ModelConfig = field(default_factory=lambda: ModelConfig(False, "simformer"))
     held_out: int = 3
     theta_obs: list[list[float]] | None = None
     obs_file: str | None = None
@@ -233,7 +239,7 @@ executor = ""                # "" (local), "dask" (a local dask cluster) or "tcp
 
 [posterior]                  # p(theta | x), amortised over x
 enabled = true
-model = "flow"               # "flow" | "mapflow" | "cnf" | "diffusion" | "vae" (the families installed;
+model = "flow"               # "flow" | "mapflow" | "cnf" | "diffusion" | "vae" | "simformer" (installed;
                              # "flow" on maps is the map flow)
 embedding = "auto"           # "auto" (CNN for maps, none for vectors) | "power_spectrum" (maps) | "flatten"
 options = {}                 # the family's constructor arguments, e.g. { transforms = 5, hidden_features = 64 }
@@ -255,6 +261,12 @@ training = {}
 # embedding = "auto"         # as [posterior]
 # options = {}               # e.g. { num_classes = 5, gamma = 1.0 } (nre_c), { regularization = 100 } (bnre),
 #                            #   { hidden_features = 64, num_blocks = 2 }
+# training = {}
+
+# [joint]                    # one all-in-one model of p(theta, x) (Simformer): samples any conditional; the run
+# enabled = true             #   scores its posterior p(theta | x) (vector x only)
+# model = "simformer"
+# options = {}               # e.g. { hidden_features = 64, num_blocks = 4, steps = 25 }
 # training = {}
 
 [observations]               # what to infer theta from: one of
@@ -462,6 +474,26 @@ def _ratio(raw: Any) -> ModelConfig:
                        embedding, False, num_train, gold=gold, gold_weight=gold_weight)
 
 
+def _joint(raw: Any) -> ModelConfig:
+    """The ``[joint]`` table (``None``: absent; a present table is enabled by default)."""
+    table = _table({} if raw is None else raw, "joint", _JOINT_KEYS)
+    enabled = _bool(table.get("enabled", raw is not None), "joint.enabled")
+    model = _str(table.get("model", "simformer"), "joint.model", ("simformer",))
+    options = table.get("options", {})
+    if not isinstance(options, dict):
+        raise ConfigError("joint.options", f"must be a table of the Simformer's constructor arguments; got "
+                          f"{options!r}")
+    from .models import Simformer
+
+    try:
+        Simformer(**options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError("joint.options", f"not accepted by the Simformer ({e})") from None
+    num_train = _int(table["num_train"], "joint.num_train", 10) if "num_train" in table else None
+    return ModelConfig(enabled, model, dict(options), _training(table.get("training", {}), "joint.training"),
+                       "flatten", False, num_train)
+
+
 # --------------------------------------------------------------------------------------------- simulators
 
 
@@ -581,16 +613,18 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
     likelihood_key = _section(raw, "likelihood")
     likelihood = _model(raw.get(likelihood_key), likelihood_key, "likelihood")
     ratio = _ratio(raw.get("ratio"))
-    if not (posterior.enabled or likelihood.enabled or ratio.enabled):
-        raise ConfigError("posterior.enabled", "at least one of [posterior], [likelihood] and [ratio] must be "
-                          "enabled")
+    joint = _joint(raw.get("joint"))
+    if not (posterior.enabled or likelihood.enabled or ratio.enabled or joint.enabled):
+        raise ConfigError("posterior.enabled", "at least one of [posterior], [likelihood], [ratio] and [joint] "
+                          "must be enabled")
     # the budget presets keep their former key names (emulator_epochs, emulator_time); a ratio estimator trains
     # on the posterior's budget (both read x through an embedding)
     for cfg, key in ((posterior, "posterior"), (likelihood, likelihood_key), (ratio, "ratio")):
         if cfg.enabled and cfg.gold is not None and not gold:
             raise ConfigError(f"{key}.gold", "trains on the joint score: set [simulation] gold = true (a simulator "
                               "with return_latents and joint_log_prob, see simgen.campaign.gold)")
-    for cfg, preset_key in ((posterior, "posterior"), (likelihood, "emulator"), (ratio, "posterior")):
+    for cfg, preset_key in ((posterior, "posterior"), (likelihood, "emulator"), (ratio, "posterior"),
+                            (joint, "posterior")):
         cfg.training.setdefault("max_epochs", preset[f"{preset_key}_epochs"])
         cfg.training.setdefault("max_time", preset[f"{preset_key}_time"])
 
@@ -623,7 +657,8 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
     config = RunConfig(
         simulator=sim_name, simulator_options=dict(sim_options), seed=seed, device=device, budget=budget,
         num_simulations=num_simulations, chunk_size=chunk_size, store=store, workers=workers, executor=executor,
-        gold=gold, posterior=posterior, likelihood=likelihood, ratio=ratio, held_out=held_out, obs_file=obs_file,
+        gold=gold, posterior=posterior, likelihood=likelihood, ratio=ratio, joint=joint,
+        held_out=held_out, obs_file=obs_file,
         num_samples=ev["num_samples"], c2st=c2st, reference_samples=ev["reference_samples"],
         calibration=ev["calibration"], calibration_samples=ev["calibration_samples"],
         emulator_maps=ev["emulator_maps"], mcmc_chains=ev["mcmc_chains"], mcmc_warmup=ev["mcmc_warmup"],

@@ -6,7 +6,7 @@ inputs, usable alone (``simgen train``, ``simgen evaluate`` and the tutorials ca
 1. :func:`simulate_training_set` — θ ~ p(θ), x ~ p(x | θ) into a resumable store (seed ``seed``);
 2. :func:`make_observations` — the observations to infer θ from: held-out simulations (seed ``seed + 1``),
    simulations at given θ, or a file;
-3. :func:`fit_posterior`, :func:`fit_likelihood`, :func:`fit_ratio` — the models asked for;
+3. :func:`fit_posterior`, :func:`fit_likelihood`, :func:`fit_ratio`, :func:`fit_joint` — the models asked for;
 4. :func:`check_observations` — posterior draws per observation (by MCMC for an emulator or a ratio), C2ST
    against the simulator's reference posterior where it has one, corner plots with both;
 5. :func:`check_calibration` — expected coverage and SBC ranks on held-out simulations (seed ``seed + 2``);
@@ -49,6 +49,8 @@ __all__ = [
     "fit_likelihood",
     "fit_posterior",
     "fit_ratio",
+    "fit_joint",
+    "JointPosterior",
     "load_observations",
     "make_embedding",
     "make_observations",
@@ -283,6 +285,34 @@ def fit_ratio(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, pr
     return est
 
 
+def fit_joint(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
+              say: Say = _silent, checkpoint: Any = None) -> Any:
+    """A :class:`~simgen.JointEstimator` of ``[joint]`` fitted on (θ, x) (vector x), seed ``config.seed``
+    (training checkpointed to ``checkpoint`` when given)."""
+    import simgen
+
+    from .models import make_model
+
+    spec = config.joint
+    theta, x = theta[: spec.num_train], x[: spec.num_train]
+    est = simgen.JointEstimator(simulator.prior, make_model(spec.model, spec.options), device=_device(config))
+    history = est.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint, **spec.training)
+    say(f"  joint ({spec.model}, {theta.shape[0]} simulations): {history.epochs} epochs in "
+        f"{history.wall_time:.0f} s, best validation loss {history.best_validation_loss:.3f}")
+    return est
+
+
+class JointPosterior:
+    """A :class:`~simgen.JointEstimator`'s posterior p(θ | x) with the ``sample(n, x, generator=)`` of a posterior
+    (what the observation checks call)."""
+
+    def __init__(self, joint: Any) -> None:
+        self.joint = joint
+
+    def sample(self, n: int, x_obs: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        return self.joint.sample_posterior(n, x_obs, generator=generator)
+
+
 # -------------------------------------------------------------------------------------------------- checks
 
 
@@ -337,9 +367,10 @@ def _reference(simulator: Any, x: Tensor, n: int, generator: torch.Generator) ->
 
 def check_observations(config: RunConfig, simulator: Any, observations: Observations, outputs: Outputs, *,
                        posterior: Any = None, emulator: Any = None, ratio: Any = None, progress: bool = True,
-                       say: Say = _silent) -> list[dict[str, Any]]:
+                       say: Say = _silent, joint: Any = None) -> list[dict[str, Any]]:
     """Posterior draws for each observation (from ``posterior``, by MCMC on ``emulator`` when
-    ``[likelihood].mcmc`` and by MCMC on ``ratio``, a ratio estimator, when given), their C2ST against the
+    ``[likelihood].mcmc``, by MCMC on ``ratio``, a ratio estimator, and from ``joint``, a joint estimator's
+    posterior conditional, when given), their C2ST against the
     simulator's reference posterior where it has one, and a corner plot with both. Draws are saved to
     ``out/samples.pt``. Returns one result row per observation."""
     from . import diagnostics, plots
@@ -356,6 +387,8 @@ def check_observations(config: RunConfig, simulator: Any, observations: Observat
     if ratio is not None:
         methods.append(("ratio_mcmc", ratio.posterior(num_chains=config.mcmc_chains, warmup=config.mcmc_warmup,
                                                       progress=progress)))
+    if joint is not None:
+        methods.append(("joint", JointPosterior(joint)))
     for i in range(observations.x.shape[0]):
         x_i = observations.x[i]
         truth = None if observations.theta is None else observations.theta[i]
@@ -374,7 +407,7 @@ def check_observations(config: RunConfig, simulator: Any, observations: Observat
                 n = min(draws.shape[0], reference.shape[0])
                 row[f"{label}_c2st"] = round(diagnostics.c2st(draws[:n], reference[:n], seed=config.seed + 1), 4)
             what = {"posterior": "posterior", "emulator_mcmc": "emulator + MCMC posterior",
-                    "ratio_mcmc": "ratio + MCMC posterior"}[label]
+                    "ratio_mcmc": "ratio + MCMC posterior", "joint": "joint model's posterior"}[label]
             caption = f"{what} draws" + (" (C0) against the reference posterior (C1)" if reference is not None
                                          else "") + (", true θ marked" if truth is not None else "")
             outputs.figure(f"Observation {i}", f"corner_{label}_{i}", caption,
@@ -585,7 +618,8 @@ def estimate_seconds(config: RunConfig, simulator: Any) -> dict[str, float]:
     m = max(config.held_out, len(config.theta_obs or []), 1)
     n_sims = config.num_simulations + (config.calibration if config.posterior.enabled else 0) + m
     out = {"simulation": per_sim * n_sims + 2.0}
-    for name, spec in (("posterior", config.posterior), ("emulator", config.likelihood), ("ratio", config.ratio)):
+    for name, spec in (("posterior", config.posterior), ("emulator", config.likelihood), ("ratio", config.ratio),
+                       ("joint", config.joint)):
         if spec.enabled:
             out[f"{name} training"] = float(spec.training.get("max_time") or 600.0) + 5.0
     checks = m * (2.0 + 12.0 * config.reference_samples / 10_000 * config.c2st)
@@ -638,7 +672,7 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
     names = list(getattr(simulator, "parameter_names", None) or []) or None
     outputs.data("Data", theta, x, names, config.num_simulations - theta.shape[0])
 
-    posterior = emulator = ratio = None
+    posterior = emulator = ratio = joint = None
     histories: dict[str, Any] = {}
     if config.posterior.enabled:
         done = step("posterior training")
@@ -658,6 +692,12 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
         ratio = fit_ratio(config, simulator, theta, x, progress=progress, say=say, gold=gold)
         histories["ratio"] = ratio.history
         done()
+    if config.joint.enabled:
+        done = step("joint training")
+        say(f"[3/5] fitting the joint p(θ, x) ({config.joint.model})")
+        joint = fit_joint(config, simulator, theta, x, progress=progress, say=say)
+        histories["joint"] = joint.history
+        done()
     outputs.training("Training", histories)
 
     summary: dict[str, Any] = {
@@ -667,10 +707,10 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
         "simgen_version": simgen.__version__,
     }
     say(f"[4/5] inferring θ for {observations.x.shape[0]} observation(s) ({observations.source})")
-    if posterior is not None or config.likelihood.mcmc or ratio is not None:
+    if posterior is not None or config.likelihood.mcmc or ratio is not None or joint is not None:
         done = step("inference and C2ST")
         rows = check_observations(config, simulator, observations, outputs, posterior=posterior,
-                                  emulator=emulator, ratio=ratio, progress=progress, say=say)
+                                  emulator=emulator, ratio=ratio, progress=progress, say=say, joint=joint)
         summary["observations_results"] = rows
         scores = [r["posterior_c2st"] for r in rows if "posterior_c2st" in r]
         if scores:
@@ -693,11 +733,11 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
 
     paths: dict[str, Path] = {"store": out / config.store}
     if config.save_models:
-        for name, est in (("posterior", posterior), ("emulator", emulator), ("ratio", ratio)):
+        for name, est in (("posterior", posterior), ("emulator", emulator), ("ratio", ratio), ("joint", joint)):
             if est is not None:
                 est.save(out / f"{name}.pt")
                 paths[f"{name} model"] = out / f"{name}.pt"
-    if posterior is not None or config.likelihood.mcmc or ratio is not None:
+    if posterior is not None or config.likelihood.mcmc or ratio is not None or joint is not None:
         paths["samples"] = out / "samples.pt"
     paths["figures"] = outputs.folder
     paths["summary"] = out / "summary.json"

@@ -1,10 +1,12 @@
 """Posterior and likelihood estimators: they pick y and c, build a family for the data, and delegate.
 
-``PosteriorEstimator`` models p(θ | x) (y = θ, c = x); ``LikelihoodEstimator`` models the likelihood p(x | θ)
-(y = x, c = θ), an emulator of the simulator; ``RatioEstimator`` (:mod:`~simgen.estimators.ratio`) is a
-classifier of the ratio p(x | θ) / p(x), not a density, whose posterior is sampled by MCMC. The two density
-estimators own the pre-processing (standardisation, prior-support bijection, dequantisation and the context
-embedding) through :class:`~simgen.models.TransformedDensity`; all three train with :func:`simgen.training.train`.
+``PosteriorEstimator`` models p(θ | x) (y = θ, c = x); ``LikelihoodEstimator`` models the likelihood p(x | θ) (y =
+x, c = θ), an emulator of the simulator; ``JointEstimator`` (:mod:`~simgen.estimators.joint`) models the joint
+p(θ, x) with an all-in-one Simformer and samples any conditional; ``RatioEstimator``
+(:mod:`~simgen.estimators.ratio`) is a classifier of the ratio p(x | θ) / p(x), not a density, whose posterior is
+sampled by MCMC. The two density estimators own the pre-processing (standardisation, prior-support bijection,
+dequantisation and the context embedding) through :class:`~simgen.models.TransformedDensity`; all three train with
+:func:`simgen.training.train`.
 
 Modules: :mod:`~simgen.estimators.base` (what both share), :mod:`~simgen.estimators.posterior`,
 :mod:`~simgen.estimators.likelihood`, :mod:`~simgen.estimators.ingest` (training from a campaign store),
@@ -18,6 +20,7 @@ from __future__ import annotations
 from ..utils import as_tensor, default_device
 from .base import Estimator, infer_x_kind
 from .ingest import fit_streaming
+from .joint import JointEstimator
 from .likelihood import LikelihoodEstimator
 from .posterior import PosteriorEstimator
 from .ratio import RATIO_MODELS, RatioEstimator
@@ -28,7 +31,7 @@ _Estimator = Estimator
 _fit_streaming = fit_streaming
 
 __all__ = [
-    "PosteriorEstimator", "LikelihoodEstimator", "RatioEstimator", "RATIO_MODELS",
+    "PosteriorEstimator", "LikelihoodEstimator", "RatioEstimator", "JointEstimator", "RATIO_MODELS",
     "Estimator", "ValidityClassifier", "fit_validity", "infer_x_kind",
     "as_tensor", "default_device",
 ]

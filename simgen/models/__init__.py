@@ -15,6 +15,7 @@ from .diffusion import Diffusion
 from .flow import Flow
 from .mapflow import MapFlow
 from .mixed import MixedDensity
+from .simformer import Simformer
 from .transformed import TransformedDensity
 from .vae import VAE
 
@@ -24,6 +25,7 @@ __all__ = [
     "MapFlow",
     "VAE",
     "CNF",
+    "Simformer",
     "Diffusion",
     "ContinuousFlow",
     "TransformedDensity",
@@ -51,7 +53,7 @@ def register_model(cls: F) -> F:
     return cls
 
 
-for _family in (Flow, VAE, CNF, Diffusion, MapFlow, MixedDensity):
+for _family in (Flow, VAE, CNF, Diffusion, MapFlow, MixedDensity, Simformer):
     register_model(_family)
 
 

@@ -27,6 +27,7 @@ from .score import ScoreSummary
 from .sets import DeepSets, SetStandardize, SubsetDeepSets, split_mask
 from .spectra import PowerSpectrumEmbedding
 from .time import FiLMResidualMLP, TimeEmbedding
+from .transformer import TokenTransformer
 
 __all__ = [
     "MLP",
@@ -46,6 +47,7 @@ __all__ = [
     "PowerSpectrumEmbedding",
     "TimeEmbedding",
     "FiLMResidualMLP",
+    "TokenTransformer",
     "SetStandardize",
     "ScoreSummary",
     "split_mask",
@@ -59,7 +61,8 @@ __all__ = [
 _BUILTIN: dict[str, type[nn.Module]] = {
     cls.name: cls
     for cls in (MLP, ResidualMLP, Flatten, ConvEncoder, ConvDecoder, UNet, MapEmbedding, SequenceEmbedding, DeepSets,
-                SubsetDeepSets, PowerSpectrumEmbedding, TimeEmbedding, FiLMResidualMLP, ScoreSummary)
+                SubsetDeepSets, PowerSpectrumEmbedding, TimeEmbedding, FiLMResidualMLP, ScoreSummary,
+                TokenTransformer)
 }
 
 

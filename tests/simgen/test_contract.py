@@ -49,6 +49,8 @@ SMALL: dict[str, dict[str, Any]] = {
                 attention=False, steps=4, log_prob_method="rk4", log_prob_steps=2, colouring_period=2),
     "diffusion": dict(hidden_features=16, num_blocks=1, time_features=8, channels=(4, 8), blocks_per_level=1,
                       attention=False, steps=4, log_prob_method="rk4", log_prob_steps=2, colouring_period=2),
+    "simformer": dict(hidden_features=16, num_blocks=1, num_heads=2, time_features=8, steps=4, log_prob_method="rk4",
+                      log_prob_steps=2),
     "mapflow": dict(blocks=1, hidden_features=16, num_bins=4),
     "mnle": dict(flow=dict(transforms=2, hidden_features=16, num_blocks=1), hidden_features=16, num_blocks=1),
 }

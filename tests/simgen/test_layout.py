@@ -42,7 +42,7 @@ def test_model_registry_and_its_former_names():
 
 def test_estimators_register_themselves_for_loading():
     assert io.ESTIMATORS == {"posterior": simgen.PosteriorEstimator, "likelihood": simgen.LikelihoodEstimator,
-                             "ratio": simgen.RatioEstimator}
+                             "ratio": simgen.RatioEstimator, "joint": simgen.JointEstimator}
 
 
 def test_likelihood_section_and_its_former_name():

@@ -1,0 +1,123 @@
+"""Every posterior family of simgen against sbi's NPE and FMPE, on sbibm's tasks at several simulation budgets.
+
+For each task and budget: simulate once (``simgen.simulate``, fixed seed), train a
+``simgen.PosteriorEstimator(prior, model=family)`` for each of ``--families`` (their defaults) and sbi's
+posteriors of ``--sbi`` (sbi's defaults) on those pairs, and compare each with the task's reference posterior
+at ``--num-obs`` fixed observations by C2ST (sbibm's classifier, ``--num-samples`` samples each). Reported per
+method: C2ST mean ± standard error over observations, training wall time and epochs, and the mean time to draw
+``--num-samples`` samples for one observation. Results are appended to ``--json`` after every row.
+
+    OMP_NUM_THREADS=1 python benchmarks/frontier.py              # 4 tasks x {1e3, 1e4} x 5 families + NPE, FMPE
+    OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks two_moons --budgets 1000 --num-obs 3 \\
+        --families simformer,flow --sbi npe --json frontier.json
+
+All methods run with the same number of torch threads (``--threads``, default 1), printed in the header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from _common import mean_se, observations, sbi_posterior
+
+import simgen
+import simulators
+
+TASKS = "two_moons,slcp,gaussian_linear,gaussian_mixture"
+FAMILIES = "flow,cnf,diffusion,vae,simformer"
+
+
+def train_family(family: str, prior, theta, x, seed: int, settings: dict) -> tuple[Callable, float, int]:
+    """A simgen posterior of ``family``: its sampler ``draw(n, x_o, seed)``, training seconds and epochs."""
+    post = simgen.PosteriorEstimator(prior, family)
+    history = post.fit(theta, x, seed=seed, progress=False, **settings)
+
+    def draw(n: int, x_o: torch.Tensor, s: int) -> torch.Tensor:
+        return post.sample(n, x_o, generator=torch.Generator().manual_seed(s))
+
+    return draw, history.wall_time, history.epochs
+
+
+def train_sbi(kind: str, prior, theta, x, seed: int) -> tuple[Callable, float, int]:
+    """An sbi posterior of ``kind``: its sampler, training seconds and epochs."""
+    posterior, seconds, epochs = sbi_posterior(kind, prior, theta, x, seed)
+
+    def draw(n: int, x_o: torch.Tensor, s: int) -> torch.Tensor:
+        torch.manual_seed(s)
+        return posterior.sample((n,), x=x_o, show_progress_bars=False)
+
+    return draw, seconds, epochs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=TASKS)
+    parser.add_argument("--families", default=FAMILIES, help="simgen families ('' for none)")
+    parser.add_argument("--sbi", default="npe,fmpe", help="sbi methods: npe, fmpe, npse ('' for none)")
+    parser.add_argument("--budgets", default="1000,10000")
+    parser.add_argument("--num-obs", type=int, default=10)
+    parser.add_argument("--num-samples", type=int, default=10_000)
+    parser.add_argument("--patience", type=int, default=None,
+                        help="early-stopping patience of simgen's trainer (default: each family's)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="write the results to this JSON file (after every row)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    import sbi
+
+    families = [f for f in args.families.split(",") if f]
+    baselines = [m for m in args.sbi.split(",") if m]
+    print(f"simgen {simgen.__version__} vs sbi {sbi.__version__}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s); {args.num_obs} observations, {args.num_samples} samples, "
+          "C2ST as sbibm (MLP 2x10d, 5 folds)", flush=True)
+    settings = {} if args.patience is None else {"patience": args.patience}
+    rows = []
+    start_all = time.perf_counter()
+    for task in args.tasks.split(","):
+        sim = simulators.get(task)
+        _, x_o = observations(sim, args.num_obs, seed=1000 + args.seed)
+        reference = sim.reference_posterior_batched(x_o, args.num_samples,
+                                                    generator=torch.Generator().manual_seed(args.seed))
+        for budget in map(int, args.budgets.split(",")):
+            theta, x = simgen.simulate(sim, sim.prior, budget, seed=args.seed, progress=False)
+            methods = [(f, "simgen") for f in families] + [(m, "sbi") for m in baselines]
+            for method, source in methods:
+                if source == "simgen":
+                    draw, train_s, epochs = train_family(method, sim.prior, theta, x, args.seed, settings)
+                else:
+                    draw, train_s, epochs = train_sbi(method, sim.prior, theta, x, args.seed)
+                scores, times = [], []
+                for i in range(args.num_obs):
+                    start = time.perf_counter()
+                    samples = draw(args.num_samples, x_o[i], args.seed + i)
+                    times.append(time.perf_counter() - start)
+                    scores.append(simgen.diagnostics.c2st(samples, reference[i]))
+                m, se = mean_se(scores)
+                row = {"task": task, "budget": budget, "method": method, "source": source, "c2st": m, "se": se,
+                       "scores": scores, "train_s": train_s, "epochs": epochs,
+                       "sample_s": sum(times) / len(times)}
+                rows.append(row)
+                if args.json:  # after every row, so a run stopped early keeps what it measured
+                    Path(args.json).write_text(json.dumps(rows, indent=2))
+                print(f"{task:16s} {budget:>6d} {source:6s} {method:10s} C2ST {m:.3f} ± {se:.3f}  "
+                      f"train {train_s:7.1f}s ({epochs} epochs)  sample {row['sample_s']:6.2f}s", flush=True)
+
+    if not rows:
+        return
+    print(f"\nruntime {time.perf_counter() - start_all:.0f} s")
+    print(f"\n| task | sims | method | C2ST | train (s) | epochs | {args.num_samples} samples (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        name = r["method"] if r["source"] == "simgen" else f"sbi {r['method'].upper()}"
+        print(f"| {r['task']} | {r['budget']} | {name} | {r['c2st']:.3f} ± {r['se']:.3f} | {r['train_s']:.1f} | "
+              f"{r['epochs']} | {r['sample_s']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
