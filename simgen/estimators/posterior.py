@@ -35,23 +35,27 @@ class PosteriorEstimator(Estimator):
     Args:
         prior: the prior p(θ) the simulations were drawn from (a torch ``Distribution``).
         model: ``"flow"`` or a family object such as ``Flow(kind="maf")``.
-        embedding: module mapping x ``[n, *x_shape]`` to features ``[n, f]`` (default from ``x_kind``).
-        x_kind: ``"vector"``, ``"map"``, ``"set"`` or ``"sequence"`` (default: from ``simulator`` or x's shape).
-        discrete: indices of integer-valued x dimensions (only matters for emulators).
-        simulator: optional simulator whose ``x_kind`` and ``x_discrete`` fill the above.
-        device: where to train and sample (CUDA when present).
-        linear_baseline: when y and the context are vectors, model y's residual from its least-squares linear
-            regression on the context (:class:`~simgen.transforms.LinearResidual`), so that the family starts
-            from the best linear-Gaussian model and only learns the rest. Exact, cheap, and worth most where the
-            truth is nearly linear-Gaussian; ``False`` models the standardised y directly.
-        support_map: how a box prior's support is mapped onto R^d, ``"logit"`` or ``"probit"``
-            (:class:`~simgen.transforms.SupportBijection`); default the family's (flows and VAEs logit,
-            diffusion and CNF probit, whose Gaussian tails those families follow).
         iid: amortise over sets of i.i.d. observations: x rows are ``[M, *row_shape]``, M i.i.d. draws per θ
             (``simgen.simulate(..., iid=M)``), embedded by a permutation-invariant :class:`~simgen.nets.
             SubsetDeepSets` trained on random leading subsets, so that one model gives p(θ | x_1, …, x_m) for
             every m from 1 to M: ``sample(n, x_obs)`` takes ``x_obs`` ``[m, *row_shape]``, ``sample_batched(n,
             xs)`` takes ``[B, m, *row_shape]``. The embedding is chosen automatically (no ``embedding=``).
+
+    Other Parameters:
+        embedding (nn.Module | None): module mapping x ``[n, *x_shape]`` to features ``[n, f]`` (default from
+            ``x_kind``).
+        x_kind (str | None): ``"vector"``, ``"map"``, ``"set"`` or ``"sequence"`` (default: from ``simulator`` or
+            x's shape).
+        discrete (Sequence[int] | None): indices of integer-valued x dimensions (only matters for emulators).
+        simulator (Any | None): optional simulator whose ``x_kind`` and ``x_discrete`` fill the above.
+        device (str | torch.device | None): where to train and sample (CUDA when present).
+        linear_baseline (bool): when y and the context are vectors, model y's residual from its least-squares linear
+            regression on the context (:class:`~simgen.transforms.LinearResidual`), so that the family starts
+            from the best linear-Gaussian model and only learns the rest. Exact, cheap, and worth most where the
+            truth is nearly linear-Gaussian; ``False`` models the standardised y directly.
+        support_map (str | None): how a box prior's support is mapped onto R^d, ``"logit"`` or ``"probit"``
+            (:class:`~simgen.transforms.SupportBijection`); default the family's (flows and VAEs logit,
+            diffusion and CNF probit, whose Gaussian tails those families follow).
     """
 
     direction = "posterior"
