@@ -194,6 +194,22 @@ class PosteriorEstimator(Estimator):
         exists (see :func:`simgen.training.train`): a pre-empted job run again continues where it stopped.
         Under ``torchrun --nproc-per-node N`` training is data-parallel over the N processes, each streaming
         its own shard of a store's chunks (:mod:`simgen.training.distributed`).
+
+        Example:
+            >>> import torch, simgen
+            >>> from sbi.utils import BoxUniform
+            >>> prior = BoxUniform(torch.zeros(2), torch.ones(2))
+            >>> theta, x = simgen.simulate(lambda t: t + 0.1 * torch.randn(t.shape), prior, 300, seed=0,
+            ...                            progress=False)
+            >>> posterior = simgen.PosteriorEstimator(prior, "flow")
+            >>> history = posterior.fit(theta, x, seed=0, progress=False, max_epochs=2)  # a few steps
+            >>> len(history.train_loss)
+            2
+            >>> samples = posterior.sample(100, x[:1])  # q(θ | x_1): [100, 2], inside the prior's box
+            >>> samples.shape, bool(((samples > 0) & (samples < 1)).all())
+            (torch.Size([100, 2]), True)
+            >>> posterior.log_prob(theta[:5], x[:1]).shape  # log q(θ_i | x_1): [5]
+            torch.Size([5])
         """
         seed = self.run_seed(seed, checkpoint)
         if x is None:
