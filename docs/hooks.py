@@ -73,6 +73,10 @@ def pages_from_readme(text: str) -> dict[str, str]:
         if page == MORE and not bodies:
             bodies = ["Every section of the README is on one of the other pages."]
         pages[page] = "\n\n".join([head, *bodies]) + "\n"
+    # the README names the notebooks as `01_quickstart`: on the site they are pages
+    notebooks = {p.stem for p in (ROOT / "tutorials").glob("[0-9]*.ipynb")}
+    pages["index.md"] = re.sub(r"`(\d\d_\w+)`", lambda m: f"[`{m.group(1)}`](tutorials/{m.group(1)}.ipynb)"
+                               if m.group(1) in notebooks else m.group(0), pages["index.md"])
     return pages
 
 
