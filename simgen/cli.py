@@ -235,7 +235,7 @@ def _train(args: argparse.Namespace) -> int:
     if spec.gold is not None and not store.has_gold:
         raise UsageError(f"gold = \"score\" trains on the joint score, but the store {args.store} holds no gold: "
                          "simulate it with simgen simulate --gold")
-    for key in ("max_epochs", "max_time", "batch_size", "learning_rate"):
+    for key in ("max_epochs", "max_time", "batch_size", "learning_rate", "precision"):
         if getattr(args, key) is not None:
             spec.training[key] = getattr(args, key)
     if args.seed is not None:
@@ -546,6 +546,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--max-time", type=float, default=None, help="cap on training seconds")
     train.add_argument("--batch-size", type=int, default=None, help="rows per step (default: automatic)")
     train.add_argument("--learning-rate", type=float, default=None, help="initial learning rate")
+    train.add_argument("--precision", choices=("32", "bf16", "16"), default=None,
+                       help="training arithmetic: 32 (default), or mixed precision with bf16 or 16 (float16, GPUs)")
     train.add_argument("--nproc", type=int, default=None,
                        help="data-parallel processes on this machine, launched through torchrun (default: the "
                             "config's training.nproc, else 1); under torchrun or srun, the ranks it started")

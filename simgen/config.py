@@ -244,6 +244,7 @@ model = "flow"               # "flow" | "mapflow" | "cnf" | "diffusion" | "vae" 
 embedding = "auto"           # "auto" (CNN for maps, none for vectors) | "power_spectrum" (maps) | "flatten"
 options = {}                 # the family's constructor arguments, e.g. { transforms = 5, hidden_features = 64 }
 training = {}                # TrainingConfig fields, e.g. { max_epochs = 100, max_time = 60, batch_size = 256 }
+                             # (precision = "bf16" or "16": mixed-precision training steps; default "32")
 # num_train = 10000          # train on the first this many valid simulations (default: all of them)
 
 [likelihood]                 # p(x | theta), an emulator (surrogate) of the simulator

@@ -268,7 +268,8 @@ class LinearResidual(nn.Module):
     flow otherwise spends its capacity, and its variance, on re-learning a linear trend.
 
     Args:
-        y_features, c_features: widths of the flattened y and context.
+        y_features: width of the flattened y.
+        c_features: width of the flattened context.
         ridge: Tikhonov regularisation λ·n added to the normal equations' slope block (standardised units).
         fixed: y dimensions left as they are (no regression, s = 1), as :class:`Standardize`'s ``fixed``.
     """

@@ -113,6 +113,20 @@ def simulate(
     Raises:
         ValueError: bad arguments, a store holding another campaign, or every simulation failed (the first
             errors are quoted).
+
+    Example:
+        >>> import tempfile, torch, simgen
+        >>> from sbi.utils import BoxUniform
+        >>> prior = BoxUniform(torch.zeros(2), torch.ones(2))
+        >>> def simulator(theta):
+        ...     return theta + 0.1 * torch.randn(theta.shape)
+        >>> theta, x = simgen.simulate(simulator, prior, 100, seed=0, progress=False)
+        >>> theta.shape, x.shape
+        (torch.Size([100, 2]), torch.Size([100, 2]))
+        >>> store = simgen.simulate(simulator, prior, 100, seed=0, progress=False,
+        ...                         store=tempfile.mkdtemp() + "/runs.h5", return_data=False)
+        >>> torch.equal(store.x, x)  # the seed fixes the rows, with a store or without
+        True
     """
     check_positive_int(num_simulations, "num_simulations")
     check_positive_int(chunk_size, "chunk_size")

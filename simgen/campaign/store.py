@@ -412,5 +412,25 @@ def open_store(path: str | os.PathLike) -> Store:
     Returns:
         A :class:`Store`: ``store.theta``, ``store.x``, ``store.valid``, ``store.failures``, ``store.metadata``,
         ``store.load()`` (the valid rows).
+
+    Example:
+        >>> import tempfile, torch, simgen
+        >>> from sbi.utils import BoxUniform
+        >>> def simulator(theta):  # fails (NaN) where θ_0 > 0.8
+        ...     x = theta + 0.1 * torch.randn(theta.shape)
+        ...     x[theta[:, 0] > 0.8] = float("nan")
+        ...     return x
+        >>> path = tempfile.mkdtemp() + "/runs.h5"
+        >>> import warnings
+        >>> with warnings.catch_warnings():  # "... of 200 simulations failed and were left out"
+        ...     warnings.simplefilter("ignore")
+        ...     _ = simgen.simulate(simulator, BoxUniform(torch.zeros(2), torch.ones(2)), 200, seed=0,
+        ...                         store=path, chunk_size=100, progress=False, return_data=False)
+        >>> store = simgen.open_store(path)
+        >>> len(store), store.num_valid == int(store.valid.sum()), store.failures[0].error
+        (200, True, 'NonFinite')
+        >>> theta, x = store.load()  # the valid rows
+        >>> bool((theta[:, 0] <= 0.8).all())
+        True
     """
     return Store.open(path)

@@ -40,6 +40,16 @@ def c2st(
 
     Returns:
         The accuracy, a float in [0, 1].
+
+    Example:
+        >>> import torch
+        >>> from simgen.diagnostics import c2st
+        >>> g = torch.Generator().manual_seed(0)
+        >>> a, b = torch.randn(500, 2, generator=g), torch.randn(500, 2, generator=g)
+        >>> abs(c2st(a, b) - 0.5) < 0.05  # the same distribution: chance level
+        True
+        >>> c2st(a, b + 3.0) > 0.9  # well separated
+        True
     """
     from sklearn.model_selection import KFold, cross_val_score
     from sklearn.neural_network import MLPClassifier

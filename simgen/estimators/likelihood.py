@@ -164,6 +164,19 @@ class LikelihoodEstimator(Estimator):
         From a store, it also fits the classifier P(valid | θ) on every row's status (valid or failed), which
         ``posterior(validity=True)`` uses; the emulator itself only ever sees valid rows. ``checkpoint=`` and
         ``torchrun`` as for :meth:`PosteriorEstimator.fit`.
+
+        Example:
+            >>> import torch, simgen
+            >>> from sbi.utils import BoxUniform
+            >>> prior = BoxUniform(torch.zeros(2), torch.ones(2))
+            >>> theta, x = simgen.simulate(lambda t: t + 0.1 * torch.randn(t.shape), prior, 300, seed=0,
+            ...                            progress=False)
+            >>> emulator = simgen.LikelihoodEstimator(prior, "flow")
+            >>> _ = emulator.fit(theta, x, seed=0, progress=False, max_epochs=2)  # a few steps
+            >>> emulator.sample(50, torch.tensor([0.3, 0.7])).shape  # x ~ q(x | θ): [50, 2]
+            torch.Size([50, 2])
+            >>> emulator.log_prob(x[:4], theta[:4]).shape  # log q(x_i | θ_i): [4]
+            torch.Size([4])
         """
         seed = self.run_seed(seed, checkpoint)
         if x is None:

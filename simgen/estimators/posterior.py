@@ -35,18 +35,6 @@ class PosteriorEstimator(Estimator):
     Args:
         prior: the prior p(θ) the simulations were drawn from (a torch ``Distribution``).
         model: ``"flow"`` or a family object such as ``Flow(kind="maf")``.
-        embedding: module mapping x ``[n, *x_shape]`` to features ``[n, f]`` (default from ``x_kind``).
-        x_kind: ``"vector"``, ``"map"``, ``"set"`` or ``"sequence"`` (default: from ``simulator`` or x's shape).
-        discrete: indices of integer-valued x dimensions (only matters for emulators).
-        simulator: optional simulator whose ``x_kind`` and ``x_discrete`` fill the above.
-        device: where to train and sample (CUDA when present).
-        linear_baseline: when y and the context are vectors, model y's residual from its least-squares linear
-            regression on the context (:class:`~simgen.transforms.LinearResidual`), so that the family starts
-            from the best linear-Gaussian model and only learns the rest. Exact, cheap, and worth most where the
-            truth is nearly linear-Gaussian; ``False`` models the standardised y directly.
-        support_map: how a box prior's support is mapped onto R^d, ``"logit"`` or ``"probit"``
-            (:class:`~simgen.transforms.SupportBijection`); default the family's (flows and VAEs logit,
-            diffusion and CNF probit, whose Gaussian tails those families follow).
         iid: amortise over sets of i.i.d. observations: x rows are ``[M, *row_shape]``, M i.i.d. draws per θ
             (``simgen.simulate(..., iid=M)``), embedded by a permutation-invariant :class:`~simgen.nets.
             SubsetDeepSets` trained on random leading subsets, so that one model gives p(θ | x_1, …, x_m) for
@@ -58,6 +46,22 @@ class PosteriorEstimator(Estimator):
             ∇_θ log p(x | θ) + ∇_θ log p(θ) (:mod:`simgen.estimators.gold`). Needs a family with an exact
             ``log_prob`` (a flow); others are refused, as is ``iid=True``. Default ``None``.
         gold_weight: α (default 1).
+
+    Other Parameters:
+        embedding (nn.Module | None): module mapping x ``[n, *x_shape]`` to features ``[n, f]`` (default from
+            ``x_kind``).
+        x_kind (str | None): ``"vector"``, ``"map"``, ``"set"`` or ``"sequence"`` (default: from ``simulator`` or
+            x's shape).
+        discrete (Sequence[int] | None): indices of integer-valued x dimensions (only matters for emulators).
+        simulator (Any | None): optional simulator whose ``x_kind`` and ``x_discrete`` fill the above.
+        device (str | torch.device | None): where to train and sample (CUDA when present).
+        linear_baseline (bool): when y and the context are vectors, model y's residual from its least-squares linear
+            regression on the context (:class:`~simgen.transforms.LinearResidual`), so that the family starts
+            from the best linear-Gaussian model and only learns the rest. Exact, cheap, and worth most where the
+            truth is nearly linear-Gaussian; ``False`` models the standardised y directly.
+        support_map (str | None): how a box prior's support is mapped onto R^d, ``"logit"`` or ``"probit"``
+            (:class:`~simgen.transforms.SupportBijection`); default the family's (flows and VAEs logit,
+            diffusion and CNF probit, whose Gaussian tails those families follow).
     """
 
     direction = "posterior"
@@ -203,6 +207,22 @@ class PosteriorEstimator(Estimator):
         exists (see :func:`simgen.training.train`): a pre-empted job run again continues where it stopped.
         Under ``torchrun --nproc-per-node N`` training is data-parallel over the N processes, each streaming
         its own shard of a store's chunks (:mod:`simgen.training.distributed`).
+
+        Example:
+            >>> import torch, simgen
+            >>> from sbi.utils import BoxUniform
+            >>> prior = BoxUniform(torch.zeros(2), torch.ones(2))
+            >>> theta, x = simgen.simulate(lambda t: t + 0.1 * torch.randn(t.shape), prior, 300, seed=0,
+            ...                            progress=False)
+            >>> posterior = simgen.PosteriorEstimator(prior, "flow")
+            >>> history = posterior.fit(theta, x, seed=0, progress=False, max_epochs=2)  # a few steps
+            >>> len(history.train_loss)
+            2
+            >>> samples = posterior.sample(100, x[:1])  # q(θ | x_1): [100, 2], inside the prior's box
+            >>> samples.shape, bool(((samples > 0) & (samples < 1)).all())
+            (torch.Size([100, 2]), True)
+            >>> posterior.log_prob(theta[:5], x[:1]).shape  # log q(θ_i | x_1): [5]
+            torch.Size([5])
         """
         seed = self.run_seed(seed, checkpoint)
         if x is None:

@@ -229,8 +229,10 @@ class RatioEstimator(Estimator):
         num_classes: K, the contrastive θ's per x (``nre_b``: default 10; ``nre_c``: default 5).
         gamma: ``nre_c``'s odds γ = K p_K / p_0 of a joint class against the marginal one (default 1).
         regularization: ``bnre``'s balance weight λ (default 100, as Delaunoy et al.).
-        hidden_features, num_blocks, activation: the classifier's residual MLP; a smooth activation (SiLU)
-            gives a smooth log ratio, which MALA's gradients and a quadratic log ratio both favour.
+        hidden_features: width of the classifier's residual MLP.
+        num_blocks: residual blocks of the classifier's MLP.
+        activation: the classifier's activation; a smooth one (SiLU) gives a smooth log ratio, which MALA's
+            gradients and a quadratic log ratio both favour.
         gold: ``"score"``: the score term of RASCAL and ALICES (Brehmer et al. 2020, arXiv:1805.12244) added to
             the classification loss, trained on the joint score t(x, z | θ) of each simulation
             (``simgen.simulate(..., gold=True)``): α E‖s ⊙ (∇_θ f(θ, x) − t)‖², s θ's standard deviation. It holds

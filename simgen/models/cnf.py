@@ -135,14 +135,18 @@ class ContinuousFlow(ConditionalDensity):
     preconditioning, Karras et al. 2022).
 
     Args:
-        hidden_features, num_blocks, time_features: width, depth and time-embedding width of the vector network.
-        channels, blocks_per_level, attention: U-Net levels, residual blocks per level and self-attention at the
-            lowest resolution (maps).
+        hidden_features: width of the vector network.
+        num_blocks: depth (residual blocks) of the vector network.
+        time_features: width of the time embedding.
+        channels: U-Net channels per level (maps).
+        blocks_per_level: U-Net residual blocks per level (maps).
+        attention: self-attention at the U-Net's lowest resolution (maps).
         method: default ``sample`` solver: ``"heun"`` (default), ``"euler"``, ``"rk4"`` or ``"dopri5"``.
         steps: fixed steps of ``sample`` (Heun: NFE = 2·steps).
         log_prob_method: ``log_prob`` solver (default ``"dopri5"``).
         log_prob_steps: fixed steps of ``log_prob`` for the fixed-step methods.
-        rtol, atol: tolerances of ``"dopri5"``.
+        rtol: relative tolerance of ``"dopri5"``.
+        atol: absolute tolerance of ``"dopri5"``.
         exact_trace_max_dim: largest D with an exact divergence.
         hutchinson_probes: G, independent probe groups of the trace estimator above it (the default of
             ``log_prob``'s ``num_probes``).

@@ -100,7 +100,8 @@ class Diffusion(ContinuousFlow):
 
     Args:
         schedule: ``"linear"``, ``"cosine"`` or ``"edm"``.
-        beta_min, beta_max: the linear schedule's β(0) and β(1).
+        beta_min: the linear schedule's β(0).
+        beta_max: the linear schedule's β(1).
         t_min: the smallest diffusion time (data end). Samples carry the noise of level t_min, σ_{t_min}/α_{t_min}
             ≈ √(β_min t_min) in standardised units (0.001 at the default 1e-5); larger values visibly widen thin
             posteriors (README).
@@ -110,7 +111,8 @@ class Diffusion(ContinuousFlow):
         steps: ODE steps of the fixed-step samplers.
         sde_steps: Euler–Maruyama steps (``method="sde"``).
         time_sampling: training distribution of t: ``"uniform_tau"`` (default) or ``"uniform_t"``.
-        Others: those of :class:`~simgen.models.cnf.ContinuousFlow`.
+
+    The other arguments are those of :class:`~simgen.models.cnf.ContinuousFlow`.
     """
 
     family = "diffusion"

@@ -77,7 +77,8 @@ class ResBlock(nn.Module):
     (well-conditioned deep stacks). ``dims=1`` gives the same block for sequences ``[n, C, T]`` (1-D convolutions).
 
     Args:
-        in_channels, out_channels: channels in and out (``out_channels`` defaults to ``in_channels``).
+        in_channels: channels in.
+        out_channels: channels out (default ``in_channels``).
         context_features: width of an optional context.
         groups: GroupNorm groups (the largest divisor of the channel count up to this).
         dropout: dropout before the second convolution.

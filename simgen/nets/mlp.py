@@ -83,7 +83,8 @@ class ResidualMLP(nn.Module):
     An optional context ``[n, context_features]`` is added inside every block.
 
     Args:
-        in_features, out_features: widths of input and output.
+        in_features: width of the input.
+        out_features: width of the output.
         hidden_features: width of the residual stream.
         num_blocks: number of residual blocks.
         context_features: width of an optional context injected into each block.

@@ -10,6 +10,7 @@ step, which is what dominates small models' training time), or streamed from a c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
@@ -28,7 +29,10 @@ from . import distributed
 from .checkpoint import checkpoint_seed, load_checkpoint, save_checkpoint
 from .data import BatchSource, TensorBatches
 
-__all__ = ["TrainingConfig", "TrainingHistory", "train"]
+__all__ = ["TrainingConfig", "TrainingHistory", "train", "PRECISIONS"]
+
+#: ``TrainingConfig.precision`` → the autocast dtype of the training steps (``None``: float32, no autocast)
+PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
 
 @dataclass
@@ -53,6 +57,12 @@ class TrainingConfig:
         ema_decay: validate, keep and restore an exponential moving average of the weights,
             φ̄ ← β φ̄ + (1 − β) φ after every step (Polyak averaging, β = ``ema_decay``), which smooths the
             optimiser's noise and overfits later; ``None`` uses the raw weights.
+        precision: arithmetic of the training steps' forward passes: ``"32"`` (float32 throughout), ``"bf16"``
+            or ``"16"`` (mixed precision, Micikevicius et al. 2018, arXiv:1710.03740: ``torch.autocast`` runs
+            matrix products and convolutions in bfloat16 or float16, everything else, the weights and the
+            optimiser in float32; float16 gradients are loss-scaled by a ``GradScaler`` against underflow).
+            Only the training steps change: validation, early stopping, ``log_prob`` and ``sample`` stay in
+            float32. bfloat16 needs a CPU or a GPU with bf16 units (Ampere and later); float16 is for GPUs.
     """
 
     batch_size: int | None = None
@@ -66,8 +76,13 @@ class TrainingConfig:
     clip_grad_norm: float | None = 5.0
     max_time: float | None = None
     ema_decay: float | None = 0.98
+    precision: Literal["32", "bf16", "16"] = "32"
 
     def __post_init__(self) -> None:
+        # TOML and the command line may give the number (32, 16)
+        self.precision = str(self.precision)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}; got {self.precision!r}")
         if (self.batch_size is not None and self.batch_size < 1) or min(self.max_batch_size, self.max_epochs,
                                                                         self.patience) < 1:
             raise ValueError(
@@ -207,7 +222,8 @@ def train(
     fingerprint, saved = None, None
     if checkpoint is not None:
         fingerprint = {
-            "config": asdict(config), "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+            "config": _fingerprint_config(config), "batch_size": batch_size, "learning_rate": learning_rate,
+            "seed": seed,
             "num_train": n_train, "num_validation": n_validation,
             "world_size": group.world_size if group is not None else 1,
             "parameters": [[name, list(p.shape)] for name, p in model.named_parameters()],
@@ -227,6 +243,9 @@ def train(
             best_state, stale = saved["best_state"], int(saved["stale"])
             history = TrainingHistory(**saved["history"])
             first_epoch, done, elapsed = int(saved["epoch"]), bool(saved["done"]), float(saved["elapsed"])
+    autocast, scaler = _mixed_precision(config.precision, device)
+    if saved is not None and saved.get("scaler") is not None:
+        scaler.load_state_dict(saved["scaler"])
     ddp = group.wrap(model) if group is not None else None
     start = time.perf_counter() - elapsed
     # Randomness inside the loss (dropout, diffusion times, dequantisation) follows the seed too, without
@@ -258,12 +277,11 @@ def train(
             if group is None:
                 for y_batch, c_batch in data.train_batches(batch_size, generator):
                     y_batch = y_batch.to(device)
-                    loss = model.loss(y_batch, None if c_batch is None else c_batch.to(device))
+                    with autocast():
+                        loss = model.loss(y_batch, None if c_batch is None else c_batch.to(device)).float()
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if config.clip_grad_norm is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm, foreach=True)
-                    optimizer.step()
+                    scaler.scale(loss).backward()
+                    _step(model, optimizer, scaler, config.clip_grad_norm)
                     if averaged is not None:
                         averaged.update_parameters(model)
                     total += loss.detach() * y_batch.shape[0]
@@ -271,15 +289,14 @@ def train(
             else:
                 for y_batch, c_batch, rows in _rank_batches(data, batch_size, generator, group, sharded):
                     y_batch = y_batch.to(device)
-                    loss = ddp(y_batch, None if c_batch is None else c_batch.to(device))
+                    with autocast():
+                        loss = ddp(y_batch, None if c_batch is None else c_batch.to(device)).float()
                     # DDP averages the ranks' gradients; weighting each rank's mean loss by its share of the
                     # step's rows makes that average the gradient of the global batch's mean loss
                     step_rows = float(group.all_reduce(torch.tensor(float(rows), dtype=torch.float64)))
                     optimizer.zero_grad(set_to_none=True)
-                    (loss * (group.world_size * rows / step_rows)).backward()
-                    if config.clip_grad_norm is not None:
-                        nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm, foreach=True)
-                    optimizer.step()
+                    scaler.scale(loss * (group.world_size * rows / step_rows)).backward()
+                    _step(model, optimizer, scaler, config.clip_grad_norm)
                     if averaged is not None:
                         averaged.update_parameters(model)
                     total += loss.detach() * rows
@@ -318,7 +335,7 @@ def train(
             if checkpoint is not None:
                 _save(checkpoint, group, fingerprint, seed, epoch + 1, stop or epoch + 1 == config.max_epochs,
                       time.perf_counter() - start, model, averaged, optimizer, scheduler, generator, best_state,
-                      stale, history, devices)
+                      stale, history, devices, scaler)
             if stop:
                 break
         bar.close()
@@ -382,7 +399,7 @@ def _save(
     path: str | os.PathLike, group: distributed.Group | None, fingerprint: dict[str, Any], seed: int | None,
     epochs: int, done: bool, elapsed: float, model: nn.Module, averaged: nn.Module | None,
     optimizer: torch.optim.Optimizer, scheduler: Any, generator: torch.Generator, best_state: dict[str, Tensor],
-    stale: int, history: TrainingHistory, devices: list[int],
+    stale: int, history: TrainingHistory, devices: list[int], scaler: torch.amp.GradScaler,
 ) -> None:
     """Rank 0 writes the checkpoint; every rank's torch random state goes in it (each draws its own noise)."""
     rng = torch.get_rng_state()
@@ -400,7 +417,46 @@ def _save(
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "generator": generator.get_state(), "rng": rng, "cuda_rng": cuda_rng, "best_state": best_state,
         "stale": stale, "history": history.to_dict(),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else None,
     }, path)
+
+
+def _fingerprint_config(config: TrainingConfig) -> dict[str, Any]:
+    """The settings a checkpoint must match; float32 precision is left out, so that checkpoints written before
+    the setting existed still resume."""
+    settings = asdict(config)
+    if settings["precision"] == "32":
+        del settings["precision"]
+    return settings
+
+
+def _mixed_precision(precision: str, device: torch.device) -> tuple[Callable[[], Any], torch.amp.GradScaler]:
+    """(a context manager factory for the training forward pass, the gradient scaler) of a precision setting.
+
+    float16's narrow exponent range underflows small gradients, so its loss is scaled up before the backward
+    pass and the gradients unscaled before clipping and the step (dynamic loss scaling); bfloat16 has float32's
+    range and needs no scaling. The scaler is disabled (a pass-through) otherwise.
+    """
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return contextlib.nullcontext, torch.amp.GradScaler(device.type, enabled=False)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"precision={precision!r} needs a CPU or CUDA device; got {device}")
+    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision='bf16' needs a GPU with bfloat16 support (Ampere or later); use '16'")
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype is torch.float16)
+    return (lambda: torch.autocast(device_type=device.type, dtype=dtype)), scaler
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+          clip_grad_norm: float | None) -> None:
+    """One optimiser step from the (possibly loss-scaled) gradients: unscale, clip, step (skipped by the scaler
+    when a float16 gradient overflowed), update the scale."""
+    if clip_grad_norm is not None:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm, foreach=True)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 @torch.no_grad()
