@@ -26,7 +26,7 @@ from ..training.checkpoint import checkpoint_seed
 from ..transforms import SUPPORT_MAPS, Dequantize, LinearResidual, Standardize, SupportBijection
 from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows, default_device
 from . import ingest, sequential
-from .gold import GoldObjective, check_gold_options, check_gold_rows, score_scale
+from .gold import GoldObjective, check_gold_options, check_gold_rows, gold_training_defaults, score_scale
 from .validity import ValidityClassifier
 
 __all__ = ["Estimator", "infer_x_kind", "training_config", "x_context_parts", "X_KINDS"]
@@ -270,8 +270,10 @@ class Estimator:
 
     def training_defaults(self) -> dict[str, Any]:
         """The chosen family's preferred training settings for this estimator's kind of y (see
-        ``ConditionalDensity.training_defaults_for``)."""
-        return self.family_spec().training_defaults_for(self.y_kind)
+        ``ConditionalDensity.training_defaults_for``); with gold, a smaller learning rate
+        (:func:`~simgen.estimators.gold.gold_training_defaults`)."""
+        defaults = self.family_spec().training_defaults_for(self.y_kind)
+        return gold_training_defaults(defaults) if self.gold is not None else defaults
 
     def make_density(self, y_shape: tuple[int, ...], c_shape: tuple[int, ...]) -> TransformedDensity:
         """A fresh family, built for y ``[n, *y_shape]`` given c ``[n, *c_shape]``, in its pre-processing.

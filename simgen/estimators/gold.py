@@ -31,10 +31,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GOLD_MODES", "check_gold_options", "check_gold_rows", "score_term", "GoldObjective", "score_scale"]
+__all__ = ["GOLD_MODES", "GOLD_LEARNING_RATE", "gold_training_defaults", "check_gold_options", "check_gold_rows",
+           "score_term", "GoldObjective", "score_scale"]
 
 #: what an estimator's ``gold=`` may be: ``"score"`` (SCANDAL / the score term of RASCAL and ALICES)
 GOLD_MODES = ("score",)
+
+#: the largest default learning rate (for batches of up to 512 rows) of a gold-trained estimator: the score term
+#: is a second-order objective (its gradient goes through ∇_θ of the model), which the families' larger default
+#: steps can throw off course; a learning rate given explicitly is used as it is
+GOLD_LEARNING_RATE = 5e-4
+
+
+def gold_training_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` (a family's training settings) with the learning rate capped at :data:`GOLD_LEARNING_RATE`."""
+    return {**defaults, "learning_rate": min(float(defaults.get("learning_rate", 2e-3)), GOLD_LEARNING_RATE)}
 
 
 def check_gold_options(gold: Any, gold_weight: Any) -> tuple[str | None, float]:

@@ -36,7 +36,7 @@ from ..training import TrainingConfig, TrainingHistory
 from ..transforms import Standardize
 from ..utils import broadcast_rows, default_device
 from .base import Estimator, check_prior, infer_x_kind, resolve_x_kind, training_config, x_context_parts
-from .gold import check_gold_options
+from .gold import check_gold_options, gold_training_defaults
 
 __all__ = ["RatioEstimator", "RatioClassifier", "RATIO_MODELS", "RATIO_OPTIONS", "RECOMMENDED_RATIO_MODEL"]
 
@@ -297,7 +297,7 @@ class RatioEstimator(Estimator):
         return "exact"
 
     def training_defaults(self) -> dict[str, Any]:
-        return {}
+        return gold_training_defaults({}) if self.gold is not None else {}
 
     # ----------------------------------------------------------------- the classifier
     def split(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
