@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["GOLD_MODES", "GOLD_LEARNING_RATE", "gold_training_defaults", "check_gold_options", "check_gold_rows",
-           "score_term", "GoldObjective", "score_scale"]
+           "score_term", "GoldObjective", "score_scale", "elementwise_jacobian"]
 
 #: what an estimator's ``gold=`` may be: ``"score"`` (SCANDAL / the score term of RASCAL and ALICES)
 GOLD_MODES = ("score",)
@@ -103,16 +103,20 @@ class GoldObjective(nn.Module):
         scale: 1 / the joint score's standard deviation ``[d_theta]`` (:func:`score_scale`).
         log_density: ``(model, y, c) -> [n]``, the log-density (or logit) whose θ-gradient is compared.
         prior_log_prob: for a posterior, θ ↦ log p(θ) ``[n]``, whose gradient is added to the target.
+        latent_jacobian: for a posterior, θ ↦ ∂u/∂θ ``[n, d_theta]`` of its elementwise support bijection: the
+            error is divided by it (compared in u-space; ``scale`` is then the u-space score's).
     """
 
     def __init__(self, model: nn.Module, *, theta_in_y: bool, d_theta: int, weight: float, scale: Tensor,
                  log_density: Callable[[nn.Module, Tensor, Tensor], Tensor],
-                 prior_log_prob: Callable[[Tensor], Tensor] | None = None) -> None:
+                 prior_log_prob: Callable[[Tensor], Tensor] | None = None,
+                 latent_jacobian: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__()
         self.model = model
         self.theta_in_y, self.d_theta, self.weight = theta_in_y, int(d_theta), float(weight)
         self.register_buffer("scale", scale.reshape(-1).float())
         self.log_density, self.prior_log_prob = log_density, prior_log_prob
+        self.latent_jacobian = latent_jacobian
 
     def on_epoch(self, epoch: int) -> None:
         if hasattr(self.model, "on_epoch"):
@@ -138,6 +142,9 @@ class GoldObjective(nn.Module):
                 log_prior = self.prior_log_prob(prior_theta)
                 if log_prior.requires_grad:  # a box prior's log-density is flat inside: no gradient
                     target = t + torch.autograd.grad(log_prior.sum(), prior_theta)[0]
+            if self.latent_jacobian is not None:
+                jac = self.latent_jacobian(theta.detach())
+                grad, target = grad / jac, target / jac
             term = score_term(grad, target, self.scale)
         return term if self.training else term.detach()
 
@@ -150,3 +157,16 @@ class GoldObjective(nn.Module):
         if self.weight == 0 or not self.training:
             return base
         return base + self.weight * self.score_loss(y, c, t)
+
+
+def elementwise_jacobian(transform: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """θ ↦ ∂u/∂θ ``[n, d]`` of an elementwise bijection u = ``transform``(θ) (a box's logit or probit map), by
+    autograd."""
+
+    def jacobian(theta: Tensor) -> Tensor:
+        with torch.enable_grad():
+            theta = theta.detach().requires_grad_(True)
+            (jac,) = torch.autograd.grad(transform(theta).sum(), theta)
+        return jac.detach().clamp_min(1e-12)
+
+    return jacobian
