@@ -17,6 +17,9 @@ each score weight α in ``--weights`` (α = 0: the plain method, no gold), it tr
 little of the joint score's spread): x = sin(2θ) + θ + z + ε per dimension, θ ∈ [−2, 2]², z ~ N(0, 0.3²),
 ε ~ N(0, 1), exact likelihood N(x; sin(2θ) + θ, 0.3² + 1) (no reference posterior: ``nle`` only).
 
+``--control`` adds, for each method, fits with ``gold="score", gold_weight=0``: the gold runs' training settings
+(their smaller default learning rate) without the score term, to tell the term's effect from the settings'.
+
 It prints one row per fit and writes every row to ``--json`` as it goes, then a summary: for each method and α > 0,
 the budget at which the gold-trained method reaches the plain method's score at the largest budget (log-linear
 interpolation between the measured budgets; "< smallest" when it already does at the smallest budget).
@@ -111,6 +114,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,3000,10000", help="training budgets (first n simulations)")
     parser.add_argument("--methods", default="nle,npe", help="nle, npe, nre (comma-separated)")
     parser.add_argument("--weights", default="0,0.1", help="score weights α (0: plain, no gold)")
+    parser.add_argument("--control", action="store_true",
+                        help="also fit gold='score' with gold_weight=0 (the gold settings without the score term)")
     parser.add_argument("--num-test", type=int, default=5000, help="held-out pairs of the emulator gap")
     parser.add_argument("--num-obs", type=int, default=5, help="observations of the posterior C2ST")
     parser.add_argument("--num-samples", type=int, default=2000, help="posterior and reference draws per obs")
@@ -147,19 +152,21 @@ def main() -> None:
     settings = {"max_epochs": args.max_epochs, "progress": False, "seed": args.seed}
     if args.max_time is not None:
         settings["max_time"] = args.max_time
+    series = [(w, w > 0) for w in weights] + ([(0.0, True)] if args.control else [])
     for method in methods:
-        for weight in weights:
-            gold = "score" if weight > 0 else None
+        for weight, with_gold in series:
+            gold = "score" if with_gold else None
             for n in sizes:
                 theta, x = theta_all[:n], x_all[:n]
                 fit_gold = {"joint_score": gold_all["joint_score"][:n]} if gold else None
-                row: dict[str, Any] = {"method": method, "gold_weight": weight, "num_simulations": n}
+                row: dict[str, Any] = {"method": method, "gold_weight": weight, "num_simulations": n,
+                                       "control": with_gold and weight == 0}
                 if method == "nle":
-                    est = simgen.LikelihoodEstimator(sim.prior, "flow", gold=gold, gold_weight=weight or 1.0)
+                    est = simgen.LikelihoodEstimator(sim.prior, "flow", gold=gold, gold_weight=weight)
                 elif method == "npe":
-                    est = simgen.PosteriorEstimator(sim.prior, "flow", gold=gold, gold_weight=weight or 1.0)
+                    est = simgen.PosteriorEstimator(sim.prior, "flow", gold=gold, gold_weight=weight)
                 else:
-                    est = simgen.RatioEstimator(sim.prior, "nre", gold=gold, gold_weight=weight or 1.0)
+                    est = simgen.RatioEstimator(sim.prior, "nre", gold=gold, gold_weight=weight)
                 history = est.fit(theta, x, gold=fit_gold, **settings)
                 row.update(train_seconds=round(history.wall_time, 1), epochs=history.epochs)
                 if method == "nle":
@@ -172,12 +179,13 @@ def main() -> None:
                 out["rows"].append(row)
                 save()
                 print(json.dumps(row), flush=True)
-        plain = [r for r in out["rows"] if r["method"] == method and r["gold_weight"] == 0]
+        plain = [r for r in out["rows"] if r["method"] == method and r["gold_weight"] == 0 and not r["control"]]
         if not plain:
             continue
         target = {r["num_simulations"]: r["score"] for r in plain}[sizes[-1]]
         for weight in (w for w in weights if w > 0):
-            scores = [r["score"] for r in out["rows"] if r["method"] == method and r["gold_weight"] == weight]
+            scores = [r["score"] for r in out["rows"]
+                      if r["method"] == method and r["gold_weight"] == weight and not r["control"]]
             need = crossing(sizes, scores, target)
             summary = {"method": method, "gold_weight": weight, "plain_score_at_largest": target,
                        "simulations_needed_with_gold": need}

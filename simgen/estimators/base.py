@@ -27,6 +27,7 @@ from ..transforms import SUPPORT_MAPS, Dequantize, LinearResidual, Standardize, 
 from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows, default_device
 from . import ingest, sequential
 from .gold import (
+    DEFAULT_GOLD_WEIGHT,
     GoldObjective,
     check_gold_options,
     check_gold_rows,
@@ -113,7 +114,7 @@ class Estimator:
         linear_baseline: bool = True,
         support_map: str | None = None,
         gold: str | None = None,
-        gold_weight: float = 1.0,
+        gold_weight: float = DEFAULT_GOLD_WEIGHT,
     ) -> None:
         if prior is not None:
             check_prior(prior)
@@ -523,7 +524,8 @@ class Estimator:
                   x_kind=config["x_kind"], discrete=config["discrete"], device=device,
                   linear_baseline=config.get("linear_baseline", False), support_map=config.get("support_map", "logit"))
         est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
-        est.gold, est.gold_weight = check_gold_options(config.get("gold"), config.get("gold_weight", 1.0))
+        est.gold, est.gold_weight = check_gold_options(config.get("gold"),
+                                                       config.get("gold_weight", DEFAULT_GOLD_WEIGHT))
         est.density = est.make_density(*est.shapes())
         if config.get("history"):
             est.history = TrainingHistory(**config["history"])

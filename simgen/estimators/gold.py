@@ -31,11 +31,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GOLD_MODES", "GOLD_LEARNING_RATE", "gold_training_defaults", "check_gold_options", "check_gold_rows",
-           "score_term", "GoldObjective", "score_scale", "elementwise_jacobian"]
+__all__ = [
+    "GOLD_MODES", "DEFAULT_GOLD_WEIGHT", "GOLD_LEARNING_RATE", "gold_training_defaults", "check_gold_options",
+    "check_gold_rows", "score_term", "GoldObjective", "score_scale", "elementwise_jacobian",
+]
 
 #: what an estimator's ``gold=`` may be: ``"score"`` (SCANDAL / the score term of RASCAL and ALICES)
 GOLD_MODES = ("score",)
+
+#: the score term's default weight α: the README's "Mining gold" section has the measurements behind it
+DEFAULT_GOLD_WEIGHT = 0.1
 
 #: the largest default learning rate (for batches of up to 512 rows) of a gold-trained estimator: the score term
 #: is a second-order objective (its gradient goes through ∇_θ of the model), which the families' larger default
