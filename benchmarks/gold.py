@@ -13,6 +13,13 @@ each score weight α in ``--weights`` (α = 0: the plain method, no gold), it tr
 * ``nre``: ``RatioEstimator(prior, "nre", gold="score", gold_weight=α)`` (the RASCAL/ALICES score term), scored
   by C2ST of its MCMC posterior (slow: off by default).
 
+``--simulator latent_shift`` runs the NLE comparison on a toy whose gold is informative (the latents explain
+little of the joint score's spread): x = sin(2θ) + θ + z + ε per dimension, θ ∈ [−2, 2]², z ~ N(0, 0.3²),
+ε ~ N(0, 1), exact likelihood N(x; sin(2θ) + θ, 0.3² + 1) (no reference posterior: ``nle`` only).
+
+``--control`` adds, for each method, fits with ``gold="score", gold_weight=0``: the gold runs' training settings
+(their smaller default learning rate) without the score term, to tell the term's effect from the settings'.
+
 It prints one row per fit and writes every row to ``--json`` as it goes, then a summary: for each method and α > 0,
 the budget at which the gold-trained method reaches the plain method's score at the largest budget (log-linear
 interpolation between the measured budgets; "< smallest" when it already does at the smallest budget).
@@ -36,6 +43,38 @@ from _common import mean_se, observations
 
 import simgen
 import simulators
+
+
+class LatentShift:
+    """x = sin(2θ) + θ + z + ε (per dimension), z ~ N(0, σ_z²), ε ~ N(0, σ_n²): the gold protocol with an exact
+    likelihood."""
+
+    SIGMA_Z, SIGMA_N = 0.3, 1.0
+    name = "latent_shift"
+    x_shape = (2,)
+
+    def __init__(self) -> None:
+        low, high = torch.full((2,), -2.0), torch.full((2,), 2.0)
+        self.prior = torch.distributions.Independent(torch.distributions.Uniform(low, high), 1)
+
+    @staticmethod
+    def mean(theta: torch.Tensor) -> torch.Tensor:
+        return torch.sin(2 * theta) + theta
+
+    def __call__(self, theta: torch.Tensor, generator: Any = None, return_latents: bool = False) -> Any:
+        theta = torch.as_tensor(theta, dtype=torch.float32)
+        z = self.SIGMA_Z * torch.randn(theta.shape, generator=generator)
+        x = self.mean(theta) + z + self.SIGMA_N * torch.randn(theta.shape, generator=generator)
+        return (x, z) if return_latents else x
+
+    def joint_log_prob(self, theta: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        normal = torch.distributions.Normal
+        z, x = z.double(), x.double()
+        return (normal(0.0, self.SIGMA_Z).log_prob(z) + normal(self.mean(theta) + z, self.SIGMA_N).log_prob(x)).sum(-1)
+
+    def log_likelihood(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        sd = math.sqrt(self.SIGMA_Z**2 + self.SIGMA_N**2)
+        return torch.distributions.Normal(self.mean(theta.double()), sd).log_prob(x.double()).sum(-1)
 
 
 def held_out_gap(emu: Any, sim: Any, theta: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
@@ -71,9 +110,12 @@ def crossing(sizes: list[int], scores: list[float], target: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--simulator", choices=("collider", "latent_shift"), default="collider")
     parser.add_argument("--sizes", default="1000,3000,10000", help="training budgets (first n simulations)")
     parser.add_argument("--methods", default="nle,npe", help="nle, npe, nre (comma-separated)")
     parser.add_argument("--weights", default="0,0.1", help="score weights α (0: plain, no gold)")
+    parser.add_argument("--control", action="store_true",
+                        help="also fit gold='score' with gold_weight=0 (the gold settings without the score term)")
     parser.add_argument("--num-test", type=int, default=5000, help="held-out pairs of the emulator gap")
     parser.add_argument("--num-obs", type=int, default=5, help="observations of the posterior C2ST")
     parser.add_argument("--num-samples", type=int, default=2000, help="posterior and reference draws per obs")
@@ -91,8 +133,10 @@ def main() -> None:
     unknown = set(methods) - {"nle", "npe", "nre"}
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}")
-    sim = simulators.get("collider", level="parton_smeared")
-    print(f"simgen {simgen.__version__}; collider parton_smeared; sizes {sizes}, methods {methods}, α {weights}; "
+    if args.simulator == "latent_shift" and set(methods) != {"nle"}:
+        parser.error("latent_shift has no reference posterior: --methods nle")
+    sim = simulators.get("collider", level="parton_smeared") if args.simulator == "collider" else LatentShift()
+    print(f"simgen {simgen.__version__}; {args.simulator}; sizes {sizes}, methods {methods}, α {weights}; "
           f"{torch.get_num_threads()} thread(s); timings are wall seconds on a shared machine (noisy)", flush=True)
     start = time.perf_counter()
     theta_all, x_all, gold_all = simgen.simulate(sim, sim.prior, sizes[-1], seed=args.seed, progress=False, gold=True)
@@ -108,19 +152,21 @@ def main() -> None:
     settings = {"max_epochs": args.max_epochs, "progress": False, "seed": args.seed}
     if args.max_time is not None:
         settings["max_time"] = args.max_time
+    series = [(w, w > 0) for w in weights] + ([(0.0, True)] if args.control else [])
     for method in methods:
-        for weight in weights:
-            gold = "score" if weight > 0 else None
+        for weight, with_gold in series:
+            gold = "score" if with_gold else None
             for n in sizes:
                 theta, x = theta_all[:n], x_all[:n]
                 fit_gold = {"joint_score": gold_all["joint_score"][:n]} if gold else None
-                row: dict[str, Any] = {"method": method, "gold_weight": weight, "num_simulations": n}
+                row: dict[str, Any] = {"method": method, "gold_weight": weight, "num_simulations": n,
+                                       "control": with_gold and weight == 0}
                 if method == "nle":
-                    est = simgen.LikelihoodEstimator(sim.prior, "flow", gold=gold, gold_weight=weight or 1.0)
+                    est = simgen.LikelihoodEstimator(sim.prior, "flow", gold=gold, gold_weight=weight)
                 elif method == "npe":
-                    est = simgen.PosteriorEstimator(sim.prior, "flow", gold=gold, gold_weight=weight or 1.0)
+                    est = simgen.PosteriorEstimator(sim.prior, "flow", gold=gold, gold_weight=weight)
                 else:
-                    est = simgen.RatioEstimator(sim.prior, "nre", gold=gold, gold_weight=weight or 1.0)
+                    est = simgen.RatioEstimator(sim.prior, "nre", gold=gold, gold_weight=weight)
                 history = est.fit(theta, x, gold=fit_gold, **settings)
                 row.update(train_seconds=round(history.wall_time, 1), epochs=history.epochs)
                 if method == "nle":
@@ -133,12 +179,13 @@ def main() -> None:
                 out["rows"].append(row)
                 save()
                 print(json.dumps(row), flush=True)
-        plain = [r for r in out["rows"] if r["method"] == method and r["gold_weight"] == 0]
+        plain = [r for r in out["rows"] if r["method"] == method and r["gold_weight"] == 0 and not r["control"]]
         if not plain:
             continue
         target = {r["num_simulations"]: r["score"] for r in plain}[sizes[-1]]
         for weight in (w for w in weights if w > 0):
-            scores = [r["score"] for r in out["rows"] if r["method"] == method and r["gold_weight"] == weight]
+            scores = [r["score"] for r in out["rows"]
+                      if r["method"] == method and r["gold_weight"] == weight and not r["control"]]
             need = crossing(sizes, scores, target)
             summary = {"method": method, "gold_weight": weight, "plain_score_at_largest": target,
                        "simulations_needed_with_gold": need}

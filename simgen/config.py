@@ -110,7 +110,7 @@ class ModelConfig:
     #: ``"score"``: train on the joint score of a gold campaign (SCANDAL; the ratio's score term), weight
     #: ``gold_weight`` (see :mod:`simgen.estimators.gold`); ``None``: plain
     gold: str | None = None
-    gold_weight: float = 1.0
+    gold_weight: float = 0.1  #: simgen.estimators.gold.DEFAULT_GOLD_WEIGHT (not imported here: torch-free)
 
 
 @dataclass
@@ -436,10 +436,10 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
 
 def _gold(table: dict[str, Any], key: str) -> tuple[str | None, float]:
     """A model table's ``gold`` and ``gold_weight`` (checked as the estimators check them)."""
-    from .estimators.gold import GOLD_MODES, check_gold_options
+    from .estimators.gold import DEFAULT_GOLD_WEIGHT, GOLD_MODES, check_gold_options
 
     gold = _str(table["gold"], f"{key}.gold", GOLD_MODES) if "gold" in table else None
-    weight = table.get("gold_weight", 1.0)
+    weight = table.get("gold_weight", DEFAULT_GOLD_WEIGHT)
     if "gold_weight" in table and gold is None:
         raise ConfigError(f"{key}.gold_weight", "goes with gold = \"score\"")
     try:

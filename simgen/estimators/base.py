@@ -26,7 +26,15 @@ from ..training.checkpoint import checkpoint_seed
 from ..transforms import SUPPORT_MAPS, Dequantize, LinearResidual, Standardize, SupportBijection
 from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows, default_device
 from . import ingest, sequential
-from .gold import GoldObjective, check_gold_options, check_gold_rows, score_scale
+from .gold import (
+    DEFAULT_GOLD_WEIGHT,
+    GoldObjective,
+    check_gold_options,
+    check_gold_rows,
+    elementwise_jacobian,
+    gold_training_defaults,
+    score_scale,
+)
 from .validity import ValidityClassifier
 
 __all__ = ["Estimator", "infer_x_kind", "training_config", "x_context_parts", "X_KINDS"]
@@ -106,7 +114,7 @@ class Estimator:
         linear_baseline: bool = True,
         support_map: str | None = None,
         gold: str | None = None,
-        gold_weight: float = 1.0,
+        gold_weight: float = DEFAULT_GOLD_WEIGHT,
     ) -> None:
         if prior is not None:
             check_prior(prior)
@@ -155,14 +163,23 @@ class Estimator:
         """The log-density whose θ-gradient the score term compares with the joint score: the density's."""
         return model.log_prob(y, c)
 
-    def gold_objective(self, model: nn.Module, score: Tensor) -> GoldObjective:
+    def gold_objective(self, model: nn.Module, score: Tensor, theta: Tensor | None = None) -> GoldObjective:
         """The training objective with the score term around ``model``; the joint score rows ``score`` ``[n,
-        d_theta]`` (all of them, or a streamed store's first chunk) set the term's units (:func:`~simgen.
-        estimators.gold.score_scale`)."""
+        d_theta]`` (all of them, or a streamed store's first chunk) and their θ set the term's units
+        (:func:`~simgen.estimators.gold.score_scale`). A posterior's term is compared in the unconstrained space
+        of its support bijection (``model.support``; see :mod:`simgen.estimators.gold`)."""
+        prior_log_prob = jacobian = None
+        if self.direction == "posterior":
+            prior_log_prob = self.prior.log_prob
+            support = getattr(model, "support", None)
+            if support is not None and not getattr(support, "identity", False):
+                jacobian = elementwise_jacobian(support)
+                if theta is not None:
+                    score = score / jacobian(theta)
         scale = score_scale(score)
-        prior_log_prob = self.prior.log_prob if self.direction == "posterior" else None
         return GoldObjective(model, theta_in_y=self.y_is_theta, d_theta=int(scale.numel()), weight=self.gold_weight,
-                             scale=scale, log_density=self.gold_log_density, prior_log_prob=prior_log_prob)
+                             scale=scale, log_density=self.gold_log_density, prior_log_prob=prior_log_prob,
+                             latent_jacobian=jacobian)
 
     def check_gold_fit(self, gold: Any, theta: Tensor) -> Tensor | None:
         """The joint score rows for ``fit(theta, x, gold=gold)`` (``None`` without gold), or a ValueError when
@@ -270,8 +287,10 @@ class Estimator:
 
     def training_defaults(self) -> dict[str, Any]:
         """The chosen family's preferred training settings for this estimator's kind of y (see
-        ``ConditionalDensity.training_defaults_for``)."""
-        return self.family_spec().training_defaults_for(self.y_kind)
+        ``ConditionalDensity.training_defaults_for``); with gold, a smaller learning rate
+        (:func:`~simgen.estimators.gold.gold_training_defaults`)."""
+        defaults = self.family_spec().training_defaults_for(self.y_kind)
+        return gold_training_defaults(defaults) if self.gold is not None else defaults
 
     def make_density(self, y_shape: tuple[int, ...], c_shape: tuple[int, ...]) -> TransformedDensity:
         """A fresh family, built for y ``[n, *y_shape]`` given c ``[n, *c_shape]``, in its pre-processing.
@@ -356,15 +375,15 @@ class Estimator:
         if self.gold is not None:
             if streaming:
                 k, keep = data.chunks[0]
-                gold = data.read(k, keep, ("gold",))["gold"]
-                gold = gold[torch.isfinite(gold).all(dim=1)]
+                rows = data.read(k, keep, ("theta", "gold", "valid"))
+                gold, theta_rows = rows["gold"][rows["valid"]], rows["theta"][rows["valid"]]
             else:
                 theta_rows = data[0] if self.y_is_theta else data[1]
                 if gold is None:
                     raise ValueError("a gold-trained estimator needs the joint score of its training rows")
                 with_gold = torch.cat([theta_rows, gold.to(theta_rows)], dim=1)
                 y, c = (with_gold, c) if self.y_is_theta else (y, with_gold)
-            model = self.gold_objective(density, gold).to(self.device)
+            model = self.gold_objective(density, gold, theta_rows).to(self.device)
         self.history = train(model, y, c, config, seed=seed, device=self.device, progress=progress,
                              weights=weights, checkpoint=checkpoint)
         self.density = density
@@ -505,7 +524,8 @@ class Estimator:
                   x_kind=config["x_kind"], discrete=config["discrete"], device=device,
                   linear_baseline=config.get("linear_baseline", False), support_map=config.get("support_map", "logit"))
         est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
-        est.gold, est.gold_weight = check_gold_options(config.get("gold"), config.get("gold_weight", 1.0))
+        est.gold, est.gold_weight = check_gold_options(config.get("gold"),
+                                                       config.get("gold_weight", DEFAULT_GOLD_WEIGHT))
         est.density = est.make_density(*est.shapes())
         if config.get("history"):
             est.history = TrainingHistory(**config["history"])

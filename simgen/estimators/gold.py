@@ -31,10 +31,26 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["GOLD_MODES", "check_gold_options", "check_gold_rows", "score_term", "GoldObjective", "score_scale"]
+__all__ = [
+    "GOLD_MODES", "DEFAULT_GOLD_WEIGHT", "GOLD_LEARNING_RATE", "gold_training_defaults", "check_gold_options",
+    "check_gold_rows", "score_term", "GoldObjective", "score_scale", "elementwise_jacobian",
+]
 
 #: what an estimator's ``gold=`` may be: ``"score"`` (SCANDAL / the score term of RASCAL and ALICES)
 GOLD_MODES = ("score",)
+
+#: the score term's default weight α: the README's "Mining gold" section has the measurements behind it
+DEFAULT_GOLD_WEIGHT = 0.1
+
+#: the largest default learning rate (for batches of up to 512 rows) of a gold-trained estimator: the score term
+#: is a second-order objective (its gradient goes through ∇_θ of the model), which the families' larger default
+#: steps can throw off course; a learning rate given explicitly is used as it is
+GOLD_LEARNING_RATE = 5e-4
+
+
+def gold_training_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` (a family's training settings) with the learning rate capped at :data:`GOLD_LEARNING_RATE`."""
+    return {**defaults, "learning_rate": min(float(defaults.get("learning_rate", 2e-3)), GOLD_LEARNING_RATE)}
 
 
 def check_gold_options(gold: Any, gold_weight: Any) -> tuple[str | None, float]:
@@ -92,16 +108,20 @@ class GoldObjective(nn.Module):
         scale: 1 / the joint score's standard deviation ``[d_theta]`` (:func:`score_scale`).
         log_density: ``(model, y, c) -> [n]``, the log-density (or logit) whose θ-gradient is compared.
         prior_log_prob: for a posterior, θ ↦ log p(θ) ``[n]``, whose gradient is added to the target.
+        latent_jacobian: for a posterior, θ ↦ ∂u/∂θ ``[n, d_theta]`` of its elementwise support bijection: the
+            error is divided by it (compared in u-space; ``scale`` is then the u-space score's).
     """
 
     def __init__(self, model: nn.Module, *, theta_in_y: bool, d_theta: int, weight: float, scale: Tensor,
                  log_density: Callable[[nn.Module, Tensor, Tensor], Tensor],
-                 prior_log_prob: Callable[[Tensor], Tensor] | None = None) -> None:
+                 prior_log_prob: Callable[[Tensor], Tensor] | None = None,
+                 latent_jacobian: Callable[[Tensor], Tensor] | None = None) -> None:
         super().__init__()
         self.model = model
         self.theta_in_y, self.d_theta, self.weight = theta_in_y, int(d_theta), float(weight)
         self.register_buffer("scale", scale.reshape(-1).float())
         self.log_density, self.prior_log_prob = log_density, prior_log_prob
+        self.latent_jacobian = latent_jacobian
 
     def on_epoch(self, epoch: int) -> None:
         if hasattr(self.model, "on_epoch"):
@@ -127,6 +147,9 @@ class GoldObjective(nn.Module):
                 log_prior = self.prior_log_prob(prior_theta)
                 if log_prior.requires_grad:  # a box prior's log-density is flat inside: no gradient
                     target = t + torch.autograd.grad(log_prior.sum(), prior_theta)[0]
+            if self.latent_jacobian is not None:
+                jac = self.latent_jacobian(theta.detach())
+                grad, target = grad / jac, target / jac
             term = score_term(grad, target, self.scale)
         return term if self.training else term.detach()
 
@@ -139,3 +162,16 @@ class GoldObjective(nn.Module):
         if self.weight == 0 or not self.training:
             return base
         return base + self.weight * self.score_loss(y, c, t)
+
+
+def elementwise_jacobian(transform: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """θ ↦ ∂u/∂θ ``[n, d]`` of an elementwise bijection u = ``transform``(θ) (a box's logit or probit map), by
+    autograd."""
+
+    def jacobian(theta: Tensor) -> Tensor:
+        with torch.enable_grad():
+            theta = theta.detach().requires_grad_(True)
+            (jac,) = torch.autograd.grad(transform(theta).sum(), theta)
+        return jac.detach().clamp_min(1e-12)
+
+    return jacobian

@@ -47,7 +47,7 @@ class LikelihoodEstimator(Estimator):
             of each simulation (``simgen.simulate(..., gold=True)``): the loss gains
             α E‖s ⊙ (∇_θ log q(x | θ) − t)‖², s θ's standard deviation (:mod:`simgen.estimators.gold`). Needs a
             family with an exact ``log_prob`` (flow, MNLE, map flow); others are refused. Default ``None``.
-        gold_weight: α (default 1).
+        gold_weight: α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
     """
 
     direction = "likelihood"

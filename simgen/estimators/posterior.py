@@ -45,7 +45,7 @@ class PosteriorEstimator(Estimator):
             α E‖s ⊙ (∇_θ log q(θ | x) − t − ∇_θ log p(θ))‖², s θ's standard deviation, since ∇_θ log p(θ | x) =
             ∇_θ log p(x | θ) + ∇_θ log p(θ) (:mod:`simgen.estimators.gold`). Needs a family with an exact
             ``log_prob`` (a flow); others are refused, as is ``iid=True``. Default ``None``.
-        gold_weight: α (default 1).
+        gold_weight: α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
 
     Other Parameters:
         embedding (nn.Module | None): module mapping x ``[n, *x_shape]`` to features ``[n, f]`` (default from

@@ -36,7 +36,7 @@ from ..training import TrainingConfig, TrainingHistory
 from ..transforms import Standardize
 from ..utils import broadcast_rows, default_device
 from .base import Estimator, check_prior, infer_x_kind, resolve_x_kind, training_config, x_context_parts
-from .gold import check_gold_options
+from .gold import DEFAULT_GOLD_WEIGHT, check_gold_options, gold_training_defaults
 
 __all__ = ["RatioEstimator", "RatioClassifier", "RATIO_MODELS", "RATIO_OPTIONS", "RECOMMENDED_RATIO_MODEL"]
 
@@ -239,7 +239,7 @@ class RatioEstimator(Estimator):
             for every variant, since ∇_θ f = ∇_θ log p(x | θ) whether or not f carries a constant c(x)
             (:mod:`simgen.estimators.gold`). The ratio-regression term of RASCAL/ALICES needs a parametrised
             reference ratio p(x | θ₀)/p(x | θ₁), not this likelihood-to-evidence ratio: it is not implemented.
-        gold_weight: α (default 1).
+        gold_weight: α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
     """
 
     direction = "ratio"
@@ -261,7 +261,7 @@ class RatioEstimator(Estimator):
         num_blocks: int = 2,
         activation: str = "silu",
         gold: str | None = None,
-        gold_weight: float = 1.0,
+        gold_weight: float = DEFAULT_GOLD_WEIGHT,
     ) -> None:
         # Estimator.__init__ builds a density family; a ratio estimator has a classifier instead, so it sets the
         # attributes the shared checks, fitting and saving read itself.
@@ -299,7 +299,7 @@ class RatioEstimator(Estimator):
         return "exact"
 
     def training_defaults(self) -> dict[str, Any]:
-        return {}
+        return gold_training_defaults({}) if self.gold is not None else {}
 
     # ----------------------------------------------------------------- the classifier
     def split(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -423,7 +423,7 @@ class RatioEstimator(Estimator):
         task = {k: c[k] for k in _TASK_DEFAULTS[c["variant"]]}
         est = cls(prior, c["variant"], embedding=embedding, x_kind=config["x_kind"], device=device,
                   hidden_features=c["hidden_features"], num_blocks=c["num_blocks"], activation=c["activation"],
-                  gold=config.get("gold"), gold_weight=config.get("gold_weight", 1.0), **task)
+                  gold=config.get("gold"), gold_weight=config.get("gold_weight", DEFAULT_GOLD_WEIGHT), **task)
         est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
         est.density = est.make_density(*est.shapes())
         if config.get("history"):

@@ -231,6 +231,10 @@ def test_gold_in_the_config_and_the_cli(tmp_path):
     config, _ = parse_config(text)
     assert config.gold and config.posterior.gold == "score" and config.posterior.gold_weight == 0.1
     assert config.ratio.gold == "score" and config.likelihood.gold is None
+    from simgen.config import ModelConfig
+    from simgen.estimators.gold import DEFAULT_GOLD_WEIGHT
+
+    assert config.ratio.gold_weight == ModelConfig(True, "flow").gold_weight == DEFAULT_GOLD_WEIGHT
     with pytest.raises(ConfigError, match="simulation.gold"):
         parse_config(text.replace('name = "collider"', 'name = "two_moons"').replace(
             'options = { level = "parton_smeared" }', ""))
