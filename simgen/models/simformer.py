@@ -18,7 +18,7 @@ tokens part of the condition). The observed tokens' velocity is 0 by constructio
 them. Flow matching rather than the paper's denoising score matching: the linear path is the one the CNF and the
 diffusion family already share, so sampling and the exact-trace ``log_prob`` go through the same ODE toolbox
 (:mod:`simgen.models.ode`) with no second integrator, and the velocity target has unit scale at every τ (no
-noise-level weighting to tune); the GenSBI implementation of the Simformer trains it the same way.
+noise-level weighting to tune).
 
 **Masks.** Each row draws one of four kinds with probabilities ``mask_weights`` (the paper's mix): ``"joint"``
 (nothing observed), ``"target"`` (c observed: the family's own p(y | c)), ``"reverse"`` (y observed: p(c | y))
