@@ -225,3 +225,8 @@ def test_run_train_and_sample_a_joint_estimator(tmp_path) -> None:
     assert main(["sample", "--model", str(model), "--x", "[[0.1, 0.2]]", "--num", "40", "--out", str(samples),
                  "--quiet"]) == 0
     assert torch.load(samples).shape == (1, 40, 2)
+    evaluation = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(model), "--simulator", "gaussian_linear", "--option", "dim=2",
+                 "--num-observations", "1", "--num-samples", "50", "--out", str(evaluation), "--threads", "1",
+                 "--quiet"]) == 0
+    assert 0.0 <= json.loads((evaluation / "evaluation.json").read_text())["mean_c2st"] <= 1.0
