@@ -10,6 +10,11 @@ method: C2ST mean ± standard error over observations, training wall time and ep
     OMP_NUM_THREADS=1 python benchmarks/frontier.py              # 4 tasks x {1e3, 1e4} x 5 families + NPE, FMPE
     OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks two_moons --budgets 1000 --num-obs 3 \\
         --families simformer,flow --sbi npe --json frontier.json
+    OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks two_moons --budgets 1000 --families simformer --sbi '' \\
+        --options '{"simformer": {"mask_weights": [0.1, 0.6, 0.1, 0.2]}}' --training '{"batch_size": 32}'
+
+``--options`` gives families constructor arguments other than their defaults, ``--training`` training settings
+(:class:`simgen.TrainingConfig` fields) for every simgen family: what a change of defaults is measured with.
 
 All methods run with the same number of torch threads (``--threads``, default 1), printed in the header.
 """
@@ -27,14 +32,17 @@ from _common import mean_se, observations, sbi_posterior
 
 import simgen
 import simulators
+from simgen.models import make_model
 
 TASKS = "two_moons,slcp,gaussian_linear,gaussian_mixture"
 FAMILIES = "flow,cnf,diffusion,vae,simformer"
 
 
-def train_family(family: str, prior, theta, x, seed: int, settings: dict) -> tuple[Callable, float, int]:
-    """A simgen posterior of ``family``: its sampler ``draw(n, x_o, seed)``, training seconds and epochs."""
-    post = simgen.PosteriorEstimator(prior, family)
+def train_family(family: str, prior, theta, x, seed: int, settings: dict,
+                 options: dict | None = None) -> tuple[Callable, float, int]:
+    """A simgen posterior of ``family`` (constructor ``options``, else its defaults): its sampler
+    ``draw(n, x_o, seed)``, training seconds and epochs."""
+    post = simgen.PosteriorEstimator(prior, make_model(family, options) if options else family)
     history = post.fit(theta, x, seed=seed, progress=False, **settings)
 
     def draw(n: int, x_o: torch.Tensor, s: int) -> torch.Tensor:
@@ -64,6 +72,8 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=10_000)
     parser.add_argument("--patience", type=int, default=None,
                         help="early-stopping patience of simgen's trainer (default: each family's)")
+    parser.add_argument("--options", default="{}", help="JSON: family -> constructor arguments")
+    parser.add_argument("--training", default="{}", help="JSON: training settings of every simgen family")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the results to this JSON file (after every row)")
@@ -76,7 +86,8 @@ def main() -> None:
     print(f"simgen {simgen.__version__} vs sbi {sbi.__version__}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s); {args.num_obs} observations, {args.num_samples} samples, "
           "C2ST as sbibm (MLP 2x10d, 5 folds)", flush=True)
-    settings = {} if args.patience is None else {"patience": args.patience}
+    settings = {**json.loads(args.training), **({} if args.patience is None else {"patience": args.patience})}
+    options = json.loads(args.options)
     rows = []
     start_all = time.perf_counter()
     for task in args.tasks.split(","):
@@ -89,7 +100,8 @@ def main() -> None:
             methods = [(f, "simgen") for f in families] + [(m, "sbi") for m in baselines]
             for method, source in methods:
                 if source == "simgen":
-                    draw, train_s, epochs = train_family(method, sim.prior, theta, x, args.seed, settings)
+                    draw, train_s, epochs = train_family(method, sim.prior, theta, x, args.seed, settings,
+                                                         options.get(method))
                 else:
                     draw, train_s, epochs = train_sbi(method, sim.prior, theta, x, args.seed)
                 scores, times = [], []
@@ -101,7 +113,9 @@ def main() -> None:
                 m, se = mean_se(scores)
                 row = {"task": task, "budget": budget, "method": method, "source": source, "c2st": m, "se": se,
                        "scores": scores, "train_s": train_s, "epochs": epochs,
-                       "sample_s": sum(times) / len(times)}
+                       "sample_s": sum(times) / len(times),
+                       "options": options.get(method) if source == "simgen" else None,
+                       "training": settings if source == "simgen" else None}
                 rows.append(row)
                 if args.json:  # after every row, so a run stopped early keeps what it measured
                     Path(args.json).write_text(json.dumps(rows, indent=2))

@@ -416,7 +416,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     x_shape = tuple(getattr(sim, "x_shape", None) or est.x_shape)
     observations = pipeline.make_observations(config, sim, x_shape)
     summary: dict[str, Any] = {"model": str(args.model), "simulator": name, "simulator_options": options}
-    if est.direction in ("posterior", "ratio"):
+    if est.direction == "joint":  # its posterior conditional, scored per observation (no calibration checks)
+        rows = pipeline.check_observations(config, sim, observations, outputs, joint=est, progress=not args.quiet,
+                                           say=say)
+        summary["observations_results"] = rows
+        scores = [r["joint_c2st"] for r in rows if "joint_c2st" in r]
+        if scores:
+            summary["mean_c2st"] = round(sum(scores) / len(scores), 4)
+            say(f"mean C2ST against the reference posterior: {summary['mean_c2st']:.3f}")
+    elif est.direction in ("posterior", "ratio"):
         ratio = est.direction == "ratio"
         rows = pipeline.check_observations(config, sim, observations, outputs, posterior=None if ratio else est,
                                            ratio=est if ratio else None, progress=not args.quiet, say=say)

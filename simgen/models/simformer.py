@@ -18,7 +18,7 @@ tokens part of the condition). The observed tokens' velocity is 0 by constructio
 them. Flow matching rather than the paper's denoising score matching: the linear path is the one the CNF and the
 diffusion family already share, so sampling and the exact-trace ``log_prob`` go through the same ODE toolbox
 (:mod:`simgen.models.ode`) with no second integrator, and the velocity target has unit scale at every τ (no
-noise-level weighting to tune); the GenSBI implementation of the Simformer trains it the same way.
+noise-level weighting to tune).
 
 **Masks.** Each row draws one of four kinds with probabilities ``mask_weights`` (the paper's mix): ``"joint"``
 (nothing observed), ``"target"`` (c observed: the family's own p(y | c)), ``"reverse"`` (y observed: p(c | y))
@@ -82,7 +82,9 @@ class Simformer(ContinuousFlow):
 
     family = "simformer"
     data_kinds: ClassVar[frozenset[str]] = frozenset({"vector"})
-    training_defaults: ClassVar[dict[str, Any]] = {"learning_rate": 1e-3}
+    #: a transformer wants many small steps: batches of 64 rows at 1e-3, and more patience than an MLP's
+    #: (README: the all-in-one section measures these against the trainer's automatic batch size)
+    training_defaults: ClassVar[dict[str, Any]] = {"learning_rate": 1e-3, "max_batch_size": 64, "patience": 20}
 
     def __init__(
         self,

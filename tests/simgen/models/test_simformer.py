@@ -36,6 +36,21 @@ def test_observed_tokens_have_zero_velocity_and_masks_keep_one_latent() -> None:
         in kinds
 
 
+def test_attention_mask_cuts_the_dependencies_it_leaves_out() -> None:
+    """With token 0 allowed to attend only to itself, its output ignores every other token's value."""
+    allowed = torch.ones(4, 4, dtype=torch.bool)
+    allowed[0, 1:] = False
+    family = randomised(Simformer(**SMALL, attention_mask=allowed.tolist()).build((2,), 2))
+    z, tau, observed = torch.randn(3, 4), torch.rand(3), torch.zeros(4, dtype=torch.bool)
+    moved = z.clone()
+    moved[:, 1:] += 1.0
+    v, w = family.joint_velocity(z, tau, observed), family.joint_velocity(moved, tau, observed)
+    torch.testing.assert_close(v[:, 0], w[:, 0])
+    assert not torch.allclose(v[:, 1], w[:, 1])
+    with pytest.raises(ValueError, match="attention_mask"):
+        Simformer(**SMALL, attention_mask=allowed.tolist()).build((2,), 3)
+
+
 def test_permuting_data_tokens_with_their_identities_leaves_log_prob_unchanged() -> None:
     family = randomised(Simformer(**SMALL, log_prob_method="rk4", log_prob_steps=8).build((2,), 3))
     g = torch.Generator().manual_seed(1)
@@ -210,3 +225,8 @@ def test_run_train_and_sample_a_joint_estimator(tmp_path) -> None:
     assert main(["sample", "--model", str(model), "--x", "[[0.1, 0.2]]", "--num", "40", "--out", str(samples),
                  "--quiet"]) == 0
     assert torch.load(samples).shape == (1, 40, 2)
+    evaluation = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(model), "--simulator", "gaussian_linear", "--option", "dim=2",
+                 "--num-observations", "1", "--num-samples", "50", "--out", str(evaluation), "--threads", "1",
+                 "--quiet"]) == 0
+    assert 0.0 <= json.loads((evaluation / "evaluation.json").read_text())["mean_c2st"] <= 1.0
