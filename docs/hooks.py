@@ -21,7 +21,7 @@ GUIDES: dict[str, tuple[str, list[str]]] = {
     "index.md": ("simgen", ["Set-up", "Quick start", "Tutorials", "Documentation"]),
     "guides/running.md": ("Running simgen: the job, configuration files, the command line",
                           ["The main job", "Configuration files", "Command line"]),
-    "guides/models.md": ("Models: families, emulators of maps, saving",
+    "guides/models.md": ("Models and training: families, emulators of maps, mixed precision, saving",
                          ["Map emulators", "Variational auto-encoders", "Continuous-time models", "Mixed precision",
                           "Saving models"]),
     "guides/inference.md": ("Inference: MCMC, ratios, sets, mixed data, sequential rounds, sbi, GPUs",

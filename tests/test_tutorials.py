@@ -39,3 +39,18 @@ def test_tutorial_executes(path, tmp_path, monkeypatch):
     client.execute()  # raises CellExecutionError, quoting the cell and the traceback, on any failing cell
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_committed_outputs_come_from_the_notebooks_current_code(path):
+    nbformat = pytest.importorskip("nbformat")
+    execute = _execute_script()
+    notebook = nbformat.read(path, as_version=4)
+    outputs = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs), f"{path.name}: committed without its figures"
+    stamp = notebook.metadata.get(execute.STAMP, {})
+    assert stamp.get("budget") == "full", f"{path.name}: not executed at the default budget"
+    assert stamp.get("source_sha256") == execute.source_hash(notebook), (
+        f"{path.name}: its code changed since its outputs were made; run "
+        f"`PYTHONPATH=$PWD OMP_NUM_THREADS=1 python tutorials/execute.py {path.stem}` and commit the result")
+    assert not any(o.get("execution_count") for o in outputs), f"{path.name}: execution counts not stripped"
