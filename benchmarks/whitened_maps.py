@@ -11,7 +11,13 @@ and report
 * C_ℓ ratios (emulated over simulated mean binned power spectrum) at ``--num-theta`` prior draws of θ with
   ``--num-samples`` maps each, the worst ratio and the worst |z| of that comparison;
 * typicality z: the simulator's exact log-likelihood of emulated against simulated maps (two-sample z);
-* training time and epochs, sampling time and network evaluations per map.
+* training time and epochs, sampling time and network evaluations per map;
+* with ``--reference-maps N``: the C_ℓ ratios against the mean spectrum of N simulated maps per θ (close to the
+  exact mean, so that only the emulated maps' noise remains), for the emulator and for draws of the whitening's
+  Gaussian alone (``whiten=on``): which of the two a departure comes from.
+
+``--options`` passes constructor arguments to the family (e.g. ``'{"schedule": "edm"}'``), ``--sample-steps`` the
+sampler's steps.
 
 A JSON file (``--out``) is rewritten after every row.
 
@@ -50,9 +56,22 @@ def whitening_log_prob(emu: Any, x: torch.Tensor, theta: torch.Tensor) -> torch.
     return -0.5 * w.flatten(1).pow(2).sum(1) - 0.5 * d * math.log(2 * math.pi) + log_det_w + log_det
 
 
+def whitening_power(emu: Any, theta: torch.Tensor, n: int) -> torch.Tensor:
+    """Mean binned power spectrum ``[m, bins]`` of n draws per θ of the whitening's Gaussian alone: white noise
+    mapped back through W_θ⁻¹ and the estimator's pre-processing."""
+    density = emu.density
+    with torch.no_grad():
+        c_std = density.standardized_context(theta.to(torch.float32))
+        context = density.embed(c_std).repeat_interleave(n, 0)
+        white = torch.randn(len(context), *density.density.y_shape, generator=torch.Generator().manual_seed(5))
+        latent = density.density.whitening.inverse(white, context)
+        maps = density.from_latent(latent.reshape(len(theta), n, *latent.shape[1:]), c_std)
+    return binned_power_spectrum(maps).double().mean(1)
+
+
 def run(args: argparse.Namespace, family: str, whiten: bool, sim: Any, data: dict[str, Any]) -> dict[str, Any]:
     theta, x = data["train"]
-    emu = simgen.LikelihoodEstimator(sim.prior, model=make_model(family, {"whiten": whiten}))
+    emu = simgen.LikelihoodEstimator(sim.prior, model=make_model(family, {"whiten": whiten, **args.options}))
     start = time.perf_counter()
     history = emu.fit(theta, x, seed=args.seed, progress=False, max_epochs=args.max_epochs)
     row: dict[str, Any] = dict(family=family, whiten=whiten, epochs=history.epochs,
@@ -72,7 +91,8 @@ def run(args: argparse.Namespace, family: str, whiten: bool, sim: Any, data: dic
     theta_c, simulated = data["compare"]
     n = args.num_samples
     start = time.perf_counter()
-    emulated = emu.sample_batched(n, theta_c, generator=torch.Generator().manual_seed(4))
+    steps = {} if args.sample_steps is None else {"steps": args.sample_steps}
+    emulated = emu.sample_batched(n, theta_c, generator=torch.Generator().manual_seed(4), **steps)
     row.update(sample_s=time.perf_counter() - start, nfe=emu.density.density.last_nfe)
     ps_sim, ps_emu = binned_power_spectrum(simulated).double(), binned_power_spectrum(emulated).double()
     ratio = ps_emu.mean(1) / ps_sim.mean(1)
@@ -80,6 +100,11 @@ def run(args: argparse.Namespace, family: str, whiten: bool, sim: Any, data: dic
     worst = (ratio - 1).abs().argmax()
     row.update(c_ell_ratio=ratio.tolist(), worst_c_ell_ratio=ratio.flatten()[worst].item(),
                worst_c_ell_z=((ratio - 1).abs() / se).max().item())
+    if "reference" in data:
+        reference = data["reference"]
+        row["c_ell_vs_reference"] = (ps_emu.mean(1) / reference).tolist()
+        if whiten:
+            row["whitening_c_ell_vs_reference"] = (whitening_power(emu, theta_c, n) / reference).tolist()
     rows = theta_c.repeat_interleave(n, 0)
     ll_emu = sim.log_likelihood(rows, emulated.reshape(-1, *x.shape[1:]))
     ll_sim = sim.log_likelihood(rows, simulated.reshape(-1, *x.shape[1:]))
@@ -101,6 +126,10 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--options", type=json.loads, default={}, help="the family's arguments as JSON")
+    parser.add_argument("--sample-steps", type=int, default=None, help="sampler steps (default: the family's)")
+    parser.add_argument("--reference-maps", type=int, default=0,
+                        help="also compare C_ℓ with the mean of this many simulated maps per θ (0: no)")
     parser.add_argument("--out", default="whitened_maps.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -114,6 +143,11 @@ def main() -> None:
     simulated = sim(theta_c.repeat_interleave(n, 0), generator=torch.Generator().manual_seed(args.seed + 3))
     data = dict(train=pairs(sim, args.num_maps, args.seed), test=pairs(sim, args.num_test, args.seed + 1),
                 compare=(theta_c, simulated.reshape(args.num_theta, n, *simulated.shape[1:])))
+    if args.reference_maps:
+        many = sim(theta_c.repeat_interleave(args.reference_maps, 0),
+                   generator=torch.Generator().manual_seed(args.seed + 9))
+        data["reference"] = binned_power_spectrum(
+            many.reshape(args.num_theta, args.reference_maps, *many.shape[1:])).double().mean(1)
     rows = []
     for family in args.families.split(","):
         for whiten in args.whiten.split(","):
@@ -125,6 +159,10 @@ def main() -> None:
                   f"worst C_ℓ ratio {row['worst_c_ell_ratio']:.3f} (|z| ≤ {row['worst_c_ell_z']:.1f}); typicality "
                   f"z {row['typicality_z']:+.2f}; {row['epochs']} epochs in {row['train_s']:.0f} s; "
                   f"{n * args.num_theta} maps in {row['sample_s']:.0f} s ({row['nfe']} evaluations each)", flush=True)
+            for key in ("c_ell_vs_reference", "whitening_c_ell_vs_reference"):
+                if key in row:
+                    lowest = ", ".join(f"{r[0]:.3f}/{r[1]:.3f}" for r in row[key])
+                    print(f"    {key}: lowest two ℓ bins per θ {lowest}", flush=True)
             with open(args.out, "w") as f:
                 json.dump(dict(args=vars(args), rows=rows), f, indent=1)
 
