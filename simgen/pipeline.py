@@ -492,11 +492,14 @@ def check_likelihood(config: RunConfig, simulator: Any, emulator: Any, theta: Te
         z = comparison.typicality_z
         for i, label in enumerate(where):
             ll_sim, ll_emu = comparison.simulated_log_likelihood[i], comparison.emulated_log_likelihood[i]
+            ll_emu = ll_emu[ll_emu.isfinite()]
             rows.append({"theta": label, "log p(x|θ), simulated": f"{ll_sim.mean():.1f} ± {ll_sim.std():.1f}",
-                         "log p(x|θ), emulated": f"{ll_emu.mean():.1f} ± {ll_emu.std():.1f}", "z": float(z[i])})
+                         "log p(x|θ), emulated": f"{ll_emu.mean():.1f} ± {ll_emu.std():.1f}", "z": float(z[i]),
+                         "impossible": float(comparison.impossible_fraction[i])})
         outputs.table(section, rows, "the simulator's exact log-likelihood of simulated and of emulated draws "
-                      "(mean ± standard deviation, and the two-sample z-score of the means): an emulator's draws "
-                      "should be as typical as the simulator's")
+                      "(mean ± standard deviation over the draws it can produce, and the two-sample z-score of the "
+                      "means): an emulator's draws should be as typical as the simulator's; 'impossible' is the "
+                      "fraction of emulated draws whose exact log-likelihood is −∞ (outside the simulator's support)")
         result["exact_log_likelihood"] = rows
     if comparison.gap_nats is not None:
         result["likelihood_gap_nats"] = comparison.gap_nats

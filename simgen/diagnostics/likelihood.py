@@ -192,9 +192,12 @@ class LikelihoodComparison:
             (:class:`SpectrumComparison`); ``None`` for vectors.
         simulated_log_likelihood, emulated_log_likelihood: ``[m, n]`` the simulator's exact log p(x | θ) of each
             simulated and emulated draw (``None`` without a tractable simulator): an emulator's draws should be as
-            typical under p as the simulator's.
+            typical under p as the simulator's, and none should be impossible (log p = −∞: outside the
+            simulator's support).
         num_dims: dimensions D of x, for the gap per dimension.
         c2st_tolerance: accuracy above which :attr:`flagged` reports a C2ST.
+        impossible_tolerance: fraction of emulated draws with a non-finite exact log-likelihood above which
+            :attr:`flagged` reports them (:attr:`impossible_fraction`).
         alpha: family-wise level of the z-score and KS flags (Bonferroni over all bins and θ rows).
     """
 
@@ -217,6 +220,7 @@ class LikelihoodComparison:
     alpha: float = 0.01
     #: |z| of :attr:`typicality_z` above which the comparison is flagged
     typicality_z_max: float = 4.0
+    impossible_tolerance: float = 0.01
 
     @property
     def gap_nats(self) -> float | None:
@@ -229,21 +233,46 @@ class LikelihoodComparison:
         return None if self.gap_nats is None else self.gap_nats / self.num_dims
 
     @property
+    def impossible_fraction(self) -> Tensor | None:
+        """``[m]`` fraction of the emulated draws whose exact log-likelihood is not finite (−∞: a draw the
+        simulator cannot produce; ``None`` without a tractable simulator)."""
+        if self.emulated_log_likelihood is None:
+            return None
+        return (~torch.isfinite(self.emulated_log_likelihood)).float().mean(1)
+
+    @property
     def typicality_z(self) -> Tensor | None:
         r"""``[m]`` two-sample z-score of the mean exact log-likelihood of emulated against simulated draws,
-        (ē − s̄)/√(v_s/n_s + v_e/n_e) (``None`` without a tractable simulator)."""
+        (ē − s̄)/√(v_s/n_s + v_e/n_e), over the draws whose log-likelihood is finite (the others are counted by
+        :attr:`impossible_fraction`); NaN for a θ with fewer than two such draws on a side (``None`` without a
+        tractable simulator)."""
         if self.simulated_log_likelihood is None or self.emulated_log_likelihood is None:
             return None
-        s, e = self.simulated_log_likelihood.double(), self.emulated_log_likelihood.double()
-        se = torch.sqrt(s.var(1) / s.shape[1] + e.var(1) / e.shape[1]).clamp_min(1e-300)
-        return ((e.mean(1) - s.mean(1)) / se).float()
+        z = []
+        for s, e in zip(self.simulated_log_likelihood.double(), self.emulated_log_likelihood.double(), strict=True):
+            s, e = s[torch.isfinite(s)], e[torch.isfinite(e)]
+            if len(s) < 2 or len(e) < 2:
+                z.append(torch.tensor(float("nan"), dtype=torch.float64))
+                continue
+            se = torch.sqrt(s.var() / len(s) + e.var() / len(e)).clamp_min(1e-300)
+            z.append((e.mean() - s.mean()) / se)
+        return torch.stack(z).float()
 
     def reasons(self) -> list[str]:
         """What the tests reject, in words (empty when nothing is flagged)."""
         from scipy.stats import norm
 
         out = []
+        impossible = self.impossible_fraction
+        if impossible is not None and bool((impossible > self.impossible_tolerance).any()):
+            rows = torch.nonzero(impossible > self.impossible_tolerance).flatten().tolist()
+            out.append(f"emulated draws the simulator cannot produce (exact log p not finite): "
+                       f"{100 * float(impossible.max()):.1f} % at θ rows {rows} (tolerance "
+                       f"{100 * self.impossible_tolerance:g} %)")
         z = self.typicality_z
+        if z is not None and bool(torch.isnan(z).any()):
+            out.append(f"exact log-likelihood of emulated draws: fewer than two finite values at θ rows "
+                       f"{torch.nonzero(torch.isnan(z)).flatten().tolist()}")
         if z is not None and bool((z.abs() > self.typicality_z_max).any()):
             out.append(f"exact log-likelihood of emulated draws: |z| {float(z.abs().max()):.2f} > "
                        f"{self.typicality_z_max:g}")
@@ -278,7 +307,11 @@ class LikelihoodComparison:
             text += (f", worst C_ℓ ratio {self.spectrum.worst_ratio:.3f}, log C_ℓ correlations within "
                      f"{self.spectrum.max_correlation_error:.3f}")
         if self.typicality_z is not None:
-            text += f", exact log p of emulated draws |z| ≤ {float(self.typicality_z.abs().max()):.2f}"
+            z_max = float(self.typicality_z.abs().nan_to_num(torch.inf).max())
+            text += f", exact log p of emulated draws |z| ≤ {z_max:.2f}"
+            impossible = float(self.impossible_fraction.max())
+            if impossible > 0:
+                text += f" ({100 * impossible:.1f} % of them impossible)"
         reasons = self.reasons()
         return text + ("; FLAGGED: " + "; ".join(reasons) if reasons else "; nothing flagged")
 
@@ -300,6 +333,7 @@ class LikelihoodComparison:
             typical = self.typicality_z
             if typical is not None:
                 row["log p z"] = float(typical[i])
+                row["impossible"] = float(self.impossible_fraction[i])
             rows.append(row)
         return rows
 

@@ -254,6 +254,30 @@ def test_compare_likelihood_exact_simulator_has_no_gap_and_a_wrong_one_is_flagge
     assert len(wrong.table()) == 2 and "gap (nats)" in wrong.table()[0]
 
 
+def test_compare_likelihood_flags_emulated_draws_the_simulator_cannot_produce(linear_task):
+    """An emulated draw with exact log p = −∞ lies outside the simulator's support: it is counted and flagged,
+    never turned into a NaN z-score that no threshold catches."""
+    import dataclasses
+
+    sim, theta, _ = linear_task
+    exact = D.compare_likelihood(SimulatorAsEmulator(sim), sim, theta[:2], num_samples=500, seed=0)
+    assert exact.impossible_fraction.tolist() == [0.0, 0.0] and not exact.flagged
+    emulated = exact.emulated_log_likelihood.clone()
+    emulated[1, :25] = -torch.inf  # 5 % of the second θ's draws
+    bad = dataclasses.replace(exact, emulated_log_likelihood=emulated)
+    assert bad.impossible_fraction.tolist() == pytest.approx([0.0, 0.05])
+    assert torch.isfinite(bad.typicality_z).all()  # over the finite draws
+    assert bad.flagged and any("cannot produce" in r and "[1]" in r for r in bad.reasons()), bad.reasons()
+    assert "5.0 % of them impossible" in bad.summary() and bad.table()[1]["impossible"] == pytest.approx(0.05)
+    emulated[1, :499] = -torch.inf  # a single finite draw: no z-score, and said so
+    worse = dataclasses.replace(exact, emulated_log_likelihood=emulated)
+    assert torch.isnan(worse.typicality_z[1]) and any("fewer than two" in r for r in worse.reasons())
+    # below the tolerance (1 %) the draws are counted but not flagged
+    emulated = exact.emulated_log_likelihood.clone()
+    emulated[0, :2] = -torch.inf
+    assert not dataclasses.replace(exact, emulated_log_likelihood=emulated).flagged
+
+
 def test_former_names_compare_emulator_and_emulator_comparison_warn_and_still_work(linear_task):
     sim, theta, _ = linear_task
     new = D.compare_likelihood(SimulatorAsEmulator(sim), sim, theta[:1], num_samples=50, seed=0)
