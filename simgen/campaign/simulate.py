@@ -28,6 +28,9 @@ from .types import ChunkResult, SimulationFailure
 
 __all__ = ["simulate", "IIDSimulator"]
 
+#: failures kept whole (row, θ, message) for the warning; all of them are counted
+MAX_KEPT_FAILURES = 1000
+
 
 class IIDSimulator:
     """``M`` i.i.d. draws of ``simulator`` per θ: θ ``[k, d_theta]`` → x ``[k, M, *x_shape]`` (what
@@ -166,6 +169,8 @@ def simulate(
             x_shape = campaign.x_shape
     results: dict[int, ChunkResult] = {}
     counts = {"failed": 0}
+    #: every failure counted by kind; the first MAX_KEPT_FAILURES kept whole for the message
+    kinds: dict[str, int] = {}
     failures: list[SimulationFailure] = []
 
     def keep_rows(k: int) -> int:
@@ -174,8 +179,10 @@ def simulate(
     def record(k: int, result: ChunkResult) -> None:
         fails = [f for f in result.failures if f.row < num_simulations]
         counts["failed"] += len(fails)
-        if len(failures) < 1000:
-            failures.extend(fails[: 1000 - len(failures)])
+        for f in fails:
+            kinds[f.error] = kinds.get(f.error, 0) + 1
+        if len(failures) < MAX_KEPT_FAILURES:
+            failures.extend(fails[: MAX_KEPT_FAILURES - len(failures)])
 
     with contextlib.ExitStack() as stack:
         if campaign is not None:
@@ -215,9 +222,6 @@ def simulate(
         first = "; ".join(f"{f.error}: {f.message}" for f in failures[:3])
         raise ValueError(f"all {num_simulations} simulations failed (first: {first})")
     if counts["failed"]:
-        kinds: dict[str, int] = {}
-        for f in failures:
-            kinds[f.error] = kinds.get(f.error, 0) + 1
         warnings.warn(
             f"{counts['failed']} of {num_simulations} simulations failed and were left out "
             f"({', '.join(f'{n} {kind}' for kind, n in kinds.items())}; first: row {failures[0].row}, "

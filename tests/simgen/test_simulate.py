@@ -70,6 +70,27 @@ def test_failures_are_reported_and_left_out():
     assert 300 < theta.shape[0] < 500  # neighbours of a failing row are kept
 
 
+def test_failures_are_counted_by_kind_beyond_those_kept_whole(monkeypatch):
+    """The warning's breakdown counts every failure, not only the ones kept whole for the message."""
+    import importlib
+    import re
+
+    # the module, not the function of the same name that simgen.campaign exports
+    monkeypatch.setattr(importlib.import_module("simgen.campaign.simulate"), "MAX_KEPT_FAILURES", 5)
+
+    def half_nan(theta, *, generator=None):
+        x = theta.clone()
+        x[theta[:, 0] > 0.5] = float("nan")
+        return x
+
+    with pytest.warns(RuntimeWarning) as caught:
+        theta, _ = simgen.simulate(half_nan, PRIOR, 400, seed=0, chunk_size=50, progress=False)
+    message = str(caught[0].message)
+    failed = int(re.match(r"(\d+) of 400 simulations failed", message).group(1))
+    assert failed == 400 - theta.shape[0] > 5
+    assert f"({failed} NonFinite" in message, message
+
+
 def test_wrong_shapes_are_failures():
     def ragged(theta, *, generator=None):
         if theta.shape[0] > 1:
