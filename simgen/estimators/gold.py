@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "GOLD_MODES", "DEFAULT_GOLD_WEIGHT", "GOLD_LEARNING_RATE", "gold_training_defaults", "check_gold_options",
-    "check_gold_rows", "score_term", "GoldObjective", "score_scale", "elementwise_jacobian",
+    "GOLD_MODES", "DEFAULT_GOLD_WEIGHT", "GOLD_LEARNING_RATE", "GOLD_MAX_BATCH_SIZE", "gold_training_defaults",
+    "check_gold_options", "check_gold_rows", "score_term", "GoldObjective", "score_scale", "elementwise_jacobian",
 ]
 
 #: what an estimator's ``gold=`` may be: ``"score"`` (SCANDAL / the score term of RASCAL and ALICES)
@@ -42,15 +42,17 @@ GOLD_MODES = ("score",)
 #: the score term's default weight α: the README's "Mining gold" section has the measurements behind it
 DEFAULT_GOLD_WEIGHT = 0.1
 
-#: the largest default learning rate (for batches of up to 512 rows) of a gold-trained estimator: the score term
-#: is a second-order objective (its gradient goes through ∇_θ of the model), which the families' larger default
-#: steps can throw off course; a learning rate given explicitly is used as it is
-GOLD_LEARNING_RATE = 5e-4
+#: the largest default learning rate and batch of a gold-trained estimator: the score term is a second-order
+#: objective (its gradient goes through ∇_θ of the model), which the flows' larger default steps (and their scaling
+#: up with large batches) can throw off course; settings given explicitly are used as they are
+GOLD_LEARNING_RATE, GOLD_MAX_BATCH_SIZE = 2e-3, 512
 
 
 def gold_training_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` (a family's training settings) with the learning rate capped at :data:`GOLD_LEARNING_RATE`."""
-    return {**defaults, "learning_rate": min(float(defaults.get("learning_rate", 2e-3)), GOLD_LEARNING_RATE)}
+    """``defaults`` (a family's training settings) with the learning rate capped at :data:`GOLD_LEARNING_RATE`
+    and the automatic batch at :data:`GOLD_MAX_BATCH_SIZE` (so that the learning rate is not scaled up)."""
+    return {**defaults, "learning_rate": min(float(defaults.get("learning_rate", 2e-3)), GOLD_LEARNING_RATE),
+            "max_batch_size": min(int(defaults.get("max_batch_size", 512)), GOLD_MAX_BATCH_SIZE)}
 
 
 def check_gold_options(gold: Any, gold_weight: Any) -> tuple[str | None, float]:
