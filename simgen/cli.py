@@ -346,7 +346,9 @@ def _sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must end in .npy or .pt; got {args.out!r}")
     est = _load_model(args.model, args.device)
     generator = torch.Generator().manual_seed(args.seed if args.seed is not None else 0)
-    # a posterior samples θ given observations x (a ratio estimator's by MCMC), an emulator x given parameters θ
+    # a posterior samples θ given observations x (a ratio estimator's by MCMC, a joint model's from its
+    # conditional), an emulator x given parameters θ
+    joint = est.direction == "joint"
     if est.direction == "ratio":
         est = est.posterior(progress=not args.quiet)
         flag, given = "--x", args.x
@@ -362,7 +364,7 @@ def _sample(args: argparse.Namespace) -> int:
     try:
         given = _read_array(given, flag)
         draws = (est.sample_posterior(args.num, torch.as_tensor(given).reshape(-1, est.d_x), generator=generator)
-                 if est.direction == "joint" else est.sample_batched(args.num, given, generator=generator))
+                 if joint else est.sample_batched(args.num, given, generator=generator))
     except ValueError as e:
         raise UsageError(f"{flag}: {e}") from None
     what = (f"{args.num} draws of θ for each of {draws.shape[0]} observation(s)" if flag == "--x"
