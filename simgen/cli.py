@@ -365,7 +365,8 @@ def _sample(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must end in .npy or .pt; got {args.out!r}")
     est = _load_model(args.model, args.device)
     generator = torch.Generator().manual_seed(args.seed if args.seed is not None else 0)
-    # a posterior samples θ given observations x (a ratio estimator's by MCMC), an emulator x given parameters θ
+    # a posterior samples θ given observations x (a ratio estimator's by MCMC, a joint model's from its
+    # conditional), an emulator x given parameters θ
     joint = est.direction == "joint"
     if est.direction == "ratio":
         est = est.posterior(progress=not args.quiet)
