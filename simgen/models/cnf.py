@@ -122,11 +122,10 @@ class ContinuousFlow(ConditionalDensity):
 
         log p(y | c) = log p_w(W_c(y) | c) + log |det ∂w/∂y|,   y = W_c⁻¹(w) for a draw w.
 
-    The Gaussian is fitted by its own maximum likelihood before the network trains (:meth:`initialize`, which
-    the estimators call) and then held fixed (without that fit, it is trained by a second term of the training
-    loss whose gradient reaches only a and Σ; the flow's loss sees w as data); together with the skip below, a
-    fresh network is then the best stationary Gaussian fit, exact for a Gaussian field, and the network learns
-    the departure from it. ``velocity`` (and a diffusion's ``score`` and
+    The Gaussian is fitted by its own maximum likelihood, a second term of the training loss whose gradient
+    reaches only a and Σ (the flow's loss sees w as data); together with the skip below, a fresh network is then
+    the best stationary Gaussian fit, exact for a Gaussian field, and the network learns the departure from it.
+    The estimators fit the Gaussian first (:meth:`initialize`). ``velocity`` (and a diffusion's ``score`` and
     ``denoise``) are then fields of w, not of y.
 
     Networks: vectors use a :class:`~simgen.nets.FiLMResidualMLP` F(y, t, c); maps a conditional U-Net
@@ -438,20 +437,15 @@ class ContinuousFlow(ConditionalDensity):
     # ----------------------------------------------------------------- training
     def initialize(self, y: Tensor, c: Tensor | None) -> None:
         """Fit the whitening of maps to the rows y ``[n, *y_shape]``, c ``[n, f]`` by maximum likelihood before
-        the network trains (:meth:`SpectralWhitening.fit`), so that the network starts on white data, then hold
-        it fixed: the network's training steps, on small batches of maps, would move the spectrum of the few
-        lowest-|k| modes by noise alone (each map carries only a handful of them), and the network would have
-        to follow."""
+        the network trains (:meth:`SpectralWhitening.fit`), so that the network starts on white data."""
         if self.whitening is not None:
             self._check_rows(y, c)
-            self.whitening.requires_grad_(True)
             self.whitening.fit(y, c)
-            self.whitening.requires_grad_(False)
 
     def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
         """The family's :meth:`flow_loss` of y, or, when whitening maps, of w = W_c(y) (as data: no gradient to
-        the whitening) plus, while the whitening is trainable (not yet fitted by :meth:`initialize`), the
-        stationary Gaussian's own −log N(y; a, Σ)/D, started from the first training batch's moments."""
+        the whitening) plus the stationary Gaussian's own −log N(y; a, Σ)/D, started from the first training
+        batch's moments."""
         self._check_built()
         self._check_rows(y, c)
         if self.whitening is None:
@@ -459,10 +453,7 @@ class ContinuousFlow(ConditionalDensity):
         if self.training:
             self.whitening.initialize(y)
         w, log_det = self.whitening(y, c)
-        loss = self.flow_loss(w.detach(), c)
-        if any(p.requires_grad for p in self.whitening.parameters()):
-            loss = loss + self.whitening.nll(w, log_det)
-        return loss
+        return self.flow_loss(w.detach(), c) + self.whitening.nll(w, log_det)
 
     @abc.abstractmethod
     def flow_loss(self, y: Tensor, c: Tensor | None) -> Tensor:
