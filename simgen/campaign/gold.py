@@ -80,7 +80,8 @@ def joint_gold(simulator: Any, theta: Tensor, x: Tensor, z: Any, reference: Tens
     Args:
         simulator: follows the gold protocol (module docstring).
         theta: ``[n, d_theta]``, the parameters x and z were simulated at.
-        x, z: what ``simulator(theta, return_latents=True)`` returned.
+        x: the data ``simulator(theta, return_latents=True)`` returned first, ``[n, *x_shape]``.
+        z: the latents it returned second (any structure ``joint_log_prob`` accepts).
         reference: θ_ref rows for the joint log ratio, or ``None``.
 
     Rows whose joint log-density or score is not finite come back non-finite (the campaign marks them failed).

@@ -43,11 +43,13 @@ class LikelihoodEstimator(Estimator):
             (:class:`~simgen.models.MixedDensity`). ``"dequantize"`` (the default for other families and for
             maps): uniform dequantisation of the integer columns, a lower bound on the discrete likelihood
             (:class:`~simgen.transforms.Dequantize`). Models saved with either keep loading as they were saved.
-        gold: ``"score"``: SCANDAL (Brehmer et al. 2020, arXiv:1805.12244), trained on the joint score t(x, z | θ)
-            of each simulation (``simgen.simulate(..., gold=True)``): the loss gains
+
+    Other Parameters:
+        gold (str | None): ``"score"``: SCANDAL (Brehmer et al. 2020, arXiv:1805.12244), trained on the joint
+            score t(x, z | θ) of each simulation (``simgen.simulate(..., gold=True)``): the loss gains
             α E‖s ⊙ (∇_θ log q(x | θ) − t)‖², s θ's standard deviation (:mod:`simgen.estimators.gold`). Needs a
             family with an exact ``log_prob`` (flow, MNLE, map flow); others are refused. Default ``None``.
-        gold_weight: α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
+        gold_weight (float): α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
     """
 
     direction = "likelihood"

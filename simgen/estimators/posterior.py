@@ -40,12 +40,6 @@ class PosteriorEstimator(Estimator):
             SubsetDeepSets` trained on random leading subsets, so that one model gives p(θ | x_1, …, x_m) for
             every m from 1 to M: ``sample(n, x_obs)`` takes ``x_obs`` ``[m, *row_shape]``, ``sample_batched(n,
             xs)`` takes ``[B, m, *row_shape]``. The embedding is chosen automatically (no ``embedding=``).
-        gold: ``"score"``: SCANDAL for the posterior (Brehmer et al. 2020, arXiv:1805.12244), trained on the joint
-            score t(x, z | θ) of each simulation (``simgen.simulate(..., gold=True)``): the loss gains
-            α E‖s ⊙ (∇_θ log q(θ | x) − t − ∇_θ log p(θ))‖², s θ's standard deviation, since ∇_θ log p(θ | x) =
-            ∇_θ log p(x | θ) + ∇_θ log p(θ) (:mod:`simgen.estimators.gold`). Needs a family with an exact
-            ``log_prob`` (a flow); others are refused, as is ``iid=True``. Default ``None``.
-        gold_weight: α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
 
     Other Parameters:
         embedding (nn.Module | None): module mapping x ``[n, *x_shape]`` to features ``[n, f]`` (default from
@@ -62,6 +56,12 @@ class PosteriorEstimator(Estimator):
         support_map (str | None): how a box prior's support is mapped onto R^d, ``"logit"`` or ``"probit"``
             (:class:`~simgen.transforms.SupportBijection`); default the family's (flows and VAEs logit,
             diffusion and CNF probit, whose Gaussian tails those families follow).
+        gold (str | None): ``"score"``: SCANDAL for the posterior (Brehmer et al. 2020, arXiv:1805.12244),
+            trained on the joint score t(x, z | θ) of each simulation (``simgen.simulate(..., gold=True)``): the
+            loss gains α E‖s ⊙ (∇_θ log q(θ | x) − t − ∇_θ log p(θ))‖², s θ's standard deviation, since
+            ∇_θ log p(θ | x) = ∇_θ log p(x | θ) + ∇_θ log p(θ) (:mod:`simgen.estimators.gold`). Needs a family
+            with an exact ``log_prob`` (a flow); others are refused, as is ``iid=True``. Default ``None``.
+        gold_weight (float): α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
     """
 
     direction = "posterior"

@@ -76,8 +76,14 @@ class Simformer(ContinuousFlow):
             normalised, at least one positive.
         attention_mask: optional ``[T, T]`` booleans over the tokens (y, c) (see
             :class:`~simgen.nets.TokenTransformer`); checked against T when the family is built.
-        method, steps, log_prob_method, log_prob_steps, rtol, atol, exact_trace_max_dim, hutchinson_probes: the
-            ODE settings of :class:`~simgen.models.cnf.ContinuousFlow`.
+        method: as in :class:`~simgen.models.cnf.ContinuousFlow`.
+        steps: as in :class:`~simgen.models.cnf.ContinuousFlow`.
+        log_prob_method: as in :class:`~simgen.models.cnf.ContinuousFlow`.
+        log_prob_steps: as in :class:`~simgen.models.cnf.ContinuousFlow`.
+        rtol: as in :class:`~simgen.models.cnf.ContinuousFlow`.
+        atol: as in :class:`~simgen.models.cnf.ContinuousFlow`.
+        exact_trace_max_dim: as in :class:`~simgen.models.cnf.ContinuousFlow`.
+        hutchinson_probes: as in :class:`~simgen.models.cnf.ContinuousFlow`.
     """
 
     family = "simformer"

@@ -38,7 +38,9 @@ class ScoreSummary(nn.Module):
     Args:
         x_shape: one x row's shape.
         d_theta: θ's dimension (the summary's width).
-        hidden_features, num_blocks, activation: the residual MLP.
+        hidden_features: the residual MLP's width.
+        num_blocks: its residual blocks.
+        activation: its activation.
     """
 
     name = "score_summary"
