@@ -56,24 +56,32 @@ def simulate_chunk(
     (:func:`simgen.campaign.gold.joint_gold`, with ``gold_reference`` θ_ref ``[k, d]`` for the joint log ratio); a
     row whose gold is not finite is invalid too.
     """
-    if gold:
-        return _simulate_gold_chunk(simulator, prior, chunk_size, seed, k, x_shape, gold_reference)
     theta_seed, sim_seed = chunk_seeds(seed, k)
-    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(theta_seed)
-        theta = prior.sample((chunk_size,)).reshape(chunk_size, -1).to(torch.float32)
+    theta = _draw_theta(prior, chunk_size, theta_seed)
+    if gold:
+        widths = {"joint_score": theta.shape[1]} | (
+            {"joint_log_ratio": gold_reference.shape[0]} if gold_reference is not None else {})
+
+        def call(th: Tensor, s: int) -> tuple[Tensor, dict[str, Tensor]]:
+            return _simulate_with_gold(simulator, th, s, gold_reference)
+    else:
+        widths = {}
+
+        def call(th: Tensor, s: int) -> tuple[Tensor, dict[str, Tensor]]:
+            return call_simulator(simulator, th, s), {}
+
     failures: list[SimulationFailure] = []
     offset = k * chunk_size
     try:
-        x = call_simulator(simulator, theta, sim_seed)
+        x, extra = call(theta, sim_seed)
         if x.shape[0] != chunk_size:
             raise ValueError(f"the simulator returned {x.shape[0]} rows for {chunk_size} parameter rows")
-        rows: Tensor | list[Tensor | None] = x
     except Exception as batch_error:  # noqa: BLE001 - reported row by row below, never swallowed
-        rows = []
+        rows: list[tuple[Tensor, dict[str, Tensor]] | None] = []
         for i in range(chunk_size):
             try:
-                rows.append(call_simulator(simulator, theta[i : i + 1], sim_seed + i + 1)[0])
+                xi, gi = call(theta[i : i + 1], sim_seed + i + 1)
+                rows.append((xi[0], {name: v[0] for name, v in gi.items()}))
             except Exception as e:  # noqa: BLE001 - recorded as this row's failure
                 rows.append(None)
                 failures.append(SimulationFailure(offset + i, theta[i].tolist(), type(e).__name__, str(e)))
@@ -83,34 +91,73 @@ def simulate_chunk(
                 SimulationFailure(offset + i, theta[i].tolist(), type(batch_error).__name__, str(batch_error))
                 for i in range(chunk_size)
             ]
-    if not failures and len(rows) == chunk_size and isinstance(rows, Tensor):
-        # The whole batch came back with the expected rows: check it in one vectorised pass.
-        if x_shape is None or tuple(rows.shape[1:]) == tuple(x_shape):
-            valid = torch.isfinite(rows.reshape(chunk_size, -1)).all(dim=1)
-            x_out = torch.where(valid.reshape(-1, *([1] * (rows.dim() - 1))), rows, torch.full_like(rows, math.nan))
-            failures = [SimulationFailure(offset + i, theta[i].tolist(), "NonFinite", "x contains NaN or inf")
-                        for i in torch.nonzero(~valid).flatten().tolist()]
-            return ChunkResult(theta, x_out, valid, failures)
-        rows = list(rows)
+    else:
+        if x_shape is None or tuple(x.shape[1:]) == tuple(x_shape):
+            return _checked_batch(theta, x, extra, offset)
+        rows = [(x[i], {name: v[i] for name, v in extra.items()}) for i in range(chunk_size)]
+    return _checked_rows(theta, rows, failures, x_shape, widths, offset)
+
+
+def _gold_finite(gold: dict[str, Tensor]) -> Tensor:
+    """Rows ``[k]`` whose gold is usable: a finite joint score and no NaN in the joint log ratio (which may be
+    ±inf: x, z impossible under a reference θ). All true without gold."""
+    ok = torch.ones(len(next(iter(gold.values()))) if gold else 0, dtype=torch.bool)
+    for name, v in gold.items():
+        v = v.reshape(len(v), -1)
+        ok &= torch.isfinite(v).all(1) if name == "joint_score" else ~v.isnan().any(1)
+    return ok
+
+
+def _failure_kind(x_ok: bool) -> tuple[str, str]:
+    return ("NonFinite", "x contains NaN or inf") if not x_ok else (
+        "NonFiniteGold", "the joint score is NaN or inf (or the joint log ratio NaN)")
+
+
+def _checked_batch(theta: Tensor, x: Tensor, gold: dict[str, Tensor], offset: int) -> ChunkResult:
+    """A whole chunk that came back with the expected rows, checked in one vectorised pass."""
+    n = x.shape[0]
+    x_ok = torch.isfinite(x.reshape(n, -1)).all(dim=1)
+    valid = x_ok & _gold_finite(gold) if gold else x_ok
+    mask = valid.reshape(-1, *([1] * (x.dim() - 1)))
+    x_out = torch.where(mask, x, torch.full_like(x, math.nan))
+    failures = [SimulationFailure(offset + i, theta[i].tolist(), *_failure_kind(bool(x_ok[i])))
+                for i in torch.nonzero(~valid).flatten().tolist()]
+    kept = {name: torch.where(valid.reshape(-1, *([1] * (v.dim() - 1))), v, torch.full_like(v, math.nan))
+            for name, v in gold.items()}
+    return ChunkResult(theta, x_out, valid, failures, kept or None)
+
+
+def _checked_rows(theta: Tensor, rows: list[tuple[Tensor, dict[str, Tensor]] | None],
+                  failures: list[SimulationFailure], x_shape: tuple[int, ...] | None, widths: dict[str, int],
+                  offset: int) -> ChunkResult:
+    """Rows simulated (or retried) one by one: each checked for its shape (``x_shape``, else the most common
+    one), finite x and usable gold; ``rows[i]`` is ``None`` where row i raised (already in ``failures``)."""
+    n = theta.shape[0]
     shape = x_shape
     if shape is None:
-        shapes = [tuple(r.shape) for r in rows if r is not None]
+        shapes = [tuple(r[0].shape) for r in rows if r is not None]
         shape = max(set(shapes), key=shapes.count) if shapes else None
-    valid = torch.zeros(chunk_size, dtype=torch.bool)
-    x_out = None if shape is None else torch.full((chunk_size, *shape), math.nan)
-    failed_rows = {f.row for f in failures}
+    valid = torch.zeros(n, dtype=torch.bool)
+    x_out = None if shape is None else torch.full((n, *shape), math.nan)
+    gold = {name: torch.full((n, w), math.nan) for name, w in widths.items()}
+    failed = {f.row for f in failures}
     for i, r in enumerate(rows):
-        if r is None or offset + i in failed_rows:
+        if r is None or offset + i in failed:
             continue
-        if tuple(r.shape) != tuple(shape):
+        xi, gi = r
+        if tuple(xi.shape) != tuple(shape):
             failures.append(SimulationFailure(offset + i, theta[i].tolist(), "ShapeError",
-                                              f"expected x of shape {tuple(shape)}, got {tuple(r.shape)}"))
-        elif not torch.isfinite(r).all():
-            failures.append(SimulationFailure(offset + i, theta[i].tolist(), "NonFinite", "x contains NaN or inf"))
-        else:
-            x_out[i] = r
-            valid[i] = True
-    return ChunkResult(theta, x_out, valid, sorted(failures, key=lambda f: f.row))
+                                              f"expected x of shape {tuple(shape)}, got {tuple(xi.shape)}"))
+            continue
+        x_ok = bool(torch.isfinite(xi).all())
+        if not x_ok or (gi and not bool(_gold_finite({k: v[None] for k, v in gi.items()})[0])):
+            failures.append(SimulationFailure(offset + i, theta[i].tolist(), *_failure_kind(x_ok)))
+            continue
+        x_out[i] = xi
+        for name, v in gi.items():
+            gold[name][i] = v
+        valid[i] = True
+    return ChunkResult(theta, x_out, valid, sorted(failures, key=lambda f: f.row), gold or None)
 
 
 def _draw_theta(prior: Distribution, chunk_size: int, theta_seed: int) -> Tensor:
@@ -133,62 +180,3 @@ def _simulate_with_gold(simulator: Any, theta: Tensor, seed: int, reference: Ten
     x, z = out
     x = torch.as_tensor(x.numpy() if isinstance(x, np.ndarray) else x).to(torch.float32)
     return x, joint_gold(simulator, theta, x, z, reference)
-
-
-def _simulate_gold_chunk(
-    simulator: Any, prior: Distribution, chunk_size: int, seed: int, k: int, x_shape: tuple[int, ...] | None,
-    reference: Tensor | None,
-) -> ChunkResult:
-    """:func:`simulate_chunk` with gold: the batch first, row by row when the batch raises."""
-    theta_seed, sim_seed = chunk_seeds(seed, k)
-    theta = _draw_theta(prior, chunk_size, theta_seed)
-    offset = k * chunk_size
-    failures: list[SimulationFailure] = []
-    rows: list[tuple[Tensor, dict[str, Tensor]] | None]
-    try:
-        x, g = _simulate_with_gold(simulator, theta, sim_seed, reference)
-        if x.shape[0] != chunk_size:
-            raise ValueError(f"the simulator returned {x.shape[0]} rows for {chunk_size} parameter rows")
-        rows = [(x[i], {name: v[i] for name, v in g.items()}) for i in range(chunk_size)]
-    except Exception as batch_error:  # noqa: BLE001 - reported row by row below, never swallowed
-        rows = []
-        for i in range(chunk_size):
-            try:
-                xi, gi = _simulate_with_gold(simulator, theta[i : i + 1], sim_seed + i + 1, reference)
-                rows.append((xi[0], {name: v[0] for name, v in gi.items()}))
-            except Exception as e:  # noqa: BLE001 - recorded as this row's failure
-                rows.append(None)
-                failures.append(SimulationFailure(offset + i, theta[i].tolist(), type(e).__name__, str(e)))
-        if len(failures) == chunk_size:
-            failures = [SimulationFailure(offset + i, theta[i].tolist(), type(batch_error).__name__,
-                                          str(batch_error)) for i in range(chunk_size)]
-    present = [r for r in rows if r is not None]
-    shape = x_shape
-    if shape is None and present:
-        shapes = [tuple(r[0].shape) for r in present]
-        shape = max(set(shapes), key=shapes.count)
-    d = theta.shape[1]
-    widths = {"joint_score": d} | ({"joint_log_ratio": reference.shape[0]} if reference is not None else {})
-    gold = {name: torch.full((chunk_size, w), math.nan) for name, w in widths.items()}
-    valid = torch.zeros(chunk_size, dtype=torch.bool)
-    x_out = None if shape is None else torch.full((chunk_size, *shape), math.nan)
-    failed = {f.row for f in failures}
-    for i, r in enumerate(rows):
-        if r is None or offset + i in failed:
-            continue
-        xi, gi = r
-        if tuple(xi.shape) != tuple(shape):
-            failures.append(SimulationFailure(offset + i, theta[i].tolist(), "ShapeError",
-                                              f"expected x of shape {tuple(shape)}, got {tuple(xi.shape)}"))
-        elif not torch.isfinite(xi).all():
-            failures.append(SimulationFailure(offset + i, theta[i].tolist(), "NonFinite", "x contains NaN or inf"))
-        elif not torch.isfinite(gi["joint_score"]).all() or any(v.isnan().any() for v in gi.values()):
-            # (a joint log ratio may be ±inf: x, z impossible under a reference θ)
-            failures.append(SimulationFailure(offset + i, theta[i].tolist(), "NonFiniteGold",
-                                              "the joint score is NaN or inf (or the joint log ratio NaN)"))
-        else:
-            x_out[i] = xi
-            for name, v in gi.items():
-                gold[name][i] = v
-            valid[i] = True
-    return ChunkResult(theta, x_out, valid, sorted(failures, key=lambda f: f.row), gold)

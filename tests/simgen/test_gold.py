@@ -257,3 +257,33 @@ def test_gold_in_the_config_and_the_cli(tmp_path):
     assert main(["train", "--store", str(plain), "--out", str(out), "--gold-weight", "0.1", "--quiet"]) == 2
     assert main(["simulate", "--simulator", "two_moons", "--num", "10", "--store", str(tmp_path / "m.h5"),
                  "--gold", "--quiet"]) == 2
+
+
+class FlakyLatentShift(LatentShift):
+    """LatentShift whose joint score is NaN for θ > 0.5 (no usable gold) and whose batch call raises when any
+    θ < −0.8 (so the chunk is retried row by row, and those rows fail)."""
+
+    def __call__(self, theta, generator=None, return_latents=False):
+        if (theta < -0.8).any():
+            raise RuntimeError("solver failed")
+        return super().__call__(theta, generator=generator, return_latents=return_latents)
+
+    def joint_log_prob(self, theta, x, z):
+        log_p = super().joint_log_prob(theta, x, z)
+        # θ times a constant that is NaN on those rows: their score is NaN, the others' untouched (a torch.where
+        # over a NaN branch would make every row's gradient NaN)
+        nan_rows = torch.where(theta > 0.5, math.nan, 0.0).to(log_p)
+        return log_p + (theta * nan_rows).sum(-1)
+
+
+@pytest.mark.parametrize("low", [-0.5, -1.0])  # one batch call per chunk / row-by-row retries
+def test_rows_without_usable_gold_are_failures(low):
+    """A row whose joint score is NaN is set aside as a failure (never kept with NaN gold), whether the chunk was
+    simulated in one call or retried row by row."""
+    prior = box([low], [1.0])
+    with pytest.warns(RuntimeWarning, match="NonFiniteGold"):
+        theta, x, gold = simgen.simulate(FlakyLatentShift(), prior, 200, seed=0, chunk_size=50, progress=False,
+                                         gold=True)
+    assert (theta <= 0.5).all() and (theta >= -0.8).all()
+    assert torch.isfinite(x).all() and torch.isfinite(gold["joint_score"]).all()
+    assert len(theta) == len(x) == len(gold["joint_score"]) > 50
