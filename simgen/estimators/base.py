@@ -28,10 +28,13 @@ from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows, d
 from . import ingest, sequential
 from .gold import (
     DEFAULT_GOLD_WEIGHT,
+    DENSITY_GOLD_MODES,
     GoldObjective,
     check_gold_options,
     check_gold_rows,
+    check_log_ratio_rows,
     elementwise_jacobian,
+    gold_terms,
     gold_training_defaults,
     score_scale,
 )
@@ -118,7 +121,7 @@ class Estimator:
     ) -> None:
         if prior is not None:
             check_prior(prior)
-        self.gold, self.gold_weight = check_gold_options(gold, gold_weight)
+        self.gold, self.gold_weight = check_gold_options(gold, gold_weight, self.GOLD_MODES)
         make_model(model)  # validate the model string early
         if support_map is not None and support_map not in SUPPORT_MAPS:
             raise ValueError(f"support_map must be one of {SUPPORT_MAPS} or None (the family's); got {support_map!r}")
@@ -145,6 +148,8 @@ class Estimator:
     # ----------------------------------------------------------------- gold (simgen.estimators.gold)
     #: the families that train on gold, by their ``log_prob_kind``
     GOLD_LOG_PROB_KINDS: ClassVar[tuple[str, ...]] = ("exact",)
+    #: the ``gold=`` modes this estimator takes (:mod:`simgen.estimators.gold`)
+    GOLD_MODES: ClassVar[tuple[str, ...]] = DENSITY_GOLD_MODES
 
     def check_gold_family(self) -> None:
         """With ``gold="score"``, the family must have an exact, differentiable ``log_prob``: else a ValueError
@@ -163,38 +168,60 @@ class Estimator:
         """The log-density whose θ-gradient the score term compares with the joint score: the density's."""
         return model.log_prob(y, c)
 
-    def gold_objective(self, model: nn.Module, score: Tensor, theta: Tensor | None = None) -> GoldObjective:
-        """The training objective with the score term around ``model``; the joint score rows ``score`` ``[n,
-        d_theta]`` (all of them, or a streamed store's first chunk) and their θ set the term's units
-        (:func:`~simgen.estimators.gold.score_scale`). A posterior's term is compared in the unconstrained space
-        of its support bijection (``model.support``; see :mod:`simgen.estimators.gold`)."""
+    def gold_log_ratio(self, model: nn.Module, theta: Tensor, x: Tensor, reference: Tensor) -> Tensor:
+        """The model's log p(x | θ_ref)/p(x | θ) ``[n, k]``, what the ratio term compares with the joint log ratio
+        (a :class:`~simgen.RatioEstimator`'s only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no ratio term")
+
+    def gold_objective(self, model: nn.Module, gold: Tensor, theta: Tensor | None = None,
+                       reference: Tensor | None = None) -> GoldObjective:
+        """The training objective with the gold terms around ``model``. ``gold`` ``[n, w]`` holds the gold
+        columns of :meth:`check_gold_fit` (all rows, or a streamed store's first chunk): the joint score's
+        ``d_theta`` first (with the score term), which with their θ set that term's units
+        (:func:`~simgen.estimators.gold.score_scale`), then the joint log ratio's ``k`` (with the ratio term,
+        whose references θ_ref ``[k, d_theta]`` are ``reference``). A posterior's score term is compared in the
+        unconstrained space of its support bijection (``model.support``; see :mod:`simgen.estimators.gold`)."""
+        use_score, use_ratio = gold_terms(self.gold)
+        if use_ratio and reference is None:
+            raise ValueError(f"gold={self.gold!r} needs the references θ_ref of the joint log ratio")
+        d = theta.shape[1] if theta is not None else (gold.shape[1] if not use_ratio else reference.shape[1])
+        score = gold[:, :d] if use_score else None
         prior_log_prob = jacobian = None
         if self.direction == "posterior":
             prior_log_prob = self.prior.log_prob
             support = getattr(model, "support", None)
             if support is not None and not getattr(support, "identity", False):
                 jacobian = elementwise_jacobian(support)
-                if theta is not None:
+                if theta is not None and score is not None:
                     score = score / jacobian(theta)
-        scale = score_scale(score)
-        return GoldObjective(model, theta_in_y=self.y_is_theta, d_theta=int(scale.numel()), weight=self.gold_weight,
+        scale = score_scale(score) if score is not None else None
+        return GoldObjective(model, theta_in_y=self.y_is_theta, d_theta=d, weight=self.gold_weight,
                              scale=scale, log_density=self.gold_log_density, prior_log_prob=prior_log_prob,
-                             latent_jacobian=jacobian)
+                             latent_jacobian=jacobian, reference=reference if use_ratio else None,
+                             log_ratio=self.gold_log_ratio if use_ratio else None)
 
-    def check_gold_fit(self, gold: Any, theta: Tensor) -> Tensor | None:
-        """The joint score rows for ``fit(theta, x, gold=gold)`` (``None`` without gold), or a ValueError when
-        ``gold`` and the estimator's ``gold=`` option disagree."""
+    def check_gold_fit(self, gold: Any, theta: Tensor, reference: Any = None) -> tuple[Tensor | None, Tensor | None]:
+        """``(columns, reference)`` for ``fit(theta, x, gold=gold)``: the gold columns ``[n, w]`` the objective
+        reads (the joint score ``[n, d_theta]`` for the score term, then the joint log ratio ``[n, k]`` for the
+        ratio term) and the ratio term's references θ_ref ``[k, d_theta]`` (``(None, None)`` without gold); a
+        ValueError when ``gold`` and the estimator's ``gold=`` option disagree or the gold lacks what it needs."""
         if self.gold is None:
             if gold is not None:
                 raise ValueError(f"fit got gold, but this {type(self).__name__} was built with gold=None: build it "
                                  "with gold='score' (and gold_weight=) to train on the joint score")
-            return None
+            return None, None
         if gold is None:
-            raise ValueError(f"this {type(self).__name__} was built with gold='score': fit it with the joint score, "
+            raise ValueError(f"this {type(self).__name__} was built with gold={self.gold!r}: fit it with its gold, "
                              "fit(theta, x, gold=gold) (theta, x, gold = simgen.simulate(..., gold=True)), or on a "
                              "store simulated with gold=True")
         self.check_gold_family()
-        return check_gold_rows(gold, theta.shape[0], theta.shape[1])
+        use_score, use_ratio = gold_terms(self.gold)
+        n, d = theta.shape
+        columns = [check_gold_rows(gold, n, d)] if use_score else []
+        if use_ratio:
+            log_ratio, reference = check_log_ratio_rows(gold, reference, n, d)
+            columns.append(log_ratio)
+        return torch.cat(columns, dim=1), (reference if use_ratio else None)
 
     # ----------------------------------------------------------------- the direction (subclasses)
     #: ``"posterior"`` or ``"likelihood"``
@@ -334,12 +361,14 @@ class Estimator:
         weights: Tensor | None = None,
         checkpoint: Any = None,
         gold: Tensor | None = None,
+        gold_reference: Tensor | None = None,
     ) -> TrainingHistory:
         """Build a fresh density and train it on tensors ``(y, c)`` (with optional importance ``weights``) or on
         a streaming :class:`~simgen.training.StoreBatches` (under ``torchrun``, each rank's shard of it: the
-        standardisation statistics are then summed over the ranks). With ``gold`` (the joint score ``[n,
-        d_theta]`` of tensor rows; a streaming source serves its own) the loss gains the score term
-        (:class:`~simgen.estimators.gold.GoldObjective`)."""
+        standardisation statistics are then summed over the ranks). With ``gold`` (the gold columns ``[n, w]``
+        of tensor rows, :meth:`check_gold_fit`; a streaming source serves its own) the loss gains the gold terms
+        (:class:`~simgen.estimators.gold.GoldObjective`; the ratio term's references θ_ref are
+        ``gold_reference``)."""
         config = training_config(config, settings, self.training_defaults())
         group = distributed.setup(self.device)
         if group is not None:
@@ -380,10 +409,10 @@ class Estimator:
             else:
                 theta_rows = data[0] if self.y_is_theta else data[1]
                 if gold is None:
-                    raise ValueError("a gold-trained estimator needs the joint score of its training rows")
+                    raise ValueError("a gold-trained estimator needs the gold of its training rows")
                 with_gold = torch.cat([theta_rows, gold.to(theta_rows)], dim=1)
                 y, c = (with_gold, c) if self.y_is_theta else (y, with_gold)
-            model = self.gold_objective(density, gold, theta_rows).to(self.device)
+            model = self.gold_objective(density, gold, theta_rows, gold_reference).to(self.device)
         self.history = train(model, y, c, config, seed=seed, device=self.device, progress=progress,
                              weights=weights, checkpoint=checkpoint)
         self.density = density
@@ -413,23 +442,34 @@ class Estimator:
             self.discrete = tuple(int(i) for i in meta["x_discrete"])
         weight_fn = self.store_weights(store, proposal)
         if self.gold is not None and not store.has_gold:
-            raise ValueError(f"this {type(self).__name__} was built with gold='score', but the store {store.path} "
-                             "holds no gold: simulate it with simgen.simulate(..., gold=True)")
+            raise ValueError(f"this {type(self).__name__} was built with gold={self.gold!r}, but the store "
+                             f"{store.path} holds no gold: simulate it with simgen.simulate(..., gold=True)")
+        use_score, use_ratio = gold_terms(self.gold)
+        reference = (meta.get("gold") or {}).get("reference") if use_ratio else None
+        if use_ratio and reference is None:
+            raise ValueError(f"this {type(self).__name__} was built with gold={self.gold!r}, but the store "
+                             f"{store.path} holds no joint log ratio: simulate it with simgen.simulate(..., "
+                             "gold=True, gold_reference=theta_ref)")
         in_memory, per_buffer = ingest.rows_fit_in_memory(store, d_theta, max_memory_gb)
         group = distributed.setup(self.device)
         if in_memory and group is None:
             theta, x = store.load()
             gold = store.load_gold() if self.gold is not None else None
             return self._fit_pairs(theta, x, config, seed, progress, settings, weight_fn, checkpoint,
-                                   gold=gold), store
+                                   gold=gold, gold_reference=reference), store
         config = training_config(config, settings, self.training_defaults())
         split_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
         shard = (group.rank, group.world_size) if group is not None else None
         source = StoreBatches(store, self.y_is_theta, config.validation_fraction, split_seed,
-                              per_buffer, weight_fn, shard=shard, gold=self.gold is not None)
+                              per_buffer, weight_fn, shard=shard,
+                              gold=[name for name, used in (("joint_score", use_score), ("joint_log_ratio", use_ratio))
+                                    if used])
         self.theta_shape, self.x_shape = (d_theta,), tuple(store.x_shape)
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
-        return self._fit(source, config, seed, progress, {}, checkpoint=checkpoint), store
+        if use_ratio:
+            reference = check_log_ratio_rows({"joint_log_ratio": torch.zeros(1, len(reference))}, reference, 1,
+                                             d_theta)[1]
+        return self._fit(source, config, seed, progress, {}, checkpoint=checkpoint, gold_reference=reference), store
 
     def store_weights(self, store: Any, proposal: Distribution | None) -> Callable[[Tensor], Tensor] | None:
         """Importance weights of a store's rows (see :func:`simgen.estimators.ingest.store_weights`); a
@@ -439,7 +479,7 @@ class Estimator:
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
         settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None, checkpoint: Any = None,
-        gold: Any = None,
+        gold: Any = None, gold_reference: Any = None,
     ) -> TrainingHistory:
         raise NotImplementedError
 
@@ -525,7 +565,7 @@ class Estimator:
                   linear_baseline=config.get("linear_baseline", False), support_map=config.get("support_map", "logit"))
         est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
         est.gold, est.gold_weight = check_gold_options(config.get("gold"),
-                                                       config.get("gold_weight", DEFAULT_GOLD_WEIGHT))
+                                                       config.get("gold_weight", DEFAULT_GOLD_WEIGHT), cls.GOLD_MODES)
         est.density = est.make_density(*est.shapes())
         if config.get("history"):
             est.history = TrainingHistory(**config["history"])

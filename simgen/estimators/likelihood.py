@@ -191,9 +191,10 @@ class LikelihoodEstimator(Estimator):
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
         settings: dict[str, Any], weight_fn: Any = None, checkpoint: Any = None, gold: Any = None,
+        gold_reference: Any = None,
     ) -> TrainingHistory:
         theta, x = self.check_pairs(theta, x)
-        score = self.check_gold_fit(gold, theta)
+        score, _ = self.check_gold_fit(gold, theta, gold_reference)
         self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
         d_x = math.prod(self.x_shape)
@@ -205,7 +206,7 @@ class LikelihoodEstimator(Estimator):
 
     def _fit(self, data: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
              settings: dict[str, Any], weights: Any = None, checkpoint: Any = None,
-             gold: Any = None) -> TrainingHistory:
+             gold: Any = None, gold_reference: Any = None) -> TrainingHistory:
         """As :meth:`Estimator._fit`, the family first chosen for the discrete columns: under MNLE the mixed
         family with the value ranges of the training rows (y = x)."""
         self.model_spec = self.given_model
@@ -215,7 +216,7 @@ class LikelihoodEstimator(Estimator):
             group = distributed.setup(self.device) if streaming and data.sharded else None
             self.model_spec = self.mixed_family(rows, group.all_gather_object if group is not None else None)
         self.check_gold_family()
-        return super()._fit(data, config, seed, progress, settings, weights, checkpoint, gold)
+        return super()._fit(data, config, seed, progress, settings, weights, checkpoint, gold, gold_reference)
 
     def config(self) -> dict[str, Any]:
         mixed = isinstance(self._require_fitted().density.density, MixedDensity)

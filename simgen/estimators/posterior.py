@@ -236,10 +236,10 @@ class PosteriorEstimator(Estimator):
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
         settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None, checkpoint: Any = None,
-        gold: Any = None,
+        gold: Any = None, gold_reference: Any = None,
     ) -> TrainingHistory:
         theta, x = self.check_pairs(theta, x)
-        score = self.check_gold_fit(gold, theta)
+        score, _ = self.check_gold_fit(gold, theta, gold_reference)
         weights = None
         if weight_fn is not None:
             weights = weight_fn(theta)

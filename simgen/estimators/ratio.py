@@ -36,7 +36,7 @@ from ..training import TrainingConfig, TrainingHistory
 from ..transforms import Standardize
 from ..utils import broadcast_rows, default_device
 from .base import Estimator, check_prior, infer_x_kind, resolve_x_kind, training_config, x_context_parts
-from .gold import DEFAULT_GOLD_WEIGHT, check_gold_options, gold_training_defaults
+from .gold import DEFAULT_GOLD_WEIGHT, GOLD_MODES, check_gold_options, gold_training_defaults
 
 __all__ = ["RatioEstimator", "RatioClassifier", "RATIO_MODELS", "RATIO_OPTIONS", "RECOMMENDED_RATIO_MODEL"]
 
@@ -233,17 +233,22 @@ class RatioEstimator(Estimator):
         num_blocks: residual blocks of the classifier's MLP.
         activation: the classifier's activation; a smooth one (SiLU) gives a smooth log ratio, which MALA's
             gradients and a quadratic log ratio both favour.
-        gold: ``"score"``: the score term of RASCAL and ALICES (Brehmer et al. 2020, arXiv:1805.12244) added to
-            the classification loss, trained on the joint score t(x, z | θ) of each simulation
-            (``simgen.simulate(..., gold=True)``): α E‖s ⊙ (∇_θ f(θ, x) − t)‖², s θ's standard deviation. It holds
-            for every variant, since ∇_θ f = ∇_θ log p(x | θ) whether or not f carries a constant c(x)
-            (:mod:`simgen.estimators.gold`). The ratio-regression term of RASCAL/ALICES needs a parametrised
-            reference ratio p(x | θ₀)/p(x | θ₁), not this likelihood-to-evidence ratio: it is not implemented.
+        gold: train on each simulation's gold (Brehmer et al. 2020, arXiv:1805.12244; ``simgen.simulate(...,
+            gold=True)``), α times the terms added to the classification loss (:mod:`simgen.estimators.gold`):
+            ``"score"``, the score term α E‖σ⁻¹ ⊙ (∇_θ f(θ, x) − t)‖² on the joint score t(x, z | θ), σ its
+            standard deviation (it holds for every variant: ∇_θ f = ∇_θ log p(x | θ) whether or not f carries a
+            constant c(x)); ``"ratio"``, the ratio term on the joint log ratio L = log p(x, z | θ) −
+            log p(x, z | θ_ref) (``simulate(..., gold_reference=θ_ref)``): f(θ_ref, x) − f(θ, x) estimates
+            log p(x | θ_ref)/p(x | θ) for every variant (NRE-B's c(x) cancels), and α E[ℓ(f(θ_ref, x) − f(θ, x),
+            e^{−L})] is the importance-weighted cross-entropy of θ's data against θ_ref's, whose population
+            minimiser is the true log ratio (the module docstring of :mod:`simgen.estimators.gold` has the
+            argument and why this form rather than the squared error); ``"ratio+score"``, both (RASCAL/ALICES).
         gold_weight: α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
     """
 
     direction = "ratio"
     y_is_theta = True
+    GOLD_MODES = GOLD_MODES
 
     def __init__(
         self,
@@ -266,7 +271,7 @@ class RatioEstimator(Estimator):
         # Estimator.__init__ builds a density family; a ratio estimator has a classifier instead, so it sets the
         # attributes the shared checks, fitting and saving read itself.
         check_prior(prior)
-        self.gold, self.gold_weight = check_gold_options(gold, gold_weight)
+        self.gold, self.gold_weight = check_gold_options(gold, gold_weight, self.GOLD_MODES)
         self.variant = _check_variant(model)
         self.task = task_options(self.variant, num_classes, gamma, regularization)
         if min(hidden_features, num_blocks) < 1:
@@ -327,6 +332,7 @@ class RatioEstimator(Estimator):
         max_memory_gb: float | None = None,
         checkpoint: str | os.PathLike | None = None,
         gold: Any = None,
+        gold_reference: Any = None,
         **settings: Any,
     ) -> TrainingHistory:
         """Fit the classifier on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store
@@ -336,16 +342,30 @@ class RatioEstimator(Estimator):
         ``settings`` override :class:`~simgen.training.TrainingConfig` fields (``batch_size=``, ``max_epochs=``,
         ...); a batch must hold more rows than the contrastive θ's per x. Fitting again starts afresh.
         ``checkpoint=`` saves and resumes the training state as :meth:`PosteriorEstimator.fit` does. With
-        ``gold="score"``, ``gold`` is the dict ``simulate(..., gold=True)`` returned (a store brings its own).
+        ``gold=`` set on the estimator, ``gold`` is the dict ``simulate(..., gold=True)`` returned and, for the
+        ratio term, ``gold_reference`` the θ_ref ``[k, d_theta]`` given to that ``simulate`` (a store brings its
+        own gold and references).
         """
         seed = self.run_seed(seed, checkpoint)
         if x is None:
+            if gold is not None or gold_reference is not None:
+                raise ValueError("fit(store) reads the store's own gold: pass gold= and gold_reference= only with "
+                                 "fit(theta, x)")
             return self._fit_store(theta, config, seed, progress, settings, max_memory_gb, None, checkpoint)[0]
-        return self._fit_pairs(theta, x, config, seed, progress, settings, None, checkpoint, gold=gold)
+        return self._fit_pairs(theta, x, config, seed, progress, settings, None, checkpoint, gold=gold,
+                               gold_reference=gold_reference)
 
     def gold_log_density(self, model: nn.Module, y: Tensor, c: Tensor) -> Tensor:
         """The classifier's logit f(θ, x), whose θ-gradient is the score ∇_θ log p(x | θ)."""
         return model(y, c)
+
+    def gold_log_ratio(self, model: nn.Module, theta: Tensor, x: Tensor, reference: Tensor) -> Tensor:
+        r"""f(θ_ref,j, x_i) − f(θ_i, x_i) ``[n, k]``: the classifier's log p(x | θ_ref)/p(x | θ), c(x) cancelled
+        (θ ``[n, d]``, x ``[n, *x_shape]``, θ_ref ``[k, d]``; x embedded once)."""
+        h = model.features(x)
+        f_theta = model.logits(theta, h)  # [n]
+        f_ref = model.logits(reference.to(theta)[None].expand(theta.shape[0], -1, -1), h)  # [n, k]
+        return f_ref - f_theta[:, None]
 
     def store_weights(self, store: Any, proposal: Distribution | None) -> None:
         """None: the posterior p(θ) r(θ, x) does not depend on the distribution θ was drawn from."""
@@ -353,9 +373,9 @@ class RatioEstimator(Estimator):
 
     def _fit_pairs(self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
                    settings: dict[str, Any], weight_fn: Any = None, checkpoint: Any = None,
-                   gold: Any = None) -> TrainingHistory:
+                   gold: Any = None, gold_reference: Any = None) -> TrainingHistory:
         theta, x = self.check_pairs(theta, x)
-        score = self.check_gold_fit(gold, theta)
+        columns, reference = self.check_gold_fit(gold, theta, gold_reference)
         batch_size = training_config(config, settings).batch_size
         contrast = {"nre_b": self.task.get("num_classes", 1) - 1, "nre_c": self.task.get("num_classes", 1)}.get(
             self.variant, 1)
@@ -364,7 +384,8 @@ class RatioEstimator(Estimator):
                              f"got {batch_size}")
         self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
-        return self._fit((theta, x), config, seed, progress, settings, checkpoint=checkpoint, gold=score)
+        return self._fit((theta, x), config, seed, progress, settings, checkpoint=checkpoint, gold=columns,
+                         gold_reference=reference)
 
     # ----------------------------------------------------------------- the ratio
     def log_ratio(self, theta: Any, x: Any) -> Tensor:

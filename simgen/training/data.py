@@ -7,7 +7,7 @@ store's valid rows chunk by chunk. Both can draw rows by importance weights (:fu
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -122,9 +122,11 @@ class StoreBatches:
             ``rank, rank + world_size, …`` of the store's visible chunks and reads no other; its sizes are its
             shard's. Each epoch it draws one number from the trainer's generator (the same on every rank) and
             orders its chunks and rows by a generator seeded from that number and its rank.
-        gold: serve each row's joint score (the store's gold, :mod:`simgen.campaign.gold`) as ``d_theta`` extra
-            columns of θ in the training and validation batches (what a gold-trained estimator's objective
-            splits off); :meth:`iter_rows`, which feeds the statistics, serves the plain rows.
+        gold: serve each row's gold (the store's, :mod:`simgen.campaign.gold`) as extra columns of θ in the
+            training and validation batches (what a gold-trained estimator's objective splits off): the fields
+            named, in that order (``"joint_score"``, ``[n, d_theta]``; ``"joint_log_ratio"``, ``[n, k]``), or
+            ``True`` for the joint score alone; :meth:`iter_rows`, which feeds the statistics, serves the plain
+            rows.
     """
 
     def __init__(
@@ -136,10 +138,11 @@ class StoreBatches:
         chunks_per_buffer: int = 1,
         weight_fn: Any = None,
         shard: tuple[int, int] | None = None,
-        gold: bool = False,
+        gold: bool | Sequence[str] = False,
     ) -> None:
         self.store, self.posterior, self.fraction = store, posterior, validation_fraction
-        self.gold = bool(gold)
+        self.gold_fields = ("joint_score",) if gold is True else tuple(gold or ())
+        self.gold = bool(self.gold_fields)
         self.fields = ("theta", "x", "gold") if self.gold else ("theta", "x")
         self.seed, self.chunks_per_buffer, self.weight_fn = int(seed), max(1, int(chunks_per_buffer)), weight_fn
         self.chunks = [(k, keep) for k, keep in store.visible_chunks()]
@@ -179,10 +182,12 @@ class StoreBatches:
 
     def read(self, k: int, keep: int, fields: tuple[str, ...]) -> dict[str, Any]:
         data = self.store.read_chunk(k, keep, fields)
-        if "gold" in data:  # the score term trains on the joint score
-            if "joint_score" not in data["gold"]:
-                raise ValueError(f"chunk {k} of the store {self.store.path} holds no joint score")
-            data["gold"] = data["gold"]["joint_score"]
+        if "gold" in data:  # the gold terms train on these columns
+            missing = [name for name in self.gold_fields if name not in data["gold"]]
+            if missing:
+                raise ValueError(f"chunk {k} of the store {self.store.path} holds no {' and no '.join(missing)}")
+            data["gold"] = torch.cat([data["gold"][name].reshape(len(data["gold"][name]), -1)
+                                      for name in self.gold_fields], dim=1)
         return data
 
     def _split_generator(self, k: int, stream: int = 0) -> torch.Generator:

@@ -177,10 +177,13 @@ def test_gold_estimators_fit_save_and_load(tmp_path):
     with pytest.raises(ValueError, match="'cnf' family"):
         simgen.LikelihoodEstimator(sim.prior, model="cnf", gold="score")
     with pytest.raises(ValueError, match="gold must be None or one of"):
-        simgen.PosteriorEstimator(sim.prior, gold="ratio")
+        simgen.PosteriorEstimator(sim.prior, gold="ratios")
+    for cls in (simgen.PosteriorEstimator, simgen.LikelihoodEstimator):  # the ratio term is the ratio estimator's
+        with pytest.raises(ValueError, match="implemented for simgen.RatioEstimator"):
+            cls(sim.prior, gold="ratio+score")
     with pytest.raises(ValueError, match="built with gold=None"):
         simgen.LikelihoodEstimator(sim.prior).fit(theta, x, gold=gold, **settings)
-    with pytest.raises(ValueError, match="fit it with the joint score"):
+    with pytest.raises(ValueError, match="fit it with its gold"):
         simgen.PosteriorEstimator(sim.prior, gold="score").fit(theta, x, **settings)
     plain = tmp_path / "plain.h5"
     simgen.simulate(sim, sim.prior, 100, seed=0, progress=False, store=plain)
