@@ -10,8 +10,12 @@ each score weight α in ``--weights`` (α = 0: the plain method, no gold), it tr
   normalised q; 0 only for the exact likelihood);
 * ``npe``: ``PosteriorEstimator(prior, "flow", gold="score", gold_weight=α)`` (SCANDAL for the posterior), scored
   by C2ST against the reference posterior at ``--num-obs`` fixed observations (one event each);
-* ``nre``: ``RatioEstimator(prior, "nre", gold="score", gold_weight=α)`` (the RASCAL/ALICES score term), scored
-  by C2ST of its MCMC posterior (slow: off by default).
+* ``nre``: ``RatioEstimator(prior, "nre", gold=mode, gold_weight=α)`` for each mode in ``--nre-gold``
+  (``score``: the RASCAL/ALICES score term; ``ratio``: the ratio term, on the joint log ratio at
+  ``--num-references`` θ_ref drawn from the prior; ``ratio+score``: both), scored by the held-out log-ratio error:
+  the RMSE of [f(θ', x) − f(θ, x)] − log p(x | θ')/p(x | θ) over the ``--num-test`` fresh pairs (θ, x), θ' the
+  next pair's θ (c(x) cancels, so every variant is scored alike; 0 only for the exact ratio), and, unless
+  ``--no-c2st``, by C2ST of its MCMC posterior (slow).
 
 ``--simulator latent_shift`` runs the NLE comparison on a toy whose gold is informative (the latents explain
 little of the joint score's spread): x = sin(2θ) + θ + z + ε per dimension, θ ∈ [−2, 2]², z ~ N(0, 0.3²),
@@ -84,6 +88,18 @@ def held_out_gap(emu: Any, sim: Any, theta: torch.Tensor, x: torch.Tensor) -> tu
     return float(gap.mean()), float(gap.std() / math.sqrt(len(gap)))
 
 
+def log_ratio_error(est: Any, sim: Any, theta: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
+    """RMSE (and its standard error, by the delta method) of the estimated log p(x | θ')/p(x | θ) over held-out
+    pairs (θ, x), θ' the next pair's θ: the ratio estimator's f(θ', x) − f(θ, x), in which c(x) cancels."""
+    other = theta.roll(1, dims=0)
+    exact = sim.log_likelihood(other, x).double() - sim.log_likelihood(theta, x).double()
+    estimate = est.log_ratio(other, x).double() - est.log_ratio(theta, x).double()
+    ok = torch.isfinite(exact)
+    sq = (estimate - exact)[ok].square()
+    mse, se = float(sq.mean()), float(sq.std() / math.sqrt(len(sq)))
+    return math.sqrt(mse), se / (2 * math.sqrt(mse))
+
+
 def posterior_c2st(post: Any, sim: Any, x_obs: torch.Tensor, num_samples: int, seed: int) -> tuple[float, float]:
     """Mean and standard error over observations of C2ST(posterior draws, reference draws)."""
     scores = []
@@ -114,6 +130,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,3000,10000", help="training budgets (first n simulations)")
     parser.add_argument("--methods", default="nle,npe", help="nle, npe, nre (comma-separated)")
     parser.add_argument("--weights", default="0,0.1", help="score weights α (0: plain, no gold)")
+    parser.add_argument("--nre-gold", default="score,ratio,ratio+score",
+                        help="the ratio estimator's gold modes at each α > 0 (comma-separated)")
+    parser.add_argument("--num-references", type=int, default=4,
+                        help="θ_ref rows (prior draws, seeded) of the joint log ratio")
+    parser.add_argument("--no-c2st", action="store_true", help="nre: the log-ratio error only, no MCMC C2ST")
     parser.add_argument("--control", action="store_true",
                         help="also fit gold='score' with gold_weight=0 (the gold settings without the score term)")
     parser.add_argument("--num-test", type=int, default=5000, help="held-out pairs of the emulator gap")
@@ -139,7 +160,11 @@ def main() -> None:
     print(f"simgen {simgen.__version__}; {args.simulator}; sizes {sizes}, methods {methods}, α {weights}; "
           f"{torch.get_num_threads()} thread(s); timings are wall seconds on a shared machine (noisy)", flush=True)
     start = time.perf_counter()
-    theta_all, x_all, gold_all = simgen.simulate(sim, sim.prior, sizes[-1], seed=args.seed, progress=False, gold=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(30_000 + args.seed)
+        reference = sim.prior.sample((args.num_references,))
+    theta_all, x_all, gold_all = simgen.simulate(sim, sim.prior, sizes[-1], seed=args.seed, progress=False, gold=True,
+                                                 gold_reference=reference if "nre" in methods else None)
     print(f"simulated {theta_all.shape[0]} pairs with gold in {time.perf_counter() - start:.1f}s", flush=True)
     theta_test, x_test = observations(sim, args.num_test, seed=10_000 + args.seed)
     _, x_obs = observations(sim, args.num_obs, seed=20_000 + args.seed)
@@ -152,30 +177,38 @@ def main() -> None:
     settings = {"max_epochs": args.max_epochs, "progress": False, "seed": args.seed}
     if args.max_time is not None:
         settings["max_time"] = args.max_time
-    series = [(w, w > 0) for w in weights] + ([(0.0, True)] if args.control else [])
+    nre_modes = [m.strip() for m in args.nre_gold.split(",")]
     for method in methods:
-        for weight, with_gold in series:
-            gold = "score" if with_gold else None
+        modes = nre_modes if method == "nre" else ["score"]
+        series = [(w, mode) for w in weights for mode in (modes if w > 0 else [None])]
+        series += [(0.0, mode) for mode in modes] if args.control else []
+        for weight, gold in series:
             for n in sizes:
                 theta, x = theta_all[:n], x_all[:n]
-                fit_gold = {"joint_score": gold_all["joint_score"][:n]} if gold else None
-                row: dict[str, Any] = {"method": method, "gold_weight": weight, "num_simulations": n,
-                                       "control": with_gold and weight == 0}
+                fit_gold = {name: v[:n] for name, v in gold_all.items()} if gold else None
+                row: dict[str, Any] = {"method": method, "gold": gold, "gold_weight": weight, "num_simulations": n,
+                                       "control": gold is not None and weight == 0}
                 if method == "nle":
                     est = simgen.LikelihoodEstimator(sim.prior, "flow", gold=gold, gold_weight=weight)
                 elif method == "npe":
                     est = simgen.PosteriorEstimator(sim.prior, "flow", gold=gold, gold_weight=weight)
                 else:
                     est = simgen.RatioEstimator(sim.prior, "nre", gold=gold, gold_weight=weight)
-                history = est.fit(theta, x, gold=fit_gold, **settings)
+                extra = {"gold_reference": reference} if gold and "ratio" in gold else {}
+                history = est.fit(theta, x, gold=fit_gold, **extra, **settings)
                 row.update(train_seconds=round(history.wall_time, 1), epochs=history.epochs)
                 if method == "nle":
                     row["gap"], row["gap_se"] = held_out_gap(est, sim, theta_test, x_test)
                     row["score"] = row["gap"]
-                else:
-                    post = est if method == "npe" else est.posterior(progress=False)
-                    row["c2st"], row["c2st_se"] = posterior_c2st(post, sim, x_obs, args.num_samples, args.seed)
+                elif method == "npe":
+                    row["c2st"], row["c2st_se"] = posterior_c2st(est, sim, x_obs, args.num_samples, args.seed)
                     row["score"] = row["c2st"]
+                else:
+                    row["ratio_rmse"], row["ratio_rmse_se"] = log_ratio_error(est, sim, theta_test, x_test)
+                    row["score"] = row["ratio_rmse"]
+                    if not args.no_c2st:
+                        row["c2st"], row["c2st_se"] = posterior_c2st(est.posterior(progress=False), sim, x_obs,
+                                                                     args.num_samples, args.seed)
                 out["rows"].append(row)
                 save()
                 print(json.dumps(row), flush=True)
@@ -183,11 +216,11 @@ def main() -> None:
         if not plain:
             continue
         target = {r["num_simulations"]: r["score"] for r in plain}[sizes[-1]]
-        for weight in (w for w in weights if w > 0):
-            scores = [r["score"] for r in out["rows"]
-                      if r["method"] == method and r["gold_weight"] == weight and not r["control"]]
+        for weight, gold in ((w, mode) for w in weights if w > 0 for mode in modes):
+            scores = [r["score"] for r in out["rows"] if r["method"] == method and r["gold_weight"] == weight
+                      and r["gold"] == gold and not r["control"]]
             need = crossing(sizes, scores, target)
-            summary = {"method": method, "gold_weight": weight, "plain_score_at_largest": target,
+            summary = {"method": method, "gold": gold, "gold_weight": weight, "plain_score_at_largest": target,
                        "simulations_needed_with_gold": need}
             try:
                 summary["fewer_simulations"] = round(sizes[-1] / float(need), 2)

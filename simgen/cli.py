@@ -149,6 +149,11 @@ def _simulate(args: argparse.Namespace) -> int:
     elif config is not None and workers is None:
         workers, executor = config.workers or None, config.executor or None
     gold = args.gold if args.gold is not None else (config.gold if config else False)
+    reference = config.gold_reference if config is not None and args.gold is None else None
+    if args.gold_reference is not None:
+        reference = _read_array(args.gold_reference, "--gold-reference")
+    if reference is not None and not gold:
+        raise UsageError("--gold-reference goes with --gold (the joint log ratio is part of the gold)")
     say = _say(args)
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -156,9 +161,10 @@ def _simulate(args: argparse.Namespace) -> int:
         try:
             s = simgen.simulate(sim, sim.prior, num, seed=seed, chunk_size=chunk_size, progress=not args.quiet,
                                 store=store, return_data=False, workers=workers, executor=executor,
-                                metadata={"simulator_options": {"name": name, **options}}, gold=gold)
+                                metadata={"simulator_options": {"name": name, **options}}, gold=gold,
+                                gold_reference=reference)
         except ValueError as e:
-            if gold and "joint_log_prob" in str(e):
+            if gold and ("joint_log_prob" in str(e) or "gold_reference" in str(e)):
                 raise UsageError(str(e)) from None
             raise
     valid = s.valid
@@ -225,16 +231,23 @@ def _train(args: argparse.Namespace) -> int:
         if args.direction != "likelihood":
             raise UsageError("--discrete-model is for --direction likelihood (how x's discrete columns are modelled)")
         spec.discrete_model = args.discrete_model
-    if args.gold_weight is not None:
-        from .estimators.gold import check_gold_options
+    from .estimators.gold import DENSITY_GOLD_MODES, GOLD_MODES, check_gold_options, gold_terms
 
+    if args.gold is not None or args.gold_weight is not None:
+        mode = args.gold if args.gold is not None else (spec.gold or "score")
+        weight = args.gold_weight if args.gold_weight is not None else spec.gold_weight
         try:
-            spec.gold, spec.gold_weight = check_gold_options("score", args.gold_weight)
+            spec.gold, spec.gold_weight = check_gold_options(
+                mode, weight, GOLD_MODES if args.direction == "ratio" else DENSITY_GOLD_MODES)
         except ValueError as e:
-            raise UsageError(f"--gold-weight: {e}") from None
+            raise UsageError(f"--gold/--gold-weight: {e}") from None
     if spec.gold is not None and not store.has_gold:
-        raise UsageError(f"gold = \"score\" trains on the joint score, but the store {args.store} holds no gold: "
-                         "simulate it with simgen simulate --gold")
+        raise UsageError(f"gold = {spec.gold!r} trains on the simulations' gold, but the store {args.store} holds no "
+                         "gold: simulate it with simgen simulate --gold")
+    reference = (store.metadata.get("gold") or {}).get("reference")
+    if gold_terms(spec.gold)[1] and reference is None:
+        raise UsageError(f"gold = {spec.gold!r} trains on the joint log ratio, but the store {args.store} holds "
+                         "none: simulate it with simgen simulate --gold --gold-reference ROWS")
     for key in ("max_epochs", "max_time", "batch_size", "learning_rate", "precision"):
         if getattr(args, key) is not None:
             spec.training[key] = getattr(args, key)
@@ -258,6 +271,8 @@ def _train(args: argparse.Namespace) -> int:
            "ratio": pipeline.fit_ratio, "joint": pipeline.fit_joint}[args.direction]
     gold = store.load_gold() if spec.gold is not None else None
     options = {"gold": gold} if gold is not None else {}
+    if gold_terms(spec.gold)[1]:
+        options["gold_reference"] = reference
     estimator = fit(config, sim, theta, x, progress=not args.quiet, say=say, checkpoint=args.checkpoint, **options)
     estimator.save(args.out)
     say(f"wrote {args.out}")
@@ -520,6 +535,10 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--gold", action="store_true", default=None,
                      help="also mine each simulation's joint score from the simulator's latents (simulators with "
                           "return_latents and joint_log_prob, e.g. collider); default: the config's simulation.gold")
+    sim.add_argument("--gold-reference", default=None, metavar="ROWS",
+                     help="with --gold, also mine the joint log ratio at these θ_ref rows (inline JSON "
+                          "[[...], ...] or a .npy/.pt/.json file), for a ratio estimator's gold ratio term; "
+                          "default: the config's simulation.gold_reference")
     where = sim.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None, help="local worker processes")
     where.add_argument("--dask", default=None, metavar="ADDRESS",
@@ -549,9 +568,14 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--discrete-model", choices=("mnle", "dequantize"), default=None,
                        help="likelihood: how the simulator's discrete x columns are modelled, by a categorical "
                             "network (mnle, the default for a flow) or by dequantisation")
+    train.add_argument("--gold", choices=("score", "ratio", "ratio+score"), default=None,
+                       help="train on the store's gold: score (the joint score: SCANDAL for a flow, the score term "
+                            "for a ratio), ratio or ratio+score (the joint log ratio, --direction ratio only: "
+                            "RASCAL/ALICES); the store must be simulated with --gold (and --gold-reference for "
+                            "ratio); default: the config's, else score when --gold-weight is given")
     train.add_argument("--gold-weight", type=float, default=None, metavar="ALPHA",
-                       help="train on the store's joint score (gold = \"score\": SCANDAL for a flow, the score "
-                            "term for a ratio) with this weight; the store must be simulated with --gold")
+                       help="the gold terms' weight α (default 0.1); alone, it means --gold score (or the "
+                            "config's gold)")
     train.add_argument("--max-epochs", type=int, default=None, help="cap on training epochs")
     train.add_argument("--max-time", type=float, default=None, help="cap on training seconds")
     train.add_argument("--batch-size", type=int, default=None, help="rows per step (default: automatic)")

@@ -73,7 +73,7 @@ OBSERVATION_SUFFIXES = (".npy", ".pt", ".json")
 _TOP_KEYS = ("seed", "device", "budget", "simulator", "simulation", "posterior", "likelihood", "emulator",
              "ratio", "joint", "observations", "evaluation", "output")
 _SIMULATOR_KEYS = ("name", "options")
-_SIMULATION_KEYS = ("num_simulations", "chunk_size", "store", "workers", "executor", "gold")
+_SIMULATION_KEYS = ("num_simulations", "chunk_size", "store", "workers", "executor", "gold", "gold_reference")
 _MODEL_KEYS = ("enabled", "model", "embedding", "options", "training", "mcmc", "num_train", "discrete_model", "gold",
                "gold_weight")
 _RATIO_KEYS = ("enabled", "model", "embedding", "options", "training", "num_train", "gold", "gold_weight")
@@ -107,8 +107,9 @@ class ModelConfig:
     #: likelihoods: how x's discrete columns are modelled, ``"mnle"`` or ``"dequantize"`` (``None``: the family's
     #: default, see :class:`~simgen.LikelihoodEstimator`)
     discrete_model: str | None = None
-    #: ``"score"``: train on the joint score of a gold campaign (SCANDAL; the ratio's score term), weight
-    #: ``gold_weight`` (see :mod:`simgen.estimators.gold`); ``None``: plain
+    #: ``"score"``: train on the joint score of a gold campaign (SCANDAL; the ratio's score term); ``[ratio]``
+    #: also ``"ratio"`` (the ratio term, on the joint log ratio at ``[simulation] gold_reference``) or
+    #: ``"ratio+score"`` (both); weight ``gold_weight`` (see :mod:`simgen.estimators.gold`); ``None``: plain
     gold: str | None = None
     gold_weight: float = 0.1  #: simgen.estimators.gold.DEFAULT_GOLD_WEIGHT (not imported here: torch-free)
 
@@ -130,6 +131,9 @@ class RunConfig:
     #: ``[simulation] gold``: mine each simulation's joint score from the simulator's latents (``simulate(...,
     #: gold=True)``); the models with ``gold = "score"`` train on it
     gold: bool = False
+    #: ``[simulation] gold_reference``: θ_ref rows ``[k, d_theta]`` of the joint log ratio (``simulate(...,
+    #: gold_reference=...)``), which ``[ratio] gold = "ratio"`` (or ``"ratio+score"``) trains on
+    gold_reference: list[list[float]] | None = None
     posterior: ModelConfig = field(default_factory=lambda: ModelConfig(True, "flow"))
     likelihood: ModelConfig = field(default_factory=lambda: ModelConfig(False, "flow"))
     #: ``[ratio]``: a neural ratio estimator, its posterior sampled by MCMC (``model`` is its variant)
@@ -236,6 +240,8 @@ executor = ""                # "" (local), "dask" (a local dask cluster) or "tcp
 # gold = true                # also mine each simulation's joint score from the simulator's latents (simulators
                              # with return_latents and joint_log_prob, e.g. collider); models train on it with
                              # gold = "score" (SCANDAL; the ratio's score term) and gold_weight = 0.1 in their table
+# gold_reference = [[500.0, 20.0, 1.0]]  # θ_ref rows: also mine the joint log ratio, for [ratio] gold = "ratio"
+                             # or "ratio+score" (the ratio term of RASCAL/ALICES)
 
 [posterior]                  # p(theta | x), amortised over x
 enabled = true
@@ -422,7 +428,7 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
         if direction != "likelihood":
             raise ConfigError(f"{key}.discrete_model", "only [likelihood] models x's discrete columns")
         discrete_model = _str(table["discrete_model"], f"{key}.discrete_model", ("mnle", "dequantize"))
-    gold, gold_weight = _gold(table, key)
+    gold, gold_weight = _gold(table, key, ratio=False)
     if gold is not None:
         from .models import MODELS as _MODELS
 
@@ -434,16 +440,24 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
                        embedding, mcmc, num_train, nproc, discrete_model, gold, gold_weight)
 
 
-def _gold(table: dict[str, Any], key: str) -> tuple[str | None, float]:
-    """A model table's ``gold`` and ``gold_weight`` (checked as the estimators check them)."""
-    from .estimators.gold import DEFAULT_GOLD_WEIGHT, GOLD_MODES, check_gold_options
+def _gold(table: dict[str, Any], key: str, *, ratio: bool) -> tuple[str | None, float]:
+    """A model table's ``gold`` (a ratio mode outside ``[ratio]`` is refused with the reason) and
+    ``gold_weight`` (checked as the estimators check them)."""
+    from .estimators.gold import DEFAULT_GOLD_WEIGHT, DENSITY_GOLD_MODES, GOLD_MODES, check_gold_options
 
+    modes = GOLD_MODES if ratio else DENSITY_GOLD_MODES
     gold = _str(table["gold"], f"{key}.gold", GOLD_MODES) if "gold" in table else None
+    if gold is not None:
+        try:
+            check_gold_options(gold, 0.0, modes)
+        except ValueError as e:
+            raise ConfigError(f"{key}.gold", str(e)) from None
     weight = table.get("gold_weight", DEFAULT_GOLD_WEIGHT)
     if "gold_weight" in table and gold is None:
-        raise ConfigError(f"{key}.gold_weight", "goes with gold = \"score\"")
+        raise ConfigError(f"{key}.gold_weight", "goes with gold (\"score\", or for [ratio] \"ratio\", "
+                          "\"ratio+score\")")
     try:
-        return check_gold_options(gold, weight)
+        return check_gold_options(gold, weight, modes)
     except ValueError as e:
         raise ConfigError(f"{key}.gold_weight", str(e)) from None
 
@@ -470,7 +484,7 @@ def _ratio(raw: Any) -> ModelConfig:
         raise ConfigError("ratio.options", f"not accepted by the {model} ratio estimator ({e})") from None
     embedding = _str(table.get("embedding", "auto"), "ratio.embedding", EMBEDDINGS)
     num_train = _int(table["num_train"], "ratio.num_train", 10) if "num_train" in table else None
-    gold, gold_weight = _gold(table, "ratio")
+    gold, gold_weight = _gold(table, "ratio", ratio=True)
     return ModelConfig(enabled, model, dict(options), _training(table.get("training", {}), "ratio.training"),
                        embedding, False, num_train, gold=gold, gold_weight=gold_weight)
 
@@ -609,6 +623,12 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
     if executor and workers:
         raise ConfigError("simulation.workers", "give workers or executor, not both")
     gold = _bool(simulation.get("gold", False), "simulation.gold")
+    gold_reference = None
+    if "gold_reference" in simulation:
+        if not gold:
+            raise ConfigError("simulation.gold_reference", "goes with gold = true (the joint log ratio is part of "
+                              "the gold)")
+        gold_reference = _matrix(simulation["gold_reference"], "simulation.gold_reference", None)
 
     posterior = _model(raw.get("posterior"), "posterior", "posterior")
     likelihood_key = _section(raw, "likelihood")
@@ -624,6 +644,9 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
         if cfg.enabled and cfg.gold is not None and not gold:
             raise ConfigError(f"{key}.gold", "trains on the joint score: set [simulation] gold = true (a simulator "
                               "with return_latents and joint_log_prob, see simgen.campaign.gold)")
+    if ratio.enabled and ratio.gold in ("ratio", "ratio+score") and gold_reference is None:
+        raise ConfigError("ratio.gold", f"{ratio.gold!r} trains on the joint log ratio: set [simulation] "
+                          "gold_reference = [[...]] (the θ_ref rows it is mined at)")
     for cfg, preset_key in ((posterior, "posterior"), (likelihood, "emulator"), (ratio, "posterior"),
                             (joint, "posterior")):
         cfg.training.setdefault("max_epochs", preset[f"{preset_key}_epochs"])
@@ -658,7 +681,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
     config = RunConfig(
         simulator=sim_name, simulator_options=dict(sim_options), seed=seed, device=device, budget=budget,
         num_simulations=num_simulations, chunk_size=chunk_size, store=store, workers=workers, executor=executor,
-        gold=gold, posterior=posterior, likelihood=likelihood, ratio=ratio, joint=joint,
+        gold=gold, gold_reference=gold_reference, posterior=posterior, likelihood=likelihood, ratio=ratio, joint=joint,
         held_out=held_out, obs_file=obs_file,
         num_samples=ev["num_samples"], c2st=c2st, reference_samples=ev["reference_samples"],
         calibration=ev["calibration"], calibration_samples=ev["calibration_samples"],
@@ -677,6 +700,8 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
                 check_gold_simulator(sim)
             except ValueError as e:
                 raise ConfigError("simulation.gold", str(e)) from None
+        if gold_reference is not None:
+            config.gold_reference = _matrix(gold_reference, "simulation.gold_reference", d_theta)
         if "theta" in obs:
             config.theta_obs = _matrix(obs["theta"], "observations.theta", d_theta)
             _check_in_support(sim.prior, config.theta_obs, "observations.theta")

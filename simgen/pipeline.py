@@ -119,7 +119,7 @@ def simulate_training_set(config: RunConfig, simulator: Any, *, progress: bool =
                             chunk_size=min(config.chunk_size, config.num_simulations), progress=progress,
                             store=store, return_data=False, workers=config.workers or None, executor=executor,
                             metadata={"simulator_options": {"name": config.simulator, **config.simulator_options}},
-                            gold=config.gold)
+                            gold=config.gold, gold_reference=config.gold_reference)
     theta, x = s.load()
     failed = len(s) - theta.shape[0]
     say(f"  {theta.shape[0]} valid simulations in {store}" + (f" ({failed} failed, kept in the store)" if failed
@@ -139,12 +139,24 @@ def training_gold(config: RunConfig) -> dict[str, Tensor] | None:
     return simgen.open_store(config.out / config.store).load_gold()
 
 
+def training_gold_reference(config: RunConfig) -> Tensor | None:
+    """The θ_ref rows ``[k, d_theta]`` the training set's joint log ratio was mined at, as the store records them
+    (``[simulation] gold_reference``); ``None`` without them."""
+    if not config.gold:
+        return None
+    import simgen
+
+    reference = (simgen.open_store(config.out / config.store).metadata.get("gold") or {}).get("reference")
+    return torch.tensor(reference, dtype=torch.float64) if reference is not None else None
+
+
 def _gold_rows(gold: dict[str, Tensor] | None, spec: Any) -> dict[str, Tensor] | None:
-    """The first ``spec.num_train`` rows of ``gold`` for a model with ``gold = "score"`` (else ``None``)."""
+    """The first ``spec.num_train`` rows of ``gold`` for a model with ``gold`` set (else ``None``)."""
     if spec.gold is None:
         return None
     if gold is None:
-        raise ValueError("a model with gold = \"score\" trains on the joint score: set [simulation] gold = true")
+        raise ValueError(f"a model with gold = {spec.gold!r} trains on the simulations' gold: set [simulation] "
+                         "gold = true")
     return {name: values[: spec.num_train] for name, values in gold.items()}
 
 
@@ -268,9 +280,11 @@ def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, 
 
 
 def fit_ratio(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
-              say: Say = _silent, checkpoint: Any = None, gold: dict[str, Tensor] | None = None) -> Any:
+              say: Say = _silent, checkpoint: Any = None, gold: dict[str, Tensor] | None = None,
+              gold_reference: Tensor | None = None) -> Any:
     """A :class:`~simgen.RatioEstimator` of ``[ratio]`` fitted on (θ, x), seed ``config.seed`` (training
-    checkpointed to ``checkpoint`` when given)."""
+    checkpointed to ``checkpoint`` when given); ``gold_reference``: the θ_ref rows of ``gold``'s joint log
+    ratio, for ``gold = "ratio"`` or ``"ratio+score"``."""
     import simgen
 
     spec = config.ratio
@@ -279,7 +293,9 @@ def fit_ratio(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, pr
     est = simgen.RatioEstimator(simulator.prior, spec.model, embedding=embedding, simulator=simulator,
                                 device=_device(config), gold=spec.gold, gold_weight=spec.gold_weight, **spec.options)
     history = est.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint,
-                      gold=_gold_rows(gold, spec), **spec.training)
+                      gold=_gold_rows(gold, spec),
+                      gold_reference=gold_reference if spec.gold in ("ratio", "ratio+score") else None,
+                      **spec.training)
     say(f"  ratio ({est.variant}, embedding {spec.embedding}, {theta.shape[0]} simulations): {history.epochs} "
         f"epochs in {history.wall_time:.0f} s, best validation loss {history.best_validation_loss:.3f}")
     return est
@@ -692,7 +708,8 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
     if config.ratio.enabled:
         done = step("ratio training")
         say(f"[3/5] fitting the ratio p(x | θ) / p(x) ({config.ratio.model})")
-        ratio = fit_ratio(config, simulator, theta, x, progress=progress, say=say, gold=gold)
+        ratio = fit_ratio(config, simulator, theta, x, progress=progress, say=say, gold=gold,
+                          gold_reference=training_gold_reference(config))
         histories["ratio"] = ratio.history
         done()
     if config.joint.enabled:

@@ -290,3 +290,166 @@ def test_rows_without_usable_gold_are_failures(low):
     assert (theta <= 0.5).all() and (theta >= -0.8).all()
     assert torch.isfinite(x).all() and torch.isfinite(gold["joint_score"]).all()
     assert len(theta) == len(x) == len(gold["joint_score"]) > 50
+
+
+# ----------------------------------------------------------------- the ratio term (RASCAL / ALICES)
+class ExactLogLikelihood(torch.nn.Module):
+    """A ratio 'classifier' whose logit is the exact log p(x | θ) of LatentShift plus an arbitrary c(x) (as NRE-B's
+    may carry): f(θ_ref, x) − f(θ, x) is the exact log ratio whatever c(x)."""
+
+    def __init__(self, sd: float) -> None:
+        super().__init__()
+        self.sd = sd
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def features(self, x):
+        return x
+
+    def logits(self, theta, h):
+        c = 3.0 * torch.sin(h[:, 0]) + self.dummy  # c(x)
+        if theta.dim() == 3:
+            return Normal(theta[..., 0], self.sd).log_prob(h) + c[:, None]
+        return Normal(theta[:, 0], self.sd).log_prob(h[:, 0]) + c
+
+
+def test_ratio_term_is_minimal_at_the_exact_log_ratio():
+    # x = θ + z + ε: log p(x | θ_ref)/p(x | θ) in closed form; e^{−L} is an unbiased but noisy observation of it
+    sd = math.sqrt(SIGMA_Z**2 + SIGMA_N**2)
+    ref = torch.tensor([[-0.5], [0.0], [1.0]])
+    theta, x, gold = simgen.simulate(LatentShift(), box([-1.0], [1.0]), 20_000, seed=0, progress=False, gold=True,
+                                     gold_reference=ref)
+    log_ratio = gold["joint_log_ratio"]
+    exact = (Normal(ref.T, sd).log_prob(x) - Normal(theta, sd).log_prob(x)).double()
+    term = simgen.estimators.gold.ratio_term
+    at_exact = term(exact, log_ratio.double()).item()
+    for wrong in (exact + 0.2, exact - 0.2, 1.3 * exact, 0.7 * exact):
+        assert term(wrong, log_ratio.double()).item() > at_exact + 1e-3
+    # the gradient in g, σ(g) − s σ(−g), averages to zero at the exact log ratio (not at a shifted one)
+    s = (-log_ratio.double()).exp()
+    grad = torch.sigmoid(exact) - s * torch.sigmoid(-exact)
+    se = grad.std() / math.sqrt(grad.numel())
+    assert abs(grad.mean().item()) < 4 * se.item()
+    shifted = torch.sigmoid(exact + 0.2) - s * torch.sigmoid(-exact - 0.2)
+    assert shifted.mean().item() > 10 * se.item()
+    # the objective the estimator trains compares f(θ_ref, x) − f(θ, x): c(x) cancels
+    est = simgen.RatioEstimator(box([-1.0], [1.0]), gold="ratio+score", gold_weight=1.0)
+    columns, reference = est.check_gold_fit(gold, theta, ref)
+    assert columns.shape == (20_000, 1 + 3) and torch.equal(columns[:, 1:], log_ratio)
+    objective = est.gold_objective(ExactLogLikelihood(sd), columns, theta, reference).train()
+    assert objective.ratio_loss(theta, x, log_ratio).item() == pytest.approx(at_exact, rel=1e-4)
+    # without latents (L is the exact log ratio) the term is zero at the exact model
+    assert term(exact, -exact).item() == pytest.approx(0.0, abs=1e-6)
+
+
+class SharpLatentShift(LatentShift):
+    """LatentShift with a small latent (σ_z = 0.3): its gold is informative."""
+
+    SZ = 0.3
+
+    def __call__(self, theta, generator=None, return_latents=False):
+        z = self.SZ * torch.randn(theta.shape, generator=generator)
+        x = theta + z + SIGMA_N * torch.randn(theta.shape, generator=generator)
+        return (x, z) if return_latents else x
+
+    def joint_log_prob(self, theta, x, z):
+        log_z = Normal(0.0, self.SZ).log_prob(z.double())
+        return (log_z + Normal(theta + z.double(), SIGMA_N).log_prob(x.double())).sum(-1)
+
+
+def test_ratio_term_recovers_the_log_ratio_with_fewer_simulations():
+    prior, ref = box([-2.0], [2.0]), torch.tensor([[-1.0], [0.0], [1.0]])
+    theta, x, gold = simgen.simulate(SharpLatentShift(), prior, 500, seed=1, progress=False, gold=True,
+                                     gold_reference=ref)
+    sd = math.sqrt(SharpLatentShift.SZ**2 + SIGMA_N**2)
+    grid = torch.linspace(-1.8, 1.8, 400)[:, None]
+    x_grid = grid + sd * torch.randn(400, 1, generator=torch.Generator().manual_seed(5))
+    exact = Normal(ref.T, sd).log_prob(x_grid) - Normal(grid, sd).log_prob(x_grid)
+    errors = {}
+    for mode in (None, "ratio"):
+        est = simgen.RatioEstimator(prior, gold=mode, gold_weight=1.0)
+        est.fit(theta, x, gold=gold if mode else None, gold_reference=ref if mode else None, seed=1, progress=False,
+                max_epochs=200)
+        with torch.no_grad():
+            g = est.gold_log_ratio(est.density, grid, x_grid, ref)
+        errors[mode] = (g - exact).square().mean().sqrt().item()
+    assert errors["ratio"] < errors[None], errors
+
+
+def test_ratio_gold_errors_store_and_save_load(tmp_path):
+    sim = simulators.get("collider", level="parton_smeared")
+    path = tmp_path / "gold.h5"
+    ref = torch.tensor([[500.0, 20.0, 1.0], [480.0, 30.0, 1.02]])
+    theta, x, gold = simgen.simulate(sim, sim.prior, 400, seed=0, chunk_size=200, progress=False, gold=True,
+                                     gold_reference=ref, store=path)
+    settings = {"max_epochs": 2, "seed": 0, "progress": False}
+    for mode in ("ratio", "ratio+score"):
+        est = simgen.RatioEstimator(sim.prior, "nre_b", gold=mode, gold_weight=0.5)
+        assert math.isfinite(est.fit(theta, x, gold=gold, gold_reference=ref, **settings).best_validation_loss)
+        est.save(tmp_path / "nre.pt")
+        assert (simgen.load(tmp_path / "nre.pt").gold, simgen.load(tmp_path / "nre.pt").gold_weight) == (mode, 0.5)
+        # from the store, which records its references: in memory and streamed
+        assert math.isfinite(est.fit(path, **settings).best_validation_loss)
+        assert math.isfinite(est.fit(path, max_memory_gb=1e-6, **settings).best_validation_loss)
+    est = simgen.RatioEstimator(sim.prior, gold="ratio")
+    with pytest.raises(ValueError, match="must hold 'joint_log_ratio'"):
+        est.fit(theta, x, gold={"joint_score": gold["joint_score"]}, gold_reference=ref, **settings)
+    with pytest.raises(ValueError, match="needs the references"):
+        est.fit(theta, x, gold=gold, **settings)
+    with pytest.raises(ValueError, match=r"shape \[n, k\]"):
+        est.fit(theta, x, gold=gold, gold_reference=ref[:1], **settings)
+    with pytest.raises(ValueError, match="NaN or −inf"):
+        est.fit(theta, x, gold={**gold, "joint_log_ratio": gold["joint_log_ratio"] * math.nan},
+                gold_reference=ref, **settings)
+    with pytest.raises(ValueError, match="reads the store's own gold"):
+        est.fit(path, gold=gold, **settings)
+    score_only = tmp_path / "score.h5"
+    simgen.simulate(sim, sim.prior, 100, seed=0, progress=False, gold=True, store=score_only)
+    with pytest.raises(ValueError, match="holds no joint log ratio"):
+        est.fit(score_only, **settings)
+    # the score term alone still trains on a store with references
+    assert math.isfinite(simgen.RatioEstimator(sim.prior, gold="score").fit(path, **settings).best_validation_loss)
+
+
+def test_ratio_gold_in_the_config_and_the_cli(tmp_path):
+    import textwrap
+
+    from simgen.cli import main
+    from simgen.config import ConfigError, parse_config
+
+    text = textwrap.dedent("""
+        [simulator]
+        name = "collider"
+        options = { level = "parton_smeared" }
+        [simulation]
+        gold = true
+        gold_reference = [[500.0, 20.0, 1.0]]
+        [ratio]
+        gold = "ratio+score"
+        gold_weight = 0.5
+    """)
+    config, _ = parse_config(text)
+    assert config.gold_reference == [[500.0, 20.0, 1.0]]
+    assert (config.ratio.gold, config.ratio.gold_weight) == ("ratio+score", 0.5)
+    with pytest.raises(ConfigError, match="ratio.gold"):
+        parse_config(text.replace("gold_reference = [[500.0, 20.0, 1.0]]\n", ""))
+    with pytest.raises(ConfigError, match="simulation.gold_reference"):
+        parse_config(text.replace("[[500.0, 20.0, 1.0]]", "[[500.0, 20.0]]"))
+    with pytest.raises(ConfigError, match="posterior.gold"):
+        parse_config(text + '[posterior]\ngold = "ratio"\n')
+    store = tmp_path / "gold.h5"
+    assert main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", "300",
+                 "--store", str(store), "--gold", "--gold-reference", "[[500.0, 20.0, 1.0]]", "--quiet"]) == 0
+    assert simgen.open_store(store).metadata["gold"]["reference"] == [[500.0, 20.0, 1.0]]
+    out = tmp_path / "nre.pt"
+    assert main(["train", "--store", str(store), "--out", str(out), "--direction", "ratio", "--gold", "ratio",
+                 "--gold-weight", "0.3", "--max-epochs", "2", "--quiet"]) == 0
+    assert (simgen.load(out).gold, simgen.load(out).gold_weight) == ("ratio", 0.3)
+    assert main(["train", "--store", str(store), "--out", str(out), "--direction", "likelihood", "--gold", "ratio",
+                 "--quiet"]) == 2
+    score_only = tmp_path / "score.h5"
+    assert main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", "100",
+                 "--store", str(score_only), "--gold", "--quiet"]) == 0
+    assert main(["train", "--store", str(score_only), "--out", str(out), "--direction", "ratio", "--gold",
+                 "ratio", "--quiet"]) == 2
+    assert main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", "10",
+                 "--store", str(tmp_path / "r.h5"), "--gold-reference", "[[500.0, 20.0, 1.0]]", "--quiet"]) == 2
