@@ -106,7 +106,10 @@ def simulate(
             store beside θ and x (resuming and extending keep it; ``store.load_gold()``), and estimators built
             with ``gold="score"`` train on it (``fit(theta, x, gold=gold)``, ``fit(store)``).
         gold_reference: θ_ref ``[k, d_theta]`` (or one row): with ``gold``, also the joint log likelihood ratio
-            log p(x, z | θ) − log p(x, z | θ_ref,j), ``gold["joint_log_ratio"]`` ``[n, k]``.
+            log p(x, z | θ) − log p(x, z | θ_ref,j), ``gold["joint_log_ratio"]`` ``[n, k]`` (the store records
+            θ_ref in its metadata, ``store.metadata["gold"]["reference"]``), which a
+            :class:`~simgen.RatioEstimator` built with ``gold="ratio"`` or ``"ratio+score"`` trains on
+            (``fit(theta, x, gold=gold, gold_reference=theta_ref)``, ``fit(store)``).
 
     Returns:
         ``(theta, x)``: CPU float32 tensors ``[n_valid, d_theta]`` and ``[n_valid, *x_shape]``; with ``gold``,

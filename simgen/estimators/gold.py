@@ -1,6 +1,6 @@
 r"""Training on gold: the score term that SCANDAL adds to a density estimator's loss and RASCAL/ALICES to a ratio
-estimator's (Brehmer, Louppe, Pavez & Cranmer 2020, PNAS 117, 5242, arXiv:1805.12244; gold from
-:mod:`simgen.campaign.gold`).
+estimator's, and the ratio term of RASCAL/ALICES (Brehmer, Louppe, Pavez & Cranmer 2020, PNAS 117, 5242,
+arXiv:1805.12244; gold from :mod:`simgen.campaign.gold`).
 
 The joint score t(x, z | θ) = ∇_θ log p(x, z | θ) of a simulation is an unbiased, noisy observation of the
 intractable score: E[t | x, θ] = ∇_θ log p(x | θ). So, among functions of (θ, x), the squared error

@@ -48,7 +48,8 @@ class LikelihoodEstimator(Estimator):
         gold (str | None): ``"score"``: SCANDAL (Brehmer et al. 2020, arXiv:1805.12244), trained on the joint
             score t(x, z | θ) of each simulation (``simgen.simulate(..., gold=True)``): the loss gains
             α E‖s ⊙ (∇_θ log q(x | θ) − t)‖², s θ's standard deviation (:mod:`simgen.estimators.gold`). Needs a
-            family with an exact ``log_prob`` (flow, MNLE, map flow); others are refused. Default ``None``.
+            family with an exact ``log_prob`` (flow, MNLE, map flow); others are refused, and so are ``"ratio"``
+            and ``"ratio+score"`` (the ratio term is :class:`~simgen.RatioEstimator`'s). Default ``None``.
         gold_weight (float): α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
     """
 

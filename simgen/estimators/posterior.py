@@ -60,7 +60,8 @@ class PosteriorEstimator(Estimator):
             trained on the joint score t(x, z | θ) of each simulation (``simgen.simulate(..., gold=True)``): the
             loss gains α E‖s ⊙ (∇_θ log q(θ | x) − t − ∇_θ log p(θ))‖², s θ's standard deviation, since
             ∇_θ log p(θ | x) = ∇_θ log p(x | θ) + ∇_θ log p(θ) (:mod:`simgen.estimators.gold`). Needs a family
-            with an exact ``log_prob`` (a flow); others are refused, as is ``iid=True``. Default ``None``.
+            with an exact ``log_prob`` (a flow); others are refused, as is ``iid=True``, and so are ``"ratio"`` and
+            ``"ratio+score"`` (the ratio term is :class:`~simgen.RatioEstimator`'s). Default ``None``.
         gold_weight (float): α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
     """
 
