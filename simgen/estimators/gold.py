@@ -41,15 +41,16 @@ which mix data drawn at both hypotheses, do not apply here.) The term is the cro
     + s\, \mathrm{softplus}(-\log s)\big],
 
 the bracket (free of the model) making ℓ ≥ 0, zero at g = log s: ℓ is the Bregman divergence of the convex
-φ(u) = u log u − (1 + u) log(1 + u) between s and e^g. Given (θ, x), E[ℓ | θ, x] depends on z only through
-E[s | x, θ] = R (ℓ is affine in s), and its derivative in g, σ(g) − R σ(−g), vanishes only at g = log R, where it
-is minimal (strictly convex in g). So the population minimiser is the true log ratio, the term does not move the
-classifier's optimum, and its expectation at the exact model is the latents' irreducible spread alone (zero
-without latents). Why this form and not the squared error (e^g − s)² of ROLR/RASCAL, whose minimiser is also R:
-s is heavy-tailed (a row more probable under θ_ref than under θ has s ≫ R), and the squared error's gradient,
-2 (e^g − s) e^g, grows with both s and the model's ratio; this one's, σ(−g)(e^g − s), is at most
-s/(1 + R) ≈ min(s, s/R) near the solution and never grows with the model's ratio, so neither tail of R dominates
-a batch. Mean over rows and the k references; log s is clamped to ±80 only to stay finite in float32.
+φ(u) = u log u − (1 + u) log(1 + u) between s and e^g. Given (θ, x), the model's part of E[ℓ | θ, x] depends
+on z only through E[s | x, θ] = R (it is affine in s; the bracket does not involve the model), and its
+derivative in g, σ(g) − R σ(−g), vanishes only at g = log R, where it is minimal (strictly convex in g). So the
+population minimiser is the true log ratio, the term does not move the classifier's optimum, and its expectation
+at the exact model is the latents' irreducible spread alone (zero without latents). Why this form and not the
+squared error (e^g − s)² of ROLR/RASCAL, whose minimiser is also R: s is heavy-tailed (a row more probable under
+θ_ref than under θ has s ≫ R), and the squared error's gradient in g, 2 (e^g − s) e^g, grows with both s and the
+model's ratio; this one's, σ(g) − s σ(−g), lies between −s and 1 whatever the model, and at the solution it is
+(R − s)/(1 + R), of size about min(s, s/R) for large s, so neither tail of R dominates a batch. Mean over rows
+and the k references; log s is clamped to ±80 only to stay finite in float32.
 """
 
 from __future__ import annotations
