@@ -19,7 +19,8 @@ each score weight α in ``--weights`` (α = 0: the plain method, no gold), it tr
 
 ``--simulator latent_shift`` runs the NLE comparison on a toy whose gold is informative (the latents explain
 little of the joint score's spread): x = sin(2θ) + θ + z + ε per dimension, θ ∈ [−2, 2]², z ~ N(0, 0.3²),
-ε ~ N(0, 1), exact likelihood N(x; sin(2θ) + θ, 0.3² + 1) (no reference posterior: ``nle`` only).
+ε ~ N(0, 1), exact likelihood N(x; sin(2θ) + θ, 0.3² + 1) (no reference posterior: ``nle``, or ``nre`` with
+``--no-c2st``).
 
 ``--control`` adds, for each method, fits with ``gold="score", gold_weight=0``: the gold runs' training settings
 (their smaller default learning rate) without the score term, to tell the term's effect from the settings'.
@@ -154,8 +155,9 @@ def main() -> None:
     unknown = set(methods) - {"nle", "npe", "nre"}
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}")
-    if args.simulator == "latent_shift" and set(methods) != {"nle"}:
-        parser.error("latent_shift has no reference posterior: --methods nle")
+    if args.simulator == "latent_shift" and not (set(methods) <= {"nle", "nre"} and ("nre" not in methods
+                                                                                  or args.no_c2st)):
+        parser.error("latent_shift has no reference posterior: --methods nle, or nre with --no-c2st")
     sim = simulators.get("collider", level="parton_smeared") if args.simulator == "collider" else LatentShift()
     print(f"simgen {simgen.__version__}; {args.simulator}; sizes {sizes}, methods {methods}, α {weights}; "
           f"{torch.get_num_threads()} thread(s); timings are wall seconds on a shared machine (noisy)", flush=True)
