@@ -31,6 +31,7 @@ interpolation between the measured budgets; "< smallest" when it already does at
 
     OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,3000,10000 --methods nle,npe --weights 0,0.1 \\
         --json gold.json
+    OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,3000 --methods nre --weights 0,0.1,1
 """
 
 from __future__ import annotations
