@@ -1,4 +1,5 @@
-"""What the benchmarks share: the fixed observations and the mean ± standard error of per-observation scores.
+"""What the benchmarks share: the fixed observations, the mean ± standard error of per-observation scores, sbi's
+training, and the mixed discrete/continuous toy of the README's MNLE section with its exact likelihood.
 
 The benchmarks run as scripts (``python benchmarks/<name>.py``), so this folder is on ``sys.path``.
 """
@@ -9,12 +10,15 @@ import contextlib
 import io
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.distributions import Binomial, Independent, Normal, Uniform
 
 import simulators
+from simgen.mcmc import MCMCPosterior
 
 
 def observations(sim: simulators.Simulator, num_obs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,3 +92,71 @@ def map_sets(sim: Any, num_maps: int, num_test: int, num_theta: int, num_samples
     sim_maps = torch.stack([sim(t.expand(num_samples, -1), generator=g) for t in theta_check])
     return MapSets(theta, x, theta_test, x_test, sim.log_likelihood(theta_test, x_test).double(), theta_check,
                    sim_maps)
+
+
+#: The prior of the mixed toy :func:`choices`: θ ~ U(0, 1)².
+CHOICES_PRIOR = Independent(Uniform(torch.zeros(2), torch.ones(2)), 1)
+
+
+def choices(theta: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The README's mixed toy, one trial per θ row: k ~ Binomial(5, θ₀) successes (discrete, column 0) and a time
+    t ~ LogNormal(θ₁ − 0.1 k, 0.2) (continuous, column 1). θ [n, 2] → x [n, 2]."""
+    k = torch.bernoulli(theta[:, :1].expand(-1, 5), generator=generator).sum(dim=1, keepdim=True)
+    t = torch.exp(theta[:, 1:] - 0.1 * k + 0.2 * torch.randn(theta.shape[0], 1, generator=generator))
+    return torch.cat([k, t], dim=1)
+
+
+def choices_log_prob(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Exact log p(k, t | θ) = log Binomial(k; 5, θ₀) + log N(log t; θ₁ − 0.1 k, 0.2²) − log t of :func:`choices`;
+    x [n, 2], θ [n, 2] → [n]."""
+    k, t = x[:, 0], x[:, 1]
+    lk = Binomial(5, probs=theta[:, 0]).log_prob(k)
+    return lk + Normal(theta[:, 1] - 0.1 * k, 0.2).log_prob(torch.log(t)) - torch.log(t)
+
+
+class ChoicesLikelihood:
+    """The exact likelihood of :func:`choices` in the interface ``MCMCPosterior`` takes (the sum over i.i.d. trials)."""
+
+    device = torch.device("cpu")
+
+    def log_likelihood(self, theta, x_obs, *, generator=None, grad=False):
+        with torch.set_grad_enabled(grad):
+            b, m = theta.shape[0], x_obs.shape[0]
+            lp = choices_log_prob(x_obs.repeat(b, 1), theta.repeat_interleave(m, dim=0))
+            return lp.reshape(b, m).sum(dim=1)
+
+    def check_theta(self, theta, name="theta"):
+        return torch.as_tensor(theta, dtype=torch.float32).reshape(-1, 2)
+
+    def check_x(self, x, name="x"):
+        return torch.as_tensor(x, dtype=torch.float32).reshape(-1, 2)
+
+
+@dataclass
+class ChoicesCheck:
+    """What the mixed toy is scored on: held-out pairs for the likelihood gap, observations of i.i.d. trials and
+    the reference posterior at each (MCMC on the exact likelihood)."""
+
+    theta_test: torch.Tensor  #: [num_test, 2]
+    x_test: torch.Tensor  #: [num_test, 2]
+    theta_o: torch.Tensor  #: [num_obs, 2]
+    x_o: list[torch.Tensor]  #: num_obs tensors [num_trials, 2]
+    reference: list[torch.Tensor]  #: num_obs tensors [num_samples, 2]
+
+
+def choices_check(num_obs: int, num_samples: int, seed: int, num_test: int = 2000,
+                  num_trials: int = 20) -> ChoicesCheck:
+    """Held-out pairs, observations of ``num_trials`` i.i.d. trials at θ_o from the prior (one generator seeded
+    1000 + seed) and ``num_samples`` reference draws at each by simgen's MCMC (its defaults) on the exact
+    likelihood (generator seeded 7)."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    theta_test = torch.rand(num_test, 2, generator=g)
+    x_test = choices(theta_test, g)
+    theta_o = torch.rand(num_obs, 2, generator=g)
+    x_o = [choices(t.expand(num_trials, 2), g) for t in theta_o]
+    exact_post = MCMCPosterior(ChoicesLikelihood(), CHOICES_PRIOR, progress=False)
+    with warnings.catch_warnings():
+        # MCMC's convergence warnings (R-hat, ESS): the benchmarks judge the draws by C2ST
+        warnings.simplefilter("ignore", RuntimeWarning)
+        reference = [exact_post.sample(num_samples, x, generator=torch.Generator().manual_seed(7)) for x in x_o]
+    return ChoicesCheck(theta_test, x_test, theta_o, x_o, reference)

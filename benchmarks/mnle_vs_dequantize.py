@@ -19,44 +19,9 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import mean_se
-from torch.distributions import Binomial, Independent, Normal, Uniform
+from _common import CHOICES_PRIOR, choices, choices_check, choices_log_prob, mean_se
 
 import simgen
-from simgen.mcmc import MCMCPosterior
-
-PRIOR = Independent(Uniform(torch.zeros(2), torch.ones(2)), 1)
-
-
-def choices(theta: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    k = torch.bernoulli(theta[:, :1].expand(-1, 5), generator=generator).sum(dim=1, keepdim=True)
-    t = torch.exp(theta[:, 1:] - 0.1 * k + 0.2 * torch.randn(theta.shape[0], 1, generator=generator))
-    return torch.cat([k, t], dim=1)
-
-
-def exact_log_prob(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """log p(k, t | θ) = log Binomial(k; 5, θ₀) + log N(log t; θ₁ − 0.1 k, 0.2²) − log t."""
-    k, t = x[:, 0], x[:, 1]
-    lk = Binomial(5, probs=theta[:, 0]).log_prob(k)
-    return lk + Normal(theta[:, 1] - 0.1 * k, 0.2).log_prob(torch.log(t)) - torch.log(t)
-
-
-class Exact:
-    """The exact likelihood in the interface MCMCPosterior takes."""
-
-    device = torch.device("cpu")
-
-    def log_likelihood(self, theta, x_obs, *, generator=None, grad=False):
-        with torch.set_grad_enabled(grad):
-            b, m = theta.shape[0], x_obs.shape[0]
-            lp = exact_log_prob(x_obs.repeat(b, 1), theta.repeat_interleave(m, dim=0))
-            return lp.reshape(b, m).sum(dim=1)
-
-    def check_theta(self, theta, name="theta"):
-        return torch.as_tensor(theta, dtype=torch.float32).reshape(-1, 2)
-
-    def check_x(self, x, name="x"):
-        return torch.as_tensor(x, dtype=torch.float32).reshape(-1, 2)
 
 
 def main() -> None:
@@ -69,24 +34,17 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    g = torch.Generator().manual_seed(1000 + args.seed)
-    theta_test = torch.rand(2000, 2, generator=g)
-    x_test = choices(theta_test, g)
-    theta_o = torch.rand(args.num_obs, 2, generator=g)
-    x_o = [choices(t.expand(20, 2), g) for t in theta_o]
-    exact_post = MCMCPosterior(Exact(), PRIOR, progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        reference = [exact_post.sample(args.num_samples, x, generator=torch.Generator().manual_seed(7)) for x in x_o]
+    check = choices_check(args.num_obs, args.num_samples, args.seed)
+    theta_test, x_test, x_o, reference = check.theta_test, check.x_test, check.x_o, check.reference
     print(f"simgen {simgen.__version__}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"{args.num_obs} observations of 20 trials, {args.num_samples} samples", flush=True)
     rows = []
     for budget in map(int, args.budgets.split(",")):
-        theta, x = simgen.simulate(choices, PRIOR, budget, seed=args.seed, progress=False)
+        theta, x = simgen.simulate(choices, CHOICES_PRIOR, budget, seed=args.seed, progress=False)
         for model in ("mnle", "dequantize"):
-            emu = simgen.LikelihoodEstimator(PRIOR, discrete=[0], discrete_model=model)
+            emu = simgen.LikelihoodEstimator(CHOICES_PRIOR, discrete=[0], discrete_model=model)
             history = emu.fit(theta, x, seed=args.seed, progress=False)
-            gaps = (exact_log_prob(x_test, theta_test) - emu.log_prob(x_test, theta_test)).tolist()
+            gaps = (choices_log_prob(x_test, theta_test) - emu.log_prob(x_test, theta_test)).tolist()
             gap, gap_se = mean_se(gaps)
             post = emu.posterior(progress=False)
             scores = []
