@@ -99,7 +99,8 @@ class Diffusion(ContinuousFlow):
     network evaluations), for any schedule (the README compares it with the default ``"heun"``).
 
     Args:
-        schedule: ``"linear"``, ``"cosine"`` or ``"edm"``.
+        schedule: ``"linear"``, ``"cosine"`` or ``"edm"``; ``None`` (default): ``"edm"`` on maps, ``"linear"``
+            on vectors.
         beta_min: the linear schedule's β(0).
         beta_max: the linear schedule's β(1).
         t_min: the smallest diffusion time (data end). Samples carry the noise of level t_min, σ_{t_min}/α_{t_min}
@@ -119,7 +120,7 @@ class Diffusion(ContinuousFlow):
 
     def __init__(
         self,
-        schedule: Schedule = "linear",
+        schedule: Schedule | None = None,
         beta_min: float = 0.1,
         beta_max: float = 20.0,
         t_min: float = 1e-5,
@@ -146,8 +147,8 @@ class Diffusion(ContinuousFlow):
     ) -> None:
         if time_sampling not in ("uniform_t", "uniform_tau"):
             raise ValueError(f"time_sampling must be 'uniform_t' or 'uniform_tau'; got {time_sampling!r}")
-        if schedule not in ("linear", "cosine", "edm"):
-            raise ValueError(f"Diffusion schedule must be 'linear', 'cosine' or 'edm'; got {schedule!r}")
+        if schedule not in (None, "linear", "cosine", "edm"):
+            raise ValueError(f"Diffusion schedule must be 'linear', 'cosine', 'edm' or None; got {schedule!r}")
         if method not in ("heun", "euler", "rk4", "dopri5", "sde", "edm"):
             raise ValueError(f"ODE method must be one of heun, euler, rk4, dopri5, sde, edm; got {method!r}")
         if not 0 < beta_min < beta_max:
@@ -166,6 +167,11 @@ class Diffusion(ContinuousFlow):
         self.sde_steps = sde_steps
         self.time_sampling = time_sampling
         self._phi_max = math.atan(math.exp(-COSINE_LOG_SNR_END / 2))
+
+    def _build(self) -> None:
+        if self.schedule is None:  # EDM's noise levels and preconditioning reproduce maps' lowest ℓ best
+            self.schedule = "edm" if self.is_map else "linear"
+        super()._build()
 
     def config(self) -> dict[str, Any]:
         return dict(schedule=self.schedule, beta_min=self.beta_min, beta_max=self.beta_max, t_min=self.t_min,

@@ -51,3 +51,21 @@ def test_continuous_families_train_maps_on_small_batches() -> None:
     assert est.training_defaults()["max_batch_size"] == 64
     assert Flow.training_defaults_for("map") == Flow.training_defaults
     assert simgen.PosteriorEstimator(PRIOR, model=CNF()).training_defaults() == {}
+
+
+def test_diffusion_on_maps_defaults_to_the_edm_schedule_and_records_it(tmp_path) -> None:
+    """``Diffusion()`` resolves its schedule when it meets the data: EDM's noise levels and preconditioning on maps,
+    the linear VP schedule on vectors; an explicit schedule is kept, and the saved file records the resolved one."""
+    from simgen.models import Diffusion
+
+    assert Diffusion().build((4, 4), 1).schedule == "edm"
+    assert Diffusion().build((3,), 1).schedule == "linear"
+    assert Diffusion(schedule="linear").build((4, 4), 1).schedule == "linear"
+    g = torch.Generator().manual_seed(0)
+    theta = torch.rand(32, 1, generator=g)
+    x = theta[:, :, None] * torch.randn(32, 4, 4, generator=g)
+    est = simgen.LikelihoodEstimator(PRIOR, model=Diffusion(channels=(4,)))
+    est.fit(theta, x, max_epochs=1, progress=False, seed=0)
+    assert est.density.density.schedule == "edm"
+    est.save(str(tmp_path / "d.pt"))
+    assert simgen.load(str(tmp_path / "d.pt")).density.density.schedule == "edm"
