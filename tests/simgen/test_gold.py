@@ -4,6 +4,7 @@ the estimators that train on them (SCANDAL, SALLY, the ratio estimator's score t
 from __future__ import annotations
 
 import math
+import textwrap
 
 import pytest
 import torch
@@ -12,6 +13,24 @@ from torch.distributions import Independent, Normal, Uniform
 import simgen
 import simulators
 from simgen.campaign import chunk_seeds, joint_gold
+from simgen.cli import main
+from simgen.config import ConfigError, ModelConfig, parse_config
+from simgen.estimators.gold import DEFAULT_GOLD_WEIGHT
+
+#: the parton-smeared collider simulated with gold: the head of the configurations below
+COLLIDER_GOLD = """
+[simulator]
+name = "collider"
+options = { level = "parton_smeared" }
+[simulation]
+gold = true
+"""
+
+
+def _simulate_collider(store, num: int, *options: str) -> int:
+    """``simgen simulate`` of the parton-smeared collider into ``store``: its exit status."""
+    return main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", str(num),
+                 "--store", str(store), *options, "--quiet"])
 
 SIGMA_Z, SIGMA_N = 1.0, 1.0
 
@@ -214,17 +233,7 @@ def test_sally_score_summary_learns_the_score_and_embeds(tmp_path):
 
 
 def test_gold_in_the_config_and_the_cli(tmp_path):
-    import textwrap
-
-    from simgen.cli import main
-    from simgen.config import ConfigError, parse_config
-
-    text = textwrap.dedent("""
-        [simulator]
-        name = "collider"
-        options = { level = "parton_smeared" }
-        [simulation]
-        gold = true
+    text = COLLIDER_GOLD + textwrap.dedent("""
         [posterior]
         gold = "score"
         gold_weight = 0.1
@@ -234,9 +243,6 @@ def test_gold_in_the_config_and_the_cli(tmp_path):
     config, _ = parse_config(text)
     assert config.gold and config.posterior.gold == "score" and config.posterior.gold_weight == 0.1
     assert config.ratio.gold == "score" and config.likelihood.gold is None
-    from simgen.config import ModelConfig
-    from simgen.estimators.gold import DEFAULT_GOLD_WEIGHT
-
     assert config.ratio.gold_weight == ModelConfig(True, "flow").gold_weight == DEFAULT_GOLD_WEIGHT
     with pytest.raises(ConfigError, match="simulation.gold"):
         parse_config(text.replace('name = "collider"', 'name = "two_moons"').replace(
@@ -247,16 +253,14 @@ def test_gold_in_the_config_and_the_cli(tmp_path):
         parse_config(text.replace('[posterior]\n', '[posterior]\nmodel = "cnf"\n'))
     # simulate --gold, then train on the store's gold
     store = tmp_path / "gold.h5"
-    assert main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", "300",
-                 "--store", str(store), "--gold", "--quiet"]) == 0
+    assert _simulate_collider(store, 300, "--gold") == 0
     assert simgen.open_store(store).has_gold
     out = tmp_path / "emu.pt"
     assert main(["train", "--store", str(store), "--out", str(out), "--direction", "likelihood", "--gold-weight",
                  "0.1", "--max-epochs", "2", "--quiet"]) == 0
     assert simgen.load(out).gold_weight == 0.1
     plain = tmp_path / "plain.h5"
-    assert main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", "100",
-                 "--store", str(plain), "--quiet"]) == 0
+    assert _simulate_collider(plain, 100) == 0
     assert main(["train", "--store", str(plain), "--out", str(out), "--gold-weight", "0.1", "--quiet"]) == 2
     assert main(["simulate", "--simulator", "two_moons", "--num", "10", "--store", str(tmp_path / "m.h5"),
                  "--gold", "--quiet"]) == 2
@@ -411,17 +415,7 @@ def test_ratio_gold_errors_store_and_save_load(tmp_path):
 
 
 def test_ratio_gold_in_the_config_and_the_cli(tmp_path):
-    import textwrap
-
-    from simgen.cli import main
-    from simgen.config import ConfigError, parse_config
-
-    text = textwrap.dedent("""
-        [simulator]
-        name = "collider"
-        options = { level = "parton_smeared" }
-        [simulation]
-        gold = true
+    text = COLLIDER_GOLD + textwrap.dedent("""
         gold_reference = [[500.0, 20.0, 1.0]]
         [ratio]
         gold = "ratio+score"
@@ -437,8 +431,7 @@ def test_ratio_gold_in_the_config_and_the_cli(tmp_path):
     with pytest.raises(ConfigError, match="posterior.gold"):
         parse_config(text + '[posterior]\ngold = "ratio"\n')
     store = tmp_path / "gold.h5"
-    assert main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", "300",
-                 "--store", str(store), "--gold", "--gold-reference", "[[500.0, 20.0, 1.0]]", "--quiet"]) == 0
+    assert _simulate_collider(store, 300, "--gold", "--gold-reference", "[[500.0, 20.0, 1.0]]") == 0
     assert simgen.open_store(store).metadata["gold"]["reference"] == [[500.0, 20.0, 1.0]]
     out = tmp_path / "nre.pt"
     assert main(["train", "--store", str(store), "--out", str(out), "--direction", "ratio", "--gold", "ratio",
@@ -447,9 +440,7 @@ def test_ratio_gold_in_the_config_and_the_cli(tmp_path):
     assert main(["train", "--store", str(store), "--out", str(out), "--direction", "likelihood", "--gold", "ratio",
                  "--quiet"]) == 2
     score_only = tmp_path / "score.h5"
-    assert main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", "100",
-                 "--store", str(score_only), "--gold", "--quiet"]) == 0
+    assert _simulate_collider(score_only, 100, "--gold") == 0
     assert main(["train", "--store", str(score_only), "--out", str(out), "--direction", "ratio", "--gold",
                  "ratio", "--quiet"]) == 2
-    assert main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", "10",
-                 "--store", str(tmp_path / "r.h5"), "--gold-reference", "[[500.0, 20.0, 1.0]]", "--quiet"]) == 2
+    assert _simulate_collider(tmp_path / "r.h5", 10, "--gold-reference", "[[500.0, 20.0, 1.0]]") == 2
