@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..training import TrainingConfig, train
 from .mlp import ResidualMLP
 
 __all__ = ["ScoreSummary"]
@@ -92,8 +93,6 @@ class ScoreSummary(nn.Module):
         *x_shape]`` with :func:`simgen.training.train` (early stopping on a held-out share); ``settings`` are
         :class:`~simgen.training.TrainingConfig` fields. Returns the training history; the network is frozen
         afterwards unless ``freeze=False``."""
-        from ..training import TrainingConfig, train
-
         if isinstance(joint_score, dict):
             joint_score = joint_score["joint_score"]
         x = torch.as_tensor(x, dtype=torch.float32)
