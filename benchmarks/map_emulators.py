@@ -11,6 +11,8 @@ fit each family as ``LikelihoodEstimator(prior, model=family)`` with no other se
 * worst C_ℓ ratio: the emulated over the simulated mean binned power spectrum at ``--num-theta`` prior draws of
   θ, ``--num-samples`` maps each, the bin furthest from 1 (and the largest |z| of that comparison);
 * peak-count |z|: the largest two-sample z-score of the mean peak counts per height bin over those θ;
+* one-point PDF |z|: the same for the pixel histogram (20 bins of κ / σ over [−4, 6], σ the simulated maps'
+  pixel standard deviation), and for the skewness and excess kurtosis of the pixels;
 * training time, epochs, time to sample 1,000 maps at one θ, and network evaluations per map when sampling.
 
 Families: ``mapflow`` (:class:`~simgen.models.MapFlow`, what ``model="flow"`` builds for maps), ``flow`` (the
@@ -36,8 +38,8 @@ from _common import map_sets
 
 import simgen
 import simulators
-from simgen.diagnostics.maps import binned_power_spectrum, peak_counts
-from simgen.models import Flow, MapFlow
+from simgen.diagnostics.maps import binned_power_spectrum, moments, peak_counts, pixel_histogram
+from simgen.models import VAE, ContinuousFlow, Flow, MapFlow
 
 
 class PowerLawField:
@@ -115,14 +117,18 @@ def family_model(name: str, mapflow_config: dict[str, Any]) -> Any:
 
 
 def evaluations_per_map(name: str, emu: Any, d: int) -> str:
-    """Network evaluations per sampled map (a conditioner evaluated once per θ counts once)."""
+    """Network evaluations per sampled map, read after a ``sample`` call (a conditioner evaluated once per θ
+    counts once; an ODE family's solver counts its own)."""
     if name == "mapflow":
         return "1 (conditioners once per θ; FFTs and splines per map)"
-    if name in ("flow",):
-        return "1"
     if name in ("maf", "sbi"):
         return f"{d} (autoregressive inverse)"
-    return "?"
+    family = emu.density.density
+    if isinstance(family, ContinuousFlow):
+        return f"{family.last_nfe} (ODE solver)"
+    if isinstance(family, VAE):
+        return "1 (prior and decoder)"
+    return "1"
 
 
 def main() -> None:
@@ -170,22 +176,25 @@ def main() -> None:
         emu.sample_batched(1000, theta_c[:1])
         sample_s = time.perf_counter() - start
         emu_maps = emu.sample_batched(args.num_samples, theta_c).float()
-        ratio, ratio_z, peak_z = _spectrum_and_peaks(sim_maps, emu_maps)
+        ratio, ratio_z, peak_z, pdf_z, moment_z = _spectrum_and_peaks(sim_maps, emu_maps)
         row = dict(family=name, setting=setting, mapflow_config=args.mapflow_config if name == "mapflow" else None,
                    num_maps=args.num_maps, gap_per_pixel=gap, gap_se=se,
                    gap_per_map=gap * pixels, worst_cl_ratio=ratio, worst_cl_z=ratio_z, peak_count_max_z=peak_z,
+                   pixel_pdf_max_z=pdf_z, skew_kurtosis_max_z=moment_z,
                    train_seconds=train_s, epochs=epochs, sample_1000_seconds=sample_s,
                    evaluations_per_map=evaluations_per_map(name, emu, pixels), threads=args.threads)
         rows.append(row)
         print(f"{name:>8}: gap {gap:.4f} ± {se:.4f} nats/pixel ({gap * pixels:.2f} nats/map); worst C_l ratio "
-              f"{ratio:.3f} (|z| {ratio_z:.1f}); peak |z| {peak_z:.1f}; train {train_s:.0f} s ({epochs} epochs); "
+              f"{ratio:.3f} (|z| {ratio_z:.1f}); peak |z| {peak_z:.1f}; one-point PDF |z| {pdf_z:.1f}, skewness/"
+              f"kurtosis |z| {moment_z:.1f}; train {train_s:.0f} s ({epochs} epochs); "
               f"1000 maps in {sample_s:.2f} s; {row['evaluations_per_map']} net evals/map", flush=True)
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
 
 
-def _spectrum_and_peaks(sim_maps: torch.Tensor, emu_maps: torch.Tensor) -> tuple[float, float, float]:
-    """Worst ratio of the mean binned power spectra (and its |z|), and the largest peak-count |z|, over θ."""
+def _spectrum_and_peaks(sim_maps: torch.Tensor, emu_maps: torch.Tensor) -> tuple[float, float, float, float, float]:
+    """Worst ratio of the mean binned power spectra (and its |z|), and the largest |z| of the mean peak counts, of
+    the pixel histogram and of the pixels' skewness and kurtosis, over θ (sets ``[n_θ, n, *map]``)."""
     def z_scores(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         var = a.var(1) / a.shape[1] + b.var(1) / b.shape[1]
         return torch.where(var > 0, (b.mean(1) - a.mean(1)) / var.clamp_min(1e-30).sqrt(), torch.zeros_like(var))
@@ -193,11 +202,15 @@ def _spectrum_and_peaks(sim_maps: torch.Tensor, emu_maps: torch.Tensor) -> tuple
     ps_sim, ps_emu = binned_power_spectrum(sim_maps).double(), binned_power_spectrum(emu_maps).double()
     ratio = ps_emu.mean(1) / ps_sim.mean(1)
     worst = (ratio - 1).abs().argmax()
-    scale = sim_maps.std()
-    peaks_sim = peak_counts((sim_maps - sim_maps.mean()) / scale, sigma_ref=1.0).double()
-    peaks_emu = peak_counts((emu_maps - sim_maps.mean()) / scale, sigma_ref=1.0).double()
+    loc, scale = sim_maps.mean(), sim_maps.std()
+    peaks_sim = peak_counts((sim_maps - loc) / scale, sigma_ref=1.0).double()
+    peaks_emu = peak_counts((emu_maps - loc) / scale, sigma_ref=1.0).double()
+    pdf_sim = pixel_histogram((sim_maps - loc) / scale, sigma_ref=1.0).double()
+    pdf_emu = pixel_histogram((emu_maps - loc) / scale, sigma_ref=1.0).double()
+    moments_sim, moments_emu = moments(sim_maps)[..., 1:].double(), moments(emu_maps)[..., 1:].double()
     return (ratio.reshape(-1)[worst].item(), z_scores(ps_sim, ps_emu).abs().reshape(-1)[worst].item(),
-            z_scores(peaks_sim, peaks_emu).abs().max().item())
+            z_scores(peaks_sim, peaks_emu).abs().max().item(), z_scores(pdf_sim, pdf_emu).abs().max().item(),
+            z_scores(moments_sim, moments_emu).abs().max().item())
 
 
 if __name__ == "__main__":
