@@ -108,7 +108,7 @@ def posterior_c2st(post: Any, sim: Any, x_obs: torch.Tensor, num_samples: int, s
     for i, x in enumerate(x_obs):
         g = torch.Generator().manual_seed(seed + i)
         reference = sim.reference_posterior(x[None], num_samples, generator=g)
-        samples = post.sample(num_samples, x[None])
+        samples = post.sample(num_samples, x[None], generator=torch.Generator().manual_seed(40_000 + seed + i))
         scores.append(float(simgen.diagnostics.c2st(samples, reference, seed=seed + i)))
     return mean_se(scores)
 
