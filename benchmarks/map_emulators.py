@@ -11,7 +11,8 @@ fit each family as ``LikelihoodEstimator(prior, model=family)`` with no other se
   is an ODE solve with probed traces (diffusion, CNF) over the first ``--num-test-ode`` of them, since each
   solve costs hundreds of network passes and their gradients;
 * worst C_ℓ ratio: the emulated over the simulated mean binned power spectrum at ``--num-theta`` prior draws of
-  θ, ``--num-samples`` maps each, the bin furthest from 1 (and the largest |z| of that comparison);
+  θ, ``--num-samples`` maps each, the bin furthest from 1 and its two-sample |z|, and the number of (θ, bin)
+  pairs off by more than 5 % *and* 3 standard errors (per-bin ratios and z-scores go to the JSON);
 * peak-count |z|: the largest two-sample z-score of the mean peak counts per height bin over those θ;
 * one-point PDF |z|: the same for the pixel histogram (20 bins of κ / σ over [−4, 6], σ the simulated maps'
   pixel standard deviation), and for the skewness and excess kurtosis of the pixels;
@@ -183,25 +184,27 @@ def main() -> None:
         emu.sample_batched(1000, theta_c[:1])
         sample_s = time.perf_counter() - start
         emu_maps = emu.sample_batched(args.num_samples, theta_c).float()
-        ratio, ratio_z, peak_z, pdf_z, moment_z = _spectrum_and_peaks(sim_maps, emu_maps)
+        stats = _spectrum_and_peaks(sim_maps, emu_maps)
         row = dict(family=name, setting=setting, mapflow_config=args.mapflow_config if name == "mapflow" else None,
                    num_maps=args.num_maps, num_held_out=held_out, gap_per_pixel=gap, gap_se=se,
-                   gap_per_map=gap * pixels, worst_cl_ratio=ratio, worst_cl_z=ratio_z, peak_count_max_z=peak_z,
-                   pixel_pdf_max_z=pdf_z, skew_kurtosis_max_z=moment_z,
+                   gap_per_map=gap * pixels, **stats,
                    train_seconds=train_s, epochs=epochs, sample_1000_seconds=sample_s,
                    evaluations_per_map=evaluations_per_map(name, emu, pixels), threads=args.threads)
         rows.append(row)
         print(f"{name:>8}: gap {gap:.4f} ± {se:.4f} nats/pixel ({gap * pixels:.2f} nats/map); worst C_l ratio "
-              f"{ratio:.3f} (|z| {ratio_z:.1f}); peak |z| {peak_z:.1f}; one-point PDF |z| {pdf_z:.1f}, skewness/"
-              f"kurtosis |z| {moment_z:.1f}; train {train_s:.0f} s ({epochs} epochs); "
+              f"{stats['worst_cl_ratio']:.3f} (|z| {stats['worst_cl_z']:.1f}), {stats['cl_bins_off']} of "
+              f"{stats['cl_bins']} bins off by > 5 % and > 3 SE; peak |z| {stats['peak_count_max_z']:.1f}; one-point "
+              f"PDF |z| {stats['pixel_pdf_max_z']:.1f}, skewness/kurtosis |z| {stats['skew_kurtosis_max_z']:.1f}; "
+              f"train {train_s:.0f} s ({epochs} epochs); "
               f"1000 maps in {sample_s:.2f} s; {row['evaluations_per_map']} net evals/map", flush=True)
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
 
 
-def _spectrum_and_peaks(sim_maps: torch.Tensor, emu_maps: torch.Tensor) -> tuple[float, float, float, float, float]:
-    """Worst ratio of the mean binned power spectra (and its |z|), and the largest |z| of the mean peak counts, of
-    the pixel histogram and of the pixels' skewness and kurtosis, over θ (sets ``[n_θ, n, *map]``)."""
+def _spectrum_and_peaks(sim_maps: torch.Tensor, emu_maps: torch.Tensor) -> dict[str, Any]:
+    """Worst ratio of the mean binned power spectra (and its |z|), the bins off by > 5 % and > 3 SE, and the
+    largest |z| of the mean peak counts, of the pixel histogram and of the pixels' skewness and kurtosis, over θ
+    (sets ``[n_θ, n, *map]``)."""
     def z_scores(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         var = a.var(1) / a.shape[1] + b.var(1) / b.shape[1]
         return torch.where(var > 0, (b.mean(1) - a.mean(1)) / var.clamp_min(1e-30).sqrt(), torch.zeros_like(var))
@@ -215,9 +218,13 @@ def _spectrum_and_peaks(sim_maps: torch.Tensor, emu_maps: torch.Tensor) -> tuple
     pdf_sim = pixel_histogram((sim_maps - loc) / scale, sigma_ref=1.0).double()
     pdf_emu = pixel_histogram((emu_maps - loc) / scale, sigma_ref=1.0).double()
     moments_sim, moments_emu = moments(sim_maps)[..., 1:].double(), moments(emu_maps)[..., 1:].double()
-    return (ratio.reshape(-1)[worst].item(), z_scores(ps_sim, ps_emu).abs().reshape(-1)[worst].item(),
-            z_scores(peaks_sim, peaks_emu).abs().max().item(), z_scores(pdf_sim, pdf_emu).abs().max().item(),
-            z_scores(moments_sim, moments_emu).abs().max().item())
+    cl_z = z_scores(ps_sim, ps_emu)
+    off = ((ratio - 1).abs() > 0.05) & (cl_z.abs() > 3)
+    return dict(worst_cl_ratio=ratio.reshape(-1)[worst].item(), worst_cl_z=cl_z.abs().reshape(-1)[worst].item(),
+                cl_bins_off=int(off.sum()), cl_bins=off.numel(), cl_ratio=ratio.tolist(), cl_z=cl_z.tolist(),
+                peak_count_max_z=z_scores(peaks_sim, peaks_emu).abs().max().item(),
+                pixel_pdf_max_z=z_scores(pdf_sim, pdf_emu).abs().max().item(),
+                skew_kurtosis_max_z=z_scores(moments_sim, moments_emu).abs().max().item())
 
 
 if __name__ == "__main__":
