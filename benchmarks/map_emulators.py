@@ -4,7 +4,8 @@ On ``cosmology_maps`` (``--size`` × ``--size``; Gaussian with shape noise by de
 ``--field lognormal`` for the noiseless shifted-lognormal field) or on ``--sim powerlaw`` (a stationary Gaussian
 field with P(k) = A (k / k₁)^(−n), θ = (ln A, n) ~ U[−1, 1] × U[2, 4], exact likelihood: steep red spectra such
 as k⁻³), simulate ``--num-maps`` training pairs (θ from the prior, fixed seed) and ``--num-test`` held-out pairs,
-fit each family as ``LikelihoodEstimator(prior, model=family)`` with no other settings, and report
+fit each family as ``LikelihoodEstimator(prior, model=family)`` with no other settings (unless
+``--max-time`` or ``--fit-settings`` change its training), and report
 
 * gap = E[log p(x | θ) − log q(x | θ)] per pixel over the held-out pairs ± its standard error (nats/pixel; the
   exact log p is the simulator's; a normalised q cannot make it negative beyond noise); for a family whose log q
@@ -153,6 +154,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-time", type=float, default=None, help="training time cap per family (s)")
     parser.add_argument("--mapflow-config", default="{}", help='MapFlow arguments as JSON, e.g. \'{"blocks": 1}\'')
+    parser.add_argument("--fit-settings", default="{}",
+                        help='training settings for every simgen family, as JSON, e.g. \'{"patience": 30}\'')
     parser.add_argument("--out", default="map_emulators.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -173,7 +176,7 @@ def main() -> None:
             epochs = emu.epochs
         else:
             emu = simgen.LikelihoodEstimator(sim.prior, model=family_model(name, json.loads(args.mapflow_config)))
-            settings = {} if args.max_time is None else {"max_time": args.max_time}
+            settings = json.loads(args.fit_settings) | ({} if args.max_time is None else {"max_time": args.max_time})
             epochs = emu.fit(theta, x, seed=args.seed, progress=False, **settings).epochs
         train_s = time.perf_counter() - start
         held_out = args.num_test_ode if emu.log_prob_kind == "ode" else len(x_t)
@@ -186,6 +189,7 @@ def main() -> None:
         emu_maps = emu.sample_batched(args.num_samples, theta_c).float()
         stats = _spectrum_and_peaks(sim_maps, emu_maps)
         row = dict(family=name, setting=setting, mapflow_config=args.mapflow_config if name == "mapflow" else None,
+                   fit_settings=None if name == "sbi" else args.fit_settings,
                    num_maps=args.num_maps, num_held_out=held_out, gap_per_pixel=gap, gap_se=se,
                    gap_per_map=gap * pixels, **stats,
                    train_seconds=train_s, epochs=epochs, sample_1000_seconds=sample_s,
