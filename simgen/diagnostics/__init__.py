@@ -32,7 +32,13 @@ from typing import Any
 
 from . import likelihood as _likelihood
 from .coverage import CoverageResult, coverage, log_prob_is_ode
-from .likelihood import LikelihoodComparison, StatisticComparison, compare_emulator, compare_likelihood
+from .likelihood import (
+    LikelihoodComparison,
+    SpectrumComparison,
+    StatisticComparison,
+    compare_emulator,
+    compare_likelihood,
+)
 from .maps import map_statistics
 from .predictive import PosteriorPredictiveResult, posterior_predictive
 from .sbc import SBCResult, sbc, sbc_from_draws
@@ -53,6 +59,7 @@ __all__ = [
     "PosteriorPredictiveResult",
     "LikelihoodComparison",
     "StatisticComparison",
+    "SpectrumComparison",
     "map_statistics",
 ]
 

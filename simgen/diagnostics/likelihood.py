@@ -104,6 +104,33 @@ class SpectrumComparison:
     correlation_tolerance: float = 0.15
     alpha: float = 0.01
 
+    @classmethod
+    def from_spectra(cls, simulated: Tensor, emulated: Tensor, *, alpha: float = 0.01) -> SpectrumComparison:
+        """Compare binned power spectra Ĉ ``[m, n_s, k]`` of simulated maps with ``[m, n_e, k]`` of emulated ones at
+        the same m θ (e.g. :func:`~simgen.diagnostics.maps.binned_power_spectrum` of each set); ``alpha`` is the
+        level of the correlation test (see the class docstring)."""
+        if simulated.dim() != 3 or emulated.dim() != 3 or simulated.shape[::2] != emulated.shape[::2]:
+            raise ValueError(f"expected spectra [m, n_s, k] and [m, n_e, k] with the same m and k; got "
+                             f"{tuple(simulated.shape)} and {tuple(emulated.shape)}")
+        sim, emu = simulated.double(), emulated.double()
+        ms, me = sim.mean(1), emu.mean(1)
+        ratio = me / ms
+        rel_var = sim.var(1) / (sim.shape[1] * ms**2) + emu.var(1) / (emu.shape[1] * me**2)
+        ratio_se = ratio.abs() * rel_var.sqrt()
+
+        def corr(t: Tensor) -> Tensor:
+            logs = torch.log(t.clamp_min(1e-300))
+            centred = logs - logs.mean(1, keepdim=True)
+            cov = centred.transpose(1, 2) @ centred / (t.shape[1] - 1)
+            sd = cov.diagonal(dim1=1, dim2=2).sqrt().clamp_min(1e-300)
+            return cov / (sd[:, :, None] * sd[:, None, :])
+
+        rs, re = corr(sim), corr(emu)
+        eye = torch.eye(rs.shape[-1], dtype=torch.bool)
+        error = torch.where(eye, 0.0, re - rs)
+        se = torch.sqrt((1 - rs**2) ** 2 / sim.shape[1] + (1 - re**2) ** 2 / emu.shape[1])
+        return cls(ratio.float(), ratio_se.float(), error.float(), se.float(), alpha=alpha)
+
     @property
     def worst_ratio(self) -> float:
         """The bin ratio farthest from 1 (over θ and bins)."""
@@ -141,28 +168,6 @@ class SpectrumComparison:
             out.append(f"log C_ℓ correlations across maps off by more than {self.correlation_tolerance} beyond "
                        f"noise in {int(bad.sum()) // 2} pairs (max error {self.max_correlation_error:.3f})")
         return out
-
-
-def _compare_spectra(sim: Tensor, emu: Tensor, alpha: float) -> SpectrumComparison:
-    """``sim`` ``[m, n_s, k]``, ``emu`` ``[m, n_e, k]`` binned power spectra → :class:`SpectrumComparison`."""
-    sim, emu = sim.double(), emu.double()
-    ms, me = sim.mean(1), emu.mean(1)
-    ratio = me / ms
-    rel_var = sim.var(1) / (sim.shape[1] * ms**2) + emu.var(1) / (emu.shape[1] * me**2)
-    ratio_se = ratio.abs() * rel_var.sqrt()
-
-    def corr(t: Tensor) -> Tensor:
-        logs = torch.log(t.clamp_min(1e-300))
-        centred = logs - logs.mean(1, keepdim=True)
-        cov = centred.transpose(1, 2) @ centred / (t.shape[1] - 1)
-        sd = cov.diagonal(dim1=1, dim2=2).sqrt().clamp_min(1e-300)
-        return cov / (sd[:, :, None] * sd[:, None, :])
-
-    rs, re = corr(sim), corr(emu)
-    eye = torch.eye(rs.shape[-1], dtype=torch.bool)
-    error = torch.where(eye, 0.0, re - rs)
-    se = torch.sqrt((1 - rs**2) ** 2 / sim.shape[1] + (1 - re**2) ** 2 / emu.shape[1])
-    return SpectrumComparison(ratio.float(), ratio_se.float(), error.float(), se.float(), alpha=alpha)
 
 
 @dataclass
@@ -399,8 +404,8 @@ def compare_likelihood(
         for name in sim_stats[0]:
             statistics[name] = _compare_statistic(name, torch.stack([s[name] for s in sim_stats]),
                                                   torch.stack([s[name] for s in emu_stats]))
-        spectrum = _compare_spectra(torch.stack([s["power_spectrum"] for s in sim_stats]),
-                                    torch.stack([s["power_spectrum"] for s in emu_stats]), alpha)
+        spectrum = SpectrumComparison.from_spectra(torch.stack([s["power_spectrum"] for s in sim_stats]),
+                                                   torch.stack([s["power_spectrum"] for s in emu_stats]), alpha=alpha)
         for i in range(m):
             feats = [_c2st_features(st) for st in (emu_stats[i], sim_stats[i])]
             keep = [torch.isfinite(f).all(dim=1) for f in feats]

@@ -3,6 +3,7 @@ simulator's exact likelihood (``compare_likelihood`` on maps)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import simulators
@@ -62,3 +63,23 @@ def test_a_random_amplitude_per_map_is_flagged_by_the_log_spectrum_correlations(
     assert res.spectrum.max_correlation_error > 0.5
     assert res.spectrum.bad_correlations().any()
     assert any("correlations" in r for r in res.reasons())
+
+
+def test_spectrum_comparison_from_spectra_flags_a_ten_percent_excess_and_checks_shapes() -> None:
+    """Binned spectra drawn as independent exponentials (a Gaussian field's Ĉ per mode): the same law passes,
+    10 % more power in one bin is flagged in that bin only, and the ratio's standard error matches its spread."""
+    g = torch.Generator().manual_seed(0)
+    sim = torch.empty(2, 4000, 6).exponential_(generator=g)
+    same = torch.empty(2, 4000, 6).exponential_(generator=g)
+    excess = same.clone()
+    excess[1, :, 3] *= 1.10
+    assert not D.SpectrumComparison.from_spectra(sim, same).bad_bins().any()
+    bad = D.SpectrumComparison.from_spectra(sim, excess).bad_bins()
+    assert bad[1, 3] and bad.sum() == 1
+    ratios = torch.stack([D.SpectrumComparison.from_spectra(torch.empty(1, 4000, 1).exponential_(generator=g),
+                                                            torch.empty(1, 4000, 1).exponential_(generator=g)).ratio
+                          for _ in range(200)]).flatten()
+    se = D.SpectrumComparison.from_spectra(sim, same).ratio_se.mean()
+    assert abs(ratios.std() / se - 1) < 0.15, (ratios.std(), se)
+    with pytest.raises(ValueError, match=r"\[m, n_s, k\]"):
+        D.SpectrumComparison.from_spectra(sim, same[:, :, :5])
