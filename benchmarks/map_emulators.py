@@ -22,8 +22,10 @@ fit each family as ``LikelihoodEstimator(prior, model=family)`` with no other se
 
 Families: ``mapflow`` (:class:`~simgen.models.MapFlow`, what ``model="flow"`` builds for maps), ``flow`` (the
 spline flow :class:`~simgen.models.Flow` on flattened pixels), ``maf`` (the package's MAF on flattened pixels),
-any other registered model string (resolved for maps as the estimator does), and ``sbi`` (sbi's NLE with
-its MAF on flattened pixels; sbi standardises x itself). A JSON file (``--out``) is rewritten after every row.
+any other registered model string (resolved for maps as the estimator does; ``--model-options`` gives it
+constructor arguments), and ``sbi`` (sbi's NLE with
+its MAF on flattened pixels; sbi standardises x itself). A JSON file (``--out``) is rewritten after every row;
+``--save-dir`` keeps the trained emulators.
 
     OMP_NUM_THREADS=1 python benchmarks/map_emulators.py --families mapflow,flow --size 16 --num-maps 10000
     OMP_NUM_THREADS=1 python benchmarks/map_emulators.py --families mapflow --field lognormal --noiseless
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from typing import Any
 
@@ -45,7 +48,7 @@ import simgen
 import simulators
 from simgen.diagnostics import SpectrumComparison
 from simgen.diagnostics.maps import binned_power_spectrum, moments, peak_counts, pixel_histogram
-from simgen.models import VAE, ContinuousFlow, Flow, MapFlow
+from simgen.models import VAE, ContinuousFlow, Flow, MapFlow, make_model
 
 
 class PowerLawField:
@@ -119,9 +122,14 @@ class SbiEmulator:
         return y.transpose(0, 1).reshape(len(thetas), n, *self.x_shape)
 
 
-def family_model(name: str, mapflow_config: dict[str, Any]) -> Any:
+def family_model(name: str, mapflow_config: dict[str, Any], options: dict[str, Any] | None = None) -> Any:
+    """What ``model=`` gets for family ``name``; ``options`` (constructor arguments) build a registered family
+    other than the three named here."""
     # a Flow object, not the string: model="flow" on maps resolves to the map flow
-    return {"mapflow": MapFlow(**mapflow_config), "flow": Flow(), "maf": Flow(kind="maf")}.get(name, name)
+    named = {"mapflow": MapFlow(**mapflow_config), "flow": Flow(), "maf": Flow(kind="maf")}
+    if name in named:
+        return named[name]
+    return make_model(name, options) if options else name
 
 
 def evaluations_per_map(name: str, emu: Any, d: int) -> str:
@@ -156,9 +164,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-time", type=float, default=None, help="training time cap per family (s)")
     parser.add_argument("--mapflow-config", default="{}", help='MapFlow arguments as JSON, e.g. \'{"blocks": 1}\'')
+    parser.add_argument("--model-options", default="{}",
+                        help='constructor arguments of the other simgen families, as JSON, e.g. '
+                             '\'{"whiten": "mapflow"}\'')
     parser.add_argument("--fit-settings", default="{}",
                         help='training settings for every simgen family, as JSON, e.g. \'{"patience": 30}\'')
     parser.add_argument("--out", default="map_emulators.json")
+    parser.add_argument("--save-dir", default=None,
+                        help="save each trained simgen emulator there as <family>.pt (load with simgen.load)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sim = make_simulator(args)
@@ -175,12 +188,18 @@ def main() -> None:
         if name == "sbi":
             emu = SbiEmulator(sim.prior, tuple(x.shape[1:]))
             emu.fit(theta, x)
-            epochs = emu.epochs
+            epochs, history = emu.epochs, {}
         else:
-            emu = simgen.LikelihoodEstimator(sim.prior, model=family_model(name, json.loads(args.mapflow_config)))
+            model = family_model(name, json.loads(args.mapflow_config), json.loads(args.model_options))
+            emu = simgen.LikelihoodEstimator(sim.prior, model=model)
             settings = json.loads(args.fit_settings) | ({} if args.max_time is None else {"max_time": args.max_time})
-            epochs = emu.fit(theta, x, seed=args.seed, progress=False, **settings).epochs
+            fitted = emu.fit(theta, x, seed=args.seed, progress=False, **settings)
+            epochs, history = fitted.epochs, {"best_epoch": fitted.best_epoch,
+                                              "validation_loss": fitted.validation_loss}
         train_s = time.perf_counter() - start
+        if args.save_dir is not None and name != "sbi":
+            os.makedirs(args.save_dir, exist_ok=True)
+            emu.save(os.path.join(args.save_dir, f"{name}.pt"))
         held_out = args.num_test_ode if emu.log_prob_kind == "ode" else len(x_t)
         log_q = emu.log_prob(x_t[:held_out], theta_t[:held_out]).double()
         diff = (exact[:held_out] - log_q) / pixels
@@ -192,9 +211,10 @@ def main() -> None:
         stats = _spectrum_and_peaks(sim_maps, emu_maps)
         row = dict(family=name, setting=setting, mapflow_config=args.mapflow_config if name == "mapflow" else None,
                    fit_settings=None if name == "sbi" else args.fit_settings,
+                   model_options=None if name in ("sbi", "mapflow", "flow", "maf") else args.model_options,
                    num_maps=args.num_maps, num_held_out=held_out, gap_per_pixel=gap, gap_se=se,
                    gap_per_map=gap * pixels, **stats,
-                   train_seconds=train_s, epochs=epochs, sample_1000_seconds=sample_s,
+                   train_seconds=train_s, epochs=epochs, **history, sample_1000_seconds=sample_s,
                    evaluations_per_map=evaluations_per_map(name, emu, pixels), threads=args.threads)
         rows.append(row)
         print(f"{name:>8}: gap {gap:.4f} ± {se:.4f} nats/pixel ({gap * pixels:.2f} nats/map); worst C_l ratio "

@@ -34,13 +34,15 @@ from ..nets.time import FiLMResidualMLP, TimeEmbedding
 from ..utils import rand, randn, randperm
 from .base import ConditionalDensity
 from .ode import Method, check_method, coloured_probes, divergence, divergence_draws, hutchinson_probes, integrate
-from .whitening import SpectralWhitening
+from .whitening import FlowWhitening, SpectralWhitening
 
 __all__ = ["ContinuousFlow", "CNF"]
 
 LOG_2PI = math.log(2 * math.pi)
 TraceProbes = Literal["rademacher", "coloured"]
 PaddingMode = Literal["circular", "zeros"]
+Whiten = Literal["spectral", "mapflow"] | bool
+WHITENINGS = (None, True, False, "spectral", "mapflow")
 
 
 class MapField(nn.Module):
@@ -126,7 +128,9 @@ class ContinuousFlow(ConditionalDensity):
     reaches only a and Σ (the flow's loss sees w as data); together with the skip below, a fresh network is then
     the best stationary Gaussian fit, exact for a Gaussian field, and the network learns the departure from it.
     The estimators fit the Gaussian first (:meth:`initialize`). ``velocity`` (and a diffusion's ``score`` and
-    ``denoise``) are then fields of w, not of y.
+    ``denoise``) are then fields of w, not of y. ``whiten="mapflow"`` whitens by a map flow instead
+    (:class:`~simgen.models.whitening.FlowWhitening`: pixel-wise splines and filters, fitted the same way), which
+    Gaussianises the pixels' one-point distribution too, for fields that are not Gaussian.
 
     Networks: vectors use a :class:`~simgen.nets.FiLMResidualMLP` F(y, t, c); maps a conditional U-Net
     (:class:`~simgen.nets.conv.UNet`) fed [time embedding, c] by FiLM. Families add F to the prediction that is
@@ -155,8 +159,9 @@ class ContinuousFlow(ConditionalDensity):
         colouring_period: s, the period of the colouring.
         padding_mode: the map U-Net's padding, ``"circular"`` (default: periodic fields, see
             :class:`~simgen.nets.conv.UNet`) or ``"zeros"``. Models saved before the option load with zeros.
-        whiten: model maps whitened by a learned stationary Gaussian (above). ``None`` (default): on maps;
-            ``True`` on vectors is an error. Models saved before the option load without it.
+        whiten: model maps whitened (above): ``"spectral"`` (or ``True``) by a learned stationary Gaussian,
+            ``"mapflow"`` by a map flow, ``False`` not. ``None`` (default): ``"spectral"`` on maps. Whitening
+            vectors is an error. Models saved before the option load without it.
     """
 
     support_map = "probit"
@@ -189,13 +194,13 @@ class ContinuousFlow(ConditionalDensity):
         trace_probes: TraceProbes = "coloured",
         colouring_period: int = 4,
         padding_mode: PaddingMode = "circular",
-        whiten: bool | None = None,
+        whiten: Whiten | None = None,
     ) -> None:
         super().__init__()
-        if whiten not in (None, True, False):
-            raise ValueError(f"whiten must be None, True or False; got {whiten!r}")
+        if whiten not in WHITENINGS:
+            raise ValueError(f"whiten must be None, 'spectral', 'mapflow', True or False; got {whiten!r}")
         self.whiten = whiten
-        self.whitening: SpectralWhitening | None = None
+        self.whitening: SpectralWhitening | FlowWhitening | None = None
         if padding_mode not in ("circular", "zeros"):
             raise ValueError(f"padding_mode must be 'circular' or 'zeros'; got {padding_mode!r}")
         self._padding_mode = padding_mode
@@ -265,13 +270,16 @@ class ContinuousFlow(ConditionalDensity):
             raise ValueError(f"{type(self).__name__} models vectors [n, d] and maps [n, H, W] / [n, C, H, W]; "
                              f"got y_shape {self.y_shape}")
         if self.whiten and not self.is_map:
-            raise ValueError(f"whiten=True whitens maps [n, H, W] / [n, C, H, W]; got y_shape {self.y_shape}")
+            raise ValueError(f"whiten={self.whiten!r} whitens maps [n, H, W] / [n, C, H, W]; got y_shape "
+                             f"{self.y_shape}")
         if self.is_map:
             self.net = MapField(self.y_shape, self.context_features, self.time_features, self.channels,
                                 self.blocks_per_level, self.attention, self._padding_mode)
             if self.whiten is None:
                 self.whiten = True
-            if self.whiten:
+            if self.whiten == "mapflow":
+                self.whitening = FlowWhitening(self.y_shape, self.context_features)
+            elif self.whiten:
                 self.whitening = SpectralWhitening(self.y_shape, self.context_features)
                 self._register_load_state_dict_pre_hook(_whitening_from_state, with_module=True)
         else:
@@ -437,15 +445,16 @@ class ContinuousFlow(ConditionalDensity):
     # ----------------------------------------------------------------- training
     def initialize(self, y: Tensor, c: Tensor | None) -> None:
         """Fit the whitening of maps to the rows y ``[n, *y_shape]``, c ``[n, f]`` by maximum likelihood before
-        the network trains (:meth:`SpectralWhitening.fit`), so that the network starts on white data."""
+        the network trains (:meth:`SpectralWhitening.fit`, :meth:`FlowWhitening.fit`), so that the network
+        starts on white data."""
         if self.whitening is not None:
             self._check_rows(y, c)
             self.whitening.fit(y, c)
 
     def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
         """The family's :meth:`flow_loss` of y, or, when whitening maps, of w = W_c(y) (as data: no gradient to
-        the whitening) plus the stationary Gaussian's own −log N(y; a, Σ)/D, started from the first training
-        batch's moments."""
+        the whitening) plus the whitening's own −log p(y | c)/D (a stationary Gaussian's started from the first
+        training batch's moments, or a map flow's)."""
         self._check_built()
         self._check_rows(y, c)
         if self.whitening is None:

@@ -19,7 +19,15 @@ import torch
 from torch import Tensor
 
 from ..utils import randn
-from .cnf import ContinuousFlow, PaddingMode, TraceProbes, stratified_uniform, validation_copies, validation_generator
+from .cnf import (
+    ContinuousFlow,
+    PaddingMode,
+    TraceProbes,
+    Whiten,
+    stratified_uniform,
+    validation_copies,
+    validation_generator,
+)
 from .ode import Method, euler_maruyama, heun_denoiser, karras_sigmas
 
 __all__ = ["Diffusion"]
@@ -143,7 +151,7 @@ class Diffusion(ContinuousFlow):
         trace_probes: TraceProbes = "coloured",
         colouring_period: int = 4,
         padding_mode: PaddingMode = "circular",
-        whiten: bool | None = None,
+        whiten: Whiten | None = None,
     ) -> None:
         if time_sampling not in ("uniform_t", "uniform_tau"):
             raise ValueError(f"time_sampling must be 'uniform_t' or 'uniform_tau'; got {time_sampling!r}")

@@ -136,6 +136,20 @@ class MapFlow(ConditionalDensity):
         out = torch.fft.irfft2(torch.fft.rfft2(u) * gain, s=u.shape[-2:])
         return out, sign * (log_gain @ self._counts).sum(1)
 
+    def to_latent(self, y: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(z ``[n, *y_shape]``, log |det ∂z/∂y| ``[n]``) for maps y ``[n, *y_shape]`` and contexts c ``[n, f]``:
+        the flow's bijection to its N(0, I) latent (the class docstring's u_L)."""
+        self._check_built()
+        z, log_det = self._to_latent(y, c)
+        return z.reshape(y.shape), log_det
+
+    def from_latent(self, z: Tensor, c: Tensor | None) -> Tensor:
+        """y = T_c⁻¹(z) for latents z ``[n, *y_shape]`` and contexts c ``[n, f]`` (or ``None``): the inverse of
+        :meth:`to_latent`."""
+        self._check_built()
+        n = z.shape[0]
+        return self._from_latent(z.reshape(n, *self._chw), self._layer_params(c, n))
+
     def _to_latent(self, y: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         n = y.shape[0]
         shift, log_scale, splines, filters = self._layer_params(c, n)
@@ -169,11 +183,15 @@ class MapFlow(ConditionalDensity):
         else:
             distinct, index = torch.unique_consecutive(context, dim=0, return_inverse=True)
             params = self._layer_params(distinct, distinct.shape[0])
-        shift, log_scale, splines, filters = (_gather(t, index) for t in params)
+        return self._from_latent(u, [_gather(t, index) for t in params])
+
+    def _from_latent(self, u: Tensor, params: Any) -> Tensor:
+        """Maps ``[n, *y_shape]`` from latents u ``[n, C, H, W]`` and :meth:`_layer_params` for their rows."""
+        shift, log_scale, splines, filters = params
         for spline, log_gain in zip(reversed(splines), reversed(filters), strict=True):
             u, _ = self._filter(u, log_gain, -1.0)
             u, _ = self._spline(u, spline, inverse=True)
-        return (u * torch.exp(log_scale) + shift).reshape(rows, *self.y_shape)
+        return (u * torch.exp(log_scale) + shift).reshape(u.shape[0], *self.y_shape)
 
 
 def shared_spline(

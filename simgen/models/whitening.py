@@ -31,8 +31,9 @@ from torch import Tensor, nn
 
 from ..nets.mlp import Conditioner
 from .fourier import RadialModes, radial_modes, radial_power
+from .mapflow import MapFlow
 
-__all__ = ["SpectralWhitening"]
+__all__ = ["FlowWhitening", "SpectralWhitening"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -126,22 +127,78 @@ class SpectralWhitening(nn.Module):
         cosine-decaying learning rate (batches drawn from a generator seeded with ``seed``, so the fit is
         reproducible). Cheap next to any network: FFTs of the maps and the conditioner's small MLP."""
         self.initialize(y)
-        n = y.shape[0]
-        if n < 2 or steps < 1:
-            return
-        params = list(self.params.parameters())
-        optimizer = torch.optim.Adam(params, lr=learning_rate)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        generator = torch.Generator().manual_seed(seed)
-        for _ in range(steps):
-            idx = torch.randint(0, n, (min(batch_size, n),), generator=generator).to(y.device)
-            loss = self.nll(*self(y[idx], None if c is None else c[idx]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        for p in params:
-            p.grad = None
+        _fit_by_likelihood(self, y, c, steps, batch_size, learning_rate, seed)
 
     def extra_repr(self) -> str:
         return f"y_shape={list(self.y_shape)}, radii={self.num_radii}"
+
+
+class FlowWhitening(nn.Module):
+    r"""w = T_c(y): maps ``[n, H, W]`` / ``[n, C, H, W]`` whitened by a conditional map flow
+    (:class:`~simgen.models.MapFlow`), the bijection to its N(0, I) latent, with log p(y | c) =
+    log N(w; 0, I) + log |det ∂w/∂y|.
+
+    :class:`SpectralWhitening` is the one-block, spline-free case of this flow: a stationary Gaussian. The flow's
+    pixel-wise splines Gaussianise the one-point distribution as well, so a field whose pixels are not Gaussian
+    (a lognormal field, y = e^G − κ₀ with G Gaussian, is exactly a spline then a filter) reaches the model of w
+    nearly white; the network of a diffusion or CNF then learns only what a stationary Gaussian copula misses,
+    as a flow prior does for a diffusion model (e.g. Zhang & Chen 2021, "Diffusion normalizing flow",
+    arXiv:2110.07579). Fitted by its own exact likelihood (:meth:`nll`), before and during the network's
+    training, like :class:`SpectralWhitening`.
+
+    Args:
+        y_shape: the map's shape, ``(H, W)`` or ``(C, H, W)``.
+        context_features: the width of the context, or ``None`` for an unconditional model.
+        blocks: the flow's (spline, filter) blocks.
+        hidden_features: the width of its conditioners.
+    """
+
+    def __init__(self, y_shape: tuple[int, ...], context_features: int | None, blocks: int = 2,
+                 hidden_features: int = 64) -> None:
+        super().__init__()
+        if len(y_shape) not in (2, 3):
+            raise ValueError(f"FlowWhitening whitens maps [H, W] or [C, H, W]; got y_shape {list(y_shape)}")
+        self.y_shape = tuple(y_shape)
+        self.flow = MapFlow(blocks=blocks, hidden_features=hidden_features).build(self.y_shape, context_features)
+
+    def forward(self, y: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(w ``[n, *y_shape]``, log |det ∂w/∂y| ``[n]``) for maps y ``[n, *y_shape]`` and contexts c ``[n, f]``."""
+        return self.flow.to_latent(y, c)
+
+    def inverse(self, w: Tensor, c: Tensor | None) -> Tensor:
+        """y = T_c⁻¹(w) for w ``[n, *y_shape]``."""
+        return self.flow.from_latent(w, c)
+
+    nll = staticmethod(SpectralWhitening.nll)
+
+    def initialize(self, y: Tensor) -> None:
+        """Nothing to start from the data: a fresh flow is N(0, I) on the standardised pixels it is given."""
+
+    @torch.enable_grad()
+    def fit(self, y: Tensor, c: Tensor | None, *, steps: int = 500, batch_size: int = 256,
+            learning_rate: float = 5e-3, seed: int = 0) -> None:
+        """Maximum likelihood of the flow alone on rows y ``[n, *y_shape]``, c ``[n, f]``, as
+        :meth:`SpectralWhitening.fit`."""
+        _fit_by_likelihood(self, y, c, steps, batch_size, learning_rate, seed)
+
+
+def _fit_by_likelihood(module: SpectralWhitening | FlowWhitening, y: Tensor, c: Tensor | None, steps: int,
+                       batch_size: int, learning_rate: float, seed: int) -> None:
+    """``steps`` Adam steps on ``module.nll`` over random batches of (y, c) with a cosine-decaying learning rate
+    (batches drawn from a generator seeded with ``seed``, so the fit is reproducible)."""
+    n = y.shape[0]
+    if n < 2 or steps < 1:
+        return
+    params = list(module.parameters())
+    optimizer = torch.optim.Adam(params, lr=learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(0, n, (min(batch_size, n),), generator=generator).to(y.device)
+        loss = module.nll(*module(y[idx], None if c is None else c[idx]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    for p in params:
+        p.grad = None

@@ -1,5 +1,6 @@
-"""Spectral whitening of maps: the bijection's exact Jacobian, the Gaussian it stands for, and the continuous
-families that model whitened maps (a fresh network on an exactly whitened Gaussian field is the exact density)."""
+"""Whitening of maps (spectral, and by a map flow): the bijection's exact Jacobian, the density it stands for, and
+the continuous families that model whitened maps (a fresh network on an exactly whitened Gaussian field is the
+exact density)."""
 
 import math
 
@@ -10,19 +11,20 @@ from torch.distributions import Independent, Uniform
 import simgen
 from simgen.models import CNF, Diffusion
 from simgen.models.fourier import StationaryNormal, radial_modes
-from simgen.models.whitening import SpectralWhitening
+from simgen.models.whitening import FlowWhitening, SpectralWhitening
 
 
-def _randomise(whitening: SpectralWhitening, seed: int = 0) -> None:
+def _randomise(whitening: SpectralWhitening | FlowWhitening, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in whitening.parameters():
             p.copy_(0.3 * torch.randn(p.shape, generator=g))
 
 
+@pytest.mark.parametrize("kind", [SpectralWhitening, FlowWhitening])
 @pytest.mark.parametrize("shape", [(4, 4), (2, 4, 3)])
-def test_whitening_inverts_and_its_log_det_is_the_jacobians(shape):
-    whitening = SpectralWhitening(shape, 3, hidden_features=8).double()
+def test_whitening_inverts_and_its_log_det_is_the_jacobians(kind, shape):
+    whitening = kind(shape, 3, hidden_features=8).double()
     _randomise(whitening)
     g = torch.Generator().manual_seed(1)
     y, c = torch.randn(2, *shape, generator=g, dtype=torch.float64), torch.randn(2, 3, generator=g,
@@ -45,6 +47,14 @@ def test_whitening_nll_is_the_stationary_gaussians():
     w, log_det = whitening(y, None)
     want = -gaussian.log_prob(y).mean() / math.prod(shape)
     torch.testing.assert_close(SpectralWhitening.nll(w, log_det), want)
+
+
+def test_flow_whitening_nll_is_the_map_flows():
+    whitening = FlowWhitening((6, 6), 2, hidden_features=8).double()
+    _randomise(whitening, 4)
+    g = torch.Generator().manual_seed(5)
+    y, c = torch.randn(5, 6, 6, generator=g, dtype=torch.float64), torch.randn(5, 2, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(FlowWhitening.nll(*whitening(y, c)), -whitening.flow.log_prob(y, c).mean() / 36)
 
 
 def test_initialize_starts_at_the_batch_moments_once():
@@ -90,24 +100,29 @@ def test_a_fresh_network_on_an_exactly_whitened_field_is_the_exact_density(famil
     assert z.abs() < 4
 
 
-def test_maps_are_whitened_by_default_and_vectors_refuse_it(tmp_path):
+@pytest.mark.parametrize("whiten", [None, "mapflow"])
+def test_maps_are_whitened_by_default_and_vectors_refuse_it(tmp_path, whiten):
     prior = Independent(Uniform(torch.zeros(1), torch.ones(1)), 1)
     g = torch.Generator().manual_seed(0)
     theta = torch.rand(64, 1, generator=g)
     x = (1 + theta[:, :, None]) * torch.randn(64, 4, 4, generator=g)
     est = simgen.LikelihoodEstimator(prior, model=CNF(channels=(8,), blocks_per_level=1, attention=False,
-                                                      log_prob_method="rk4", log_prob_steps=4))
+                                                      log_prob_method="rk4", log_prob_steps=4, whiten=whiten))
     est.fit(theta, x, max_epochs=2, progress=False, seed=0)
     model = est.density.density
-    assert model.whiten and bool(model.whitening.initialized)
+    kind = FlowWhitening if whiten == "mapflow" else SpectralWhitening
+    assert model.whiten and isinstance(model.whitening, kind)
+    assert whiten == "mapflow" or bool(model.whitening.initialized)
     est.save(str(tmp_path / "m.pt"))
     loaded = simgen.load(str(tmp_path / "m.pt"))
-    assert loaded.density.density.whiten
+    assert loaded.density.density.whiten and isinstance(loaded.density.density.whitening, kind)
     gen = torch.Generator().manual_seed(0)
     torch.testing.assert_close(loaded.log_prob(x[:3], theta[:3], generator=gen),
                                est.log_prob(x[:3], theta[:3], generator=torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError, match="whiten=True whitens maps"):
         CNF(whiten=True).build((3,), None)
+    with pytest.raises(ValueError, match="whiten='mapflow' whitens maps"):
+        Diffusion(whiten="mapflow").build((3,), None)
     with pytest.raises(ValueError, match="whiten must be"):
         Diffusion(whiten="yes")
 
@@ -139,3 +154,35 @@ def test_fit_recovers_a_conditional_spectrum():
     fitted = -0.5 * w.flatten(1).pow(2).sum(1) + log_det - 32 * math.log(2 * math.pi)
     gap = (field(c_test).log_prob(y_test) - fitted) / 64
     assert -4 * gap.std() / math.sqrt(500) < gap.mean() < 0.005, gap.mean()
+
+
+def test_flow_whitening_fit_recovers_a_lognormal_field():
+    """Maximum likelihood of the map-flow whitening alone on 2,000 maps of a lognormal field y = e^G (G a
+    stationary Gaussian field whose amplitude depends on c), which its splines and filter represent: its
+    log-likelihood of held-out maps is within 0.003 nats/pixel of the exact one (and not above it). A stationary
+    Gaussian, the spectral whitening, cannot represent the field's skewness and stays over 0.01 off."""
+    modes = radial_modes(8, 8)
+    radius = torch.arange(modes.num_radii, dtype=torch.float32)
+
+    def gaussian(c):
+        return StationaryNormal(torch.zeros(len(c), 8, 8), (0.4 + 0.3 * c) * (1 + radius) ** -1.0, modes,
+                                channels=False)
+
+    def exact(c, y):
+        return gaussian(c).log_prob(y.log()) - y.log().flatten(1).sum(1)
+
+    g = torch.Generator().manual_seed(0)
+    c, c_test = torch.rand(2000, 1, generator=g), torch.rand(500, 1, generator=g)
+    y, y_test = gaussian(c).rsample(generator=g).exp(), gaussian(c_test).rsample(generator=g).exp()
+    gaps = {}
+    for kind in (FlowWhitening, SpectralWhitening):
+        torch.manual_seed(0)
+        whitening = kind((8, 8), 1)
+        whitening.fit(y, c, steps=400)
+        with torch.no_grad():
+            w, log_det = whitening(y_test, c_test)
+        fitted = -0.5 * w.flatten(1).pow(2).sum(1) + log_det - 32 * math.log(2 * math.pi)
+        gap = (exact(c_test, y_test) - fitted) / 64
+        assert gap.mean() > -4 * gap.std() / math.sqrt(500)
+        gaps[kind] = gap.mean()
+    assert gaps[FlowWhitening] < 0.003 and gaps[SpectralWhitening] > 0.01, gaps
