@@ -18,7 +18,9 @@ fit each family as ``LikelihoodEstimator(prior, model=family)`` with no other se
 * peak-count |z|: the largest two-sample z-score of the mean peak counts per height bin over those θ;
 * one-point PDF |z|: the same for the pixel histogram (20 bins of κ / σ over [−4, 6], σ the simulated maps'
   pixel standard deviation), and for the skewness and excess kurtosis of the pixels;
-* training time, epochs, time to sample 1,000 maps at one θ, and network evaluations per map when sampling.
+* training time, epochs, time to sample 1,000 maps at one θ, and network evaluations per map when sampling;
+* for a diffusion or CNF on whitened maps, the same statistics of its whitening alone (``whitening_*`` in the
+  JSON): what a network that adds nothing would emulate.
 
 Families: ``mapflow`` (:class:`~simgen.models.MapFlow`, what ``model="flow"`` builds for maps), ``flow`` (the
 spline flow :class:`~simgen.models.Flow` on flattened pixels), ``maf`` (the package's MAF on flattened pixels),
@@ -132,6 +134,23 @@ def family_model(name: str, mapflow_config: dict[str, Any], options: dict[str, A
     return make_model(name, options) if options else name
 
 
+def whitening_maps(emu: Any, thetas: torch.Tensor, n: int) -> torch.Tensor | None:
+    """``n`` maps per θ ``[m, n, *map]`` from a whitened ODE family's whitening alone (w ~ N(0, I) mapped back
+    through W_θ⁻¹ and the estimator's standardisation: what a network predicting white noise would emulate), or
+    ``None`` for other emulators."""
+    family = getattr(getattr(emu, "density", None), "density", None)
+    if not isinstance(family, ContinuousFlow) or family.whitening is None:
+        return None
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        maps = []
+        for theta in thetas:
+            e = emu.density.context(theta[None]).expand(n, -1)
+            w = torch.randn(n, *family.y_shape, generator=g)
+            maps.append(emu.density.from_latent(family.whitening.inverse(w, e)))
+    return torch.stack(maps).float()
+
+
 def evaluations_per_map(name: str, emu: Any, d: int) -> str:
     """Network evaluations per sampled map, read after a ``sample`` call (a conditioner evaluated once per θ
     counts once; an ODE family's solver counts its own)."""
@@ -209,6 +228,10 @@ def main() -> None:
         sample_s = time.perf_counter() - start
         emu_maps = emu.sample_batched(args.num_samples, theta_c).float()
         stats = _spectrum_and_peaks(sim_maps, emu_maps)
+        whitening = whitening_maps(emu, theta_c, args.num_samples)
+        if whitening is not None:  # what the network adds to its whitening, or takes from it
+            stats |= {f"whitening_{k}": v for k, v in _spectrum_and_peaks(sim_maps, whitening).items()
+                      if not isinstance(v, list)}
         row = dict(family=name, setting=setting, mapflow_config=args.mapflow_config if name == "mapflow" else None,
                    fit_settings=None if name == "sbi" else args.fit_settings,
                    model_options=None if name in ("sbi", "mapflow", "flow", "maf") else args.model_options,
@@ -221,7 +244,11 @@ def main() -> None:
               f"{stats['worst_cl_ratio']:.3f} (|z| {stats['worst_cl_z']:.1f}), {stats['cl_bins_off']} of "
               f"{stats['cl_bins']} bins off by > 5 % and > 3 SE; peak |z| {stats['peak_count_max_z']:.1f}; one-point "
               f"PDF |z| {stats['pixel_pdf_max_z']:.1f}, skewness/kurtosis |z| {stats['skew_kurtosis_max_z']:.1f}; "
-              f"train {train_s:.0f} s ({epochs} epochs); "
+              + ("" if whitening is None else
+                 f"its whitening alone: C_l {stats['whitening_worst_cl_ratio']:.3f} "
+                 f"(|z| {stats['whitening_worst_cl_z']:.1f}), peak |z| {stats['whitening_peak_count_max_z']:.1f}, "
+                 f"PDF |z| {stats['whitening_pixel_pdf_max_z']:.1f}; ")
+              + f"train {train_s:.0f} s ({epochs} epochs); "
               f"1000 maps in {sample_s:.2f} s; {row['evaluations_per_map']} net evals/map", flush=True)
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
