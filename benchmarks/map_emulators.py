@@ -19,6 +19,8 @@ fit each family as ``LikelihoodEstimator(prior, model=family)`` with no other se
 * one-point PDF |z|: the same for the pixel histogram (20 bins of κ / σ over [−4, 6], σ the simulated maps'
   pixel standard deviation), and for the skewness and excess kurtosis of the pixels;
 * training time, epochs, time to sample 1,000 maps at one θ, and network evaluations per map when sampling;
+* with ``--null-pairs N``, first the 95th percentiles of these statistics over N pairs of independent simulated
+  sets (the simulator against itself): the values beyond which an emulator's differ from the simulator's;
 * for a diffusion or CNF on whitened maps, the same statistics of its whitening alone (``whitening_*`` in the
   JSON): what a network that adds nothing would emulate.
 
@@ -45,6 +47,7 @@ from typing import Any
 
 import torch
 from _common import map_sets
+from tqdm.auto import tqdm
 
 import simgen
 import simulators
@@ -134,6 +137,25 @@ def family_model(name: str, mapflow_config: dict[str, Any], options: dict[str, A
     return make_model(name, options) if options else name
 
 
+def null_row(sim: Any, thetas: torch.Tensor, n: int, pairs: int, seed: int) -> dict[str, Any]:
+    """The statistics of :func:`_spectrum_and_peaks` for ``pairs`` pairs of independent simulated sets (``n`` maps
+    at each θ of ``thetas``), summarised by their 95th percentiles (``<stat>_q95``): how large each largest |z| and
+    the count of C_ℓ bins off get when the emulator is the simulator itself, the threshold against which an
+    emulator's values read."""
+    g = torch.Generator().manual_seed(seed + 1000)
+    keys = ("cl_max_z", "peak_count_max_z", "pixel_pdf_max_z", "skew_kurtosis_max_z", "cl_bins_off")
+    values: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in tqdm(range(pairs), desc="simulator against itself", leave=False):
+        a, b = (torch.stack([sim(t.expand(n, -1), generator=g) for t in thetas]) for _ in range(2))
+        stats = _spectrum_and_peaks(a, b)
+        # the largest |z| of any C_ℓ bin (an emulator's row gives the |z| of its worst-ratio bin)
+        stats["cl_max_z"] = max(abs(z) for row in stats["cl_z"] for z in row)
+        for k in keys:
+            values[k].append(float(stats[k]))
+    return dict(family="simulator against itself", null_pairs=pairs, num_samples=n,
+                **{f"{k}_q95": torch.tensor(v, dtype=torch.float64).quantile(0.95).item() for k, v in values.items()})
+
+
 def whitening_maps(emu: Any, thetas: torch.Tensor, n: int) -> torch.Tensor | None:
     """``n`` maps per θ ``[m, n, *map]`` from a whitened ODE family's whitening alone (w ~ N(0, I) mapped back
     through W_θ⁻¹ and the estimator's standardisation: what a network predicting white noise would emulate), or
@@ -188,6 +210,8 @@ def main() -> None:
                              '\'{"whiten": "mapflow"}\'')
     parser.add_argument("--fit-settings", default="{}",
                         help='training settings for every simgen family, as JSON, e.g. \'{"patience": 30}\'')
+    parser.add_argument("--null-pairs", type=int, default=0,
+                        help="also compare this many pairs of simulated sets with each other (the statistics' null)")
     parser.add_argument("--out", default="map_emulators.json")
     parser.add_argument("--save-dir", default=None,
                         help="save each trained simgen emulator there as <family>.pt (load with simgen.load)")
@@ -202,7 +226,12 @@ def main() -> None:
     theta, x, theta_t, x_t, exact = data.theta, data.x, data.theta_test, data.x_test, data.exact
     pixels, theta_c, sim_maps = data.pixels, data.theta_check, data.sim_maps
     rows: list[dict[str, Any]] = []
-    for name in args.families.split(","):
+    if args.null_pairs:
+        rows.append(null_row(sim, theta_c, args.num_samples, args.null_pairs, args.seed))
+        print("simulator against itself, 95th percentiles over", args.null_pairs, "pairs:",
+              ", ".join(f"{k.removesuffix('_q95')} {v:.2f}" for k, v in rows[-1].items() if k.endswith("_q95")),
+              flush=True)
+    for name in [f for f in args.families.split(",") if f]:
         start = time.perf_counter()
         if name == "sbi":
             emu = SbiEmulator(sim.prior, tuple(x.shape[1:]))

@@ -259,7 +259,7 @@ model = "flow"               # "flow" (on maps: "mapflow") | "cnf" | "diffusion"
 mcmc = false                 # also infer theta by MCMC on the emulator's likelihood
 # discrete_model = "mnle"    # x's discrete columns (the simulator's x_discrete): "mnle" (categorical network +
                              # flow, the default for a flow) | "dequantize" (uniform noise, other families)
-options = {}
+options = {}                 # e.g. { whiten = "mapflow" } (a cnf or diffusion on maps whitened by a map flow)
 training = {}
 
 # [ratio]                    # a classifier of p(x | theta) / p(x) (neural ratio estimation), posterior by MCMC
