@@ -140,11 +140,11 @@ class FlowWhitening(nn.Module):
 
     :class:`SpectralWhitening` is the one-block, spline-free case of this flow: a stationary Gaussian. The flow's
     pixel-wise splines Gaussianise the one-point distribution as well, so a field whose pixels are not Gaussian
-    (a lognormal field, y = e^G − κ₀ with G Gaussian, is exactly a spline then a filter) reaches the model of w
-    nearly white; the network of a diffusion or CNF then learns only what a stationary Gaussian copula misses,
-    as a flow prior does for a diffusion model (e.g. Zhang & Chen 2021, "Diffusion normalizing flow",
-    arXiv:2110.07579). Fitted by its own exact likelihood (:meth:`nll`), before and during the network's
-    training, like :class:`SpectralWhitening`.
+    (a lognormal field, y = e^G − κ₀ with G Gaussian, is a log, which the splines approximate, then a filter)
+    reaches the model of w nearly white; the network of a diffusion or CNF then learns only what the flow misses:
+    a diffusion in the latent space of a normalizing flow, trained with it by likelihood (Kim et al. 2022,
+    "Maximum likelihood training of implicit nonlinear diffusion models", arXiv:2205.13699). Fitted by its own
+    exact likelihood (:meth:`nll`), before and during the network's training, like :class:`SpectralWhitening`.
 
     Args:
         y_shape: the map's shape, ``(H, W)`` or ``(C, H, W)``.
