@@ -29,7 +29,7 @@ spline flow :class:`~simgen.models.Flow` on flattened pixels), ``maf`` (the pack
 any other registered model string (resolved for maps as the estimator does; ``--model-options`` gives it
 constructor arguments), and ``sbi`` (sbi's NLE with
 its MAF on flattened pixels; sbi standardises x itself). A JSON file (``--out``) is rewritten after every row;
-``--save-dir`` keeps the trained emulators.
+``--save-dir`` keeps the trained emulators and ``--load-dir`` evaluates kept ones again.
 
     OMP_NUM_THREADS=1 python benchmarks/map_emulators.py --families mapflow,flow --size 16 --num-maps 10000
     OMP_NUM_THREADS=1 python benchmarks/map_emulators.py --families mapflow --field lognormal --noiseless
@@ -160,7 +160,9 @@ def whitening_maps(emu: Any, thetas: torch.Tensor, n: int) -> torch.Tensor | Non
     """``n`` maps per θ ``[m, n, *map]`` from a whitened ODE family's whitening alone (w ~ N(0, I) mapped back
     through W_θ⁻¹ and the estimator's standardisation: what a network predicting white noise would emulate), or
     ``None`` for other emulators."""
-    family = getattr(getattr(emu, "density", None), "density", None)
+    if not isinstance(emu, simgen.LikelihoodEstimator):
+        return None
+    family = emu.density.density
     if not isinstance(family, ContinuousFlow) or family.whitening is None:
         return None
     g = torch.Generator().manual_seed(0)
@@ -215,6 +217,9 @@ def main() -> None:
     parser.add_argument("--out", default="map_emulators.json")
     parser.add_argument("--save-dir", default=None,
                         help="save each trained simgen emulator there as <family>.pt (load with simgen.load)")
+    parser.add_argument("--load-dir", default=None,
+                        help="evaluate the emulators a run saved there with --save-dir (same field, size and seed) "
+                             "instead of training them; the training time reported is the saved one")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sim = make_simulator(args)
@@ -238,14 +243,19 @@ def main() -> None:
             emu.fit(theta, x)
             epochs, history = emu.epochs, {}
         else:
-            model = family_model(name, json.loads(args.mapflow_config), json.loads(args.model_options))
-            emu = simgen.LikelihoodEstimator(sim.prior, model=model)
-            settings = json.loads(args.fit_settings) | ({} if args.max_time is None else {"max_time": args.max_time})
-            fitted = emu.fit(theta, x, seed=args.seed, progress=False, **settings)
+            if args.load_dir is not None:  # evaluate an emulator trained (and saved) by an earlier run
+                emu = simgen.load(os.path.join(args.load_dir, f"{name}.pt"))
+                fitted = emu.history
+            else:
+                model = family_model(name, json.loads(args.mapflow_config), json.loads(args.model_options))
+                emu = simgen.LikelihoodEstimator(sim.prior, model=model)
+                settings = json.loads(args.fit_settings) | ({} if args.max_time is None else
+                                                            {"max_time": args.max_time})
+                fitted = emu.fit(theta, x, seed=args.seed, progress=False, **settings)
             epochs, history = fitted.epochs, {"best_epoch": fitted.best_epoch,
                                               "validation_loss": fitted.validation_loss}
-        train_s = time.perf_counter() - start
-        if args.save_dir is not None and name != "sbi":
+        train_s = time.perf_counter() - start if args.load_dir is None else fitted.wall_time
+        if args.save_dir is not None and args.load_dir is None and name != "sbi":
             os.makedirs(args.save_dir, exist_ok=True)
             emu.save(os.path.join(args.save_dir, f"{name}.pt"))
         held_out = args.num_test_ode if emu.log_prob_kind == "ode" else len(x_t)
@@ -262,7 +272,7 @@ def main() -> None:
             stats |= {f"whitening_{k}": v for k, v in _spectrum_and_peaks(sim_maps, whitening).items()
                       if not isinstance(v, list)}
         row = dict(family=name, setting=setting, mapflow_config=args.mapflow_config if name == "mapflow" else None,
-                   fit_settings=None if name == "sbi" else args.fit_settings,
+                   fit_settings=None if name == "sbi" else args.fit_settings, loaded_from=args.load_dir,
                    model_options=None if name in ("sbi", "mapflow", "flow", "maf") else args.model_options,
                    num_maps=args.num_maps, num_held_out=held_out, gap_per_pixel=gap, gap_se=se,
                    gap_per_map=gap * pixels, **stats,
