@@ -425,6 +425,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     config.num_samples = config.reference_samples = args.num_samples
     config.calibration_samples = min(args.num_samples, config.calibration_samples)
     config.emulator_maps = args.num_samples if args.emulator_samples is None else args.emulator_samples
+    if args.spectrum_maps is not None:
+        config.spectrum_maps = args.spectrum_maps
     est = _load_model(args.model, args.device)
     say = _say(args)
     out = config.out
@@ -616,6 +618,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="held-out simulations for coverage and SBC (default 100; 0 skips)")
     evaluate.add_argument("--emulator-samples", type=int, default=None,
                           help="emulated and simulated draws per θ (default: --num-samples)")
+    evaluate.add_argument("--spectrum-maps", type=int, default=None,
+                          help="maps: simulated and emulated maps per θ for the power spectrum and its correlations "
+                               "across maps (default 4096, or the configuration's evaluation.spectrum_maps)")
     evaluate.add_argument("--out", default="simgen-eval", help="output folder (default simgen-eval)")
     _common(evaluate)
     evaluate.set_defaults(func=_evaluate)

@@ -48,17 +48,19 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "num_simulations": 200, "posterior_epochs": 3, "posterior_time": 10.0, "emulator_epochs": 1,
         "emulator_time": 10.0, "num_samples": 200, "reference_samples": 200, "calibration": 20,
-        "calibration_samples": 40, "emulator_maps": 10, "held_out": 2, "mcmc_chains": 20, "mcmc_warmup": 10,
+        "calibration_samples": 40, "emulator_maps": 10, "spectrum_maps": 10, "held_out": 2, "mcmc_chains": 20,
+        "mcmc_warmup": 10,
     },
     "small": {
         "num_simulations": 4000, "posterior_epochs": 100, "posterior_time": 40.0, "emulator_epochs": 30,
         "emulator_time": 40.0, "num_samples": 2000, "reference_samples": 2000, "calibration": 100,
-        "calibration_samples": 200, "emulator_maps": 64, "held_out": 3, "mcmc_chains": 100, "mcmc_warmup": 50,
+        "calibration_samples": 200, "emulator_maps": 64, "spectrum_maps": 256, "held_out": 3, "mcmc_chains": 100,
+        "mcmc_warmup": 50,
     },
     "default": {
         "num_simulations": 50_000, "posterior_epochs": 300, "posterior_time": 200.0, "emulator_epochs": 200,
         "emulator_time": 120.0, "num_samples": 10_000, "reference_samples": 10_000, "calibration": 200,
-        "calibration_samples": 500, "emulator_maps": 512, "held_out": 3, "mcmc_chains": 200,
+        "calibration_samples": 500, "emulator_maps": 512, "spectrum_maps": 4096, "held_out": 3, "mcmc_chains": 200,
         "mcmc_warmup": 100,
     },
 }
@@ -80,7 +82,7 @@ _RATIO_KEYS = ("enabled", "model", "embedding", "options", "training", "num_trai
 _JOINT_KEYS = ("enabled", "model", "options", "training", "num_train")
 _OBSERVATION_KEYS = ("held_out", "theta", "file", "true_theta")
 _EVALUATION_KEYS = ("num_samples", "c2st", "reference_samples", "calibration", "calibration_samples",
-                    "emulator_maps", "mcmc_chains", "mcmc_warmup")
+                    "emulator_maps", "spectrum_maps", "mcmc_chains", "mcmc_warmup")
 _OUTPUT_KEYS = ("dir", "report", "save_models")
 
 
@@ -150,6 +152,9 @@ class RunConfig:
     calibration: int = 200
     calibration_samples: int = 500
     emulator_maps: int = 512
+    #: maps per θ (simulated and emulated) for the power-spectrum check of a map emulator, at least
+    #: ``emulator_maps``: its log C_ℓ correlations across maps need thousands to be resolved to 0.1
+    spectrum_maps: int = 4096
     mcmc_chains: int = 200
     mcmc_warmup: int = 100
     out_dir: str = "simgen-out"
@@ -287,6 +292,7 @@ held_out = 3                 # simulations at fresh prior draws (their true thet
 c2st = true                  # C2ST against the simulator's reference posterior, when it has one
 # calibration = 100          # held-out simulations for coverage and SBC (0: skip)
 # emulator_maps = 64         # emulated simulations per check of the emulator against the simulator
+# spectrum_maps = 4096       # maps: simulated and emulated maps per θ for the power spectrum and its correlations
 # mcmc_chains = 100          # chains (and warm-up sweeps) of the MCMC through the emulator ([likelihood].mcmc)
 # mcmc_warmup = 50
 
@@ -668,7 +674,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
     evaluation = _table(raw.get("evaluation", {}), "evaluation", _EVALUATION_KEYS)
     ev = {k: _int(evaluation.get(k, preset[k]), f"evaluation.{k}", 0 if k in ("calibration", "mcmc_warmup") else 1)
           for k in ("num_samples", "reference_samples", "calibration", "calibration_samples", "emulator_maps",
-                    "mcmc_chains", "mcmc_warmup")}
+                    "spectrum_maps", "mcmc_chains", "mcmc_warmup")}
     c2st = _bool(evaluation.get("c2st", True), "evaluation.c2st")
 
     output = _table(raw.get("output", {}), "output", _OUTPUT_KEYS)
@@ -685,7 +691,8 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
         held_out=held_out, obs_file=obs_file,
         num_samples=ev["num_samples"], c2st=c2st, reference_samples=ev["reference_samples"],
         calibration=ev["calibration"], calibration_samples=ev["calibration_samples"],
-        emulator_maps=ev["emulator_maps"], mcmc_chains=ev["mcmc_chains"], mcmc_warmup=ev["mcmc_warmup"],
+        emulator_maps=ev["emulator_maps"], spectrum_maps=ev["spectrum_maps"], mcmc_chains=ev["mcmc_chains"],
+        mcmc_warmup=ev["mcmc_warmup"],
         out_dir=out_dir, report=report, save_models=save_models,
         base_dir=str(base_dir), source=source,
     )

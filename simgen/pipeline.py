@@ -483,7 +483,8 @@ def check_calibration(config: RunConfig, simulator: Any, posterior: Any, outputs
 def check_likelihood(config: RunConfig, simulator: Any, emulator: Any, theta: Tensor, outputs: Outputs, *,
                      say: Say = _silent) -> dict[str, Any]:
     """The emulator against the simulator at θ rows ``[m, d_theta]``: ``config.emulator_maps`` draws of each,
-    two-sample statistics and (for maps) power spectra, statistic histograms and galleries."""
+    two-sample statistics and (for maps) power spectra on ``config.spectrum_maps`` draws, statistic histograms
+    and galleries."""
     from . import diagnostics, plots
 
     # the likelihood gap needs the emulator's log_prob on every draw: an IWAE or ODE estimate per map is too
@@ -491,7 +492,8 @@ def check_likelihood(config: RunConfig, simulator: Any, emulator: Any, theta: Te
     is_map = getattr(simulator, "x_kind", None) == "map" or len(getattr(emulator, "x_shape", ()) or ()) >= 2
     gap = None if not is_map or emulator.log_prob_kind == "exact" else False
     comparison = diagnostics.compare_likelihood(emulator, simulator, theta, num_samples=config.emulator_maps,
-                                                gap=gap, seed=config.seed + 4)
+                                                spectrum_samples=config.spectrum_maps if is_map else None, gap=gap,
+                                                seed=config.seed + 4)
     where = [", ".join(f"{v:.3g}" for v in row.tolist()) for row in comparison.theta]
     section = "Emulator vs simulator"
     outputs.verdict(section, comparison.flagged, comparison.summary())
@@ -499,8 +501,9 @@ def check_likelihood(config: RunConfig, simulator: Any, emulator: Any, theta: Te
                   "Wasserstein distance in simulated standard deviations, the exact-likelihood gap "
                   "E[log p − log q] on fresh simulations (nats, its standard error, nats per pixel or dimension) "
                   "where computable; for maps the power spectrum bin farthest from the simulator's, the largest "
-                  "difference in the correlation of log C_ℓ across maps, and the z-score of the exact "
-                  "log-likelihood of emulated against simulated maps")
+                  "difference in the correlation of log C_ℓ across maps (both from "
+                  f"{max(config.emulator_maps, config.spectrum_maps)} maps of each per θ), and the z-score of the "
+                  "exact log-likelihood of emulated against simulated maps")
     result: dict[str, Any] = {}
     if comparison.simulated_log_likelihood is not None:
         # typicality under the true model: emulated draws should score like simulated ones under log p(x | θ)
@@ -524,6 +527,7 @@ def check_likelihood(config: RunConfig, simulator: Any, emulator: Any, theta: Te
         result["power_spectrum_ratio"] = comparison.spectrum.ratio.tolist()
         result["power_spectrum_ratio_se"] = comparison.spectrum.ratio_se.tolist()
         result["max_log_spectrum_correlation_error"] = comparison.spectrum.max_correlation_error
+        result["spectrum_maps"] = max(config.emulator_maps, config.spectrum_maps)
     if comparison.is_map:
         for i, label in enumerate(where):
             outputs.figure(section, f"emulator_power_spectra_{i}", f"θ = ({label}): binned power spectra, "
@@ -645,7 +649,8 @@ def estimate_seconds(config: RunConfig, simulator: Any) -> dict[str, float]:
     if config.posterior.enabled and config.calibration:
         checks += 5.0 + 0.05 * config.calibration
     if config.likelihood.enabled:
-        checks += 10.0 + per_sim * config.emulator_maps * m
+        is_map = getattr(simulator, "x_kind", None) == "map"
+        checks += 10.0 + per_sim * max(config.emulator_maps, config.spectrum_maps if is_map else 0) * m
         if config.likelihood.mcmc:
             checks += 60.0 * m
     if config.ratio.enabled:

@@ -8,6 +8,7 @@ import torch
 
 import simgen
 from simgen.cli import main
+from simgen.config import BUDGETS
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,7 @@ def test_run_tiny_writes_report_with_corner_coverage_and_emulator_figures(defaul
         assert (out / name).is_file()
     assert simgen.open_store(out / "store.h5").num_valid == summary["num_simulations"]
     assert summary["calibration"]["coverage"]["levels"][-1] == 1.0
+    assert summary["emulator"]["spectrum_maps"] == BUDGETS["tiny"]["spectrum_maps"]
 
 
 def test_run_says_what_it_expects_and_where_everything_went(tmp_path, capsys):
@@ -172,6 +174,11 @@ def test_train_sample_evaluate_and_report_on_the_run(default_run, tmp_path, caps
                  "--quiet"]) == 0
     result = json.loads((evaluation / "evaluation.json").read_text())
     assert 0.0 <= result["mean_c2st"] <= 1.0 and (evaluation / "report.html").is_file()
+    assert main(["evaluate", "--model", str(out / "emulator.pt"), "--simulator", "cosmology_maps",
+                 "--num-observations", "1", "--num-samples", "20", "--spectrum-maps", "50", "--out",
+                 str(tmp_path / "eval_emulator"), "--threads", "1", "--quiet"]) == 0
+    result = json.loads((tmp_path / "eval_emulator" / "evaluation.json").read_text())
+    assert result["emulator"]["spectrum_maps"] == 50
     (out / "report.html").unlink()
     assert main(["report", str(out), "--quiet"]) == 0
     assert (out / "report.html").read_text().count("<img") >= len(json.loads((out / "summary.json").read_text())

@@ -42,6 +42,9 @@ def test_budget_presets_and_explicit_keys():
     assert config.posterior.num_train is None
     subset, _ = parse('simulator = "two_moons"\n[emulator]\nnum_train = 50\n')
     assert subset.emulator.enabled and subset.emulator.num_train == 50 and subset.emulator.model == "flow"
+    maps, _ = parse('simulator = "cosmology_maps"\n[evaluation]\nspectrum_maps = 2000\n')
+    assert maps.spectrum_maps == 2000 and maps.emulator_maps == BUDGETS["default"]["emulator_maps"]
+    assert parse('simulator = "two_moons"\n', budget="small")[0].spectrum_maps == BUDGETS["small"]["spectrum_maps"]
     overridden, _ = parse('simulator = "two_moons"\n', budget="tiny")
     assert overridden.budget == "tiny" and overridden.num_simulations == BUDGETS["tiny"]["num_simulations"]
 
@@ -60,6 +63,7 @@ def test_budget_presets_and_explicit_keys():
         ('simulator = "two_moons"\n[posterior]\noptions = { kind = "glow" }\n', "posterior.options", ["nsf"]),
         ('simulator = "two_moons"\n[emulator]\nembedding = "flatten"\n', "emulator.embedding", ["no embedding"]),
         ('simulator = "two_moons"\n[simulation]\nnum_simulations = -5\n', "simulation.num_simulations", [">= 10"]),
+        ('simulator = "two_moons"\n[evaluation]\nspectrum_maps = 0\n', "evaluation.spectrum_maps", [">= 1"]),
         ('simulator = "two_moons"\n[simulation]\nexecutor = "slurm"\n', "simulation.executor", ["dask", "tcp://"]),
         ('simulator = "two_moons"\n[observations]\ntheta = [[0.1, 0.2, 0.3]]\n', "observations.theta",
          ["d_theta = 2"]),
