@@ -19,6 +19,10 @@ fit each family as ``LikelihoodEstimator(prior, model=family)`` with no other se
 * one-point PDF |z|: the same for the pixel histogram (20 bins of κ / σ over [−4, 6], σ the simulated maps'
   pixel standard deviation), and for the skewness and excess kurtosis of the pixels;
 * training time, epochs, time to sample 1,000 maps at one θ, and network evaluations per map when sampling;
+* with ``--spectrum-grid N``, the conditional spectrum where it is hardest to learn: at the 8 corners of the
+  prior's box (2 % of each range inside) and at 12 prior draws (the interior), N emulated and N simulated maps
+  each, the mean |ratio − 1| of the pixel variance (what the one-point PDF feels) and the RMS over radii |k| of
+  log(P_emulated / P_simulated) (``radial_power``), beside the same between two simulated sets (their noise);
 * with ``--null-pairs N``, first the 95th percentiles of these statistics over N pairs of independent simulated
   sets (the simulator against itself): the values beyond which an emulator's differ from the simulator's;
 * for a diffusion or CNF on whitened maps, the same statistics of its whitening alone (``whitening_*`` in the
@@ -54,6 +58,7 @@ import simulators
 from simgen.diagnostics import SpectrumComparison
 from simgen.diagnostics.maps import binned_power_spectrum, moments, peak_counts, pixel_histogram
 from simgen.models import VAE, ContinuousFlow, Flow, MapFlow, make_model
+from simgen.models.fourier import radial_modes, radial_power
 
 
 class PowerLawField:
@@ -212,6 +217,8 @@ def main() -> None:
                              '\'{"whiten": "mapflow"}\'')
     parser.add_argument("--fit-settings", default="{}",
                         help='training settings for every simgen family, as JSON, e.g. \'{"patience": 30}\'')
+    parser.add_argument("--spectrum-grid", type=int, default=0, metavar="N",
+                        help="conditional spectrum at the prior's corners and inside, N maps per θ (0: skip)")
     parser.add_argument("--null-pairs", type=int, default=0,
                         help="also compare this many pairs of simulated sets with each other (the statistics' null)")
     parser.add_argument("--out", default="map_emulators.json")
@@ -267,6 +274,8 @@ def main() -> None:
         sample_s = time.perf_counter() - start
         emu_maps = emu.sample_batched(args.num_samples, theta_c).float()
         stats = _spectrum_and_peaks(sim_maps, emu_maps)
+        if args.spectrum_grid:
+            stats |= spectrum_grid(emu, sim, args.spectrum_grid, args.seed)
         whitening = whitening_maps(emu, theta_c, args.num_samples)
         if whitening is not None:  # what the network adds to its whitening, or takes from it
             stats |= {f"whitening_{k}": v for k, v in _spectrum_and_peaks(sim_maps, whitening).items()
@@ -287,10 +296,54 @@ def main() -> None:
                  f"its whitening alone: C_l {stats['whitening_worst_cl_ratio']:.3f} "
                  f"(|z| {stats['whitening_worst_cl_z']:.1f}), peak |z| {stats['whitening_peak_count_max_z']:.1f}, "
                  f"PDF |z| {stats['whitening_pixel_pdf_max_z']:.1f}; ")
+              + ("" if not args.spectrum_grid else
+                 f"pixel variance off by {stats['grid_corner_variance_error']:.4f} at the prior's corners (max "
+                 f"{stats['grid_corner_variance_error_max']:.4f}; noise {stats['grid_null_corner_variance_error']:.4f})"
+                 f" and {stats['grid_interior_variance_error']:.4f} inside (noise "
+                 f"{stats['grid_null_interior_variance_error']:.4f}), RMS log P(|k|) error "
+                 f"{stats['grid_corner_rms_log_power']:.4f} / {stats['grid_interior_rms_log_power']:.4f} (noise "
+                 f"{stats['grid_null_corner_rms_log_power']:.4f} / {stats['grid_null_interior_rms_log_power']:.4f}); ")
               + f"train {train_s:.0f} s ({epochs} epochs); "
               f"1000 maps in {sample_s:.2f} s; {row['evaluations_per_map']} net evals/map", flush=True)
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
+
+
+def spectrum_grid(emu: Any, sim: Any, n: int, seed: int) -> dict[str, float]:
+    """The ``--spectrum-grid`` statistics (module docstring) of ``emu`` against ``sim`` with ``n`` maps per θ."""
+    support = sim.prior.support
+    while not hasattr(support, "lower_bound") and hasattr(support, "base_constraint"):
+        support = support.base_constraint
+    if not hasattr(support, "lower_bound"):
+        raise ValueError(f"--spectrum-grid needs a box prior; got support {sim.prior.support}")
+    lo, hi = torch.as_tensor(support.lower_bound).float(), torch.as_tensor(support.upper_bound).float()
+    corners = torch.tensor([[(i >> j) & 1 for j in range(len(lo))] for i in range(2 ** len(lo))]).float()
+    g = torch.Generator().manual_seed(seed + 7)
+    inside = lo + (hi - lo) * torch.rand(12, len(lo), generator=g)
+    thetas = torch.cat([lo + (hi - lo) * (0.02 + 0.96 * corners), inside])
+    modes = radial_modes(*sim.x_shape[-2:])
+
+    def spectra(maps: torch.Tensor) -> tuple[float, torch.Tensor]:  # pixel variance, P(|k|) of zero-mean maps
+        maps = maps.double().reshape(n, -1, *sim.x_shape[-2:])
+        return maps.var().item(), radial_power(maps - maps.mean(0), modes).mean(0)
+
+    rows = []
+    for theta in thetas:
+        sim_a, sim_b = (spectra(sim(theta.expand(n, -1), generator=g)) for _ in range(2))
+        kwargs = {} if isinstance(emu, SbiEmulator) else {"generator": g}
+        emulated = spectra(emu.sample_batched(n, theta[None], **kwargs)[0])
+        rows.append([abs(emulated[0] / sim_a[0] - 1), torch.log(emulated[1] / sim_a[1]).pow(2).mean().sqrt().item(),
+                     abs(sim_b[0] / sim_a[0] - 1), torch.log(sim_b[1] / sim_a[1]).pow(2).mean().sqrt().item()])
+    r = torch.tensor(rows)
+    k = corners.shape[0]
+    out = {}
+    for prefix, (var, rms) in (("grid_", (0, 1)), ("grid_null_", (2, 3))):
+        out |= {f"{prefix}corner_variance_error": r[:k, var].mean().item(),
+                f"{prefix}corner_variance_error_max": r[:k, var].max().item(),
+                f"{prefix}interior_variance_error": r[k:, var].mean().item(),
+                f"{prefix}corner_rms_log_power": r[:k, rms].mean().item(),
+                f"{prefix}interior_rms_log_power": r[k:, rms].mean().item()}
+    return out
 
 
 def _spectrum_and_peaks(sim_maps: torch.Tensor, emu_maps: torch.Tensor) -> dict[str, Any]:

@@ -207,7 +207,8 @@ training = { patience = 15 }
 
 [likelihood]
 model = "flow"                         # on maps the map flow (MapFlow): exact log p, one-pass sampling
-num_train = 20000                      # its first 20 000 maps: about ten passes in its time budget
+training = { max_time = 240 }          # all 50 000 maps, about 15 passes (the low-l power at the prior's
+                                       # edges needs every map)
 
 [observations]                         # held-out simulations (3; 2 with budget "tiny"), compared with the
                                        # exact posterior
@@ -264,7 +265,8 @@ model = "flow"               # "flow" (on maps: "mapflow") | "cnf" | "diffusion"
 mcmc = false                 # also infer theta by MCMC on the emulator's likelihood
 # discrete_model = "mnle"    # x's discrete columns (the simulator's x_discrete): "mnle" (categorical network +
                              # flow, the default for a flow) | "dequantize" (uniform noise, other families)
-options = {}                 # e.g. { whiten = "mapflow" } (a cnf or diffusion on maps whitened by a map flow)
+options = {}                 # e.g. { whiten = "mapflow" } (a cnf or diffusion on maps whitened by a map flow),
+                             # { filter_network = "per_radius" } (the map flow's former filters)
 training = {}
 
 # [ratio]                    # a classifier of p(x | theta) / p(x) (neural ratio estimation), posterior by MCMC

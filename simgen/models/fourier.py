@@ -41,6 +41,9 @@ class RadialModes(NamedTuple):
     counts: Tensor
     #: (H, W), the grid
     shape: tuple[int, int]
+    #: ``[R]`` float64: each radius |k| in cycles per pixel (0 for the mean mode); ``None`` where the modes were
+    #: rebuilt from a model's buffers that do not keep it
+    radius: Tensor | None = None
 
     @property
     def num_radii(self) -> int:
@@ -67,7 +70,9 @@ def radial_modes(height: int, width: int) -> RadialModes:
         weight[:, -1] = 1.0
     counts = torch.zeros(int(group.max()) + 1, dtype=weight.dtype).index_add_(0, group.reshape(-1),
                                                                               weight.reshape(-1))
-    return RadialModes(group, weight, counts, (int(height), int(width)))
+    radius = torch.zeros(counts.shape[0], dtype=torch.float64).scatter_(
+        0, group.reshape(-1), radius2.reshape(-1).double().sqrt() / (height * width))
+    return RadialModes(group, weight, counts, (int(height), int(width)), radius)
 
 
 def radial_power(r: Tensor, modes: RadialModes) -> Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from nflows.transforms.splines.rational_quadratic import (
@@ -50,6 +50,13 @@ class MapFlow(ConditionalDensity):
     non-Gaussianity such as a lognormal field's (y = e^{G} − κ₀ with G Gaussian is exactly g = log, then F),
     and further blocks mix the two. Channels are filtered separately (no cross-spectra).
 
+    The filters' log-gains share their dependence on the context across radii (``filter_network="radial"``,
+    :class:`RadialGain`): log γ(|k|; c) = Σ_j a_j(c) B_j(|k|) + b_|k| with learned radial functions B_j, so that
+    how the spectrum moves with c is learned jointly across radii (each radius of a small map has only 4–8 modes
+    per training map, too few to learn its own dependence on c), while the free offsets b_|k| keep any radial
+    shape. ``"per_radius"`` gives every radius its own output of an MLP of c (the former architecture: noisier
+    conditional spectra, most at the prior's edges).
+
     Every conditioner's last layer starts at zero and the splines at the identity (equal bins, unit knot
     derivatives), so a fresh model is N(0, I) on the standardised pixels.
 
@@ -60,11 +67,15 @@ class MapFlow(ConditionalDensity):
         tail_bound: spline interval half-width, in the units of the standardised, rescaled map u.
         stationary: ``False`` gives a and s one value per pixel (a non-stationary mean and variance map, for
             fields that are not statistically homogeneous); the model is then no longer translation-invariant.
+        filter_network: ``"radial"`` (default) or ``"per_radius"``, the filters' conditioner (above). Models
+            saved before the option load as ``"per_radius"``.
     """
 
     family = "mapflow"
     data_kinds = frozenset({"map"})
-    training_defaults = {"max_batch_size": 512, "learning_rate": 2e-3}
+    # the validation loss of a conditional spectrum flattens long before its values at the prior's edges settle
+    training_defaults = {"max_batch_size": 512, "learning_rate": 2e-3, "patience": 30}
+    filter_networks = ("radial", "per_radius")
 
     def __init__(
         self,
@@ -73,6 +84,7 @@ class MapFlow(ConditionalDensity):
         num_bins: int = 8,
         tail_bound: float = 5.0,
         stationary: bool = True,
+        filter_network: str = "radial",
     ) -> None:
         super().__init__()
         if blocks < 1 or hidden_features < 1 or num_bins < 1:
@@ -80,15 +92,19 @@ class MapFlow(ConditionalDensity):
                              f"{num_bins}")
         if not tail_bound > 0:
             raise ValueError(f"tail_bound must be > 0; got {tail_bound}")
+        if filter_network not in self.filter_networks:
+            raise ValueError(f"filter_network must be one of {self.filter_networks}; got {filter_network!r}")
         self.blocks = int(blocks)
         self.hidden_features = int(hidden_features)
         self.num_bins = int(num_bins)
         self.tail_bound = float(tail_bound)
         self.stationary = bool(stationary)
+        self.filter_network = filter_network
+        self._register_load_state_dict_pre_hook(_filters_from_state, with_module=True)
 
     def config(self) -> dict[str, Any]:
         return dict(blocks=self.blocks, hidden_features=self.hidden_features, num_bins=self.num_bins,
-                    tail_bound=self.tail_bound, stationary=self.stationary)
+                    tail_bound=self.tail_bound, stationary=self.stationary, filter_network=self.filter_network)
 
     # ------------------------------------------------------------------------------------------- building
     def _build(self) -> None:
@@ -101,6 +117,7 @@ class MapFlow(ConditionalDensity):
         # eigenvalue multiplicity of each radius on the full frequency grid (the log-determinant's weights)
         self.register_buffer("_counts", modes.counts.float())  # [R]
         self.num_radii = int(modes.counts.shape[0])
+        self._radius = modes.radius.float()  # [R] |k| in cycles per pixel, for the radial filter networks
         f = self.context_features
         k = self.num_bins
         # one shift and log-scale per channel, or per pixel for a non-stationary field
@@ -113,7 +130,14 @@ class MapFlow(ConditionalDensity):
             with torch.no_grad():  # unit inner knot derivatives: the spline starts as the identity
                 spline.bias_view(c, 3 * k - 1)[:, 2 * k:] = math.log(math.expm1(1.0 - DEFAULT_MIN_DERIVATIVE))
             self.splines.append(spline)
-            self.filters.append(Conditioner(f, c * self.num_radii, self.hidden_features))
+            self.filters.append(self._filter_conditioner())
+
+    def _filter_conditioner(self) -> nn.Module:
+        """One block's log-gain network: ``(c [n, f] or None, n)`` → ``[n, C · R]``."""
+        channels = self._chw[0]
+        if self.filter_network == "per_radius":
+            return Conditioner(self.context_features, channels * self.num_radii, self.hidden_features)
+        return RadialGain(self.context_features, channels, self._radius, self.hidden_features)
 
     # ------------------------------------------------------------------------------------------ transform
     def _layer_params(self, c: Tensor | None, n: int) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor]]:
@@ -192,6 +216,67 @@ class MapFlow(ConditionalDensity):
             u, _ = self._filter(u, log_gain, -1.0)
             u, _ = self._spline(u, spline, inverse=True)
         return (u * torch.exp(log_scale) + shift).reshape(u.shape[0], *self.y_shape)
+
+
+class RadialGain(nn.Module):
+    r"""An isotropic filter's log-gains at every radius, with their dependence on the context shared across radii:
+
+        log γ_ch(r; c) = Σ_j a_{ch, j}(c) B_j(ρ_r) + b_{ch, r},
+
+    a low-rank expansion on J learned radial functions B_j (a two-layer network of the radius features ρ_r:
+    log(|k_r| / k_min) / log(k_max / k_min), 1{k_r = 0}, and ``RADIAL_CENTRES`` Gaussian bumps of width one
+    spacing at log-spaced centres from k_min to k_max), whose coefficients a(c) are a two-layer network
+    of the context with its last layer starting at zero, plus free offsets b ``[C, R]`` (zero at start: a fresh
+    filter is the identity). The per-radius conditioner is the special case B = I (J = R); smooth shared B_j pool
+    the training maps' evidence on how the spectrum moves with c over many radii instead of the 4–8 modes of
+    one, while b still gives every radius its own level. Without a context (``features`` ``None``) the gains
+    are the offsets alone.
+
+    Args:
+        features: context features f, or ``None``.
+        channels: C.
+        radius: ``[R]`` |k| of each radius, cycles per pixel (0 for the mean mode).
+        hidden: width of the hidden layers and number J of radial functions.
+    """
+
+    RADIAL_CENTRES: ClassVar[int] = 16
+
+    def __init__(self, features: int | None, channels: int, radius: Tensor, hidden: int) -> None:
+        super().__init__()
+        positive = radius[radius > 0]
+        k_min, k_max = (float(positive.min()), float(positive.max())) if positive.numel() else (1.0, 1.0)
+        log_k = torch.log(radius.clamp_min(k_min / 2) / k_min)
+        # bumps of width one spacing at RADIAL_CENTRES log-spaced centres: the sparse low-|k| radii get inputs of
+        # their own, so that the shared functions are not forced smooth where the radii are far apart
+        centres = torch.linspace(0.0, math.log(k_max / k_min), self.RADIAL_CENTRES, dtype=log_k.dtype)
+        width = float(centres[1] - centres[0]) if len(centres) > 1 and k_max > k_min else 1.0
+        bumps = torch.exp(-0.5 * ((log_k[:, None] - centres) / width) ** 2) * (radius > 0).to(log_k)[:, None]
+        scaled = log_k / max(math.log(k_max / k_min), 1.0)
+        self.register_buffer("rho", torch.cat([scaled[:, None], (radius == 0).to(log_k)[:, None], bumps], dim=1))
+        self.offset = nn.Parameter(torch.zeros(channels, radius.shape[0]))
+        self.channels = channels
+        self.coefficients = self.basis = None
+        if features:
+            self.coefficients = Conditioner(features, channels * hidden, hidden)  # a(c), zero at start
+            self.basis = nn.Sequential(nn.Linear(self.rho.shape[1], hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                       nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, c: Tensor | None, n: int) -> Tensor:
+        """``[n, C · R]`` log-gains (channel-major) for the context rows ``c`` ``[n, f]`` (``None``: unconditional)."""
+        if self.coefficients is None:
+            return self.offset.reshape(1, -1).expand(n, -1)
+        a = self.coefficients(c, n).reshape(n, self.channels, -1)  # [n, C, J]
+        return (a @ self.basis(self.rho).T + self.offset).reshape(n, -1)  # [n, C, R]
+
+
+def _filters_from_state(module: MapFlow, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """A state dict written before ``filter_network`` existed holds per-radius conditioners: the model rebuilds
+    its filters that way before loading it."""
+    if (module.built and module.filter_network == "radial" and f"{prefix}filters.0.final.weight" in state_dict
+            and f"{prefix}filters.0.offset" not in state_dict):
+        module.filter_network = "per_radius"
+        device = module.shift_scale.final.weight.device
+        module.filters = nn.ModuleList([module._filter_conditioner().to(device) for _ in range(module.blocks)])
 
 
 def shared_spline(

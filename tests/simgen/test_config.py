@@ -64,6 +64,8 @@ def test_budget_presets_and_explicit_keys():
         ('simulator = "two_moons"\n[emulator]\nembedding = "flatten"\n', "emulator.embedding", ["no embedding"]),
         ('simulator = "two_moons"\n[simulation]\nnum_simulations = -5\n', "simulation.num_simulations", [">= 10"]),
         ('simulator = "two_moons"\n[evaluation]\nspectrum_maps = 0\n', "evaluation.spectrum_maps", [">= 1"]),
+        ('simulator = "cosmology_maps"\n[likelihood]\noptions = { filter_network = "smooth" }\n', "likelihood.options",
+         ["filter_network must be one of", "per_radius"]),
         ('simulator = "two_moons"\n[simulation]\nexecutor = "slurm"\n', "simulation.executor", ["dask", "tcp://"]),
         ('simulator = "two_moons"\n[observations]\ntheta = [[0.1, 0.2, 0.3]]\n', "observations.theta",
          ["d_theta = 2"]),

@@ -16,12 +16,14 @@ def _perturbed(model: MapFlow, scale: float = 0.3, seed: int = 0) -> MapFlow:
     return model
 
 
-@pytest.mark.parametrize("stationary", [True, False])
+@pytest.mark.parametrize(("stationary", "filter_network"), [(True, "radial"), (False, "radial"),
+                                                           (True, "per_radius")])
 @pytest.mark.parametrize("y_shape", [(4, 4), (2, 4, 6)])
-def test_log_prob_is_the_change_of_variables(y_shape, stationary):
+def test_log_prob_is_the_change_of_variables(y_shape, stationary, filter_network):
     """log p equals log N(z) + log|det ∂z/∂y| with a brute-force Jacobian of the model's own map y ↦ z."""
     torch.manual_seed(0)
-    model = _perturbed(MapFlow(blocks=2, hidden_features=8, stationary=stationary).build(y_shape, 3).double())
+    model = _perturbed(MapFlow(blocks=2, hidden_features=8, stationary=stationary, filter_network=filter_network)
+                       .build(y_shape, 3).double())
     y, c = 1.5 * torch.randn(3, *y_shape, dtype=torch.float64), torch.randn(3, 3, dtype=torch.float64)
     d = math.prod(y_shape)
     log_p = model.log_prob(y, c)
@@ -58,10 +60,11 @@ def test_density_integrates_to_one_on_a_2x2_field():
         assert abs(mass - 1.0) < 4 * se, (mass, se)
 
 
+@pytest.mark.parametrize("filter_network", MapFlow.filter_networks)
 @pytest.mark.parametrize("y_shape", [(8, 8), (2, 6, 10)])
-def test_log_prob_is_invariant_under_every_shift_on_the_torus(y_shape):
+def test_log_prob_is_invariant_under_every_shift_on_the_torus(y_shape, filter_network):
     torch.manual_seed(2)
-    model = _perturbed(MapFlow(blocks=2, hidden_features=8).build(y_shape, 2).double())
+    model = _perturbed(MapFlow(blocks=2, hidden_features=8, filter_network=filter_network).build(y_shape, 2).double())
     y, c = torch.randn(2, *y_shape, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
     h, w = y_shape[-2:]
     with torch.no_grad():
@@ -105,10 +108,49 @@ def test_unconditional_model_and_bad_arguments():
         MapFlow().build((16,), 3)
     with pytest.raises(ValueError, match=">= 1"):
         MapFlow(blocks=0)
+    with pytest.raises(ValueError, match="filter_network must be one of"):
+        MapFlow(filter_network="smooth")
     with pytest.raises(ValueError, match="shape"):
         model.log_prob(torch.randn(2, 4, 5), None)
     assert FAMILIES["mapflow"] is MapFlow
     assert MapFlow(**MapFlow(blocks=3, num_bins=4).config()).config() == MapFlow(blocks=3, num_bins=4).config()
+
+
+def test_the_radial_filter_network_gives_every_radius_its_gain_from_one_shared_network():
+    """The filter's log-gains are the offsets alone while the last layer is zero, then move with the context;
+    an unconditional model has the offsets alone."""
+    model = MapFlow(blocks=1, hidden_features=8).build((8, 8), 2)
+    gain = model.filters[0]
+    assert gain.offset.shape == (1, model.num_radii) and gain.rho.shape == (model.num_radii, 2 + gain.RADIAL_CENTRES)
+    with torch.no_grad():
+        gain.offset.copy_(torch.linspace(-1, 1, model.num_radii))
+        c = torch.randn(3, 2)
+        torch.testing.assert_close(gain(c, 3), gain.offset.reshape(1, -1).expand(3, -1))
+        torch.nn.init.normal_(gain.coefficients.final.weight)
+        out = gain(c, 3)
+    assert out.shape == (3, model.num_radii) and not torch.allclose(out[0], out[1])
+    assert model.filters[0].rho[0, 1] == 1 and model.filters[0].rho[1:, 1].eq(0).all()  # the mean mode flagged
+    unconditional = MapFlow(blocks=1).build((4, 4), None)
+    assert unconditional.filters[0].basis is None and unconditional.filters[0](None, 2).shape == (2, 6)
+
+
+def test_a_state_dict_from_before_filter_network_loads_per_radius():
+    """A model saved before ``filter_network`` existed (per-radius conditioners, no key in its config) loads as
+    ``"per_radius"`` and gives the same log p; a radial model's state dict loads as radial."""
+    torch.manual_seed(4)
+    old = _perturbed(MapFlow(blocks=2, hidden_features=8, filter_network="per_radius").build((6, 6), 2))
+    config = {k: v for k, v in old.config().items() if k != "filter_network"}  # as saved then
+    new = MapFlow(**config).build((6, 6), 2)
+    assert new.filter_network == "radial"  # the default for new models
+    new.load_state_dict(old.state_dict())
+    assert new.filter_network == "per_radius" and new.config()["filter_network"] == "per_radius"
+    y, c = torch.randn(4, 6, 6), torch.randn(4, 2)
+    torch.testing.assert_close(new.log_prob(y, c), old.log_prob(y, c), rtol=0, atol=0)
+    radial = _perturbed(MapFlow(blocks=2, hidden_features=8).build((6, 6), 2))
+    reloaded = MapFlow(**radial.config()).build((6, 6), 2)
+    reloaded.load_state_dict(radial.state_dict())
+    assert reloaded.filter_network == "radial"
+    torch.testing.assert_close(reloaded.log_prob(y, c), radial.log_prob(y, c), rtol=0, atol=0)
 
 
 def _gaussian_field(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,3 +180,19 @@ def test_trains_samples_and_round_trips_through_an_estimator(tmp_path, stationar
     torch.testing.assert_close(loaded.log_prob(x[:5], theta[:5]), emu.log_prob(x[:5], theta[:5]))
     torch.testing.assert_close(loaded.sample(3, theta[0], generator=torch.Generator().manual_seed(1)),
                                emu.sample(3, theta[0], generator=torch.Generator().manual_seed(1)))
+
+
+def test_an_emulator_file_from_before_filter_network_loads_with_its_log_prob(tmp_path, monkeypatch):
+    """``simgen.load`` of a file whose family config has no ``filter_network`` (written before the option)."""
+    theta, x = _gaussian_field(256, 8, seed=1)
+    prior = torch.distributions.Independent(torch.distributions.Uniform(torch.zeros(2), torch.tensor([1.0, 2.0])), 1)
+    emu = simgen.LikelihoodEstimator(prior, model=MapFlow(blocks=1, hidden_features=8, filter_network="per_radius"))
+    emu.fit(theta, x, seed=0, progress=False, max_epochs=2)
+    config = MapFlow.config
+    monkeypatch.setattr(MapFlow, "config", lambda self: {k: v for k, v in config(self).items()
+                                                         if k != "filter_network"})
+    emu.save(str(tmp_path / "old.pt"))
+    monkeypatch.undo()
+    loaded = simgen.load(str(tmp_path / "old.pt"))
+    assert loaded.density.density.filter_network == "per_radius"
+    torch.testing.assert_close(loaded.log_prob(x[:5], theta[:5]), emu.log_prob(x[:5], theta[:5]))
