@@ -17,7 +17,7 @@ from .base import ConditionalDensity
 from .flow import spline_points
 from .fourier import radial_modes
 
-__all__ = ["MapFlow"]
+__all__ = ["MapFlow", "RadialGain"]
 
 
 class MapFlow(ConditionalDensity):
