@@ -636,7 +636,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
-    for name in ("num", "num_simulations", "workers", "chunk_size", "threads", "num_observations", "max_epochs"):
+    for name in ("num", "num_simulations", "workers", "chunk_size", "threads", "num_observations", "max_epochs",
+                 "emulator_samples", "spectrum_maps"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1; got {value}")

@@ -207,8 +207,8 @@ training = { patience = 15 }
 
 [likelihood]
 model = "flow"                         # on maps the map flow (MapFlow): exact log p, one-pass sampling
-training = { max_time = 240 }          # all 50 000 maps, about 15 passes (the low-l power at the prior's
-                                       # edges needs every map)
+training = { max_time = 240 }          # on all 50 000 maps (the low-l power at the prior's edges needs
+                                       # every map)
 
 [observations]                         # held-out simulations (3; 2 with budget "tiny"), compared with the
                                        # exact posterior

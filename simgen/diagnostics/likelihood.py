@@ -367,10 +367,9 @@ def compare_likelihood(
         spectrum_samples: draws of each per θ for the power-spectrum comparison of maps
             (:class:`SpectrumComparison`: bin ratios and the correlations of log C_ℓ across maps); above
             ``num_samples`` the extra maps are drawn in chunks and only their spectra are kept. A correlation
-            estimated from n maps has a standard error of about 1/√n, so the largest of the k(k − 1)/2 errors
-            over m θ rows is noise-dominated at a few hundred maps (two simulated sets of 512 32 × 32 maps
-            differ by ~0.2 at 3 θ and 16 bins) and needs thousands to resolve a 0.1 difference. ``None``:
-            ``num_samples``.
+            estimated from n maps has a standard error of about 1/√n, so the largest of the m k(k − 1)/2 errors
+            is noise-dominated at a few hundred maps and needs thousands to resolve a 0.1 difference. ``None``
+            (or a value at most ``num_samples``): the ``num_samples`` draws.
         gap: compute the likelihood gap (``None``: when the simulator is tractable and the emulator has
             ``log_prob``).
         c2st_tolerance: C2ST accuracy above which the comparison is flagged.
@@ -418,10 +417,9 @@ def compare_likelihood(
                                                   torch.stack([s[name] for s in emu_stats]))
         spectra = [torch.stack([s["power_spectrum"] for s in stats]) for stats in (sim_stats, emu_stats)]
         for j, c in enumerate(chunks):
-            for which, (obj, chunk_seed) in enumerate(((simulator, seeds[2 + 2 * j]),
-                                                        (emulator, seeds[3 + 2 * j]))):
-                maps = (_simulate(simulator, theta, c, chunk_seed) if obj is simulator
-                        else draw(emulator, c, theta, chunk_seed, m, "emulator"))
+            extra = (_simulate(simulator, theta, c, seeds[2 + 2 * j]), draw(emulator, c, theta, seeds[3 + 2 * j], m,
+                                                                            "emulator"))
+            for which, maps in enumerate(extra):
                 ps = binned_power_spectrum(maps.reshape(m * c, *x_shape), **({} if side is None else {"side": side}))
                 spectra[which] = torch.cat([spectra[which], ps.reshape(m, c, -1)], dim=1)
         spectrum = SpectrumComparison.from_spectra(spectra[0], spectra[1], alpha=alpha)

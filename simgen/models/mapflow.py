@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from nflows.transforms.splines.rational_quadratic import (
@@ -18,6 +18,8 @@ from .flow import spline_points
 from .fourier import radial_modes
 
 __all__ = ["MapFlow", "RadialGain"]
+
+FilterNetwork = Literal["radial", "per_radius"]
 
 
 class MapFlow(ConditionalDensity):
@@ -84,7 +86,7 @@ class MapFlow(ConditionalDensity):
         num_bins: int = 8,
         tail_bound: float = 5.0,
         stationary: bool = True,
-        filter_network: str = "radial",
+        filter_network: FilterNetwork = "radial",
     ) -> None:
         super().__init__()
         if blocks < 1 or hidden_features < 1 or num_bins < 1:

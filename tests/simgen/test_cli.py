@@ -179,6 +179,9 @@ def test_train_sample_evaluate_and_report_on_the_run(default_run, tmp_path, caps
                  str(tmp_path / "eval_emulator"), "--threads", "1", "--quiet"]) == 0
     result = json.loads((tmp_path / "eval_emulator" / "evaluation.json").read_text())
     assert result["emulator"]["spectrum_maps"] == 50
+    assert main(["evaluate", "--model", str(out / "emulator.pt"), "--simulator", "cosmology_maps",
+                 "--spectrum-maps", "0", "--quiet"]) == 2
+    assert "--spectrum-maps must be at least 1" in capsys.readouterr().err
     (out / "report.html").unlink()
     assert main(["report", str(out), "--quiet"]) == 0
     assert (out / "report.html").read_text().count("<img") >= len(json.loads((out / "summary.json").read_text())
