@@ -215,6 +215,8 @@ def main() -> None:
     parser.add_argument("--model-options", default="{}",
                         help='constructor arguments of the other simgen families, as JSON, e.g. '
                              '\'{"whiten": "mapflow"}\'')
+    parser.add_argument("--estimator-options", default="{}",
+                        help='LikelihoodEstimator arguments as JSON, e.g. \'{"log_theta": false}\'')
     parser.add_argument("--fit-settings", default="{}",
                         help='training settings for every simgen family, as JSON, e.g. \'{"patience": 30}\'')
     parser.add_argument("--spectrum-grid", type=int, default=0, metavar="N",
@@ -255,7 +257,7 @@ def main() -> None:
                 fitted = emu.history
             else:
                 model = family_model(name, json.loads(args.mapflow_config), json.loads(args.model_options))
-                emu = simgen.LikelihoodEstimator(sim.prior, model=model)
+                emu = simgen.LikelihoodEstimator(sim.prior, model=model, **json.loads(args.estimator_options))
                 settings = json.loads(args.fit_settings) | ({} if args.max_time is None else
                                                             {"max_time": args.max_time})
                 fitted = emu.fit(theta, x, seed=args.seed, progress=False, **settings)
@@ -282,6 +284,7 @@ def main() -> None:
                       if not isinstance(v, list)}
         row = dict(family=name, setting=setting, mapflow_config=args.mapflow_config if name == "mapflow" else None,
                    fit_settings=None if name == "sbi" else args.fit_settings, loaded_from=args.load_dir,
+                   estimator_options=None if name == "sbi" else args.estimator_options,
                    model_options=None if name in ("sbi", "mapflow", "flow", "maf") else args.model_options,
                    num_maps=args.num_maps, num_held_out=held_out, gap_per_pixel=gap, gap_se=se,
                    gap_per_map=gap * pixels, **stats,

@@ -231,6 +231,10 @@ def _train(args: argparse.Namespace) -> int:
         if args.direction != "likelihood":
             raise UsageError("--discrete-model is for --direction likelihood (how x's discrete columns are modelled)")
         spec.discrete_model = args.discrete_model
+    if args.log_theta is not None:
+        if args.direction != "likelihood":
+            raise UsageError("--log-theta is for --direction likelihood (whose context is θ)")
+        spec.log_theta = _log_theta_arg(args.log_theta)
     from .estimators.gold import DENSITY_GOLD_MODES, GOLD_MODES, check_gold_options, gold_terms
 
     if args.gold is not None or args.gold_weight is not None:
@@ -324,7 +328,7 @@ def _train_rank(args: argparse.Namespace, config: Any, sim: Any, store: Any, spe
         estimator = simgen.LikelihoodEstimator(sim.prior, make_model(model_for(spec.model, x_kind), spec.options),
                                                simulator=sim, device=_device(config),
                                                discrete_model=spec.discrete_model, gold=spec.gold,
-                                               gold_weight=spec.gold_weight)
+                                               gold_weight=spec.gold_weight, log_theta=spec.log_theta)
     history = estimator.fit(store, seed=config.seed, progress=not args.quiet and is_main_process(),
                             checkpoint=args.checkpoint, **spec.training)
     say(f"  {history.epochs} epochs in {history.wall_time:.0f} s, best validation loss "
@@ -333,6 +337,19 @@ def _train_rank(args: argparse.Namespace, config: Any, sim: Any, store: Any, spe
         estimator.save(args.out)
         say(f"wrote {args.out}")
     return EXIT_OK
+
+
+def _log_theta_arg(text: str) -> bool | list[int]:
+    """``--log-theta``: ``true``, ``false`` or dimensions ``0,1`` (as the config's ``log_theta``)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        dims = [int(i) for i in text.split(",")]
+    except ValueError:
+        dims = [-1]
+    if any(i < 0 for i in dims):
+        raise UsageError(f"--log-theta must be true, false or dimensions such as 0,1; got {text!r}")
+    return dims
 
 
 def _read_array(text: str, what: str) -> Any:
@@ -570,6 +587,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--discrete-model", choices=("mnle", "dequantize"), default=None,
                        help="likelihood: how the simulator's discrete x columns are modelled, by a categorical "
                             "network (mnle, the default for a flow) or by dequantisation")
+    train.add_argument("--log-theta", default=None, metavar="true|false|0,1",
+                       help="likelihood: which θ enter the network as log θ: true (those on which the prior is "
+                            "positive; the default), false (none), or a comma-separated list of dimensions")
     train.add_argument("--gold", choices=("score", "ratio", "ratio+score"), default=None,
                        help="train on the store's gold: score (the joint score: SCANDAL for a flow, the score term "
                             "for a ratio), ratio or ratio+score (the joint log ratio, --direction ratio only: "

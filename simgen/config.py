@@ -77,7 +77,7 @@ _TOP_KEYS = ("seed", "device", "budget", "simulator", "simulation", "posterior",
 _SIMULATOR_KEYS = ("name", "options")
 _SIMULATION_KEYS = ("num_simulations", "chunk_size", "store", "workers", "executor", "gold", "gold_reference")
 _MODEL_KEYS = ("enabled", "model", "embedding", "options", "training", "mcmc", "num_train", "discrete_model", "gold",
-               "gold_weight")
+               "gold_weight", "log_theta")
 _RATIO_KEYS = ("enabled", "model", "embedding", "options", "training", "num_train", "gold", "gold_weight")
 _JOINT_KEYS = ("enabled", "model", "options", "training", "num_train")
 _OBSERVATION_KEYS = ("held_out", "theta", "file", "true_theta")
@@ -114,6 +114,9 @@ class ModelConfig:
     #: ``"ratio+score"`` (both); weight ``gold_weight`` (see :mod:`simgen.estimators.gold`); ``None``: plain
     gold: str | None = None
     gold_weight: float = 0.1  #: simgen.estimators.gold.DEFAULT_GOLD_WEIGHT (not imported here: torch-free)
+    #: likelihoods: the θ dimensions fed as log θ: ``True`` the prior's positive ones (``None``: the estimator's
+    #: default, which is that), ``False`` none, or a list (see :class:`~simgen.LikelihoodEstimator`)
+    log_theta: bool | list[int] | None = None
 
 
 @dataclass
@@ -265,6 +268,7 @@ model = "flow"               # "flow" (on maps: "mapflow") | "cnf" | "diffusion"
 mcmc = false                 # also infer theta by MCMC on the emulator's likelihood
 # discrete_model = "mnle"    # x's discrete columns (the simulator's x_discrete): "mnle" (categorical network +
                              # flow, the default for a flow) | "dequantize" (uniform noise, other families)
+# log_theta = true           # feed theta as log theta where the prior is positive (the default) | false | [0, 1]
 options = {}                 # e.g. { whiten = "mapflow" } (a cnf or diffusion on maps whitened by a map flow),
                              # { filter_network = "per_radius" } (the map flow's former filters)
 training = {}
@@ -436,6 +440,11 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
         if direction != "likelihood":
             raise ConfigError(f"{key}.discrete_model", "only [likelihood] models x's discrete columns")
         discrete_model = _str(table["discrete_model"], f"{key}.discrete_model", ("mnle", "dequantize"))
+    log_theta = None
+    if "log_theta" in table:
+        if direction != "likelihood":
+            raise ConfigError(f"{key}.log_theta", "only [likelihood] has θ as its context")
+        log_theta = _log_theta(table["log_theta"], f"{key}.log_theta")
     gold, gold_weight = _gold(table, key, ratio=False)
     if gold is not None:
         from .models import MODELS as _MODELS
@@ -445,7 +454,16 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
             raise ConfigError(f"{key}.gold", f"gold = \"score\" trains the θ-gradient of an exact log-density; the "
                               f"{model} family's log_prob is {kind!r}: use model = \"flow\"")
     return ModelConfig(enabled, model, dict(options), _training(training, f"{key}.training"),
-                       embedding, mcmc, num_train, nproc, discrete_model, gold, gold_weight)
+                       embedding, mcmc, num_train, nproc, discrete_model, gold, gold_weight, log_theta)
+
+
+def _log_theta(value: Any, key: str) -> bool | list[int]:
+    """``log_theta``: a boolean or a list of θ dimensions (integers ≥ 0)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value):
+        return list(value)
+    raise ConfigError(key, f"must be true, false or a list of theta dimensions such as [0, 1]; got {value!r}")
 
 
 def _gold(table: dict[str, Any], key: str, *, ratio: bool) -> tuple[str | None, float]:

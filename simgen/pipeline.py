@@ -271,7 +271,8 @@ def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, 
     kind = getattr(simulator, "x_kind", None) or infer_x_kind(tuple(x.shape[1:]))
     family = make_model(model_for(spec.model, kind), spec.options)
     emu = simgen.LikelihoodEstimator(simulator.prior, family, simulator=simulator, device=_device(config),
-                                     discrete_model=spec.discrete_model, gold=spec.gold, gold_weight=spec.gold_weight)
+                                     discrete_model=spec.discrete_model, gold=spec.gold, gold_weight=spec.gold_weight,
+                                     log_theta=spec.log_theta)
     history = emu.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint,
                       gold=_gold_rows(gold, spec), **spec.training)
     say(f"  emulator ({family.family}, {theta.shape[0]} simulations): {history.epochs} epochs in "

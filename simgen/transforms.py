@@ -14,6 +14,8 @@ so every transform here reports ``log_abs_det_jacobian(y)`` = log |det ∂T/∂y
 * :class:`LinearResidual` subtracts y's least-squares linear regression on the context and rescales by the
   residual spread, so that the family starts from the best linear-Gaussian model and learns what is left.
 * :class:`Dequantize` turns integer-valued dimensions into continuous ones by uniform noise while training.
+* :class:`LogPositive` takes the log of a likelihood's positive parameters (:func:`positive_dims`) before they are
+  standardised: a fixed map of the context, which needs no Jacobian.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch.distributions import Distribution, Transform, biject_to, constraints
 from .utils import rand
 
 __all__ = ["Standardize", "SupportBijection", "ProbitBox", "SUPPORT_MAPS", "LinearResidual", "Dequantize",
-           "support_bounds"]
+           "LogPositive", "positive_dims", "support_bounds"]
 
 #: how :class:`SupportBijection` maps a box: ``"logit"`` (torch's ``biject_to``) or ``"probit"`` (:class:`ProbitBox`)
 SUPPORT_MAPS = ("logit", "probit")
@@ -381,3 +383,55 @@ class Dequantize(nn.Module):
         idx = list(self.indices)
         y[:, idx] = torch.floor(y[:, idx])
         return y
+
+
+def positive_dims(prior: Distribution) -> tuple[int, ...]:
+    """The dimensions of θ ``[d]`` on which ``prior``'s support is positive: an interval whose lower bound is
+    above 0, or the open half-line (0, ∞) (a log-normal prior; not [0, ∞), a gamma's or half-normal's
+    support in torch). ``()`` for a support it cannot read."""
+    support = prior.support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    (d,) = prior.event_shape
+    if isinstance(support, type(constraints.positive)) and float(support.lower_bound) >= 0:
+        return tuple(range(d))
+    lower, _ = support_bounds(support)
+    if lower is None:
+        return ()
+    lower = lower.expand(d)
+    return tuple(i for i in range(d) if lower[i] > 0)
+
+
+class LogPositive(nn.Module):
+    r"""c ↦ (log c_i for i in ``dims``, c_i elsewhere), rows ``[n, d]``: a likelihood's context before it is
+    standardised.
+
+    A parameter that scales the data (an amplitude such as σ_8, a rate, a mass) usually acts on log x through
+    log θ: a log-normal field's or a Gaussian field's log power is linear in log σ_8. Fed as log θ, such a
+    dependence is one linear direction for the network, and it stays right at the edges of the prior, where a
+    network of θ itself, fitted to fewer simulations there, bends towards the interior. The map is fixed and
+    applies to the conditioning variable only, so no Jacobian enters log q(x | θ). Values ≤ 0 (outside the
+    support: MCMC proposals the prior rejects anyway) are clamped to the smallest positive float first, so that
+    the output and its gradient stay finite.
+
+    Args:
+        features: d.
+        dims: the dimensions to take the log of (:func:`positive_dims` of the prior).
+    """
+
+    def __init__(self, features: int, dims: tuple[int, ...] | list[int]) -> None:
+        super().__init__()
+        dims = tuple(int(i) for i in dims)
+        if any(not 0 <= i < features for i in dims):
+            raise ValueError(f"log dimensions must lie in [0, {features}); got {list(dims)}")
+        mask = torch.zeros(features, dtype=torch.bool)
+        mask[list(dims)] = True
+        self.dims = dims
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, c: Tensor) -> Tensor:
+        """``[n, d]`` → ``[n, d]``."""
+        # the log of the clamped rows everywhere, then selected: torch.where would pass a NaN gradient from log
+        # of a negative entry in an unselected branch
+        log_c = torch.log(c.clamp_min(torch.finfo(c.dtype).tiny))
+        return torch.where(self.mask, log_c, c)

@@ -23,7 +23,7 @@ from .. import nets
 from ..models import MODELS, ConditionalDensity, TransformedDensity, make_model, model_for
 from ..training import StoreBatches, TrainingConfig, TrainingHistory, distributed, train
 from ..training.checkpoint import checkpoint_seed
-from ..transforms import SUPPORT_MAPS, Dequantize, LinearResidual, Standardize, SupportBijection
+from ..transforms import SUPPORT_MAPS, Dequantize, LinearResidual, LogPositive, Standardize, SupportBijection
 from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows, default_device
 from . import ingest, sequential
 from .gold import (
@@ -246,6 +246,11 @@ class Estimator:
         """The context's embedding and standardisation (the user's ``embedding=`` when given)."""
         raise NotImplementedError
 
+    def context_map(self, c_shape: tuple[int, ...]) -> LogPositive | None:
+        """The fixed map of the context before its standardisation: none here; a likelihood's log of its positive
+        parameters (:class:`~simgen.transforms.LogPositive`)."""
+        return None
+
     # ----------------------------------------------------------------- data checks
     @property
     def d_theta(self) -> int:
@@ -336,7 +341,7 @@ class Estimator:
         if self.linear_baseline and len(y_shape) == 1 and len(c_shape) == 1 and y_std.enabled:
             residual = LinearResidual(y_shape[0], c_shape[0], fixed=y_std.fixed)
         return TransformedDensity(family, y_std, c_std, embedding, support=support, dequantize=dequantize,
-                                  residual=residual)
+                                  residual=residual, context_map=self.context_map(c_shape))
 
     def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """``(y_shape, c_shape)`` of the fitted data."""
@@ -388,14 +393,15 @@ class Estimator:
 
         if streaming:  # standardisation statistics from one pass over the chunks
             ingest.fit_streaming(density.y_standardize, density.c_standardize,
-                                 ((prepared(yb), cb) for yb, cb in data.iter_rows()), reduce=reduce)
+                                 ((prepared(yb), density.mapped_context(cb)) for yb, cb in data.iter_rows()),
+                                 reduce=reduce)
         else:
             density.y_standardize.fit(prepared(data[0]))
-            density.c_standardize.fit(data[1])
+            density.c_standardize.fit(density.mapped_context(data[1]))
         if density.residual is not None:  # regression of the standardised y on the standardised context
             rows = data.iter_rows() if streaming else [data]
-            density.residual.fit(((density.y_standardize(prepared(yb)), density.c_standardize(cb)) for yb, cb in rows),
-                                 reduce=reduce)
+            density.residual.fit(((density.y_standardize(prepared(yb)), density.standardized_context(cb))
+                                  for yb, cb in rows), reduce=reduce)
         density.to(self.device)
         y, c = (data, None) if streaming else data
         start = next(iter(data.iter_rows())) if streaming else data
@@ -554,6 +560,11 @@ class Estimator:
         }
 
     @classmethod
+    def saved_options(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A subclass's own constructor arguments, as :meth:`config` saved them: none here."""
+        return {}
+
+    @classmethod
     def from_config(
         cls, config: dict[str, Any], *, prior: Distribution | None, embedding: nn.Module,
         device: str | torch.device | None = None,
@@ -562,7 +573,8 @@ class Estimator:
         the loader's half of :meth:`config`."""
         est = cls(prior, make_model(config["family"], config["family_config"]), embedding=embedding,
                   x_kind=config["x_kind"], discrete=config["discrete"], device=device,
-                  linear_baseline=config.get("linear_baseline", False), support_map=config.get("support_map", "logit"))
+                  linear_baseline=config.get("linear_baseline", False), support_map=config.get("support_map", "logit"),
+                  **cls.saved_options(config))
         est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
         est.gold, est.gold_weight = check_gold_options(config.get("gold"),
                                                        config.get("gold_weight", DEFAULT_GOLD_WEIGHT), cls.GOLD_MODES)

@@ -4,25 +4,54 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from .. import nets
 from ..io import register_estimator
 from ..models import ConditionalDensity, Flow, MixedDensity
 from ..models.mixed import MAX_CATEGORIES
 from ..training import StoreBatches, TrainingConfig, TrainingHistory, distributed
-from ..transforms import Dequantize, Standardize, SupportBijection
+from ..transforms import Dequantize, LogPositive, Standardize, SupportBijection, positive_dims
 from ..utils import check_positive_int
 from .base import Estimator, infer_x_kind
 from .validity import fit_validity
 
-__all__ = ["LikelihoodEstimator", "DISCRETE_MODELS"]
+__all__ = ["LikelihoodEstimator", "DISCRETE_MODELS", "check_log_theta"]
 
 #: how a likelihood models x's declared discrete columns (``discrete_model=``)
 DISCRETE_MODELS = ("mnle", "dequantize")
+
+
+def check_log_theta(log_theta: bool | Sequence[int] | None, prior: Distribution | None) -> tuple[int, ...]:
+    """The dimensions of θ a likelihood feeds as log θ (``LikelihoodEstimator(log_theta=)``): ``None`` or
+    ``True`` the prior's positive ones (:func:`~simgen.transforms.positive_dims`; none without a prior for
+    ``None``, an error for ``True``), ``False`` none, a list those, each of which must be positive under the
+    prior when one is given. Raises ValueError otherwise."""
+    if log_theta is None or log_theta is True:
+        if prior is None:
+            if log_theta:
+                raise ValueError("log_theta=True takes the prior's positive dimensions, and no prior was given: "
+                                 "pass the dimensions, e.g. log_theta=[0, 1]")
+            return ()
+        return positive_dims(prior)
+    if log_theta is False:
+        return ()
+    if isinstance(log_theta, (str, bytes)) or not isinstance(log_theta, Sequence) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in log_theta):
+        raise ValueError(f"log_theta must be True, False or a list of dimensions of theta (integers >= 0); got "
+                         f"{log_theta!r}")
+    dims = tuple(sorted(set(log_theta)))
+    if prior is not None:
+        outside = [i for i in dims if i not in positive_dims(prior)]
+        if outside:
+            raise ValueError(f"log_theta: the prior's support is not positive in dimension(s) {outside} (log θ is "
+                             f"defined for θ > 0 only); its positive dimensions are {list(positive_dims(prior))}")
+    return dims
 
 
 @register_estimator
@@ -43,6 +72,12 @@ class LikelihoodEstimator(Estimator):
             (:class:`~simgen.models.MixedDensity`). ``"dequantize"`` (the default for other families and for
             maps): uniform dequantisation of the integer columns, a lower bound on the discrete likelihood
             (:class:`~simgen.transforms.Dequantize`). Models saved with either keep loading as they were saved.
+        log_theta: which parameters enter the network as log θ (then standardised like the others;
+            :class:`~simgen.transforms.LogPositive`): ``True`` (the default when a prior is given) those on which
+            the prior's support is positive (:func:`~simgen.transforms.positive_dims`: a box above 0, a
+            log-normal prior), a list of dimensions, or ``False`` for none (θ as it is). An amplitude or
+            a rate acts multiplicatively, and the network then learns it as a linear direction, also at the
+            prior's edges. Models saved before the option keep θ as it is.
 
     Other Parameters:
         gold (str | None): ``"score"``: SCANDAL (Brehmer et al. 2020, arXiv:1805.12244), trained on the joint
@@ -56,12 +91,15 @@ class LikelihoodEstimator(Estimator):
     direction = "likelihood"
 
     def __init__(self, prior: Any = None, model: str | ConditionalDensity = "flow", *,
-                 discrete_model: str | None = None, **kwargs: Any) -> None:
+                 discrete_model: str | None = None, log_theta: bool | Sequence[int] | None = None,
+                 **kwargs: Any) -> None:
         if discrete_model is not None and discrete_model not in DISCRETE_MODELS:
             raise ValueError(f"discrete_model must be one of {DISCRETE_MODELS} or None (the default for the "
                              f"family); got {discrete_model!r}")
         super().__init__(prior, model, **kwargs)
         self.discrete_model = discrete_model
+        #: the dimensions of θ fed as log θ (``log_theta=``, resolved against the prior)
+        self.log_theta = check_log_theta(log_theta, self.prior)
         #: the model the user asked for; a fit with discrete columns under MNLE replaces ``model_spec`` by the
         #: mixed family built for the data's value ranges
         self.given_model = self.model_spec
@@ -146,6 +184,15 @@ class LikelihoodEstimator(Estimator):
         embedding = self.embedding if self.embedding is not None else nets.Flatten(c_shape)
         return embedding, Standardize(c_shape)
 
+    def context_map(self, c_shape: tuple[int, ...]) -> LogPositive | None:
+        """log θ in the dimensions :attr:`log_theta` (before the standardisation); ``None`` for none."""
+        if not self.log_theta:
+            return None
+        if len(c_shape) != 1 or max(self.log_theta) >= c_shape[0]:
+            raise ValueError(f"log_theta dimensions {list(self.log_theta)} do not fit theta rows of shape "
+                             f"{list(c_shape)}")
+        return LogPositive(c_shape[0], self.log_theta)
+
     def fit(
         self,
         theta: Any,
@@ -221,7 +268,8 @@ class LikelihoodEstimator(Estimator):
 
     def config(self) -> dict[str, Any]:
         mixed = isinstance(self._require_fitted().density.density, MixedDensity)
-        return {**super().config(), "discrete_model": ("mnle" if mixed else "dequantize") if self.discrete else None}
+        return {**super().config(), "discrete_model": ("mnle" if mixed else "dequantize") if self.discrete else None,
+                "log_theta": list(self.log_theta)}
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **kwargs: Any) -> LikelihoodEstimator:
@@ -230,6 +278,11 @@ class LikelihoodEstimator(Estimator):
         est = super().from_config(config, **kwargs)
         est.discrete_model = config.get("discrete_model") or ("dequantize" if config["discrete"] else None)
         return est
+
+    @classmethod
+    def saved_options(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """θ's saved log dimensions, whatever the prior's support (none in a file written before ``log_theta``)."""
+        return {"log_theta": list(config.get("log_theta", []))}
 
     def sample(self, n: int, theta: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """``n`` emulated simulations at one θ (``[d_theta]`` or ``[1, d_theta]``): ``[n, *x_shape]``;

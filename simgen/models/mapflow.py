@@ -27,9 +27,9 @@ class MapFlow(ConditionalDensity):
 
     The latent z ~ N(0, I) (one standard normal per pixel) is reached from a map y by
 
-        u₀ = (y − a(c)) ⊙ e^{−s(c)},   u_{l} = F_l(g_l(u_{l−1}; c); c),  l = 1 … L,   z = u_L,
+        u₀ = y ⊙ e^{−s(c)} − a(c),   u_{l} = F_l(g_l(u_{l−1}; c); c),  l = 1 … L,   z = u_L,
 
-    with a shift a and log-scale s per channel (per pixel with ``stationary=False``), g_l a monotone
+    with a log-scale s and a shift a per channel (per pixel with ``stationary=False``), g_l a monotone
     rational-quadratic spline applied to every pixel of a channel alike (Durkan et al. 2019, "Neural Spline
     Flows", arXiv:1906.04032; identity tails outside ``[-tail_bound, tail_bound]``), and F_l an isotropic
     circulant filter,
@@ -58,6 +58,12 @@ class MapFlow(ConditionalDensity):
     per training map, too few to learn its own dependence on c), while the free offsets b_|k| keep any radial
     shape. ``"per_radius"`` gives every radius its own output of an MLP of c (the former architecture: noisier
     conditional spectra, most at the prior's edges).
+
+    The shift a is in units of the scale e^{s(c)}, the field's mean being a(c) e^{s(c)}: a network's error in
+    it is then an error relative to the field's own spread at every c. In the map's units (u₀ = (y − a) e^{−s},
+    as in models saved before this form, which load as such) the same absolute error is a large relative one
+    where the field is faint, at the low-amplitude edge of a prior: there the pixels' one-point distribution
+    came out shifted.
 
     Every conditioner's last layer starts at zero and the splines at the identity (equal bins, unit knot
     derivatives), so a fresh model is N(0, I) on the standardised pixels.
@@ -102,7 +108,11 @@ class MapFlow(ConditionalDensity):
         self.tail_bound = float(tail_bound)
         self.stationary = bool(stationary)
         self.filter_network = filter_network
-        self._register_load_state_dict_pre_hook(_filters_from_state, with_module=True)
+        #: whether the shift is in units of the scale (u₀ = y e^{−s} − a); models saved before hold it in the
+        #: map's units (u₀ = (y − a) e^{−s}) and load as such (a saved flag: see _earlier_forms)
+        self.register_buffer("shift_in_scale_units", torch.tensor(True))
+        self._scaled_shift = True  # the flag as a Python bool, read on every pass without a device sync
+        self._register_load_state_dict_pre_hook(_earlier_forms, with_module=True)
 
     def config(self) -> dict[str, Any]:
         return dict(blocks=self.blocks, hidden_features=self.hidden_features, num_bins=self.num_bins,
@@ -179,7 +189,10 @@ class MapFlow(ConditionalDensity):
     def _to_latent(self, y: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         n = y.shape[0]
         shift, log_scale, splines, filters = self._layer_params(c, n)
-        u = (y.reshape(n, *self._chw) - shift) * torch.exp(-log_scale)
+        if self._scaled_shift:
+            u = y.reshape(n, *self._chw) * torch.exp(-log_scale) - shift
+        else:
+            u = (y.reshape(n, *self._chw) - shift) * torch.exp(-log_scale)
         log_det = -log_scale.sum((1, 2, 3)) * (math.prod(self._chw) // math.prod(self._affine_shape))
         for spline, log_gain in zip(splines, filters, strict=True):
             u, ld_spline = self._spline(u, spline, inverse=False)
@@ -217,7 +230,8 @@ class MapFlow(ConditionalDensity):
         for spline, log_gain in zip(reversed(splines), reversed(filters), strict=True):
             u, _ = self._filter(u, log_gain, -1.0)
             u, _ = self._spline(u, spline, inverse=True)
-        return (u * torch.exp(log_scale) + shift).reshape(u.shape[0], *self.y_shape)
+        y = (u + shift) * torch.exp(log_scale) if self._scaled_shift else u * torch.exp(log_scale) + shift
+        return y.reshape(u.shape[0], *self.y_shape)
 
 
 class RadialGain(nn.Module):
@@ -271,9 +285,11 @@ class RadialGain(nn.Module):
         return (a @ self.basis(self.rho).T + self.offset).reshape(n, -1)  # [n, C, R]
 
 
-def _filters_from_state(module: MapFlow, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-    """A state dict written before ``filter_network`` existed holds per-radius conditioners: the model rebuilds
-    its filters that way before loading it."""
+def _earlier_forms(module: MapFlow, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """A state dict written before the shift was in units of the scale lacks its flag: the model loads it with
+    the shift in the map's units. One written before ``filter_network`` existed holds per-radius conditioners:
+    the model rebuilds its filters that way before loading it."""
+    module._scaled_shift = bool(state_dict.setdefault(f"{prefix}shift_in_scale_units", torch.tensor(False)))
     if (module.built and module.filter_network == "radial" and f"{prefix}filters.0.final.weight" in state_dict
             and f"{prefix}filters.0.offset" not in state_dict):
         module.filter_network = "per_radius"

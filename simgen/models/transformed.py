@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..transforms import Dequantize, LinearResidual, Standardize, SupportBijection
+from ..transforms import Dequantize, LinearResidual, LogPositive, Standardize, SupportBijection
 from ..utils import check_positive_int
 from .base import ConditionalDensity
 
@@ -15,11 +15,12 @@ __all__ = ["TransformedDensity"]
 
 
 class TransformedDensity(ConditionalDensity):
-    r"""p(y | c) = p_u(u | e(s(c))) · |det ∂u/∂y|, with u = R(S(B⁻¹(y)); s(c)).
+    r"""p(y | c) = p_u(u | e(s(m(c)))) · |det ∂u/∂y|, with u = R(S(B⁻¹(y)); s(m(c))).
 
-    B is the prior-support bijection (posteriors over bounded θ; identity otherwise), S a standardisation, s
-    the context's standardisation, R the optional linear-regression residual on s(c) (vectors; see
-    :class:`~simgen.transforms.LinearResidual`) and e the embedding network. The wrapped family only ever
+    B is the prior-support bijection (posteriors over bounded θ; identity otherwise), S a standardisation, m a
+    fixed map of the context (a likelihood's log of positive θ, :class:`~simgen.transforms.LogPositive`;
+    identity otherwise), s the context's standardisation, R the optional linear-regression residual on s(m(c))
+    (vectors; see :class:`~simgen.transforms.LinearResidual`) and e the embedding network. The wrapped family only ever
     sees standardised, unconstrained y and embedded contexts; this class carries the Jacobian so that
     ``log_prob`` is a density in y's own units, and maps samples back so that they never leave the support.
     Integer-valued dimensions of y are dequantised while training (see :class:`~simgen.transforms.Dequantize`).
@@ -44,6 +45,7 @@ class TransformedDensity(ConditionalDensity):
         support: SupportBijection | None = None,
         dequantize: Dequantize | None = None,
         residual: LinearResidual | None = None,
+        context_map: LogPositive | None = None,
     ) -> None:
         super().__init__()
         self.density = density
@@ -53,6 +55,7 @@ class TransformedDensity(ConditionalDensity):
         self.support = support
         self.dequantize = dequantize
         self.residual = residual
+        self.context_map = context_map
         self.y_shape = density.y_shape
         self.context_features = density.context_features
 
@@ -65,8 +68,15 @@ class TransformedDensity(ConditionalDensity):
     def on_epoch(self, epoch: int) -> None:
         self.density.on_epoch(epoch)
 
+    def mapped_context(self, c: Tensor | None) -> Tensor | None:
+        """m(c): the context through its fixed map, not yet standardised (what s's statistics are fitted on)."""
+        if c is None or self.context_map is None:
+            return c
+        return self.context_map(c)
+
     def standardized_context(self, c: Tensor | None) -> Tensor | None:
-        """s(c): the standardised, not yet embedded context ``[n, *c_shape]``."""
+        """s(m(c)): the mapped and standardised, not yet embedded context ``[n, *c_shape]``."""
+        c = self.mapped_context(c)
         if c is None or self.c_standardize is None:
             return c
         return self.c_standardize(c)

@@ -6,7 +6,10 @@ radius |k|; :mod:`~simgen.models.fourier`) defines the bijection
 
     w = W_c(y) = F* diag(P(|k| | c)^{−½}) F (y − a(c)),   log |det ∂w/∂y| = −½ Σ_k log P(|k| | c),
 
-the sum running over the full frequency grid. w is white, N(0, I), exactly when y is that Gaussian field, and
+the sum running over the full frequency grid. The mean is learned as b(c) = a(c) P(0 | c)^{−½}, in units of the
+mean mode's own spread (w = F* diag(P^{−½}) F y − b): a network's error in it is then relative to that spread at
+every c, where in the map's units the same error is a large one where the field is faint (models saved before
+this form hold a and load as such). w is white, N(0, I), exactly when y is that Gaussian field, and
 log N(y; a, Σ) = log N(w; 0, I) + log |det ∂w/∂y|. A density of w then gives one of y by the change of variables,
 p(y | c) = p_w(W_c(y) | c) |det ∂w/∂y|.
 
@@ -25,6 +28,7 @@ from the first training batch's moments (as Glow's ActNorm; Kingma & Dhariwal 20
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -65,15 +69,28 @@ class SpectralWhitening(nn.Module):
         self.params = Conditioner(context_features, channels * (1 + self.num_radii), hidden_features)
         #: whether the spectrum has had its data-dependent start (saved: a loaded model keeps its weights)
         self.register_buffer("initialized", torch.tensor(False))
+        #: whether the mean is b, in units of the mean mode's spread (the module docstring), rather than a, in the
+        #: map's units, as saved before that form (the state dict then lacks the flag; see _earlier_form)
+        self.register_buffer("shift_in_scale_units", torch.tensor(True))
+        self._scaled_shift = True  # the flag as a Python bool, read on every pass without a device sync
+        self._register_load_state_dict_pre_hook(_earlier_form, with_module=True)
 
     @property
     def modes(self) -> RadialModes:
         return RadialModes(self._group, self._weight, self._counts, self._chw[1:])
 
     def _shift_log_scale(self, c: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
-        """a(c) ``[n, C, 1, 1]`` and log P(|k| | c)^{½} ``[n, C, R]``."""
+        """b(c) (a(c) in a model saved before b) ``[n, C, 1, 1]`` and log P(|k| | c)^{½} ``[n, C, R]``."""
         raw = self.params(c, n).reshape(n, self._chw[0], 1 + self.num_radii)
         return raw[..., :1, None], raw[..., 1:]
+
+    def gaussian(self, c: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
+        """The stationary Gaussian's mean a(c) in the map's units ``[n, C, 1, 1]`` and log P(|k| | c)^{½}
+        ``[n, C, R]``."""
+        shift, log_scale = self._shift_log_scale(c, n)
+        if self._scaled_shift:
+            shift = shift * torch.exp(log_scale[..., :1, None])  # a = b P(0)^{½}
+        return shift, log_scale
 
     def _filter(self, u: Tensor, log_gain: Tensor) -> Tensor:
         """F* diag(e^{log_gain(|k|)}) F u for u ``[n, C, H, W]``: real and symmetric, since the gain is a
@@ -85,7 +102,10 @@ class SpectralWhitening(nn.Module):
         """(w ``[n, *y_shape]``, log |det ∂w/∂y| ``[n]``) for maps y ``[n, *y_shape]`` and contexts c ``[n, f]``."""
         n = y.shape[0]
         shift, log_scale = self._shift_log_scale(c, n)
-        w = self._filter(y.reshape(n, *self._chw) - shift, -log_scale)
+        if self._scaled_shift:
+            w = self._filter(y.reshape(n, *self._chw), -log_scale) - shift
+        else:
+            w = self._filter(y.reshape(n, *self._chw) - shift, -log_scale)
         log_det = -(log_scale * self._counts.to(log_scale)).sum((1, 2))
         return w.reshape(y.shape), log_det
 
@@ -93,6 +113,8 @@ class SpectralWhitening(nn.Module):
         """y = W_c⁻¹(w) for w ``[n, *y_shape]``: the map whose whitened version is w."""
         n = w.shape[0]
         shift, log_scale = self._shift_log_scale(c, n)
+        if self._scaled_shift:
+            return self._filter(w.reshape(n, *self._chw) + shift, log_scale).reshape(w.shape)
         return (self._filter(w.reshape(n, *self._chw), log_scale) + shift).reshape(w.shape)
 
     @staticmethod
@@ -104,9 +126,10 @@ class SpectralWhitening(nn.Module):
 
     @torch.no_grad()
     def initialize(self, y: Tensor) -> None:
-        """Start a and P at the moments of the batch ``y`` ``[n, *y_shape]`` (once; later calls do nothing): a the
-        mean of each channel, P(|k|) the batch's radial power spectrum about it, for every context (the
-        conditioner's last-layer weights are still zero, so its bias is every context's parameters)."""
+        """Start the mean and P at the moments of the batch ``y`` ``[n, *y_shape]`` (once; later calls do nothing):
+        a the mean of each channel (b = a P(0)^{−½}), P(|k|) the batch's radial power spectrum about it, for
+        every context (the conditioner's last-layer weights are still zero, so its bias is every context's
+        parameters)."""
         if bool(self.initialized) or y.shape[0] < 2:
             return
         self.initialized.fill_(True)
@@ -116,7 +139,10 @@ class SpectralWhitening(nn.Module):
         power = radial_power(r - shift[:, None, None], self.modes) * n / (n - 1)
         # a radius without power (a constant channel) would make the filter singular
         floor = 1e-6 * power.mean(1, keepdim=True).clamp_min(1e-12)
-        start = torch.cat([shift[:, None], 0.5 * torch.log(power.clamp_min(floor))], dim=1)
+        log_scale = 0.5 * torch.log(power.clamp_min(floor))
+        if self._scaled_shift:  # a constant map a, filtered: the constant a P(0)^{−½} (radius 0 is the mean mode)
+            shift = shift * torch.exp(-log_scale[:, 0])
+        start = torch.cat([shift[:, None], log_scale], dim=1)
         self.params.bias_view(*start.shape).copy_(start)
 
     @torch.enable_grad()
@@ -131,6 +157,12 @@ class SpectralWhitening(nn.Module):
 
     def extra_repr(self) -> str:
         return f"y_shape={list(self.y_shape)}, radii={self.num_radii}"
+
+
+def _earlier_form(module: SpectralWhitening, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """A state dict written before the mean was in units of the mean mode's spread lacks its flag: the module
+    loads it with the mean in the map's units."""
+    module._scaled_shift = bool(state_dict.setdefault(f"{prefix}shift_in_scale_units", torch.tensor(False)))
 
 
 class FlowWhitening(nn.Module):

@@ -229,3 +229,24 @@ def test_simulate_summarises_failures_of_an_external_program(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "8 simulations" in out and "ExternalSimulatorError" in out and "diverged" in out
+
+
+def test_train_log_theta_from_the_command_line(tmp_path):
+    store = tmp_path / "collider.h5"  # the collider's prior is positive in all three dimensions
+    assert main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", "200",
+                 "--store", str(store), "--quiet"]) == 0
+    args = ["train", "--store", str(store), "--direction", "likelihood", "--max-epochs", "1", "--threads", "1",
+            "--quiet"]
+    for flag, dims in ((None, (0, 1, 2)), ("false", ()), ("0,2", (0, 2))):
+        out = tmp_path / f"{flag}.pt"
+        assert main([*args, "--out", str(out), *(["--log-theta", flag] if flag else [])]) == 0
+        emu = simgen.load(out)
+        assert emu.log_theta == dims
+        if dims:  # streamed from the store: the context statistics are those of log θ
+            theta = simgen.open_store(store).theta
+            logged = torch.zeros(3, dtype=torch.bool)
+            logged[list(dims)] = True
+            expected = torch.where(logged, theta.log(), theta).mean(0)
+            torch.testing.assert_close(emu.density.c_standardize.loc.reshape(-1), expected, atol=1e-4, rtol=1e-4)
+    assert main([*args, "--out", str(tmp_path / "x.pt"), "--log-theta", "yes"]) == 2
+    assert main([*args[:4], "--out", str(tmp_path / "x.pt"), "--direction", "posterior", "--log-theta", "0"]) == 2

@@ -42,6 +42,8 @@ def test_budget_presets_and_explicit_keys():
     assert config.posterior.num_train is None
     subset, _ = parse('simulator = "two_moons"\n[emulator]\nnum_train = 50\n')
     assert subset.emulator.enabled and subset.emulator.num_train == 50 and subset.emulator.model == "flow"
+    logs, _ = parse('simulator = "two_moons"\n[likelihood]\nlog_theta = [0]\n')
+    assert logs.likelihood.log_theta == [0] and subset.emulator.log_theta is None
     maps, _ = parse('simulator = "cosmology_maps"\n[evaluation]\nspectrum_maps = 2000\n')
     assert maps.spectrum_maps == 2000 and maps.emulator_maps == BUDGETS["default"]["emulator_maps"]
     assert parse('simulator = "two_moons"\n', budget="small")[0].spectrum_maps == BUDGETS["small"]["spectrum_maps"]
@@ -67,6 +69,9 @@ def test_budget_presets_and_explicit_keys():
         ('simulator = "cosmology_maps"\n[likelihood]\noptions = { filter_network = "smooth" }\n', "likelihood.options",
          ["filter_network must be one of", "per_radius"]),
         ('simulator = "two_moons"\n[simulation]\nexecutor = "slurm"\n', "simulation.executor", ["dask", "tcp://"]),
+        ('simulator = "two_moons"\n[likelihood]\nlog_theta = "yes"\n', "likelihood.log_theta",
+         ["true, false or a list"]),
+        ('simulator = "two_moons"\n[posterior]\nlog_theta = true\n', "posterior.log_theta", ["only [likelihood]"]),
         ('simulator = "two_moons"\n[observations]\ntheta = [[0.1, 0.2, 0.3]]\n', "observations.theta",
          ["d_theta = 2"]),
         ('simulator = "two_moons"\n[observations]\ntheta = [[5.0, 0.0]]\n', "observations.theta", ["support"]),

@@ -220,3 +220,71 @@ def test_family_training_defaults_scale_the_learning_rate_with_the_batch():
     assert history.learning_rate[0] == pytest.approx(2 * 4e-3)
     history = post.fit(theta, x, config=simgen.TrainingConfig(max_epochs=1), seed=0, progress=False)
     assert history.learning_rate[0] == pytest.approx(simgen.TrainingConfig().learning_rate)
+
+
+def _scale_pairs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x ~ N(θ₁, θ₀²): θ₀ a scale over a fifty-fold range."""
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.rand(n, 2, generator=g) * torch.tensor([0.98, 1.0]) + torch.tensor([0.02, 0.0])
+    return theta, theta[:, :1] * torch.randn(n, 1, generator=g) + theta[:, 1:]
+
+
+SCALE_PRIOR = BoxUniform(torch.tensor([0.02, 0.0]), torch.tensor([1.0, 1.0]))
+
+
+class TestLogTheta:
+    def test_a_scale_parameter_fed_as_its_log_is_learned_at_the_prior_edge(self):
+        # log q is linear in log θ₀ (−log θ₀ − ...): one direction of the network's input as log θ₀, a curve
+        # steepest at the prior's lower edge as θ₀
+        theta, x = _scale_pairs(2000, 0)
+        edge = torch.tensor([[0.025, 0.5]]).expand(4000, -1)
+        x_edge = edge[:, 1:] + edge[:, :1] * torch.randn(4000, 1, generator=torch.Generator().manual_seed(1))
+        exact = torch.distributions.Normal(edge[:, 1:], edge[:, :1]).log_prob(x_edge).sum(1)
+        gaps = {}
+        for log_theta in (True, False):
+            emu = simgen.LikelihoodEstimator(SCALE_PRIOR, Flow(kind="maf", transforms=2, hidden_features=16),
+                                             log_theta=log_theta)
+            emu.fit(theta, x, seed=0, progress=False, max_epochs=40)
+            gaps[log_theta] = float((exact - emu.log_prob(x_edge, edge).detach()).mean())
+        assert emu.log_theta == () and gaps[True] > -0.02  # a density estimate is not above the truth
+        assert gaps[True] < 0.15 and gaps[False] > 2 * gaps[True], gaps
+
+    def test_the_context_is_standardised_after_the_log(self):
+        theta, x = _scale_pairs(500, 3)
+        emu = simgen.LikelihoodEstimator(SCALE_PRIOR, Flow(transforms=1, hidden_features=8))
+        assert emu.log_theta == (0,)  # the default: the prior's positive dimensions
+        emu.fit(theta, x, seed=0, progress=False, max_epochs=1)
+        features = torch.stack([theta[:, 0].log(), theta[:, 1]], 1)
+        expected = (features - features.mean(0)) / features.std(0)
+        torch.testing.assert_close(emu.density.standardized_context(theta), expected, atol=1e-4, rtol=1e-4)
+
+    def test_options_are_checked_and_saved(self, tmp_path, monkeypatch):
+        assert simgen.LikelihoodEstimator(SCALE_PRIOR, log_theta=False).log_theta == ()
+        assert simgen.LikelihoodEstimator(None).log_theta == ()
+        assert simgen.LikelihoodEstimator(None, log_theta=[1, 0, 1]).log_theta == (0, 1)
+        with pytest.raises(ValueError, match="no prior was given"):
+            simgen.LikelihoodEstimator(None, log_theta=True)
+        with pytest.raises(ValueError, match=r"not positive in dimension\(s\) \[1\]"):
+            simgen.LikelihoodEstimator(SCALE_PRIOR, log_theta=[1])
+        with pytest.raises(ValueError, match="True, False or a list"):
+            simgen.LikelihoodEstimator(SCALE_PRIOR, log_theta="log")
+        theta, x = _scale_pairs(300, 4)
+        with pytest.raises(ValueError, match="do not fit theta rows"):
+            simgen.LikelihoodEstimator(None, log_theta=[2]).fit(theta, x, progress=False, max_epochs=1)
+        emu = simgen.LikelihoodEstimator(SCALE_PRIOR, Flow(transforms=1, hidden_features=8))
+        emu.fit(theta, x, seed=0, progress=False, max_epochs=2)
+        emu.save(tmp_path / "log.pt")
+        loaded = simgen.load(tmp_path / "log.pt")
+        assert loaded.log_theta == (0,)
+        torch.testing.assert_close(loaded.log_prob(x[:20], theta[:20]), emu.log_prob(x[:20], theta[:20]))
+        # a file written before the option: θ as it was, whatever the prior's support
+        plain = simgen.LikelihoodEstimator(SCALE_PRIOR, Flow(transforms=1, hidden_features=8), log_theta=False)
+        plain.fit(theta, x, seed=0, progress=False, max_epochs=2)
+        config = simgen.LikelihoodEstimator.config
+        monkeypatch.setattr(simgen.LikelihoodEstimator, "config",
+                            lambda self: {k: v for k, v in config(self).items() if k != "log_theta"})
+        plain.save(tmp_path / "old.pt")
+        monkeypatch.undo()
+        old = simgen.load(tmp_path / "old.pt")
+        assert old.log_theta == () and old.density.context_map is None
+        torch.testing.assert_close(old.log_prob(x[:20], theta[:20]), plain.log_prob(x[:20], theta[:20]))

@@ -143,3 +143,29 @@ def test_linear_residual_of_a_deterministic_relation_stays_finite():
     c = torch.linspace(-1, 1, 100)[:, None]
     res = LinearResidual(1, 1, ridge=0.0).fit([(2 * c, c)])
     assert torch.isfinite(res(2 * c, c)).all() and res.scale.item() >= 0.99e-6
+
+
+def test_positive_dims_reads_boxes_half_lines_and_unknown_supports():
+    from torch.distributions import Gamma, LogNormal, Uniform
+
+    from simgen.transforms import positive_dims
+
+    assert positive_dims(BoxUniform(torch.tensor([0.1, -1.0, 0.0]), torch.tensor([0.5, 1.0, 1.0]))) == (0,)
+    assert positive_dims(Independent(LogNormal(torch.zeros(2), 1.0), 1)) == (0, 1)
+    assert positive_dims(Independent(Gamma(torch.ones(3), 1.0), 1)) == ()  # [0, ∞): 0 is in the support
+    assert positive_dims(Independent(Normal(torch.zeros(2), 1.0), 1)) == ()
+    assert positive_dims(Independent(Uniform(torch.tensor([2.0]), torch.tensor([3.0])), 1)) == (0,)
+
+
+def test_log_positive_takes_the_log_of_its_dimensions_only_and_stays_finite_outside():
+    from simgen.transforms import LogPositive
+
+    c = torch.tensor([[0.5, -2.0, 3.0], [2.0, 4.0, 0.0]], requires_grad=True)
+    out = LogPositive(3, [0, 2])(c)
+    expected = torch.tensor([[torch.log(torch.tensor(0.5)), -2.0, torch.log(torch.tensor(3.0))],
+                             [torch.log(torch.tensor(2.0)), 4.0, torch.log(torch.tensor(torch.finfo().tiny))]])
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()  # 0 in a log dimension: clamped, a finite value and gradient
+    torch.testing.assert_close(c.grad, torch.tensor([[2.0, 1.0, 1 / 3], [0.5, 1.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"must lie in \[0, 3\)"):
+        LogPositive(3, [3])

@@ -196,3 +196,24 @@ def test_an_emulator_file_from_before_filter_network_loads_with_its_log_prob(tmp
     loaded = simgen.load(str(tmp_path / "old.pt"))
     assert loaded.density.density.filter_network == "per_radius"
     torch.testing.assert_close(loaded.log_prob(x[:5], theta[:5]), emu.log_prob(x[:5], theta[:5]))
+
+
+def test_the_shift_is_in_units_of_the_scale_and_earlier_files_keep_theirs():
+    """u₀ = y e^{−s} − a: the field's mean is a e^{s}. A state dict from before that form (no flag) holds a in the
+    map's units, u₀ = (y − a) e^{−s}, and loads as such."""
+    model = MapFlow(blocks=1, hidden_features=8).build((4, 4), None)  # identity splines and filters
+    with torch.no_grad():
+        model.shift_scale.bias_view(2, 1).copy_(torch.tensor([[0.5], [math.log(2.0)]]))
+    state = {k: v for k, v in model.state_dict().items() if k != "shift_in_scale_units"}
+    old = MapFlow(blocks=1, hidden_features=8).build((4, 4), None)
+    old.load_state_dict(state)
+    zero = torch.zeros(1, 4, 4)
+    torch.testing.assert_close(model.from_latent(zero, None), torch.full((1, 4, 4), 1.0))  # (0 + a) e^{s}
+    torch.testing.assert_close(old.from_latent(zero, None), torch.full((1, 4, 4), 0.5))  # 0 · e^{s} + a
+    y = torch.randn(3, 4, 4)
+    for m in (model, old):
+        torch.testing.assert_close(m.from_latent(m.to_latent(y, None)[0], None), y)
+        assert m.log_prob(y, None).shape == (3,)
+    reloaded = MapFlow(blocks=1, hidden_features=8).build((4, 4), None)
+    reloaded.load_state_dict(model.state_dict())
+    torch.testing.assert_close(reloaded.log_prob(y, None), model.log_prob(y, None), rtol=0, atol=0)

@@ -37,16 +37,24 @@ def test_whitening_inverts_and_its_log_det_is_the_jacobians(kind, shape):
         torch.testing.assert_close(log_det[i], torch.linalg.slogdet(jac.reshape(d, d))[1])
 
 
-def test_whitening_nll_is_the_stationary_gaussians():
+@pytest.mark.parametrize("saved_before", [False, True])
+def test_whitening_nll_is_the_stationary_gaussians(saved_before):
     shape = (2, 6, 6)
     whitening = SpectralWhitening(shape, None).double()
     _randomise(whitening, 2)
+    if saved_before:  # a state dict from before the mean was in units of the mean mode's spread
+        state = {k: v for k, v in whitening.state_dict().items() if k != "shift_in_scale_units"}
+        whitening = SpectralWhitening(shape, None).double()
+        whitening.load_state_dict(state)
+        assert not whitening._scaled_shift  # its shift is the mean itself
+        torch.testing.assert_close(whitening.gaussian(None, 1)[0], whitening._shift_log_scale(None, 1)[0])
     y = torch.randn(5, *shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    shift, log_scale = whitening._shift_log_scale(None, 5)
-    gaussian = StationaryNormal(shift.expand(5, *shape), log_scale.exp(), radial_modes(6, 6))
+    mean, log_scale = whitening.gaussian(None, 5)
+    gaussian = StationaryNormal(mean.expand(5, *shape), log_scale.exp(), radial_modes(6, 6))
     w, log_det = whitening(y, None)
     want = -gaussian.log_prob(y).mean() / math.prod(shape)
     torch.testing.assert_close(SpectralWhitening.nll(w, log_det), want)
+    torch.testing.assert_close(whitening.inverse(w, None), y)
 
 
 def test_flow_whitening_nll_is_the_map_flows():
@@ -65,8 +73,8 @@ def test_initialize_starts_at_the_batch_moments_once():
     whitening = SpectralWhitening((1, 8, 8), 4).double()
     whitening.initialize(y)
     assert bool(whitening.initialized)
-    shift, log_scale = whitening._shift_log_scale(torch.zeros(1, 4, dtype=torch.float64), 1)
-    assert abs(float(shift.detach()) - 2.0) < 0.01
+    mean, log_scale = whitening.gaussian(torch.zeros(1, 4, dtype=torch.float64), 1)
+    assert abs(float(mean.detach()) - 2.0) < 0.01
     torch.testing.assert_close(log_scale[0, 0].exp(), scale, rtol=0.1, atol=0.0)
     before = [p.clone() for p in whitening.parameters()]
     whitening.initialize(2 * y)
