@@ -560,11 +560,6 @@ class Estimator:
         }
 
     @classmethod
-    def saved_options(cls, config: dict[str, Any]) -> dict[str, Any]:
-        """A subclass's own constructor arguments, as :meth:`config` saved them: none here."""
-        return {}
-
-    @classmethod
     def from_config(
         cls, config: dict[str, Any], *, prior: Distribution | None, embedding: nn.Module,
         device: str | torch.device | None = None,
@@ -573,8 +568,8 @@ class Estimator:
         the loader's half of :meth:`config`."""
         est = cls(prior, make_model(config["family"], config["family_config"]), embedding=embedding,
                   x_kind=config["x_kind"], discrete=config["discrete"], device=device,
-                  linear_baseline=config.get("linear_baseline", False), support_map=config.get("support_map", "logit"),
-                  **cls.saved_options(config))
+                  linear_baseline=config.get("linear_baseline", False), support_map=config.get("support_map", "logit"))
+        est.restore_options(config)
         est.theta_shape, est.x_shape = tuple(config["theta_shape"]), tuple(config["x_shape"])
         est.gold, est.gold_weight = check_gold_options(config.get("gold"),
                                                        config.get("gold_weight", DEFAULT_GOLD_WEIGHT), cls.GOLD_MODES)
@@ -582,6 +577,10 @@ class Estimator:
         if config.get("history"):
             est.history = TrainingHistory(**config["history"])
         return est
+
+    def restore_options(self, config: dict[str, Any]) -> None:
+        """A subclass's own settings as :meth:`config` saved them, set before :meth:`from_config` builds the
+        density: none here."""
 
     def load_state(self, state: dict[str, Tensor], validity_state: dict[str, Tensor],
                    validity_config: dict[str, Any] | None) -> None:

@@ -279,10 +279,10 @@ class LikelihoodEstimator(Estimator):
         est.discrete_model = config.get("discrete_model") or ("dequantize" if config["discrete"] else None)
         return est
 
-    @classmethod
-    def saved_options(cls, config: dict[str, Any]) -> dict[str, Any]:
-        """θ's saved log dimensions, whatever the prior's support (none in a file written before ``log_theta``)."""
-        return {"log_theta": list(config.get("log_theta", []))}
+    def restore_options(self, config: dict[str, Any]) -> None:
+        """θ's log dimensions as saved, whatever the loaded prior's support says (none in a file written before
+        ``log_theta``)."""
+        self.log_theta = tuple(int(i) for i in config.get("log_theta", []))
 
     def sample(self, n: int, theta: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """``n`` emulated simulations at one θ (``[d_theta]`` or ``[1, d_theta]``): ``[n, *x_shape]``;
