@@ -144,6 +144,8 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=2000, help="posterior and reference draws per obs")
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--max-time", type=float, default=None, help="seconds per fit (default: no limit)")
+    parser.add_argument("--log-theta", choices=("true", "false"), default="true",
+                        help="nle: feed the prior's positive parameters as log θ (the estimator's default) or not")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the rows here as they come")
@@ -190,9 +192,10 @@ def main() -> None:
                 theta, x = theta_all[:n], x_all[:n]
                 fit_gold = {name: v[:n] for name, v in gold_all.items()} if gold else None
                 row: dict[str, Any] = {"method": method, "gold": gold, "gold_weight": weight, "num_simulations": n,
-                                       "control": gold is not None and weight == 0}
+                                       "control": gold is not None and weight == 0, "log_theta": args.log_theta}
                 if method == "nle":
-                    est = simgen.LikelihoodEstimator(sim.prior, "flow", gold=gold, gold_weight=weight)
+                    est = simgen.LikelihoodEstimator(sim.prior, "flow", gold=gold, gold_weight=weight,
+                                                     log_theta=args.log_theta == "true")
                 elif method == "npe":
                     est = simgen.PosteriorEstimator(sim.prior, "flow", gold=gold, gold_weight=weight)
                 else:
