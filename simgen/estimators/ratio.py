@@ -109,8 +109,9 @@ class RatioClassifier(nn.Module):
         num_classes, gamma, regularization: the task's options (see the module docstring).
     """
 
-    #: what :meth:`simgen.estimators.Estimator._fit` reads of a model (with :meth:`initialize` and the
-    #: standardisations): no support map, no dequantisation and no linear baseline before the classifier
+    #: what :meth:`simgen.estimators.Estimator._fit` reads of a model (with :meth:`initialize`,
+    #: :meth:`mapped_context` and the standardisations): no support map, no dequantisation and no linear baseline
+    #: before the classifier
     support = dequantize = residual = None
 
     def __init__(self, variant: str, d_theta: int, embedding: nn.Module, x_standardize: nn.Module, features: int,
@@ -132,6 +133,11 @@ class RatioClassifier(nn.Module):
     @property
     def c_standardize(self) -> nn.Module:
         return self.x_standardize
+
+    def mapped_context(self, c: Tensor) -> Tensor:
+        """x as it is: no fixed map comes before its standardisation (the estimators' fitting code asks every
+        density, :meth:`~simgen.models.TransformedDensity.mapped_context`)."""
+        return c
 
     def initialize(self, y: Tensor, c: Tensor) -> None:
         """No data-dependent start beyond the standardisations (what the estimators call before training)."""
