@@ -50,6 +50,11 @@ def main() -> None:
     s = c.spectrum
     print("max |Δρ(log C_ℓ)| per θ", [round(float(e.abs().max()), 3) for e in s.correlation_error],
           "largest SE", round(float(s.correlation_se.max()), 3), "worst C_ℓ ratio", round(s.worst_ratio, 3))
+    z = (s.ratio - 1) / s.ratio_se
+    for i, (r, zi) in enumerate(zip(s.ratio, z, strict=True)):
+        k = int(zi.abs().argmax())
+        print(f"θ {[round(v, 3) for v in theta[i].tolist()]}: C_ℓ bin {k} of {len(r)} the most off, ratio "
+              f"{float(r[k]):.3f} at {float(zi[k]):+.1f} SE; largest |ratio − 1| {float((r - 1).abs().max()):.3f}")
 
 
 def null(sim: simulators.Simulator, theta: torch.Tensor, n: int, pairs: int, seed: int) -> None:
