@@ -241,12 +241,13 @@ class TestLogTheta:
         x_edge = edge[:, 1:] + edge[:, :1] * torch.randn(4000, 1, generator=torch.Generator().manual_seed(1))
         exact = torch.distributions.Normal(edge[:, 1:], edge[:, :1]).log_prob(x_edge).sum(1)
         gaps = {}
-        for log_theta in (True, False):
+        for log_theta, dims in ((True, (0,)), (False, ())):
             emu = simgen.LikelihoodEstimator(SCALE_PRIOR, Flow(kind="maf", transforms=2, hidden_features=16),
                                              log_theta=log_theta)
+            assert emu.log_theta == dims
             emu.fit(theta, x, seed=0, progress=False, max_epochs=40)
             gaps[log_theta] = float((exact - emu.log_prob(x_edge, edge).detach()).mean())
-        assert emu.log_theta == () and gaps[True] > -0.02  # a density estimate is not above the truth
+        assert gaps[True] > -0.02, gaps  # a density estimate is not above the truth on average
         assert gaps[True] < 0.15 and gaps[False] > 2 * gaps[True], gaps
 
     def test_the_context_is_standardised_after_the_log(self):

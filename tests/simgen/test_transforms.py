@@ -145,7 +145,7 @@ def test_linear_residual_of_a_deterministic_relation_stays_finite():
     assert torch.isfinite(res(2 * c, c)).all() and res.scale.item() >= 0.99e-6
 
 
-def test_positive_dims_reads_boxes_half_lines_and_unknown_supports():
+def test_positive_dims_reads_boxes_and_open_half_lines():
     from torch.distributions import Gamma, LogNormal, Uniform
 
     from simgen.transforms import positive_dims
