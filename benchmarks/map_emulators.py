@@ -59,6 +59,7 @@ from simgen.diagnostics import SpectrumComparison
 from simgen.diagnostics.maps import binned_power_spectrum, moments, peak_counts, pixel_histogram
 from simgen.models import VAE, ContinuousFlow, Flow, MapFlow, make_model
 from simgen.models.fourier import radial_modes, radial_power
+from simgen.transforms import support_bounds
 
 
 class PowerLawField:
@@ -314,12 +315,10 @@ def main() -> None:
 
 def spectrum_grid(emu: Any, sim: Any, n: int, seed: int) -> dict[str, float]:
     """The ``--spectrum-grid`` statistics (module docstring) of ``emu`` against ``sim`` with ``n`` maps per θ."""
-    support = sim.prior.support
-    while not hasattr(support, "lower_bound") and hasattr(support, "base_constraint"):
-        support = support.base_constraint
-    if not hasattr(support, "lower_bound"):
+    lo, hi = support_bounds(sim.prior.support)
+    if lo is None or hi is None:
         raise ValueError(f"--spectrum-grid needs a box prior; got support {sim.prior.support}")
-    lo, hi = torch.as_tensor(support.lower_bound).float(), torch.as_tensor(support.upper_bound).float()
+    lo, hi = lo.float().expand(sim.prior.event_shape), hi.float().expand(sim.prior.event_shape)
     corners = torch.tensor([[(i >> j) & 1 for j in range(len(lo))] for i in range(2 ** len(lo))]).float()
     g = torch.Generator().manual_seed(seed + 7)
     inside = lo + (hi - lo) * torch.rand(12, len(lo), generator=g)
