@@ -108,27 +108,33 @@ class SpectrumComparison:
     def from_spectra(cls, simulated: Tensor, emulated: Tensor, *, alpha: float = 0.01) -> SpectrumComparison:
         """Compare binned power spectra Ĉ ``[m, n_s, k]`` of simulated maps with ``[m, n_e, k]`` of emulated ones at
         the same m θ (e.g. :func:`~simgen.diagnostics.maps.binned_power_spectrum` of each set); ``alpha`` is the
-        level of the correlation test (see the class docstring)."""
+        level of the correlation test (see the class docstring). Rows with a non-finite entry are left out (a
+        θ whose rows are all non-finite gets NaN ratios, which :meth:`bad_bins` reports)."""
         if simulated.dim() != 3 or emulated.dim() != 3 or simulated.shape[::2] != emulated.shape[::2]:
             raise ValueError(f"expected spectra [m, n_s, k] and [m, n_e, k] with the same m and k; got "
                              f"{tuple(simulated.shape)} and {tuple(emulated.shape)}")
-        sim, emu = simulated.double(), emulated.double()
-        ms, me = sim.mean(1), emu.mean(1)
-        ratio = me / ms
-        rel_var = sim.var(1) / (sim.shape[1] * ms**2) + emu.var(1) / (emu.shape[1] * me**2)
-        ratio_se = ratio.abs() * rel_var.sqrt()
-
-        def corr(t: Tensor) -> Tensor:
+        def corr(t: Tensor) -> Tensor:  # [n, k] → [k, k] correlation of log Ĉ across the rows
             logs = torch.log(t.clamp_min(1e-300))
-            centred = logs - logs.mean(1, keepdim=True)
-            cov = centred.transpose(1, 2) @ centred / (t.shape[1] - 1)
-            sd = cov.diagonal(dim1=1, dim2=2).sqrt().clamp_min(1e-300)
-            return cov / (sd[:, :, None] * sd[:, None, :])
+            centred = logs - logs.mean(0)
+            cov = centred.T @ centred / max(t.shape[0] - 1, 1)
+            sd = cov.diagonal().sqrt().clamp_min(1e-300)
+            return cov / (sd[:, None] * sd[None, :])
 
-        rs, re = corr(sim), corr(emu)
-        eye = torch.eye(rs.shape[-1], dtype=torch.bool)
-        error = torch.where(eye, 0.0, re - rs)
-        se = torch.sqrt((1 - rs**2) ** 2 / sim.shape[1] + (1 - re**2) ** 2 / emu.shape[1])
+        ratios, ratio_ses, errors, ses = [], [], [], []
+        eye = torch.eye(simulated.shape[-1], dtype=torch.bool)
+        for sim, emu in zip(simulated.double(), emulated.double(), strict=True):
+            # a map with a non-finite spectrum (a NaN or infinite draw) is set aside here; compare_likelihood
+            # counts and flags such draws (LikelihoodComparison.non_finite_fraction)
+            sim, emu = sim[torch.isfinite(sim).all(1)], emu[torch.isfinite(emu).all(1)]
+            ms, me = sim.mean(0), emu.mean(0)
+            ratio = me / ms
+            rel_var = sim.var(0) / (sim.shape[0] * ms**2) + emu.var(0) / (emu.shape[0] * me**2)
+            rs, re = corr(sim), corr(emu)
+            ratios.append(ratio)
+            ratio_ses.append(ratio.abs() * rel_var.sqrt())
+            errors.append(torch.where(eye, 0.0, re - rs))
+            ses.append(torch.sqrt((1 - rs**2) ** 2 / sim.shape[0] + (1 - re**2) ** 2 / emu.shape[0]))
+        ratio, ratio_se, error, se = (torch.stack(t) for t in (ratios, ratio_ses, errors, ses))
         return cls(ratio.float(), ratio_se.float(), error.float(), se.float(), alpha=alpha)
 
     @property
@@ -142,8 +148,10 @@ class SpectrumComparison:
         return float(self.correlation_error.abs().max())
 
     def bad_bins(self) -> Tensor:
-        """``[m, k]`` bins whose ratio is off by more than the tolerance and 3 standard errors."""
-        return (self.ratio - 1).abs() > torch.clamp(3 * self.ratio_se, min=self.ratio_tolerance)
+        """``[m, k]`` bins whose ratio is off by more than the tolerance and 3 standard errors, or not finite (no
+        finite map on a side)."""
+        ok = (self.ratio - 1).abs() <= torch.clamp(3 * self.ratio_se, min=self.ratio_tolerance)
+        return ~ok
 
     def bad_correlations(self) -> Tensor:
         """``[m, k, k]`` off-diagonal entries off by more than the tolerance and the noise bound."""
@@ -201,8 +209,9 @@ class LikelihoodComparison:
             simulator's support).
         num_dims: dimensions D of x, for the gap per dimension.
         c2st_tolerance: accuracy above which :attr:`flagged` reports a C2ST.
-        impossible_tolerance: fraction of emulated draws with a non-finite exact log-likelihood above which
-            :attr:`flagged` reports them (:attr:`impossible_fraction`).
+        impossible_tolerance: fraction of emulated draws that are not finite themselves
+            (:attr:`non_finite_fraction`), or whose exact log-likelihood is not (:attr:`impossible_fraction`),
+            above which :attr:`flagged` reports them.
         alpha: family-wise level of the z-score and KS flags (Bonferroni over all bins and θ rows).
     """
 
@@ -238,12 +247,18 @@ class LikelihoodComparison:
         return None if self.gap_nats is None else self.gap_nats / self.num_dims
 
     @property
+    def non_finite_fraction(self) -> Tensor:
+        """``[m]`` fraction of the emulated draws with a NaN or infinite value: a broken draw, set aside from every
+        statistic of the comparison and flagged above ``impossible_tolerance``."""
+        return (~_finite_draws(self.emulated)).float().mean(1)
+
+    @property
     def impossible_fraction(self) -> Tensor | None:
-        """``[m]`` fraction of the emulated draws whose exact log-likelihood is not finite (−∞: a draw the
-        simulator cannot produce; ``None`` without a tractable simulator)."""
+        """``[m]`` fraction of the emulated draws, finite themselves, whose exact log-likelihood is not finite
+        (−∞: a draw the simulator cannot produce; ``None`` without a tractable simulator)."""
         if self.emulated_log_likelihood is None:
             return None
-        return (~torch.isfinite(self.emulated_log_likelihood)).float().mean(1)
+        return (~torch.isfinite(self.emulated_log_likelihood) & _finite_draws(self.emulated)).float().mean(1)
 
     @property
     def typicality_z(self) -> Tensor | None:
@@ -268,6 +283,11 @@ class LikelihoodComparison:
         from scipy.stats import norm
 
         out = []
+        broken = self.non_finite_fraction
+        if bool((broken > self.impossible_tolerance).any()):
+            rows = torch.nonzero(broken > self.impossible_tolerance).flatten().tolist()
+            out.append(f"emulated draws with NaN or infinite values: {100 * float(broken.max()):.1f} % at θ rows "
+                       f"{rows} (tolerance {100 * self.impossible_tolerance:g} %; set aside from the other checks)")
         impossible = self.impossible_fraction
         if impossible is not None and bool((impossible > self.impossible_tolerance).any()):
             rows = torch.nonzero(impossible > self.impossible_tolerance).flatten().tolist()
@@ -311,6 +331,9 @@ class LikelihoodComparison:
         if self.spectrum is not None:
             text += (f", worst C_ℓ ratio {self.spectrum.worst_ratio:.3f}, log C_ℓ correlations within "
                      f"{self.spectrum.max_correlation_error:.3f}")
+        broken = float(self.non_finite_fraction.max())
+        if broken > 0:
+            text += f", {100 * broken:.1f} % of emulated draws not finite"
         if self.typicality_z is not None:
             z_max = float(self.typicality_z.abs().nan_to_num(torch.inf).max())
             text += f", exact log p of emulated draws |z| ≤ {z_max:.2f}"
@@ -339,6 +362,7 @@ class LikelihoodComparison:
             if typical is not None:
                 row["log p z"] = float(typical[i])
                 row["impossible"] = float(self.impossible_fraction[i])
+            row["not finite"] = float(self.non_finite_fraction[i])
             rows.append(row)
         return rows
 
@@ -397,6 +421,7 @@ def compare_likelihood(
     seed_emu, seed_sim = seeds[:2]
     emulated = draw(emulator, n, theta, seed_emu, m, "emulator")
     simulated = _simulate(simulator, theta, n, seed_sim)
+    finite = _finite_draws(emulated)  # [m, n]
     if emulated.shape != simulated.shape:
         raise ValueError(f"emulated draws {list(emulated.shape)} and simulations {list(simulated.shape)} differ "
                          "in shape")
@@ -424,22 +449,36 @@ def compare_likelihood(
                 spectra[which] = torch.cat([spectra[which], ps.reshape(m, c, -1)], dim=1)
         spectrum = SpectrumComparison.from_spectra(spectra[0], spectra[1], alpha=alpha)
         for i in range(m):
+            if int(finite[i].sum()) < 5:  # too few draws to compare (flagged by non_finite_fraction)
+                c2sts.append(math.nan)
+                mmds.append(math.nan)
+                w1s.append([math.nan])
+                continue
             feats = [_c2st_features(st) for st in (emu_stats[i], sim_stats[i])]
             keep = [torch.isfinite(f).all(dim=1) for f in feats]
             c2sts.append(c2st(feats[0][keep[0]], feats[1][keep[1]], seed=seed if seed is not None else 1))
-            es, ss = (emulated[i] - loc) / scale, (simulated[i] - loc) / scale
+            es, ss = (emulated[i][finite[i]] - loc) / scale, (simulated[i] - loc) / scale
             mmds.append(mmd(es, ss))
             w1s.append([wasserstein_distance(es.reshape(-1).numpy(), ss.reshape(-1).numpy())])
         ks_pvalues = None
     else:
         flat_e, flat_s = emulated.reshape(m, n, -1), simulated.reshape(m, n, -1)
-        statistics["mean"] = _compare_statistic("mean", flat_s, flat_e)
+        # a broken emulated draw is set aside (the statistics drop non-finite rows themselves)
+        kept_e = torch.where(finite[..., None], flat_e, torch.nan)
+        centred_e = kept_e - kept_e.nanmean(1, keepdim=True)
+        statistics["mean"] = _compare_statistic("mean", flat_s, kept_e)
         statistics["variance"] = _compare_statistic(  # mean squared deviation from each set's own mean
-            "variance", (flat_s - flat_s.mean(1, keepdim=True)) ** 2, (flat_e - flat_e.mean(1, keepdim=True)) ** 2)
+            "variance", (flat_s - flat_s.mean(1, keepdim=True)) ** 2, centred_e**2)
         for i in range(m):
+            if int(finite[i].sum()) < 5:  # too few draws to compare (flagged by non_finite_fraction)
+                c2sts.append(math.nan)
+                mmds.append(math.nan)
+                w1s.append([math.nan] * flat_s.shape[-1])
+                kss.append([math.nan] * flat_s.shape[-1])
+                continue
             mean, std = flat_s[i].mean(0), flat_s[i].std(0).clamp_min(1e-12)
-            es, ss = (flat_e[i] - mean) / std, (flat_s[i] - mean) / std
-            c2sts.append(c2st(flat_e[i], flat_s[i], seed=seed if seed is not None else 1))
+            es, ss = (flat_e[i][finite[i]] - mean) / std, (flat_s[i] - mean) / std
+            c2sts.append(c2st(flat_e[i][finite[i]], flat_s[i], seed=seed if seed is not None else 1))
             mmds.append(mmd(es, ss))
             w1s.append([wasserstein_distance(es[:, j].numpy(), ss[:, j].numpy()) for j in range(es.shape[1])])
             kss.append([ks_2samp(es[:, j].numpy(), ss[:, j].numpy()).pvalue for j in range(es.shape[1])])
@@ -450,9 +489,14 @@ def compare_likelihood(
     if gap is None:
         gap = tractable and hasattr(emulator, "log_prob")
 
-    def exact(draws: Tensor) -> Tensor:  # [m, n] log p(x | θ) of draws [m, n, *x_shape]
-        return torch.stack([as_tensor(simulator.log_likelihood(theta[i : i + 1], draws[i]), "log_likelihood")
-                            .double().reshape(-1) for i in range(m)])
+    def exact(draws: Tensor) -> Tensor:  # [m, n] log p(x | θ) of draws [m, n, *x_shape]; NaN for a broken draw
+        out = torch.full((m, n), torch.nan, dtype=torch.float64)
+        for i in range(m):
+            ok = _finite_draws(draws[i : i + 1])[0]
+            if ok.any():
+                out[i, ok] = as_tensor(simulator.log_likelihood(theta[i : i + 1], draws[i][ok]),
+                                       "log_likelihood").double().reshape(-1)
+        return out
 
     if tractable:
         log_p, log_p_emulated = exact(simulated), exact(emulated)
@@ -475,6 +519,11 @@ def compare_likelihood(
         emulated_log_likelihood=None if log_p_emulated is None else log_p_emulated.float(), num_dims=num_dims,
         c2st_tolerance=c2st_tolerance, alpha=alpha,
     )
+
+
+def _finite_draws(draws: Tensor) -> Tensor:
+    """``[m, n]`` whether each draw of ``draws`` ``[m, n, *x_shape]`` is finite in every entry."""
+    return torch.isfinite(draws.reshape(*draws.shape[:2], -1)).all(-1)
 
 
 def _simulate(simulator: Any, theta: Tensor, n: int, seed: int | None) -> Tensor:

@@ -318,3 +318,19 @@ def test_compare_likelihood_of_a_trained_flow_emulator(conjugate, conjugate_emul
     assert res.c2st.max() < 0.6, res.summary()
     # held-out likelihood gap = KL(p ‖ q) ≥ 0 up to noise, small for a decent emulator
     assert (res.log_likelihood_gap > -4 * res.log_likelihood_gap_se).all() and res.gap_nats < 0.1
+
+
+def test_compare_likelihood_sets_aside_and_flags_broken_emulated_vectors(linear_task):
+    sim, theta, _ = linear_task
+
+    class Broken(SimulatorAsEmulator):
+        def sample_batched(self, n, thetas, *, generator=None):
+            x = super().sample_batched(n, thetas, generator=generator).clone()
+            x[0, :20, 1] = torch.nan  # 4 % of the first θ's draws
+            return x
+
+    res = D.compare_likelihood(Broken(sim), sim, theta[:2], num_samples=500, seed=0)
+    assert res.non_finite_fraction.tolist() == pytest.approx([0.04, 0.0])
+    assert torch.isfinite(res.c2st).all() and torch.isfinite(res.mmd).all() and torch.isfinite(res.ks_pvalues).all()
+    assert torch.isfinite(res.statistics["mean"].z).all() and torch.isfinite(res.statistics["variance"].z).all()
+    assert res.reasons() == [r for r in res.reasons() if "NaN or infinite" in r] and res.flagged

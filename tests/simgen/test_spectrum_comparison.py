@@ -96,3 +96,30 @@ def test_spectrum_comparison_from_spectra_flags_a_ten_percent_excess_and_checks_
     assert abs(ratios.std() / se - 1) < 0.15, (ratios.std(), se)
     with pytest.raises(ValueError, match=r"\[m, n_s, k\]"):
         D.SpectrumComparison.from_spectra(sim, same[:, :, :5])
+
+
+def test_broken_emulated_maps_are_flagged_and_set_aside() -> None:
+    """Emulated maps with NaN or infinite pixels are counted and flagged, and every other check (the spectrum,
+    its correlations, the exact log-likelihood, C2ST) runs on the finite ones instead of turning NaN."""
+    def break_some(x, generator):  # 5 % of the second θ's maps broken
+        x = x.clone()
+        x[1, :10, 0, 0] = torch.nan
+        x[1, 10:15, 3, 4] = torch.inf
+        return x
+
+    res = D.compare_likelihood(Emulator(break_some), SIM, THETA, num_samples=300, seed=0)
+    assert res.non_finite_fraction.tolist() == pytest.approx([0.0, 0.05])
+    assert res.impossible_fraction.tolist() == [0.0, 0.0]  # a broken draw is not counted as outside the support
+    reasons = res.reasons()
+    assert len(reasons) == 1 and "NaN or infinite" in reasons[0] and "[1]" in reasons[0], reasons
+    assert torch.isfinite(res.spectrum.ratio).all() and (res.spectrum.ratio - 1).abs().max() < 0.1
+    assert torch.isfinite(res.spectrum.correlation_error).all()
+    assert torch.isfinite(res.typicality_z).all() and torch.isfinite(res.c2st).all()
+    assert "5.0 % of emulated draws not finite" in res.summary() and res.table()[1]["not finite"] == pytest.approx(0.05)
+
+
+def test_an_emulator_whose_maps_are_all_broken_is_flagged_not_passed() -> None:
+    res = D.compare_likelihood(Emulator(lambda x, g: x * torch.nan), SIM, THETA[:1], num_samples=50, seed=0)
+    assert res.non_finite_fraction.tolist() == [1.0]
+    assert res.spectrum.bad_bins().all()  # no finite map: every bin unknown, none silently passed
+    assert res.flagged and any("NaN or infinite" in r for r in res.reasons())
