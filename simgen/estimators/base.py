@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
+from tqdm.auto import tqdm
 
 from .. import nets
 from ..models import MODELS, ConditionalDensity, TransformedDensity, make_model, model_for
@@ -622,14 +623,25 @@ class Estimator:
         return torch.cat(out, dim=1)
 
     def _log_prob(self, y: Tensor, c: Tensor, names: tuple[str, str], generator: torch.Generator | None,
-                  options: dict[str, Any], with_se: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """The fitted density's ``log_prob`` (or ``log_prob_with_se``) at rows of y and c, one row broadcast."""
+                  options: dict[str, Any], with_se: bool = False, *, batch_size: int | None = None,
+                  progress: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """The fitted density's ``log_prob`` (or ``log_prob_with_se``) at rows of y and c, one row broadcast,
+        ``batch_size`` rows per call (``None``: all), with a progress bar over the rows when ``progress``."""
         y, c = broadcast_rows(y, c, *names)
         density = self._require_fitted().density
         method = density.log_prob_with_se if with_se else density.log_prob
-        with torch.no_grad():
-            out = method(y.to(self.device), c.to(self.device), generator=generator, **options)
-        return tuple(t.cpu() for t in out) if with_se else out.cpu()
+        rows = y.shape[0]
+        step = max(rows, 1) if batch_size is None else check_positive_int(batch_size, "batch_size")
+        parts = []
+        with torch.no_grad(), tqdm(total=rows, desc="log_prob", unit="row", disable=not progress,
+                                   leave=False) as bar:
+            for s in range(0, max(rows, 1), step):  # one call even without rows: the family's empty answer
+                out = method(y[s : s + step].to(self.device), c[s : s + step].to(self.device), generator=generator,
+                             **options)
+                parts.append(tuple(t.cpu() for t in out) if with_se else (out.cpu(),))
+                bar.update(max(min(step, rows - s), 0))
+        joined = tuple(torch.cat(t) for t in zip(*parts, strict=True))
+        return joined if with_se else joined[0]
 
 
 def training_config(

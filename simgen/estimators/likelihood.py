@@ -298,17 +298,23 @@ class LikelihoodEstimator(Estimator):
         check_positive_int(n)
         return self._sample_chunks(n, self.check_theta(thetas, "thetas"), generator, options)
 
-    def log_prob(self, x: Any, theta: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+    def log_prob(self, x: Any, theta: Any, *, generator: torch.Generator | None = None,
+                 batch_size: int | None = None, progress: bool = False, **options: Any) -> Tensor:
         """log q(x[i] | θ[i]) ``[n]``; a single x or θ row is broadcast against the other. ``options`` go to the
         family's ``log_prob`` (a CNF's or diffusion's ``num_probes=``, ``exact=``, ``method=``; a VAE's
-        ``num_samples=``)."""
-        return self._log_prob(self.check_x(x), self.check_theta(theta), ("x", "theta"), generator, options)
+        ``num_samples=``). ``batch_size`` rows go to each call of the family's ``log_prob`` (``None``: all at
+        once; smaller chunks bound the memory of an ODE family's solve, whose adaptive steps are then chosen per
+        chunk), with a progress bar over the rows when ``progress``."""
+        return self._log_prob(self.check_x(x), self.check_theta(theta), ("x", "theta"), generator, options,
+                              batch_size=batch_size, progress=progress)
 
     def log_prob_with_se(self, x: Any, theta: Any, *, generator: torch.Generator | None = None,
+                         batch_size: int | None = None, progress: bool = False,
                          **options: Any) -> tuple[Tensor, Tensor]:
         """(log q̂(x[i] | θ[i]), its standard error), both ``[n]``: 0 for an exact family, the trace estimator's
         for an ODE family (``ConditionalDensity.log_prob_with_se``); arguments as :meth:`log_prob`."""
-        return self._log_prob(self.check_x(x), self.check_theta(theta), ("x", "theta"), generator, options, True)
+        return self._log_prob(self.check_x(x), self.check_theta(theta), ("x", "theta"), generator, options, True,
+                              batch_size=batch_size, progress=progress)
 
     def log_likelihood(
         self, theta: Tensor, x_obs: Tensor, *, generator: torch.Generator | None = None, grad: bool = False

@@ -292,18 +292,23 @@ class PosteriorEstimator(Estimator):
             return self._sample_chunks(n, self._iid_obs(xs, "xs", batched=True), generator, options)
         return self._sample_chunks(n, self.check_x(xs, "xs"), generator, options)
 
-    def log_prob(self, theta: Any, x: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+    def log_prob(self, theta: Any, x: Any, *, generator: torch.Generator | None = None,
+                 batch_size: int | None = None, progress: bool = False, **options: Any) -> Tensor:
         """log q(θ[i] | x[i]) ``[n]``; one observation x is broadcast over θ; −inf outside the support.
         ``options`` go to the family's ``log_prob`` (a CNF's or diffusion's ``num_probes=``, ``exact=``). With
-        ``iid``, x is one set of i.i.d. draws ``[m, *row_shape]``, broadcast over θ."""
+        ``iid``, x is one set of i.i.d. draws ``[m, *row_shape]``, broadcast over θ. ``batch_size`` and
+        ``progress`` as :meth:`simgen.LikelihoodEstimator.log_prob`."""
         if self.iid:
             self._require_fitted()
             return self._log_prob(self.check_theta(theta), self._iid_obs(x, "x", batched=False), ("theta", "x"),
-                                  generator, options)
-        return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator, options)
+                                  generator, options, batch_size=batch_size, progress=progress)
+        return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator, options,
+                              batch_size=batch_size, progress=progress)
 
     def log_prob_with_se(self, theta: Any, x: Any, *, generator: torch.Generator | None = None,
+                         batch_size: int | None = None, progress: bool = False,
                          **options: Any) -> tuple[Tensor, Tensor]:
         """(log q̂(θ[i] | x[i]), its standard error), both ``[n]``: 0 for an exact family, the trace estimator's
         for an ODE family (``ConditionalDensity.log_prob_with_se``); arguments as :meth:`log_prob`."""
-        return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator, options, True)
+        return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator, options, True,
+                              batch_size=batch_size, progress=progress)

@@ -289,3 +289,19 @@ class TestLogTheta:
         old = simgen.load(tmp_path / "old.pt")
         assert old.log_theta == () and old.density.context_map is None
         torch.testing.assert_close(old.log_prob(x[:20], theta[:20]), plain.log_prob(x[:20], theta[:20]))
+
+
+def test_log_prob_in_batches_equals_one_pass_and_shows_progress(conjugate_emulator, conjugate_data,
+                                                               two_moons_posterior, two_moons_data, capsys):
+    """``batch_size`` only splits the rows (an exact family gives the same values); ``progress`` draws a bar."""
+    theta, x = (t[:50] for t in conjugate_data)
+    whole = conjugate_emulator.log_prob(x, theta)
+    assert torch.allclose(conjugate_emulator.log_prob(x, theta, batch_size=7), whole, atol=1e-5)
+    value, se = conjugate_emulator.log_prob_with_se(x, theta, batch_size=16, progress=True)
+    assert torch.allclose(value, whole, atol=1e-5) and value.shape == se.shape == (50,)
+    assert "log_prob" in capsys.readouterr().err
+    theta, x = (t[:30] for t in two_moons_data)
+    assert torch.allclose(two_moons_posterior.log_prob(theta, x, batch_size=4), two_moons_posterior.log_prob(theta, x),
+                          atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size must be a positive int; got 0"):
+        conjugate_emulator.log_prob(conjugate_data[1][:1], conjugate_data[0][:1], batch_size=0)
