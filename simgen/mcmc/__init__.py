@@ -26,13 +26,15 @@ from __future__ import annotations
 from .convergence import effective_sample_size, split_rhat
 from .gradient import HMCResult, hmc_sample, mala_sample
 from .posterior import METHODS, MIN_DRAWS, MCMCPosterior, MCMCRun, Method
-from .sir import sir_init
+from .sir import SIRStart, sir_init, sir_start
 from .slice import slice_sample
 from .target import LogDensity
 
 __all__ = [
     "slice_sample",
     "sir_init",
+    "sir_start",
+    "SIRStart",
     "hmc_sample",
     "mala_sample",
     "HMCResult",

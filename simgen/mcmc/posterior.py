@@ -24,7 +24,7 @@ from ..transforms import SupportBijection
 from ..utils import randint
 from .convergence import effective_sample_size, split_rhat
 from .gradient import hmc_sample
-from .sir import sir_init
+from .sir import sir_start
 from .slice import slice_sample
 from .target import LogDensity
 
@@ -55,6 +55,8 @@ class MCMCRun:
         wall_time: seconds for the whole call (initialisation, warm-up, sampling, diagnostics).
         num_evaluations: θ rows at which the target was evaluated (with its gradient for hmc/mala), SIR
             initialisation included.
+        init_draws: prior draws the SIR starting points were resampled from.
+        init_ess: the effective sample size of their importance weights (:mod:`simgen.mcmc.sir`).
     """
 
     method: str
@@ -69,11 +71,14 @@ class MCMCRun:
     step_size: Tensor
     wall_time: float
     num_evaluations: int
+    init_draws: int = 0
+    init_ess: float = math.nan
 
     def __str__(self) -> str:
         acc = "" if self.acceptance_rate is None else f", acceptance {self.acceptance_rate:.2f}"
         return (f"{self.method}: {self.num_chains} chains x {self.draws_per_chain} draws (warm-up {self.warmup}, "
-                f"thin {self.thin}) in {self.wall_time:.2f} s, {self.num_evaluations} evaluations{acc}; "
+                f"thin {self.thin}) in {self.wall_time:.2f} s, {self.num_evaluations} evaluations{acc}, started by "
+                f"SIR from {self.init_draws} prior draws (ESS {self.init_ess:.0f}); "
                 f"max R-hat {_fmt(self.r_hat.max())}, min ESS {_fmt(self.ess.min(), '.0f')} ({self.monitored})")
 
 
@@ -82,7 +87,7 @@ def _fmt(v: Tensor, spec: str = ".3f") -> str:
 
 
 #: per-method defaults of (num_chains, warmup, thin)
-_DEFAULTS: dict[str, tuple[int, int, int]] = {"mala": (500, 200, 1), "hmc": (200, 100, 1), "slice": (200, 50, 5)}
+_DEFAULTS: dict[str, tuple[int, int, int]] = {"mala": (500, 200, 10), "hmc": (200, 100, 3), "slice": (200, 50, 5)}
 
 
 class MCMCPosterior:
@@ -107,7 +112,9 @@ class MCMCPosterior:
 
     The defaults favour speed: a batched network call costs about the same for one row as for many (its
     overhead dominates until the batch fills the device), so the sampler runs many short chains (MALA: 500
-    chains, 200 warm-up iterations, n / 500 draws each) whose union inherits SIR's spread over the posterior.
+    chains, 200 warm-up iterations, n / 500 draws each, one kept in 10 iterations) whose union inherits SIR's
+    spread over the posterior; SIR draws from the prior until its weights rest on ``init_ess`` effective draws, so
+    that each mode gets its share of the chains.
     Short chains do not each traverse a long curved posterior (two_moons' crescents), which R̂ (built for few
     long chains) reports as R̂ ≫ 1 even when the pooled draws match the posterior well; ask for fewer chains and
     more warm-up / thinning (or ``method="hmc"``) when each chain must mix on its own.
@@ -123,8 +130,14 @@ class MCMCPosterior:
         num_chains: chains run in parallel (at most n / 10 for n samples asked for, so that each chain keeps
             10 draws for its diagnostics); default per method (mala 500, hmc 200, slice 200).
         warmup: adaptation iterations discarded at the start; default per method (mala 200, hmc 100, slice 50).
-        thin: keep one iteration in ``thin``; default per method (mala 1, hmc 1, slice 5).
-        num_init: prior draws for the SIR initialisation.
+        thin: keep one iteration in ``thin``; default per method (mala 10, hmc 3, slice 5). Successive
+            iterations are correlated (MALA's strongly), and the pooled draws of many short chains then come in
+            clumps that a classifier (C2ST) tells from independent draws.
+        num_init: prior draws for the SIR initialisation's first round.
+        init_ess: the effective sample size of the SIR weights to reach before the chains start: more prior draws
+            (doubling each round) until it does, or until ``max_init`` (:func:`~simgen.mcmc.sir.sir_start`). Chains
+            keep the share of the posterior's modes that SIR gives them, so a narrow posterior needs many draws.
+        max_init: the most prior draws for SIR.
         num_leapfrog: mean leapfrog steps per HMC iteration (hmc only; see :func:`hmc_sample`).
         target_accept: dual averaging's target acceptance (default 0.574 for mala, 0.7 for hmc).
         monitor: θ ``[N, d]`` → ``[N, k]`` (or ``[N]``): the quantities whose R̂ and ESS are reported (default θ).
@@ -143,6 +156,8 @@ class MCMCPosterior:
         warmup: int | None = None,
         thin: int | None = None,
         num_init: int = 10_000,
+        init_ess: float = 50.0,
+        max_init: int = 1_000_000,
         num_leapfrog: int = 5,
         target_accept: float | None = None,
         monitor: Callable[[Tensor], Tensor] | None = None,
@@ -160,6 +175,9 @@ class MCMCPosterior:
                 f"num_chains, thin, num_init and num_leapfrog must be >= 1 and warmup >= 0; got {num_chains}, "
                 f"{thin}, {num_init}, {num_leapfrog} and {warmup}"
             )
+        if not init_ess >= 0 or max_init < num_init:
+            raise ValueError(f"init_ess must be >= 0 and max_init >= num_init ({num_init}); got {init_ess} and "
+                             f"{max_init}")
         if target_accept is not None and not 0 < target_accept < 1:
             raise ValueError(f"target_accept must lie in (0, 1); got {target_accept}")
         if monitor is not None and not callable(monitor):
@@ -168,6 +186,7 @@ class MCMCPosterior:
         self.prior = prior
         self.method = method
         self.num_chains, self.warmup, self.thin, self.num_init = num_chains, warmup, thin, num_init
+        self.init_ess, self.max_init = float(init_ess), max_init
         self.num_leapfrog = 1 if method == "mala" else num_leapfrog
         self.target_accept = target_accept
         self.monitor = monitor
@@ -248,7 +267,9 @@ class MCMCPosterior:
         chains = min(self.num_chains, max(1, n // MIN_DRAWS))
         per_chain = math.ceil(n / chains)
         with torch.no_grad():
-            init = sir_init(log_fn, self.prior, chains, self.num_init, generator)
+            start_points = sir_start(log_fn, self.prior, chains, self.num_init, generator, min_ess=self.init_ess,
+                                     max_init=self.max_init)
+        init = start_points.theta
         if self.method == "slice":
             with torch.no_grad():
                 run, widths = self._slice(log_fn, init, per_chain, generator)
@@ -265,6 +286,7 @@ class MCMCPosterior:
             step, acceptance = result.step_size, float(result.acceptance_rate.mean())
         self.chains = run
         self.last_run = self._diagnose(run, step, acceptance, counter[0], start)
+        self.last_run.init_draws, self.last_run.init_ess = start_points.num_draws, start_points.ess
         self.runs = [self.last_run]
         # Interleave chains so that the first n draws come from all of them.
         return run.transpose(0, 1).reshape(-1, init.shape[1])[:n].contiguous()

@@ -11,6 +11,7 @@ from simgen.mcmc import (
     hmc_sample,
     mala_sample,
     sir_init,
+    sir_start,
     slice_sample,
     split_rhat,
 )
@@ -214,3 +215,27 @@ def test_emulator_posterior_by_mala_matches_the_conjugate_posterior(conjugate, c
     assert c2st(samples, reference) <= 0.58
     assert (post.last_run.r_hat < 1.05).all()
     assert post.last_run.acceptance_rate > 0.3
+
+
+def test_sir_start_draws_until_the_weights_rest_on_enough_draws():
+    """Two narrow modes (masses 0.3 and 0.7) on a wide box: 10⁴ prior draws almost never land in them, so a
+    single round gives chains a share of the modes resting on a handful of draws; more rounds (doubling) until
+    the weights' ESS reaches the target give each mode its share."""
+    prior = BoxUniform(-10 * torch.ones(2), 10 * torch.ones(2))
+    modes = torch.tensor([[-5.0, 0.0], [5.0, 0.0]])
+    sd = 0.05
+
+    def log_fn(theta):
+        d2 = ((theta[:, None, :] - modes) ** 2).sum(-1) / sd**2
+        return torch.logsumexp(-0.5 * d2 + torch.log(torch.tensor([0.3, 0.7])), dim=1) + prior.log_prob(theta)
+
+    once = sir_start(log_fn, prior, 2000, 10_000, torch.Generator().manual_seed(0))
+    assert once.num_draws == 10_000 and once.ess < 10
+    start = sir_start(log_fn, prior, 2000, 10_000, torch.Generator().manual_seed(0), min_ess=50,
+                      max_init=2_000_000)
+    assert start.ess >= 50 and 10_000 < start.num_draws <= 2_000_000
+    assert start.theta.shape == (2000, 2)
+    share = float((start.theta[:, 0] > 0).float().mean())
+    assert abs(share - 0.7) < 3 * (0.21 / start.ess) ** 0.5 + 0.02, (share, start.ess)  # binomial SE at ESS draws
+    capped = sir_start(log_fn, prior, 10, 10_000, torch.Generator().manual_seed(0), min_ess=1e9, max_init=50_000)
+    assert capped.num_draws == 50_000  # 10⁴, 10⁴, 2·10⁴, then the cap's remaining 10⁴
