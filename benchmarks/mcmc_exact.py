@@ -9,7 +9,11 @@ is the sampler's alone. Also reported: wall seconds per observation (the whole `
 shares of draws with θ₃ > 0 and θ₄ > 0 (its mirror modes hold half the mass on each side).
 
     OMP_NUM_THREADS=1 python benchmarks/mcmc_exact.py                       # slcp, 5 observations
-    OMP_NUM_THREADS=1 python benchmarks/mcmc_exact.py --settings 200:1,500:10,2000:20 --json exact.json
+    OMP_NUM_THREADS=1 python benchmarks/mcmc_exact.py --settings 200:1:10000:0,default --tasks slcp,gaussian_linear
+
+A setting is ``warmup:thin[:num_init[:init_ess]]`` (``init_ess`` 0: one round of ``num_init`` SIR draws, as
+before SIR drew until its weights' effective sample size reached ``init_ess``) or ``default``
+(``MCMCPosterior``'s defaults); the SIR draws each run used are averaged in the output.
 
 Runs with ``--threads`` torch threads (default 1), printed in the header.
 """
@@ -49,8 +53,8 @@ class ExactLikelihood:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="slcp")
-    parser.add_argument("--settings", default="200:1,500:10",
-                        help="warm-up:thin[:num_init] of the MALA chains (num_init: SIR's prior draws, default 10⁴)")
+    parser.add_argument("--settings", default="200:1:10000:0,default",
+                        help="warm-up:thin[:num_init[:init_ess]] of the MALA chains, or default (see above)")
     parser.add_argument("--num-obs", type=int, default=5)
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
@@ -67,36 +71,44 @@ def main() -> None:
         reference = sim.reference_posterior_batched(x_o, args.num_samples,
                                                     generator=torch.Generator().manual_seed(args.seed))
         for setting in args.settings.split(","):
-            warmup, thin, *rest = map(int, setting.split(":"))
-            num_init = rest[0] if rest else 10_000
-            post = MCMCPosterior(ExactLikelihood(sim), sim.prior, warmup=warmup, thin=thin, num_init=num_init,
-                                 progress=False)
+            options = {}
+            if setting != "default":
+                values = setting.split(":")
+                keys = ("warmup", "thin", "num_init", "init_ess")[: len(values)]
+                options = {k: (float(v) if k == "init_ess" else int(v)) for k, v in zip(keys, values, strict=True)}
+            post = MCMCPosterior(ExactLikelihood(sim), sim.prior, progress=False, **options)
+            warmup, thin = post.warmup, post.thin
             generator = torch.Generator().manual_seed(args.seed)
-            scores, shares, seconds = [], [], 0.0
+            scores, shares, seconds, draws_sir = [], [], 0.0, []
             for i in range(args.num_obs):
                 start = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # R-hat over mirror modes
                     draws = post.sample(args.num_samples, x_o[i : i + 1], generator=generator)
                 seconds += time.perf_counter() - start
+                draws_sir.append(post.last_run.init_draws)
                 scores.append(simgen.diagnostics.c2st(draws, reference[i]))
                 if task == "slcp":
                     shares.append([(draws[:, k] > 0).float().mean().item() for k in (2, 3)])
             mean, se = mean_se(scores)
-            row = {"task": task, "warmup": warmup, "thin": thin, "num_init": num_init, "c2st": mean, "se": se,
+            num_init = sum(draws_sir) / len(draws_sir)
+            row = {"task": task, "setting": setting, "warmup": warmup, "thin": thin, "num_init": num_init,
+                   "init_ess": post.init_ess, "c2st": mean, "se": se,
                    "scores": scores, "seconds_per_obs": seconds / args.num_obs, "mode_shares": shares}
             rows.append(row)
             if args.json:
                 Path(args.json).write_text(json.dumps(rows, indent=2))
             worst = max(abs(s - 0.5) for pair in shares for s in pair) if shares else float("nan")
-            print(f"{task:10s} warm-up {warmup:4d} thin {thin:2d} SIR draws {num_init:8d}  C2ST {mean:.3f} ± {se:.3f} "
+            print(f"{task:10s} warm-up {warmup:4d} thin {thin:2d} SIR draws {num_init:9.0f} (ESS target "
+                  f"{post.init_ess:g})  C2ST {mean:.3f} ± {se:.3f} "
                   f"{[round(s, 3) for s in scores]}  worst |share − 0.5| {worst:.3f}  "
                   f"{seconds / args.num_obs:5.1f} s/obs", flush=True)
 
-    print("\n| task | warm-up | thin | SIR draws | C2ST | s/obs |")
-    print("|---|---|---|---|---|---|")
+    print("\n| task | warm-up | thin | SIR draws (mean) | SIR ESS target | C2ST | s/obs |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['task']} | {r['warmup']} | {r['thin']} | {r['num_init']} | {r['c2st']:.3f} ± {r['se']:.3f} | "
+        print(f"| {r['task']} | {r['warmup']} | {r['thin']} | {r['num_init']:.0f} | {r['init_ess']:g} | "
+              f"{r['c2st']:.3f} ± {r['se']:.3f} | "
               f"{r['seconds_per_obs']:.1f} |")
 
 

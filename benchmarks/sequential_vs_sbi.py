@@ -4,7 +4,10 @@ For each task, total budget and observation: ``simgen.PosteriorEstimator(prior).
 num_simulations=budget, rounds=R)`` against sbi's TSNPE recipe (``NPE`` trained on all rounds with
 ``force_first_round_loss=True``, proposals ``RestrictedPrior(prior, get_density_thresholder(posterior,
 quantile=1e-4), sample_with="rejection")``, as sbi's tutorial), and the one-round baselines (``--methods``:
-``simgen:npe``, ``sbi:npe``: all the budget from the prior). Each method's posterior at x_o is scored against
+``simgen:npe``, ``sbi:npe``: all the budget from the prior); ``simgen:snle`` and ``simgen:snre`` are sequential NLE
+and NRE (``LikelihoodEstimator`` / ``RatioEstimator``'s ``fit_sequential``: later rounds from the MCMC posterior,
+which also gives the draws scored), ``simgen:nle`` / ``simgen:nre`` their one-round versions.
+Each method's posterior at x_o is scored against
 the task's reference posterior by C2ST (sbibm's classifier). Prints C2ST mean ± standard error over observations
 and the wall time per observation (all rounds: simulation, training, truncation); ``--json`` writes the rows after
 each one, so a run stopped early keeps what it measured.
@@ -33,11 +36,16 @@ import simulators
 DEFAULT_METHODS = "simgen:tsnpe,sbi:tsnpe"
 
 
-def _simgen(sim, x_o: torch.Tensor, budget: int, rounds: int, seed: int):
-    """simgen: a sampler of the posterior at x_o after fit_sequential (rounds=1: plain NPE)."""
-    est = simgen.PosteriorEstimator(sim.prior)
-    est.fit_sequential(sim, x_o[None], num_simulations=budget, rounds=rounds, seed=seed, progress=False)
-    return lambda n, g: est.sample(n, x_o, generator=g)
+def _simgen(sim, x_o: torch.Tensor, budget: int, rounds: int, seed: int, name: str = "tsnpe"):
+    """simgen: a sampler of the posterior at x_o after fit_sequential (rounds=1: plain NPE, NLE or NRE)."""
+    if name in ("tsnpe", "npe"):
+        est = simgen.PosteriorEstimator(sim.prior)
+        est.fit_sequential(sim, x_o[None], num_simulations=budget, rounds=rounds, seed=seed, progress=False)
+        return lambda n, g: est.sample(n, x_o, generator=g)
+    cls = simgen.LikelihoodEstimator if name in ("snle", "nle") else simgen.RatioEstimator
+    posterior = cls(sim.prior).fit_sequential(sim, x_o[None], num_simulations=budget, rounds=rounds, seed=seed,
+                                              progress=False, mcmc={"progress": False})
+    return lambda n, g: posterior.sample(n, x_o[None], generator=g)
 
 
 def _sbi(sim, x_o: torch.Tensor, budget: int, rounds: int, seed: int):
@@ -77,7 +85,8 @@ def main() -> None:
     parser.add_argument("--budgets", default="1000,10000", help="total simulations over all rounds")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--methods", default=DEFAULT_METHODS,
-                        help="simgen:tsnpe, sbi:tsnpe (R rounds), simgen:npe, sbi:npe (one round)")
+                        help="simgen:tsnpe, sbi:tsnpe, simgen:snle, simgen:snre (R rounds), simgen:npe, sbi:npe, "
+                             "simgen:nle, simgen:nre (one round)")
     parser.add_argument("--num-obs", type=int, default=3)
     parser.add_argument("--num-samples", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=1)
@@ -100,8 +109,8 @@ def main() -> None:
         for budget in map(int, args.budgets.split(",")):
             for method in args.methods.split(","):
                 lib, name = method.split(":", 1)
-                rounds = 1 if name == "npe" else args.rounds
-                build = {"simgen": _simgen, "sbi": _sbi}[lib]
+                rounds = 1 if name in ("npe", "nle", "nre") else args.rounds
+                build = {"simgen": lambda *a, name=name: _simgen(*a, name=name), "sbi": _sbi}[lib]
                 scores, seconds = [], []
                 for i in range(args.num_obs):
                     start = time.perf_counter()
