@@ -11,9 +11,9 @@ shares of draws with θ₃ > 0 and θ₄ > 0 (its mirror modes hold half the mas
     OMP_NUM_THREADS=1 python benchmarks/mcmc_exact.py                       # slcp, 5 observations
     OMP_NUM_THREADS=1 python benchmarks/mcmc_exact.py --settings 200:1:10000:0,default --tasks slcp,gaussian_linear
 
-A setting is ``warmup:thin[:num_init[:init_ess]]`` (``init_ess`` 0: one round of ``num_init`` SIR draws, as
-before SIR drew until its weights' effective sample size reached ``init_ess``) or ``default``
-(``MCMCPosterior``'s defaults); the SIR draws each run used are averaged in the output.
+A setting is ``warmup:thin[:num_init[:init_ess]]`` or ``default`` (``MCMCPosterior``'s defaults). SIR draws
+``num_init`` prior draws, then more until its weights' effective sample size reaches ``init_ess`` (0: one round,
+the former default); the draws each run took are averaged in the output.
 
 Runs with ``--threads`` torch threads (default 1), printed in the header.
 """
