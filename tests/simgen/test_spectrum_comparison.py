@@ -103,11 +103,11 @@ def test_broken_emulated_maps_are_flagged_and_set_aside() -> None:
     its correlations, the exact log-likelihood, C2ST) runs on the finite ones instead of turning NaN."""
     def break_some(x, generator):  # 5 % of the second θ's maps broken
         x = x.clone()
-        x[1, :10, 0, 0] = torch.nan
-        x[1, 10:15, 3, 4] = torch.inf
+        x[1, :6, 0, 0] = torch.nan
+        x[1, 6:10, 3, 4] = torch.inf
         return x
 
-    res = D.compare_likelihood(Emulator(break_some), SIM, THETA, num_samples=300, seed=0)
+    res = D.compare_likelihood(Emulator(break_some), SIM, THETA, num_samples=200, seed=0)
     assert res.non_finite_fraction.tolist() == pytest.approx([0.0, 0.05])
     assert res.impossible_fraction.tolist() == [0.0, 0.0]  # a broken draw is not counted as outside the support
     reasons = res.reasons()
