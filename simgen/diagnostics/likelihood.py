@@ -425,6 +425,14 @@ def compare_likelihood(
     if emulated.shape != simulated.shape:
         raise ValueError(f"emulated draws {list(emulated.shape)} and simulations {list(simulated.shape)} differ "
                          "in shape")
+    finite_sim = _finite_draws(simulated)  # [m, n]
+    if not bool(finite_sim.all()):  # bad simulator output: reported, and set aside from every statistic below
+        rows = torch.nonzero(~finite_sim.all(1)).flatten().tolist()
+        warnings.warn(f"the simulator returned {int((~finite_sim).sum())} of {finite_sim.numel()} draws with NaN or "
+                      f"infinite values (θ rows {rows}); they are set aside", RuntimeWarning, stacklevel=2)
+    if int(finite_sim.sum(1).min()) < 5:
+        raise ValueError("compare_likelihood needs at least 5 finite simulations at each θ; the simulator returned "
+                         f"{finite_sim.sum(1).tolist()} of {n}")
     x_shape = tuple(simulated.shape[2:])
     is_map = rows_are_maps(x_shape, getattr(simulator, "x_kind", None)) and x_shape[-1] == x_shape[-2]
     num_dims = math.prod(x_shape)
@@ -433,7 +441,8 @@ def compare_likelihood(
     statistics: dict[str, StatisticComparison] = {}
     spectrum = None
     if is_map:
-        loc, scale = float(simulated.mean()), float(simulated.std().clamp_min(1e-12))
+        kept = simulated[finite_sim]
+        loc, scale = float(kept.mean()), float(kept.std().clamp_min(1e-12))
         side = getattr(simulator, "side", None)
         sim_stats = [map_statistics(simulated[i], loc=loc, scale=scale, side=side) for i in range(m)]
         emu_stats = [map_statistics(emulated[i], loc=loc, scale=scale, side=side) for i in range(m)]
@@ -457,7 +466,7 @@ def compare_likelihood(
             feats = [_c2st_features(st) for st in (emu_stats[i], sim_stats[i])]
             keep = [torch.isfinite(f).all(dim=1) for f in feats]
             c2sts.append(c2st(feats[0][keep[0]], feats[1][keep[1]], seed=seed if seed is not None else 1))
-            es, ss = (emulated[i][finite[i]] - loc) / scale, (simulated[i] - loc) / scale
+            es, ss = (emulated[i][finite[i]] - loc) / scale, (simulated[i][finite_sim[i]] - loc) / scale
             mmds.append(mmd(es, ss))
             w1s.append([wasserstein_distance(es.reshape(-1).numpy(), ss.reshape(-1).numpy())])
         ks_pvalues = None
@@ -465,10 +474,11 @@ def compare_likelihood(
         flat_e, flat_s = emulated.reshape(m, n, -1), simulated.reshape(m, n, -1)
         # a broken emulated draw is set aside (the statistics drop non-finite rows themselves)
         kept_e = torch.where(finite[..., None], flat_e, torch.nan)
-        centred_e = kept_e - kept_e.nanmean(1, keepdim=True)
-        statistics["mean"] = _compare_statistic("mean", flat_s, kept_e)
+        kept_s = torch.where(finite_sim[..., None], flat_s, torch.nan)
+        statistics["mean"] = _compare_statistic("mean", kept_s, kept_e)
         statistics["variance"] = _compare_statistic(  # mean squared deviation from each set's own mean
-            "variance", (flat_s - flat_s.mean(1, keepdim=True)) ** 2, centred_e**2)
+            "variance", (kept_s - kept_s.nanmean(1, keepdim=True)) ** 2,
+            (kept_e - kept_e.nanmean(1, keepdim=True)) ** 2)
         for i in range(m):
             if int(finite[i].sum()) < 5:  # too few draws to compare (flagged by non_finite_fraction)
                 c2sts.append(math.nan)
@@ -476,9 +486,10 @@ def compare_likelihood(
                 w1s.append([math.nan] * flat_s.shape[-1])
                 kss.append([math.nan] * flat_s.shape[-1])
                 continue
-            mean, std = flat_s[i].mean(0), flat_s[i].std(0).clamp_min(1e-12)
-            es, ss = (flat_e[i][finite[i]] - mean) / std, (flat_s[i] - mean) / std
-            c2sts.append(c2st(flat_e[i][finite[i]], flat_s[i], seed=seed if seed is not None else 1))
+            si = flat_s[i][finite_sim[i]]
+            mean, std = si.mean(0), si.std(0).clamp_min(1e-12)
+            es, ss = (flat_e[i][finite[i]] - mean) / std, (si - mean) / std
+            c2sts.append(c2st(flat_e[i][finite[i]], si, seed=seed if seed is not None else 1))
             mmds.append(mmd(es, ss))
             w1s.append([wasserstein_distance(es[:, j].numpy(), ss[:, j].numpy()) for j in range(es.shape[1])])
             kss.append([ks_2samp(es[:, j].numpy(), ss[:, j].numpy()).pvalue for j in range(es.shape[1])])
@@ -504,11 +515,15 @@ def compare_likelihood(
         log_p = exact(simulated)
     if gap:
         with seeded(seed):
-            log_q = torch.stack([as_tensor(emulator.log_prob(simulated[i], theta[i : i + 1]), "emulator log_prob")
-                                 .double().reshape(-1) for i in range(m)])
-        diff = log_p - log_q  # [m, n]
-        gap_mean = diff.mean(1).float()
-        gap_se = (diff.std(1) / math.sqrt(n)).float()
+            log_q = torch.full((m, n), torch.nan, dtype=torch.float64)
+            for i in range(m):
+                log_q[i, finite_sim[i]] = as_tensor(emulator.log_prob(simulated[i][finite_sim[i]], theta[i : i + 1]),
+                                                    "emulator log_prob").double().reshape(-1)
+        diff = torch.where(finite_sim, log_p - log_q, torch.nan)  # [m, n]; a broken simulation is set aside
+        count = finite_sim.sum(1)
+        gap_mean = diff.nanmean(1)
+        gap_se = (((diff - gap_mean[:, None]) ** 2).nansum(1) / (count - 1)).sqrt() / count.sqrt()
+        gap_mean, gap_se = gap_mean.float(), gap_se.float()
 
     return LikelihoodComparison(
         theta=theta, simulated=simulated, emulated=emulated, is_map=is_map,

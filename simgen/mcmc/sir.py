@@ -7,8 +7,8 @@ importance weights' effective sample size (Kish 1965),
 
     ESS = (Σ_k w_k)² / Σ_k w_k²,   w_k = exp(log π(θ_k) − log p(θ_k)),
 
-counts how many prior draws the resampling really rests on. Where the posterior is narrow next to the prior (SLCP:
-ESS of 3–9 out of 10⁴ draws), :func:`sir_start` keeps drawing (doubling the draws each round) until the ESS
+counts how many prior draws the resampling really rests on. Where the posterior is narrow next to the prior, a
+few draws carry all the weight; :func:`sir_start` then keeps drawing (doubling the draws each round) until the ESS
 reaches ``min_ess`` or ``max_init`` draws.
 """
 

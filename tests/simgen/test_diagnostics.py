@@ -334,3 +334,28 @@ def test_compare_likelihood_sets_aside_and_flags_broken_emulated_vectors(linear_
     assert torch.isfinite(res.c2st).all() and torch.isfinite(res.mmd).all() and torch.isfinite(res.ks_pvalues).all()
     assert torch.isfinite(res.statistics["mean"].z).all() and torch.isfinite(res.statistics["variance"].z).all()
     assert res.reasons() == [r for r in res.reasons() if "NaN or infinite" in r] and res.flagged
+
+
+def test_compare_likelihood_reports_and_sets_aside_broken_simulations(linear_task):
+    """A simulator's NaN or infinite draws are reported (a warning naming the θ rows) and left out of every statistic
+    and of the gap, which stays that of the exact emulator (0) instead of turning NaN."""
+    sim, theta, _ = linear_task
+
+    class Failing:
+        def __init__(self, inner):
+            self.inner, self.x_shape, self.tractable = inner, inner.x_shape, True
+
+        def __call__(self, theta, generator=None):
+            x = self.inner(theta, generator=generator).clone()
+            x[:7, 0] = torch.nan  # the first θ row's first 7 draws (rows are θ-major)
+            return x
+
+        def log_likelihood(self, theta, x):
+            return self.inner.log_likelihood(theta, x)
+
+    with pytest.warns(RuntimeWarning, match=r"7 of 1000 draws with NaN or infinite values \(θ rows \[0\]\)"):
+        res = D.compare_likelihood(SimulatorAsEmulator(sim), Failing(sim), theta[:2], num_samples=500, seed=0)
+    assert torch.isfinite(res.c2st).all() and torch.isfinite(res.mmd).all() and torch.isfinite(res.ks_pvalues).all()
+    assert torch.isfinite(res.statistics["variance"].z).all() and torch.isfinite(res.typicality_z).all()
+    assert res.log_likelihood_gap.abs().max() < 1e-4 and torch.isfinite(res.log_likelihood_gap_se).all()
+    assert not res.flagged, res.reasons()
