@@ -97,6 +97,20 @@ def _init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _mcmc_options(text: str) -> dict[str, Any]:
+    """``--mcmc``: a JSON object of MCMC options, checked as the configuration's ``[evaluation] mcmc``."""
+    from .config import ConfigError, parse_mcmc_options
+
+    try:
+        return parse_mcmc_options(json.loads(text), "mcmc")
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"a JSON object such as '{{\"method\": \"hmc\"}}'; got {text!r} "
+                                         f"({e})") from None
+    except ConfigError as e:
+        option = e.key.removeprefix("mcmc").removeprefix(".")
+        raise argparse.ArgumentTypeError(f"{option + ': ' if option else ''}{e.reason}") from None
+
+
 def _option(text: str) -> tuple[str, object]:
     """``k=v`` with v read as JSON when it parses (numbers, lists, true/false), else as a string."""
     key, sep, value = text.partition("=")
@@ -400,8 +414,11 @@ def _sample(args: argparse.Namespace) -> int:
     # a posterior samples θ given observations x (a ratio estimator's by MCMC, a joint model's from its
     # conditional), an emulator x given parameters θ
     joint = est.direction == "joint"
+    if args.mcmc is not None and est.direction != "ratio":
+        raise UsageError(f"--mcmc sets the MCMC of a ratio estimator's posterior; {args.model} is a "
+                         f"{est.direction} model")
     if est.direction == "ratio":
-        est = est.posterior(progress=not args.quiet)
+        est = est.posterior(progress=not args.quiet, **(args.mcmc or {}))
         flag, given = "--x", args.x
         missing = f"{args.model} is a ratio estimator: give the observations with --x FILE"
     elif est.direction in ("posterior", "joint"):
@@ -444,7 +461,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     config.emulator_maps = args.num_samples if args.emulator_samples is None else args.emulator_samples
     if args.spectrum_maps is not None:
         config.spectrum_maps = args.spectrum_maps
+    if args.mcmc is not None:
+        config.mcmc = {**config.mcmc, **args.mcmc}
     est = _load_model(args.model, args.device)
+    if args.mcmc is not None and est.direction != "ratio":
+        raise UsageError(f"--mcmc sets the MCMC of a ratio estimator's posterior; {args.model} is a "
+                         f"{est.direction} model")
     say = _say(args)
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
@@ -472,7 +494,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             say(f"mean C2ST against the reference posterior: {summary['mean_c2st']:.3f}")
         if config.calibration > 0:
             posterior = est.posterior(num_chains=config.mcmc_chains, warmup=config.mcmc_warmup,
-                                      progress=False) if ratio else est
+                                      progress=False, **config.mcmc) if ratio else est
             summary["calibration"] = pipeline.check_calibration(config, sim, posterior, outputs, say=say)
     else:
         summary["emulator"] = pipeline.check_likelihood(config, sim, est, observations.theta, outputs, say=say)
@@ -621,6 +643,9 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--theta", default=None, help="parameters [m, d_theta]: a file or a JSON list")
     sample.add_argument("--num", type=int, default=1000, help="draws per observation or θ (default 1000)")
     sample.add_argument("--out", required=True, help="output file, .npy or .pt")
+    sample.add_argument("--mcmc", type=_mcmc_options, default=None, metavar="JSON",
+                        help="a ratio estimator's MCMC options, e.g. '{\"method\": \"hmc\", \"thin\": 3}' "
+                             "(keys as the configuration's [evaluation] mcmc)")
     _common(sample)
     sample.set_defaults(func=_sample)
 
@@ -642,6 +667,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="maps: simulated and emulated maps per θ for the power spectrum and its correlations "
                                "across maps (default 4096, or the configuration's evaluation.spectrum_maps)")
     evaluate.add_argument("--out", default="simgen-eval", help="output folder (default simgen-eval)")
+    evaluate.add_argument("--mcmc", type=_mcmc_options, default=None, metavar="JSON",
+                          help="a ratio estimator's MCMC options as JSON (over the configuration's [evaluation] mcmc)")
     _common(evaluate)
     evaluate.set_defaults(func=_evaluate)
 

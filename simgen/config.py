@@ -36,10 +36,12 @@ __all__ = [
     "DEFAULT_CONFIG",
     "EXAMPLE_CONFIG",
     "ConfigError",
+    "MCMC_KEYS",
     "ModelConfig",
     "RunConfig",
     "load_config",
     "parse_config",
+    "parse_mcmc_options",
     "resolve_simulator",
 ]
 
@@ -82,7 +84,9 @@ _RATIO_KEYS = ("enabled", "model", "embedding", "options", "training", "num_trai
 _JOINT_KEYS = ("enabled", "model", "options", "training", "num_train")
 _OBSERVATION_KEYS = ("held_out", "theta", "file", "true_theta")
 _EVALUATION_KEYS = ("num_samples", "c2st", "reference_samples", "calibration", "calibration_samples",
-                    "emulator_maps", "spectrum_maps", "mcmc_chains", "mcmc_warmup")
+                    "emulator_maps", "spectrum_maps", "mcmc_chains", "mcmc_warmup", "mcmc")
+#: keys of ``[evaluation] mcmc``: options of :class:`~simgen.mcmc.MCMCPosterior` beside the chains and warm-up
+MCMC_KEYS = ("method", "thin", "num_init", "init_ess", "max_init", "num_leapfrog", "target_accept")
 _OUTPUT_KEYS = ("dir", "report", "save_models")
 
 
@@ -92,6 +96,7 @@ class ConfigError(ValueError):
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"config key '{key}': {message}")
         self.key = key
+        self.reason = message
 
 
 @dataclass
@@ -160,6 +165,8 @@ class RunConfig:
     spectrum_maps: int = 4096
     mcmc_chains: int = 200
     mcmc_warmup: int = 100
+    #: further options of every MCMC posterior the run samples (``[evaluation] mcmc``; :data:`MCMC_KEYS`)
+    mcmc: dict[str, Any] = field(default_factory=dict)
     out_dir: str = "simgen-out"
     report: str = "report.html"
     save_models: bool = True
@@ -301,6 +308,7 @@ c2st = true                  # C2ST against the simulator's reference posterior,
 # spectrum_maps = 4096       # maps: simulated and emulated maps per θ for the power spectrum and its correlations
 # mcmc_chains = 100          # chains (and warm-up sweeps) of the MCMC through the emulator ([likelihood].mcmc)
 # mcmc_warmup = 50
+# mcmc = { method = "mala", thin = 10, init_ess = 50 }   # further MCMC options (simgen.mcmc.MCMCPosterior's)
 
 [output]
 dir = "simgen-out"           # everything goes here: store, models, figures, summary.json, the report
@@ -349,6 +357,38 @@ def _str(raw: Any, key: str, allowed: tuple[str, ...] | None = None) -> str:
     if allowed is not None and raw not in allowed:
         raise ConfigError(key, f"must be one of {', '.join(repr(a) for a in allowed)}; got {raw!r}")
     return raw
+
+
+def parse_mcmc_options(raw: Any, key: str = "evaluation.mcmc") -> dict[str, Any]:
+    """The MCMC options of a configuration's ``[evaluation] mcmc`` table (or the CLI's ``--mcmc``), checked.
+
+    Keys are :data:`MCMC_KEYS`, with the meanings of :class:`~simgen.mcmc.MCMCPosterior`'s arguments: ``method``
+    (``"mala"``, ``"hmc"`` or ``"slice"``), ``thin``, ``num_init``, ``max_init`` and ``num_leapfrog`` (integers
+    >= 1), ``init_ess`` (a number >= 0) and ``target_accept`` (in (0, 1)). The number of chains and the warm-up
+    are ``mcmc_chains`` and ``mcmc_warmup``.
+
+    Raises:
+        ConfigError: not a table, an unknown key, or a value of the wrong type or range.
+    """
+    from .mcmc import METHODS
+
+    table = _table(raw, key, MCMC_KEYS)
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        where = f"{key}.{k}"
+        if k == "method":
+            out[k] = _str(v, where, METHODS)
+        elif k in ("init_ess", "target_accept"):
+            out[k] = _number(v, where)
+            if k == "init_ess" and out[k] < 0:
+                raise ConfigError(where, f"must be a number >= 0; got {v!r}")
+            if k == "target_accept" and not 0 < out[k] < 1:
+                raise ConfigError(where, f"must lie in (0, 1); got {v!r}")
+        else:
+            out[k] = _int(v, where, 1)
+    if out.get("max_init", math.inf) < out.get("num_init", 1):
+        raise ConfigError(f"{key}.max_init", f"must be >= num_init ({out['num_init']}); got {out['max_init']}")
+    return out
 
 
 def _matrix(raw: Any, key: str, columns: int | None) -> list[list[float]]:
@@ -696,6 +736,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
           for k in ("num_samples", "reference_samples", "calibration", "calibration_samples", "emulator_maps",
                     "spectrum_maps", "mcmc_chains", "mcmc_warmup")}
     c2st = _bool(evaluation.get("c2st", True), "evaluation.c2st")
+    mcmc = parse_mcmc_options(evaluation.get("mcmc", {}))
 
     output = _table(raw.get("output", {}), "output", _OUTPUT_KEYS)
     out_dir = _str(output.get("dir", "simgen-out"), "output.dir")
@@ -712,7 +753,7 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
         num_samples=ev["num_samples"], c2st=c2st, reference_samples=ev["reference_samples"],
         calibration=ev["calibration"], calibration_samples=ev["calibration_samples"],
         emulator_maps=ev["emulator_maps"], spectrum_maps=ev["spectrum_maps"], mcmc_chains=ev["mcmc_chains"],
-        mcmc_warmup=ev["mcmc_warmup"],
+        mcmc_warmup=ev["mcmc_warmup"], mcmc=mcmc,
         out_dir=out_dir, report=report, save_models=save_models,
         base_dir=str(base_dir), source=source,
     )

@@ -400,10 +400,11 @@ def check_observations(config: RunConfig, simulator: Any, observations: Observat
         methods.append(("posterior", posterior))
     if emulator is not None and config.likelihood.mcmc:
         methods.append(("emulator_mcmc", emulator.posterior(num_chains=config.mcmc_chains,
-                                                            warmup=config.mcmc_warmup, progress=progress)))
+                                                            warmup=config.mcmc_warmup, progress=progress,
+                                                            **config.mcmc)))
     if ratio is not None:
         methods.append(("ratio_mcmc", ratio.posterior(num_chains=config.mcmc_chains, warmup=config.mcmc_warmup,
-                                                      progress=progress)))
+                                                      progress=progress, **config.mcmc)))
     if joint is not None:
         methods.append(("joint", JointPosterior(joint)))
     for i in range(observations.x.shape[0]):

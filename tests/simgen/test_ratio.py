@@ -233,12 +233,32 @@ def test_ratio_table_is_read_and_checked():
     assert only_ratio.ratio.enabled and not only_ratio.posterior.enabled
 
 
+def test_mcmc_options_are_read_and_checked():
+    from simgen.config import ConfigError, parse_config
+
+    config, _ = parse_config('simulator = "two_moons"\n[evaluation]\nmcmc = { method = "hmc", thin = 2, '
+                             'init_ess = 20, max_init = 50000, target_accept = 0.8 }\n', build_simulator=False)
+    assert config.mcmc == {"method": "hmc", "thin": 2, "init_ess": 20.0, "max_init": 50_000, "target_accept": 0.8}
+    assert parse_config('simulator = "two_moons"\n', build_simulator=False)[0].mcmc == {}
+    for text, key in (('method = "gibbs"', "evaluation.mcmc.method"), ("thin = 0", "evaluation.mcmc.thin"),
+                      ("warmup = 5", "evaluation.mcmc.warmup"), ("init_ess = -1", "evaluation.mcmc.init_ess"),
+                      ("target_accept = 1.5", "evaluation.mcmc.target_accept"),
+                      ("num_init = 100, max_init = 10", "evaluation.mcmc.max_init")):
+        with pytest.raises(ConfigError) as err:
+            parse_config(f'simulator = "two_moons"\n[evaluation]\nmcmc = {{ {text} }}\n', build_simulator=False)
+        assert err.value.key == key, text
+
+
 @pytest.mark.filterwarnings("ignore:MCMC may not have converged:RuntimeWarning")  # tiny budget, short chains
-def test_run_train_and_sample_a_ratio_estimator(tmp_path):
+def test_run_train_and_sample_a_ratio_estimator(tmp_path, monkeypatch):
     import json
     import textwrap
 
     from simgen.cli import main
+
+    asked = []  # the MCMC options each ratio posterior was built with
+    build = simgen.RatioEstimator.posterior
+    monkeypatch.setattr(simgen.RatioEstimator, "posterior", lambda self, **kw: asked.append(kw) or build(self, **kw))
 
     config = tmp_path / "gl.toml"
     config.write_text(textwrap.dedent("""
@@ -254,10 +274,12 @@ def test_run_train_and_sample_a_ratio_estimator(tmp_path):
         theta = [[0.2, -0.3]]
         [evaluation]
         calibration = 0
+        mcmc = { thin = 2, init_ess = 10 }
         [output]
         dir = "results"
     """))
     assert main(["run", str(config), "--threads", "1", "--quiet"]) == 0
+    assert asked[-1]["thin"] == 2 and asked[-1]["init_ess"] == 10.0
     out = tmp_path / "results"
     row = json.loads((out / "summary.json").read_text())["observations_results"][0]
     assert 0.0 <= row["ratio_mcmc_c2st"] <= 1.0  # 200 draws of a tiny run: only that it ran
@@ -270,5 +292,9 @@ def test_run_train_and_sample_a_ratio_estimator(tmp_path):
                  "--model", "flow", "--quiet"]) == 2
     samples = tmp_path / "s.pt"
     assert main(["sample", "--model", str(model), "--x", "[[0.1, 0.2]]", "--num", "40", "--out", str(samples),
-                 "--quiet"]) == 0
+                 "--mcmc", '{"method": "slice", "thin": 1}', "--quiet"]) == 0
     assert torch.load(samples).shape == (1, 40, 2)
+    assert asked[-1]["method"] == "slice" and asked[-1]["thin"] == 1
+    # an unknown option is refused before anything runs
+    assert main(["sample", "--model", str(model), "--x", "[[0.1, 0.2]]", "--out", str(samples), "--mcmc",
+                 '{"steps": 3}', "--quiet"]) == 2
