@@ -24,6 +24,10 @@ the exact likelihood).
         --methods simgen:nre_a,simgen:nre_b,simgen:nre_c,simgen:bnre --json variants.json
     OMP_NUM_THREADS=1 python benchmarks/methods_vs_sbi.py --methods mnle --num-obs 5 --num-samples 2000
 
+``--simgen-options``, ``--fit-options`` and ``--mcmc`` (JSON objects) pass keywords to the simgen methods'
+constructor, ``fit`` and ``posterior`` (a sweep over one setting on the same simulations and observations); the
+rows record them.
+
 Both run with the same number of torch threads (``--threads``, default 1), printed in the header.
 """
 
@@ -52,23 +56,26 @@ MNLE_METHODS = {"simgen:mnle", "sbi:MNLE"}
 MIXED_TASK, MIXED_DISCRETE = "choices", [0]
 
 
-def _fit(method: str, prior, theta: torch.Tensor, x: torch.Tensor, seed: int, discrete: list[int] | None = None):
+def _fit(method: str, prior, theta: torch.Tensor, x: torch.Tensor, seed: int, discrete: list[int] | None = None,
+         options: dict | None = None, fit_options: dict | None = None, mcmc: dict | None = None):
     """A trained method: (sampler of n draws at one x, log q(x | θ) of paired rows or None for ratio estimators,
-    training seconds, epochs). ``discrete``: x's discrete columns, for the MNLE methods."""
+    training seconds, epochs). ``discrete``: x's discrete columns, for the MNLE methods. ``options``,
+    ``fit_options`` and ``mcmc``: a simgen method's constructor, ``fit`` and ``posterior`` keywords."""
     lib, name = method.split(":", 1)
+    options, fit_options, mcmc = options or {}, fit_options or {}, mcmc or {}
     if method == "simgen:mnle":
-        est = simgen.LikelihoodEstimator(prior, discrete=discrete)
-        history = est.fit(theta, x, seed=seed, progress=False)
-        post = est.posterior(progress=False)
+        est = simgen.LikelihoodEstimator(prior, discrete=discrete, **options)
+        history = est.fit(theta, x, seed=seed, progress=False, **fit_options)
+        post = est.posterior(progress=False, **mcmc)
 
         def sample(n: int, x_o: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
             return post.sample(n, x_o, generator=generator)
 
         return sample, est.log_prob, history.wall_time, history.epochs
     if lib == "simgen":
-        est = simgen.RatioEstimator(prior, name)
-        history = est.fit(theta, x, seed=seed, progress=False)
-        post = est.posterior(progress=False)
+        est = simgen.RatioEstimator(prior, name, **options)
+        history = est.fit(theta, x, seed=seed, progress=False, **fit_options)
+        post = est.posterior(progress=False, **mcmc)
 
         def sample(n: int, x_o: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
             return post.sample(n, x_o, generator=generator)
@@ -129,6 +136,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--simgen-options", type=json.loads, default={}, metavar="JSON",
+                        help="keywords of the simgen methods' constructors, e.g. '{\"hidden_features\": 128}'")
+    parser.add_argument("--fit-options", type=json.loads, default={}, metavar="JSON",
+                        help="keywords of the simgen methods' fit, e.g. '{\"patience\": 50}'")
+    parser.add_argument("--mcmc", type=json.loads, default={}, metavar="JSON",
+                        help="keywords of the simgen methods' MCMC posterior, e.g. '{\"thin\": 20}'")
     args = parser.parse_args()
     methods = ",".join(GROUPS.get(m, m) for m in args.methods.split(",")).split(",")
     tasks = args.tasks or (MIXED_TASK if set(methods) <= MNLE_METHODS else DEFAULT_TASKS)
@@ -143,13 +156,18 @@ def main() -> None:
     print(f"simgen {simgen.__version__} vs sbi {sbi.__version__}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s); {args.num_obs} observations, {args.num_samples} samples, "
           "C2ST as sbibm (MLP 2x10d, 5 folds)", flush=True)
+    settings = {"options": args.simgen_options, "fit_options": args.fit_options, "mcmc": args.mcmc}
+    if any(settings.values()):
+        print(f"simgen methods with {settings}", flush=True)
     rows = []
     for task in tasks.split(","):
         prior, sim, x_o, reference, held_out, discrete = _task(task, args.num_obs, args.num_samples, args.seed)
         for budget in map(int, args.budgets.split(",")):
             theta, x = simgen.simulate(sim, prior, budget, seed=args.seed, progress=False)
             for method in methods:
-                sample, log_prob, train_s, epochs = _fit(method, prior, theta, x, args.seed, discrete)
+                simgen_settings = settings if method.startswith("simgen:") else {}
+                sample, log_prob, train_s, epochs = _fit(method, prior, theta, x, args.seed, discrete,
+                                                         **simgen_settings)
                 gap = gap_se = None
                 if held_out is not None and log_prob is not None:
                     theta_test, x_test, exact = held_out
@@ -166,7 +184,7 @@ def main() -> None:
                 mean, se = mean_se(scores)
                 row = {"task": task, "budget": budget, "method": method, "c2st": mean, "se": se,
                        "gap_nats": gap, "gap_se": gap_se, "train_s": train_s, "epochs": epochs,
-                       "sample_s_per_obs": sample_s / args.num_obs, "scores": scores}
+                       "sample_s_per_obs": sample_s / args.num_obs, "scores": scores, **simgen_settings}
                 rows.append(row)
                 if args.json:
                     Path(args.json).write_text(json.dumps(rows, indent=2))
