@@ -2,9 +2,9 @@
 
 Blocks are run at the written sizes when ``SIMGEN_DOCS_SMALL=0``; by default (``SIMGEN_DOCS_SMALL=1``) the test caps
 what only costs time — simulations per :func:`simgen.simulate` call, training epochs (simgen's and sbi's), local
-worker processes, the draws that C2ST classifies — so that the blocks stay readable (no budget switches in them) and
-the suite stays fast. The numbers they print are then meaningless; that every name is defined, every call accepted
-and every shape right is what is checked.
+worker processes, the draws that C2ST classifies, MCMC warm-up, thinning and SIR draws — so that the blocks stay
+readable (no budget switches in them) and the suite stays fast. The numbers they print are then meaningless; that
+every name is defined, every call accepted and every shape right is what is checked.
 
 A block that cannot run here (it needs a cluster, say) starts with a visible marker line naming the reason::
 
@@ -118,6 +118,21 @@ def _small_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for module in (diagnostics, two_sample, likelihood):
         monkeypatch.setattr(module, "c2st", c2st)
+
+    # MCMC: short warm-up, light thinning and SIR from at most 2·10⁴ prior draws (the sampler's accuracy is
+    # tested in tests/simgen/test_mcmc.py)
+    from simgen.mcmc import MCMCPosterior
+
+    original_init = MCMCPosterior.__init__
+
+    @functools.wraps(original_init)
+    def mcmc_init(self, *args, **kwargs) -> None:
+        original_init(self, *args, **kwargs)
+        self.warmup, self.thin = min(self.warmup, 50), min(self.thin, 2)
+        self.num_init = min(self.num_init, 10_000)
+        self.max_init = min(self.max_init, 20_000)
+
+    monkeypatch.setattr(MCMCPosterior, "__init__", mcmc_init)
 
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
