@@ -111,6 +111,13 @@ def _mcmc_options(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"{option + ': ' if option else ''}{e.reason}") from None
 
 
+def _check_mcmc_target(args: argparse.Namespace, est: Any) -> None:
+    """``--mcmc`` sets a ratio estimator's MCMC; refused for a model that samples without one."""
+    if args.mcmc is not None and est.direction != "ratio":
+        raise UsageError(f"--mcmc sets the MCMC of a ratio estimator's posterior; {args.model} is a "
+                         f"{est.direction} model")
+
+
 def _option(text: str) -> tuple[str, object]:
     """``k=v`` with v read as JSON when it parses (numbers, lists, true/false), else as a string."""
     key, sep, value = text.partition("=")
@@ -414,9 +421,7 @@ def _sample(args: argparse.Namespace) -> int:
     # a posterior samples θ given observations x (a ratio estimator's by MCMC, a joint model's from its
     # conditional), an emulator x given parameters θ
     joint = est.direction == "joint"
-    if args.mcmc is not None and est.direction != "ratio":
-        raise UsageError(f"--mcmc sets the MCMC of a ratio estimator's posterior; {args.model} is a "
-                         f"{est.direction} model")
+    _check_mcmc_target(args, est)
     if est.direction == "ratio":
         est = est.posterior(progress=not args.quiet, **(args.mcmc or {}))
         flag, given = "--x", args.x
@@ -464,9 +469,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.mcmc is not None:
         config.mcmc = {**config.mcmc, **args.mcmc}
     est = _load_model(args.model, args.device)
-    if args.mcmc is not None and est.direction != "ratio":
-        raise UsageError(f"--mcmc sets the MCMC of a ratio estimator's posterior; {args.model} is a "
-                         f"{est.direction} model")
+    _check_mcmc_target(args, est)
     say = _say(args)
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
