@@ -605,8 +605,8 @@ def _parser() -> argparse.ArgumentParser:
                             "all-in-one Simformer: any conditional) (default posterior; 'emulator' is the former "
                             "name of 'likelihood')")
     train.add_argument("--model", default=None, help="family: flow, cnf, diffusion, vae, simformer; for a ratio "
-                                                     "nre, nre_a, nre_b, nre_c, bnre; for a joint simformer "
-                                                     "(default: the config's, else flow / nre / simformer)")
+                                                     "nre, nre_a, nre_b, nre_c, bnre, tre; for a joint "
+                                                     "simformer (default: the config's, else flow / nre / simformer)")
     train.add_argument("--embedding", choices=("auto", "power_spectrum", "flatten"), default=None,
                        help="posterior embedding of x (default auto)")
     train.add_argument("--discrete-model", choices=("mnle", "dequantize"), default=None,

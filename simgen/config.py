@@ -283,8 +283,10 @@ training = {}
 # [ratio]                    # a classifier of p(x | theta) / p(x) (neural ratio estimation), posterior by MCMC
 # enabled = true
 # model = "nre"              # "nre" (recommended) | "nre_a" | "nre_b" | "nre_c" | "bnre" (balanced: conservative)
+#                            #   | "tre" (telescoping: narrow posteriors)
 # embedding = "auto"         # as [posterior]
 # options = {}               # e.g. { num_classes = 5, gamma = 1.0 } (nre_c), { regularization = 100 } (bnre),
+#                            #   { num_waymarks = 8 } (tre),
 #                            #   { hidden_features = 64, num_blocks = 2 }
 # training = {}
 

@@ -15,6 +15,13 @@ other rows. The variants differ in the classification task (:data:`RATIO_MODELS`
 * ``"bnre"`` (Delaunoy et al. 2022, arXiv:2208.13624): NRE-A plus λ (E_joint[σ(f)] + E_marg[σ(f)] − 1)², the
   balance condition a Bayes-optimal classifier meets; it pushes the classifier towards conservative
   (wider) posteriors when it is not optimal.
+* ``"tre"`` (telescoping ratio estimation, Rhodes, Xu & Gutmann 2020, arXiv:2006.12204): when the posterior is
+  far narrower than the prior, joint and marginal pairs are so easily told apart that one classifier learns only
+  a blurred ratio (the "density chasm"). TRE bridges the chasm with M + 1 waymarks p_0, …, p_M, the pairs
+  (θ_m, x) with θ_m = √(1 − α_m²) θ + α_m θ̃ in standardised θ, θ̃ another row's θ, 0 = α_0 < … < α_M = 1
+  (p_0 the joint, p_M the marginal), and one binary classifier head f_m per neighbouring pair, trained to tell
+  p_{m−1} from p_m; then log r = log p_0 / p_M = Σ_m f_m. Each head faces a small ratio; the α_m are spaced
+  geometrically from :data:`TRE_ALPHA_MIN` to 1, and the heads share one network (the head's index is an input).
 
 ``"nre"`` names the recommended variant (the README's measurement says why).
 """
@@ -38,7 +45,8 @@ from ..utils import broadcast_rows, default_device
 from .base import Estimator, check_prior, infer_x_kind, resolve_x_kind, training_config, x_context_parts
 from .gold import DEFAULT_GOLD_WEIGHT, GOLD_MODES, check_gold_options, gold_training_defaults
 
-__all__ = ["RatioEstimator", "RatioClassifier", "RATIO_MODELS", "RATIO_OPTIONS", "RECOMMENDED_RATIO_MODEL"]
+__all__ = ["RatioEstimator", "RatioClassifier", "RATIO_MODELS", "RATIO_OPTIONS", "RECOMMENDED_RATIO_MODEL",
+           "TRE_ALPHA_MIN", "waymark_weights"]
 
 #: early-stopping patience of the classifier's training (epochs without a lower validation loss)
 RATIO_PATIENCE = 30
@@ -49,12 +57,18 @@ RATIO_MODELS: dict[str, str] = {
     "nre_b": "K-way contrastive classification (Durkan et al. 2020)",
     "nre_c": "(K+1)-way contrastive classification with a marginal class (Miller et al. 2022)",
     "bnre": "NRE-A with the balance penalty (Delaunoy et al. 2022)",
+    "tre": "telescoping ratio estimation: binary classifiers between waymarks from joint to marginal pairs "
+           "(Rhodes et al. 2020)",
 }
 #: the variant ``model="nre"`` stands for
 RECOMMENDED_RATIO_MODEL = "nre_c"
 
 #: the classifier's and its task's options (``RatioEstimator``'s keyword arguments a configuration may set)
-RATIO_OPTIONS = ("num_classes", "gamma", "regularization", "hidden_features", "num_blocks", "activation")
+RATIO_OPTIONS = ("num_classes", "gamma", "regularization", "num_waymarks", "hidden_features", "num_blocks",
+                 "activation")
+
+#: ``tre``'s smallest mixing weight α_1: the first waymark moves θ by this share of another row's (standardised) θ
+TRE_ALPHA_MIN = 0.003
 
 #: per-variant defaults of the classification task's options
 _TASK_DEFAULTS: dict[str, dict[str, float]] = {
@@ -62,6 +76,7 @@ _TASK_DEFAULTS: dict[str, dict[str, float]] = {
     "nre_b": {"num_classes": 10},
     "nre_c": {"num_classes": 5, "gamma": 1.0},
     "bnre": {"regularization": 100.0},
+    "tre": {"num_waymarks": 8},
 }
 
 
@@ -75,9 +90,10 @@ def _check_variant(model: Any) -> str:
 
 
 def task_options(variant: str, num_classes: int | None, gamma: float | None,
-                 regularization: float | None) -> dict[str, float]:
+                 regularization: float | None, num_waymarks: int | None = None) -> dict[str, float]:
     """The classification task's options for ``variant``, the defaults filled in and the given ones checked."""
-    given = {"num_classes": num_classes, "gamma": gamma, "regularization": regularization}
+    given = {"num_classes": num_classes, "gamma": gamma, "regularization": regularization,
+             "num_waymarks": num_waymarks}
     allowed = _TASK_DEFAULTS[variant]
     extra = sorted(k for k, v in given.items() if v is not None and k not in allowed)
     if extra:
@@ -87,12 +103,27 @@ def task_options(variant: str, num_classes: int | None, gamma: float | None,
         k = options["num_classes"]
         if isinstance(k, bool) or not isinstance(k, int) or k < 1 or (variant == "nre_b" and k < 2):
             raise ValueError(f"num_classes must be an int >= {2 if variant == 'nre_b' else 1}; got {k!r}")
+    if "num_waymarks" in options:
+        m = options["num_waymarks"]
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ValueError(f"num_waymarks must be an int >= 1; got {m!r}")
     if "gamma" in options and not (math.isfinite(options["gamma"]) and options["gamma"] > 0):
         raise ValueError(f"gamma must be a positive number; got {options['gamma']!r}")
     if "regularization" in options and not (math.isfinite(options["regularization"])
                                             and options["regularization"] >= 0):
         raise ValueError(f"regularization must be a number >= 0; got {options['regularization']!r}")
     return options
+
+
+def waymark_weights(num_waymarks: int) -> Tensor:
+    r"""TRE's mixing weights ``[M + 1]``: α_0 = 0 (the joint), α_m = a^{1 − (m−1)/(M−1)} for m = 1…M with
+    a = :data:`TRE_ALPHA_MIN` (geometric, so that every head faces a ratio of like size whatever the posterior's
+    width), α_M = 1 (the marginal); M = 1 gives NRE-A's single classifier."""
+    m = num_waymarks
+    if m == 1:
+        return torch.tensor([0.0, 1.0])
+    steps = torch.arange(m, dtype=torch.float64) / (m - 1)
+    return torch.cat([torch.zeros(1), (TRE_ALPHA_MIN ** (1.0 - steps)).float()])
 
 
 class RatioClassifier(nn.Module):
@@ -109,7 +140,7 @@ class RatioClassifier(nn.Module):
         x_standardize: x's standardisation (fitted before training).
         features: f, the embedding's output width.
         hidden_features, num_blocks, activation: the residual MLP on ``[θ, features]``.
-        num_classes, gamma, regularization: the task's options (see the module docstring).
+        num_classes, gamma, regularization, num_waymarks: the task's options (see the module docstring).
     """
 
     #: what :meth:`simgen.estimators.Estimator._fit` reads of a model (with :meth:`initialize`,
@@ -119,14 +150,19 @@ class RatioClassifier(nn.Module):
 
     def __init__(self, variant: str, d_theta: int, embedding: nn.Module, x_standardize: nn.Module, features: int,
                  *, hidden_features: int = 64, num_blocks: int = 2, activation: str = "relu",
-                 num_classes: int = 1, gamma: float = 1.0, regularization: float = 0.0) -> None:
+                 num_classes: int = 1, gamma: float = 1.0, regularization: float = 0.0,
+                 num_waymarks: int = 1) -> None:
         super().__init__()
         self.variant = variant
         self.num_classes, self.gamma, self.regularization = int(num_classes), float(gamma), float(regularization)
+        self.num_waymarks = int(num_waymarks)
         self.theta_standardize = Standardize((d_theta,))
         self.x_standardize = x_standardize
         self.embedding = embedding
-        self.net = nets.ResidualMLP(d_theta + features, 1, hidden_features, num_blocks, activation=activation)
+        # TRE's heads share the network, told apart by a one-hot head index appended to the input
+        self.num_heads = self.num_waymarks if variant == "tre" else 0
+        self.net = nets.ResidualMLP(d_theta + features + self.num_heads, 1, hidden_features, num_blocks,
+                                    activation=activation)
 
     # the names the estimators' fitting code uses for the modelled rows (θ here) and the context (x)
     @property
@@ -150,9 +186,16 @@ class RatioClassifier(nn.Module):
         return self.embedding(self.x_standardize(x))
 
     def logits(self, theta: Tensor, h: Tensor) -> Tensor:
-        """f(θ, x) for θ ``[n, K, d]`` (or ``[n, d]``) and x's features h ``[n, f]``: ``[n, K]`` (or ``[n]``)."""
+        """f(θ, x) for θ ``[n, K, d]`` (or ``[n, d]``) and x's features h ``[n, f]``: ``[n, K]`` (or ``[n]``);
+        for ``tre`` the sum of the heads, Σ_m f_m(θ, x)."""
         u = self.theta_standardize(theta)
         h = h.unsqueeze(1).expand(-1, u.shape[1], -1) if u.dim() == 3 else h
+        if self.num_heads:
+            m = self.num_heads
+            heads = torch.eye(m, dtype=u.dtype, device=u.device).expand(*u.shape[:-1], m, m)
+            rows = torch.cat([u.unsqueeze(-2).expand(*u.shape[:-1], m, -1),
+                              h.unsqueeze(-2).expand(*h.shape[:-1], m, -1), heads], dim=-1)
+            return self.net(rows).squeeze(-1).sum(-1)
         return self.net(torch.cat([u, h], dim=-1)).squeeze(-1)
 
     def forward(self, theta: Tensor, x: Tensor) -> Tensor:
@@ -162,7 +205,8 @@ class RatioClassifier(nn.Module):
     @property
     def num_contrast(self) -> int:
         """θ's of other rows each x is paired with: 1 (NRE-A, BNRE), K − 1 (NRE-B), K (NRE-C)."""
-        return {"nre_a": 1, "bnre": 1, "nre_b": self.num_classes - 1, "nre_c": self.num_classes}[self.variant]
+        return {"nre_a": 1, "bnre": 1, "tre": 1, "nre_b": self.num_classes - 1,
+                "nre_c": self.num_classes}[self.variant]
 
     def _shifts(self, n: int, k: int) -> Tensor:
         """``k`` row shifts in 1…n − 1, distinct when the batch has room (a batch's last rows may not)."""
@@ -176,6 +220,8 @@ class RatioClassifier(nn.Module):
         """The variant's classification loss on a batch of joint pairs θ ``[n, d]``, x ``[n, *x_shape]``."""
         n = theta.shape[0]
         h = self.features(x)
+        if self.variant == "tre":
+            return self._telescoping_loss(theta, h)
         joint = self.logits(theta, h)  # [n]
         if n < 2:  # no other row to pair x with: nothing to contrast
             return joint.sum() * 0.0
@@ -204,11 +250,27 @@ class RatioClassifier(nn.Module):
         p_marginal, p_joint = 1.0 / (1.0 + self.gamma), self.gamma / (1.0 + self.gamma)
         return -(p_marginal * log_q_marginal + p_joint * log_q_joint).mean()
 
+    def _telescoping_loss(self, theta: Tensor, h: Tensor) -> Tensor:
+        """TRE's loss: Σ_m of head m's binary cross-entropy between waymarks m − 1 and m, all built from the
+        batch's joint pairs and one other row's θ (the same pairs for every head, as Rhodes et al. 2020)."""
+        n, m = theta.shape[0], self.num_heads
+        u = self.theta_standardize(theta)
+        if n < 2:
+            return self.net(torch.zeros(1, self.net.in_features, device=u.device)).sum() * 0.0
+        other = u[(torch.arange(n, device=u.device) + self._shifts(n, 1).to(u.device)) % n]
+        alpha = waymark_weights(m).to(u)
+        waymarks = (1.0 - alpha.square()).sqrt()[:, None, None] * u + alpha[:, None, None] * other  # [m+1, n, d]
+        heads = torch.eye(m, dtype=u.dtype, device=u.device)[:, None, :].expand(m, n, m)
+        hh = h.expand(m, -1, -1)
+        nearer = self.net(torch.cat([waymarks[:-1], hh, heads], dim=-1)).squeeze(-1)  # head j on p_{j-1}: [m, n]
+        farther = self.net(torch.cat([waymarks[1:], hh, heads], dim=-1)).squeeze(-1)  # head j on p_j
+        return 0.5 * (F.softplus(-nearer) + F.softplus(farther)).mean(dim=1).sum()
+
     def config(self) -> dict[str, Any]:
         mlp = self.net.config()
         return {"variant": self.variant, "hidden_features": mlp["hidden_features"], "num_blocks": mlp["num_blocks"],
                 "activation": mlp["activation"], "num_classes": self.num_classes, "gamma": self.gamma,
-                "regularization": self.regularization}
+                "regularization": self.regularization, "num_waymarks": self.num_waymarks}
 
 
 @register_estimator
@@ -230,7 +292,7 @@ class RatioEstimator(Estimator):
     Args:
         prior: p(θ), a torch ``Distribution`` with event shape ``[d_theta]``.
         model: ``"nre"`` (the recommended variant, :data:`RECOMMENDED_RATIO_MODEL`) or one of
-            :data:`RATIO_MODELS`: ``"nre_a"``, ``"nre_b"``, ``"nre_c"``, ``"bnre"``.
+            :data:`RATIO_MODELS`: ``"nre_a"``, ``"nre_b"``, ``"nre_c"``, ``"bnre"``, ``"tre"``.
         embedding: module mapping x ``[n, *x_shape]`` to features ``[n, f]`` (default from ``x_kind``).
         x_kind: ``"vector"``, ``"map"``, ``"set"`` or ``"sequence"`` (default: from ``simulator`` or x's shape).
         simulator: optional simulator whose ``x_kind`` fills the above.
@@ -238,6 +300,7 @@ class RatioEstimator(Estimator):
         num_classes: K, the contrastive θ's per x (``nre_b``: default 10; ``nre_c``: default 5).
         gamma: ``nre_c``'s odds γ = K p_K / p_0 of a joint class against the marginal one (default 1).
         regularization: ``bnre``'s balance weight λ (default 100, as Delaunoy et al.).
+        num_waymarks: ``tre``'s M, the classifier heads between the joint and the marginal (default 8).
         hidden_features: width of the classifier's residual MLP.
         num_blocks: residual blocks of the classifier's MLP.
         activation: the classifier's activation; a smooth one (SiLU) gives a smooth log ratio, which MALA's
@@ -271,6 +334,7 @@ class RatioEstimator(Estimator):
         num_classes: int | None = None,
         gamma: float | None = None,
         regularization: float | None = None,
+        num_waymarks: int | None = None,
         hidden_features: int = 64,
         num_blocks: int = 2,
         activation: str = "silu",
@@ -282,7 +346,7 @@ class RatioEstimator(Estimator):
         check_prior(prior)
         self.gold, self.gold_weight = check_gold_options(gold, gold_weight, self.GOLD_MODES)
         self.variant = _check_variant(model)
-        self.task = task_options(self.variant, num_classes, gamma, regularization)
+        self.task = task_options(self.variant, num_classes, gamma, regularization, num_waymarks)
         if min(hidden_features, num_blocks) < 1:
             raise ValueError(f"hidden_features and num_blocks must be >= 1; got {hidden_features}, {num_blocks}")
         self.network = {"hidden_features": int(hidden_features), "num_blocks": int(num_blocks),

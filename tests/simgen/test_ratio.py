@@ -13,7 +13,7 @@ import torch
 from torch.distributions import MultivariateNormal, Normal
 
 import simgen
-from simgen.estimators.ratio import RATIO_MODELS, RECOMMENDED_RATIO_MODEL
+from simgen.estimators.ratio import RATIO_MODELS, RECOMMENDED_RATIO_MODEL, TRE_ALPHA_MIN, waymark_weights
 
 PRIOR = MultivariateNormal(torch.zeros(2), torch.eye(2))
 
@@ -119,6 +119,33 @@ def test_every_variant_trains_saves_and_loads(variant, tmp_path):
     loaded = simgen.load(tmp_path / "m.pt")
     assert loaded.task == est.task
     assert torch.allclose(loaded.log_ratio(theta[:5], x[:5]), est.log_ratio(theta[:5], x[:5]), atol=1e-6)
+
+
+def test_tre_waymarks_run_from_the_joint_to_the_marginal():
+    alpha = waymark_weights(5)
+    assert alpha[0] == 0.0 and alpha[1] == pytest.approx(TRE_ALPHA_MIN) and alpha[-1] == pytest.approx(1.0)
+    ratios = alpha[2:] / alpha[1:-1]
+    assert torch.allclose(ratios, ratios[0].expand_as(ratios), rtol=1e-4)  # geometric
+    assert waymark_weights(1).tolist() == [0.0, 1.0]  # one head: NRE-A's joint against marginal
+
+
+def test_tre_heads_sum_to_the_analytic_log_ratio_of_a_narrow_posterior():
+    """x | θ ~ N(θ, 0.1² I): a posterior ten times narrower than the prior, where one classifier learns a blurred
+    ratio (NRE-A on these pairs misses the tolerance) and TRE's heads, summed, recover it on joint pairs and on
+    pairs one to two posterior widths off."""
+    s = 0.1
+    g = torch.Generator().manual_seed(0)
+    theta = torch.randn(4000, 2, generator=g)
+    est = simgen.RatioEstimator(PRIOR, "tre", num_waymarks=4, device="cpu")
+    est.fit(theta, theta + s * torch.randn(4000, 2, generator=g), seed=0, progress=False)
+    g = torch.Generator().manual_seed(1)
+    joint = torch.randn(2000, 2, generator=g)
+    x = joint + s * torch.randn(2000, 2, generator=g)
+    theta, x = torch.cat([joint, joint + 1.5 * s * torch.randn(2000, 2, generator=g)]), torch.cat([x, x])
+    keep = (theta.norm(dim=1) < 2) & (x.norm(dim=1) < 2)
+    theta, x = theta[keep], x[keep]
+    exact = Normal(theta, s).log_prob(x).sum(1) - Normal(0.0, math.sqrt(1 + s**2)).log_prob(x).sum(1)
+    assert float((est.log_ratio(theta, x) - exact).abs().mean()) < 0.2
 
 
 def test_validation_loss_is_deterministic(data):
