@@ -197,6 +197,10 @@ def test_bad_inputs():
         simgen.RatioEstimator(PRIOR, "nre_b", num_classes=1)
     with pytest.raises(ValueError, match="gamma"):
         simgen.RatioEstimator(PRIOR, "nre_c", gamma=-1.0)
+    with pytest.raises(ValueError, match="nre_c takes"):
+        simgen.RatioEstimator(PRIOR, "nre_c", num_waymarks=4)
+    with pytest.raises(ValueError, match="num_waymarks must be an int >= 1"):
+        simgen.RatioEstimator(PRIOR, "tre", num_waymarks=2.5)
     with pytest.raises(ValueError, match="prior"):
         simgen.RatioEstimator(None)
     est = simgen.RatioEstimator(PRIOR, "nre_b", device="cpu")
@@ -246,10 +250,14 @@ def test_ratio_table_is_read_and_checked():
                              'training = { max_epochs = 5 }\n', build_simulator=False)
     assert config.ratio.enabled and config.ratio.model == "bnre" and config.ratio.options == {"regularization": 10}
     assert config.ratio.training["max_epochs"] == 5
+    tre, _ = parse_config('simulator = "two_moons"\n[ratio]\nmodel = "tre"\noptions = { num_waymarks = 4 }\n',
+                          build_simulator=False)
+    assert tre.ratio.model == "tre" and tre.ratio.options == {"num_waymarks": 4}
     default, _ = parse_config('simulator = "two_moons"\n', build_simulator=False)
     assert not default.ratio.enabled and default.ratio.model == "nre"
     for text, key in (('model = "flow"', "ratio.model"),
                       ("model = 'nre_a'\noptions = { gamma = 2.0 }", "ratio.options"),
+                      ("model = 'tre'\noptions = { num_waymarks = 0 }", "ratio.options"),
                       ("options = { device = 'cpu' }", "ratio.options"), ("mcmc = true", "ratio.mcmc"),
                       ("training = { max_epochs = 0 }", "ratio.training"), ('embedding = "cnn"', "ratio.embedding")):
         with pytest.raises(ConfigError) as err:
