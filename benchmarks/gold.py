@@ -10,7 +10,8 @@ each score weight α in ``--weights`` (α = 0: the plain method, no gold), it tr
   normalised q; 0 only for the exact likelihood);
 * ``npe``: ``PosteriorEstimator(prior, "flow", gold="score", gold_weight=α)`` (SCANDAL for the posterior), scored
   by C2ST against the reference posterior at ``--num-obs`` fixed observations (one event each);
-* ``nre``: ``RatioEstimator(prior, "nre", gold=mode, gold_weight=α)`` for each mode in ``--nre-gold``
+* ``nre``: ``RatioEstimator(prior, V, gold=mode, gold_weight=α)``, V the ``--ratio-model`` (default ``"nre"``,
+  the recommended variant), for each mode in ``--nre-gold``
   (``score``: the RASCAL/ALICES score term; ``ratio``: the ratio term, on the joint log ratio at
   ``--num-references`` θ_ref drawn from the prior; ``ratio+score``: both), scored by the held-out log-ratio error:
   the RMSE of [f(θ', x) − f(θ, x)] − log p(x | θ')/p(x | θ) over the ``--num-test`` fresh pairs (θ, x), θ' the
@@ -137,6 +138,8 @@ def main() -> None:
     parser.add_argument("--num-references", type=int, default=4,
                         help="θ_ref rows (prior draws, seeded) of the joint log ratio")
     parser.add_argument("--no-c2st", action="store_true", help="nre: the log-ratio error only, no MCMC C2ST")
+    parser.add_argument("--ratio-model", default="nre",
+                        help="nre: the ratio estimator's variant (nre, nre_a, nre_b, nre_c, bnre, tre)")
     parser.add_argument("--control", action="store_true",
                         help="also fit gold='score' with gold_weight=0 (the gold settings without the score term)")
     parser.add_argument("--num-test", type=int, default=5000, help="held-out pairs of the emulator gap")
@@ -199,7 +202,7 @@ def main() -> None:
                 elif method == "npe":
                     est = simgen.PosteriorEstimator(sim.prior, "flow", gold=gold, gold_weight=weight)
                 else:
-                    est = simgen.RatioEstimator(sim.prior, "nre", gold=gold, gold_weight=weight)
+                    est = simgen.RatioEstimator(sim.prior, args.ratio_model, gold=gold, gold_weight=weight)
                 extra = {"gold_reference": reference} if gold and "ratio" in gold else {}
                 history = est.fit(theta, x, gold=fit_gold, **extra, **settings)
                 row.update(train_seconds=round(history.wall_time, 1), epochs=history.epochs)

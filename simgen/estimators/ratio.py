@@ -61,7 +61,7 @@ RATIO_MODELS: dict[str, str] = {
            "(Rhodes et al. 2020)",
 }
 #: the variant ``model="nre"`` stands for
-RECOMMENDED_RATIO_MODEL = "nre_c"
+RECOMMENDED_RATIO_MODEL = "tre"
 
 #: the classifier's and its task's options (``RatioEstimator``'s keyword arguments a configuration may set)
 RATIO_OPTIONS = ("num_classes", "gamma", "regularization", "num_waymarks", "hidden_features", "num_blocks",
