@@ -29,7 +29,7 @@ def reference(n: int = 1000) -> torch.Tensor:
     return X_OBS + SIGMA * torch.randn(n, 2, generator=torch.Generator().manual_seed(5))
 
 
-def posterior_c2st(posterior, n: int = 1000) -> float:
+def posterior_c2st(posterior, n: int = 500) -> float:
     return c2st(posterior.sample(n, X_OBS, generator=torch.Generator().manual_seed(0)), reference(n))
 
 
@@ -44,7 +44,7 @@ def test_two_round_tsnpe_beats_one_round_at_the_same_budget() -> None:
     for rounds in (1, 2):
         est = simgen.PosteriorEstimator(PRIOR)
         post = est.fit_sequential(simulator, X_OBS, num_simulations=600, rounds=rounds, seed=0, progress=False,
-                                  max_epochs=50)
+                                  max_epochs=25)
         assert post is est and sum(r.num_simulations for r in est.sequential_rounds) == 600
         scores[rounds] = posterior_c2st(post)
     second = est.sequential_rounds[1]
@@ -62,7 +62,7 @@ def test_two_round_snle_is_closer_to_the_posterior_than_its_first_round() -> Non
         # without the linear baseline, which alone would already be the exact linear-Gaussian likelihood
         est = simgen.LikelihoodEstimator(PRIOR, linear_baseline=False)
         post = est.fit_sequential(simulator, X_OBS, num_simulations=300 * rounds, rounds=rounds, seed=0,
-                                  progress=False, max_epochs=50, mcmc=mcmc)
+                                  progress=False, max_epochs=25, mcmc=mcmc)
         scores[rounds] = posterior_c2st(post)
     assert "PosteriorProposal" in est.sequential_rounds[1].proposal["repr"]
     assert scores[2] < scores[1] - 0.05, scores
