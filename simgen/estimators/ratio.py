@@ -127,7 +127,8 @@ def waymark_weights(num_waymarks: int) -> Tensor:
 
 
 class RatioClassifier(nn.Module):
-    r"""The classifier f(θ, x) = MLP([standardised θ, embedding(standardised x)]) and its training loss.
+    r"""The classifier f(θ, x) = MLP([standardised θ, embedding(standardised x)]) and its training loss; for
+    ``tre``, f(θ, x) = Σ_m MLP([standardised θ, embedding(standardised x), e_m]), e_m the one-hot index of head m.
 
     ``loss(θ, x)`` (what :func:`simgen.training.train` minimises) pairs x_i with θ_{(i+s) mod n} for shifts s of
     the batch's rows as its marginal pairs: random distinct shifts in training mode, shifts 1…K in eval mode, so
@@ -204,7 +205,7 @@ class RatioClassifier(nn.Module):
 
     @property
     def num_contrast(self) -> int:
-        """θ's of other rows each x is paired with: 1 (NRE-A, BNRE), K − 1 (NRE-B), K (NRE-C)."""
+        """θ's of other rows each x is paired with: 1 (NRE-A, BNRE, TRE), K − 1 (NRE-B), K (NRE-C)."""
         return {"nre_a": 1, "bnre": 1, "tre": 1, "nre_b": self.num_classes - 1,
                 "nre_c": self.num_classes}[self.variant]
 
