@@ -255,9 +255,9 @@ class RatioClassifier(nn.Module):
         """TRE's loss: Σ_m of head m's binary cross-entropy between waymarks m − 1 and m, all built from the
         batch's joint pairs and one other row's θ (the same pairs for every head, as Rhodes et al. 2020)."""
         n, m = theta.shape[0], self.num_heads
+        if n < 2:  # no other row's θ to mix in: nothing to contrast
+            return self.logits(theta, h).sum() * 0.0
         u = self.theta_standardize(theta)
-        if n < 2:
-            return self.net(torch.zeros(1, self.net.in_features, device=u.device)).sum() * 0.0
         other = u[(torch.arange(n, device=u.device) + self._shifts(n, 1).to(u.device)) % n]
         alpha = waymark_weights(m).to(u)
         waymarks = (1.0 - alpha.square()).sqrt()[:, None, None] * u + alpha[:, None, None] * other  # [m+1, n, d]
