@@ -7,14 +7,15 @@ at ``--num-obs`` fixed observations by C2ST (sbibm's classifier, ``--num-samples
 method: C2ST mean ± standard error over observations, training wall time and epochs, and the mean time to draw
 ``--num-samples`` samples for one observation. Results are appended to ``--json`` after every row.
 
-    OMP_NUM_THREADS=1 python benchmarks/frontier.py              # 4 tasks x {1e3, 1e4} x 5 families + NPE, FMPE
+    OMP_NUM_THREADS=1 python benchmarks/frontier.py              # 4 tasks x {1e3, 1e4} x 6 families + NPE, FMPE
     OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks two_moons --budgets 1000 --num-obs 3 \\
         --families simformer,flow --sbi npe --json frontier.json
     OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks two_moons --budgets 1000 --families simformer --sbi '' \\
         --options '{"simformer": {"mask_weights": [0.1, 0.6, 0.1, 0.2]}}' --training '{"batch_size": 32}'
 
-``--options`` gives families constructor arguments other than their defaults, ``--training`` training settings
-(:class:`simgen.TrainingConfig` fields) for every simgen family: what a change of defaults is measured with.
+``auto`` is ``model="auto"``, the estimators' default (what it chose is printed). ``--options`` gives families
+constructor arguments other than their defaults, ``--training`` training settings (:class:`simgen.TrainingConfig`
+fields) for every simgen family: what a change of defaults is measured with.
 
 All methods run with the same number of torch threads (``--threads``, default 1), printed in the header.
 """
@@ -35,7 +36,7 @@ import simulators
 from simgen.models import make_model
 
 TASKS = "two_moons,slcp,gaussian_linear,gaussian_mixture"
-FAMILIES = "flow,cnf,diffusion,vae,simformer"
+FAMILIES = "auto,flow,cnf,diffusion,vae,simformer"
 
 
 def train_family(family: str, prior, theta, x, seed: int, settings: dict,
@@ -44,6 +45,8 @@ def train_family(family: str, prior, theta, x, seed: int, settings: dict,
     ``draw(n, x_o, seed)``, training seconds and epochs."""
     post = simgen.PosteriorEstimator(prior, make_model(family, options) if options else family)
     history = post.fit(theta, x, seed=seed, progress=False, **settings)
+    if post.choice is not None:
+        print(f"  auto chose {post.choice}", flush=True)
 
     def draw(n: int, x_o: torch.Tensor, s: int) -> torch.Tensor:
         return post.sample(n, x_o, generator=torch.Generator().manual_seed(s))

@@ -228,11 +228,11 @@ def _train(args: argparse.Namespace) -> int:
         config, sim = load_config(args.config)
     else:
         config, sim = load_config(None, build_simulator=False)
-        config.posterior, config.likelihood = ModelConfig(True, "flow"), ModelConfig(True, "flow")
+        config.posterior, config.likelihood = ModelConfig(True, "auto"), ModelConfig(True, "auto")
         config.ratio = ModelConfig(True, "nre")
         config.joint = ModelConfig(True, "simformer")
     models = {"ratio": ("nre", *sorted(RATIO_MODELS)), "joint": ("simformer",)}.get(args.direction,
-                                                                                   tuple(sorted(MODELS)))
+                                                                                   ("auto", *sorted(MODELS)))
     if args.model is not None and args.model not in models:
         raise UsageError(f"--model must be one of {', '.join(models)} for a {args.direction}; got {args.model!r}")
     if args.direction == "emulator":
@@ -327,8 +327,7 @@ def _train_rank(args: argparse.Namespace, config: Any, sim: Any, store: Any, spe
     import simgen
 
     from .estimators import infer_x_kind
-    from .models import make_model, model_for
-    from .pipeline import _device, make_embedding
+    from .pipeline import _device, make_embedding, model_of
     from .training import is_main_process
 
     if spec.num_train is not None:
@@ -342,11 +341,11 @@ def _train_rank(args: argparse.Namespace, config: Any, sim: Any, store: Any, spe
         if spec.embedding == "power_spectrum":  # calibrated on rows: the first chunk's valid ones, on every rank
             rows = store.read_chunk(*store.visible_chunks()[0], ("x", "valid"))
             x = rows["x"][rows["valid"]]
-        estimator = simgen.PosteriorEstimator(sim.prior, make_model(spec.model, spec.options), simulator=sim,
+        estimator = simgen.PosteriorEstimator(sim.prior, model_of(spec, "vector"), simulator=sim,
                                               embedding=make_embedding(spec.embedding, x, x_kind),
                                               device=_device(config), gold=spec.gold, gold_weight=spec.gold_weight)
     else:
-        estimator = simgen.LikelihoodEstimator(sim.prior, make_model(model_for(spec.model, x_kind), spec.options),
+        estimator = simgen.LikelihoodEstimator(sim.prior, model_of(spec, x_kind),
                                                simulator=sim, device=_device(config),
                                                discrete_model=spec.discrete_model, gold=spec.gold,
                                                gold_weight=spec.gold_weight, log_theta=spec.log_theta)
@@ -604,9 +603,10 @@ def _parser() -> argparse.ArgumentParser:
                             "p(x | θ) / p(x) (neural ratio estimation; its posterior by MCMC) or joint p(θ, x) (an "
                             "all-in-one Simformer: any conditional) (default posterior; 'emulator' is the former "
                             "name of 'likelihood')")
-    train.add_argument("--model", default=None, help="family: flow, cnf, diffusion, vae, simformer; for a ratio "
-                                                     "nre, nre_a, nre_b, nre_c, bnre, tre; for a joint "
-                                                     "simformer (default: the config's, else flow / nre / simformer)")
+    train.add_argument("--model", default=None, help="family: auto (chosen from the data), flow, cnf, diffusion, "
+                                                     "vae, simformer; for a ratio nre, nre_a, nre_b, nre_c, bnre, "
+                                                     "tre; for a joint simformer (default: the config's, else auto "
+                                                     "/ nre / simformer)")
     train.add_argument("--embedding", choices=("auto", "power_spectrum", "flatten"), default=None,
                        help="posterior embedding of x (default auto)")
     train.add_argument("--discrete-model", choices=("mnle", "dequantize"), default=None,

@@ -144,8 +144,8 @@ class RunConfig:
     #: ``[simulation] gold_reference``: θ_ref rows ``[k, d_theta]`` of the joint log ratio (``simulate(...,
     #: gold_reference=...)``), which ``[ratio] gold = "ratio"`` (or ``"ratio+score"``) trains on
     gold_reference: list[list[float]] | None = None
-    posterior: ModelConfig = field(default_factory=lambda: ModelConfig(True, "flow"))
-    likelihood: ModelConfig = field(default_factory=lambda: ModelConfig(False, "flow"))
+    posterior: ModelConfig = field(default_factory=lambda: ModelConfig(True, "auto"))
+    likelihood: ModelConfig = field(default_factory=lambda: ModelConfig(False, "auto"))
     #: ``[ratio]``: a neural ratio estimator, its posterior sampled by MCMC (``model`` is its variant)
     ratio: ModelConfig = field(default_factory=lambda: ModelConfig(False, "nre"))
     #: ``[joint]``: an all-in-one model of p(θ, x) (:class:`~simgen.JointEstimator`; ``model`` is ``"simformer"``)
@@ -211,12 +211,12 @@ options = { n_pix = 32 }
 store = "store.h5"
 
 [posterior]
-model = "flow"
+model = "auto"                         # the flow
 embedding = "power_spectrum"           # log power in shells of |m| -> MLP (sufficient statistics for this field)
 training = { patience = 15 }
 
 [likelihood]
-model = "flow"                         # on maps the map flow (MapFlow): exact log p, one-pass sampling
+model = "auto"                         # on maps the map flow (MapFlow): exact log p, one-pass sampling
 training = { max_time = 240 }          # on all 50 000 maps (the low-l power at the prior's edges needs
                                        # every map)
 
@@ -261,17 +261,18 @@ executor = ""                # "" (local), "dask" (a local dask cluster) or "tcp
 
 [posterior]                  # p(theta | x), amortised over x
 enabled = true
-model = "flow"               # "flow" | "mapflow" | "cnf" | "diffusion" | "vae" | "simformer" (installed;
-                             # "flow" on maps is the map flow)
+model = "auto"               # "auto" (chosen from the data: see the README) | "flow" | "mapflow" | "cnf" |
+                             # "diffusion" | "vae" | "simformer" (installed; "flow" on maps is the map flow)
 embedding = "auto"           # "auto" (CNN for maps, none for vectors) | "power_spectrum" (maps) | "flatten"
-options = {}                 # the family's constructor arguments, e.g. { transforms = 5, hidden_features = 64 }
+options = {}                 # a named family's constructor arguments, e.g. { transforms = 5, hidden_features = 64 }
 training = {}                # TrainingConfig fields, e.g. { max_epochs = 100, max_time = 60, batch_size = 256 }
                              # (precision = "bf16" or "16": mixed-precision training steps; default "32")
 # num_train = 10000          # train on the first this many valid simulations (default: all of them)
 
 [likelihood]                 # p(x | theta), an emulator (surrogate) of the simulator
 enabled = false
-model = "flow"               # "flow" (on maps: "mapflow") | "cnf" | "diffusion" | "vae"
+model = "auto"               # "auto" (maps: "mapflow", else "flow") | "flow" (on maps: "mapflow") | "cnf" |
+                             # "diffusion" | "vae"
 mcmc = false                 # also infer theta by MCMC on the emulator's likelihood
 # discrete_model = "mnle"    # x's discrete columns (the simulator's x_discrete): "mnle" (categorical network +
                              # flow, the default for a flow) | "dequantize" (uniform noise, other families)
@@ -447,25 +448,31 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
     """A ``[posterior]`` or ``[likelihood]`` table (``None``: absent; a present table is enabled by default)."""
     table = _table({} if raw is None else raw, key, _MODEL_KEYS)
     enabled = _bool(table.get("enabled", raw is not None or direction == "posterior"), f"{key}.enabled")
-    model = _str(table.get("model", "flow"), f"{key}.model", _families())
+    from .estimators.auto import AUTO
+
+    model = _str(table.get("model", AUTO), f"{key}.model", (AUTO, *_families()))
     options = table.get("options", {})
     if not isinstance(options, dict):
         raise ConfigError(f"{key}.options", f"must be a table of the {model} family's constructor arguments; "
                           f"got {options!r}")
+    if model == AUTO and options:
+        raise ConfigError(f"{key}.options", f"model = \"auto\" chooses the family and its options from the data; "
+                          f"name a family (e.g. model = \"flow\") to give it options; got {options!r}")
     from .models import KIND_MODELS, MODELS
 
     # a name may stand for another family on some kinds of data ("flow" on maps is "mapflow"): the options must
     # suit one of them, and the run builds the one that suits the simulator's x
     names = [model] + [to for (name, _), to in KIND_MODELS.items() if name == model]
     errors = []
-    for name in names:
+    for name in names if model != AUTO else ():
         try:
             MODELS[name](**options)
             break
         except (TypeError, ValueError) as e:
             errors.append(f"{name}: {e}")
     else:
-        raise ConfigError(f"{key}.options", f"not accepted by the {model} family ({'; '.join(errors)})")
+        if errors:
+            raise ConfigError(f"{key}.options", f"not accepted by the {model} family ({'; '.join(errors)})")
     embedding = _str(table.get("embedding", "auto"), f"{key}.embedding", EMBEDDINGS)
     if direction == "likelihood" and "embedding" in table:
         raise ConfigError(f"{key}.embedding", "a likelihood's context is θ (no embedding); remove the key")
@@ -488,7 +495,7 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
             raise ConfigError(f"{key}.log_theta", "only [likelihood] has θ as its context")
         log_theta = _log_theta(table["log_theta"], f"{key}.log_theta")
     gold, gold_weight = _gold(table, key, ratio=False)
-    if gold is not None:
+    if gold is not None and model != AUTO:  # "auto" chooses exact families only
         from .models import MODELS as _MODELS
 
         kind = _MODELS[model].log_prob_kind

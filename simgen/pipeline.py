@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from . import nets
 from .config import ConfigError, RunConfig
+from .estimators.auto import AUTO
 from .utils import call_simulator
 
 __all__ = [
@@ -240,20 +241,34 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
     checkpointed to ``checkpoint`` when given)."""
     import simgen
 
-    from .models import make_model
 
     spec = config.posterior
     theta, x = theta[: spec.num_train], x[: spec.num_train]
     embedding = make_embedding(spec.embedding, x, getattr(simulator, "x_kind", None))
-    post = simgen.PosteriorEstimator(simulator.prior, make_model(spec.model, spec.options), embedding=embedding,
+    post = simgen.PosteriorEstimator(simulator.prior, model_of(spec, "vector"), embedding=embedding,
                                      simulator=simulator, device=_device(config), gold=spec.gold,
                                      gold_weight=spec.gold_weight)
     history = post.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint,
                        gold=_gold_rows(gold, spec), **spec.training)
-    say(f"  posterior ({spec.model}, embedding {spec.embedding}, {theta.shape[0]} simulations): "
+    say(f"  posterior ({_chosen(post, spec.model)}, embedding {spec.embedding}, {theta.shape[0]} simulations): "
         f"{history.epochs} epochs in {history.wall_time:.0f} s, best validation loss "
         f"{history.best_validation_loss:.3f}")
     return post
+
+
+def model_of(spec: Any, y_kind: str) -> Any:
+    """What a ``[posterior]``/``[likelihood]`` table asks an estimator for: ``"auto"`` as it is (the estimator
+    chooses when it sees the data), else the named family with its options, in the architecture that suits y of
+    ``y_kind`` (``model = "flow"`` on maps is the map flow)."""
+    from .models import make_model, model_for
+
+    return spec.model if spec.model == AUTO else make_model(model_for(spec.model, y_kind), spec.options)
+
+
+def _chosen(est: Any, model: str) -> str:
+    """The family an estimator built, and what ``model = "auto"`` chose it for."""
+    family = est.density.density.family
+    return f"auto: {est.choice}" if model == AUTO and est.choice is not None else family
 
 
 def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
@@ -263,19 +278,17 @@ def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, 
     import simgen
 
     from .estimators import infer_x_kind
-    from .models import make_model, model_for
 
     spec = config.likelihood
     theta, x = theta[: spec.num_train], x[: spec.num_train]
     # the model name stands for the family that suits x (model="flow" on maps is the map flow)
     kind = getattr(simulator, "x_kind", None) or infer_x_kind(tuple(x.shape[1:]))
-    family = make_model(model_for(spec.model, kind), spec.options)
-    emu = simgen.LikelihoodEstimator(simulator.prior, family, simulator=simulator, device=_device(config),
+    emu = simgen.LikelihoodEstimator(simulator.prior, model_of(spec, kind), simulator=simulator, device=_device(config),
                                      discrete_model=spec.discrete_model, gold=spec.gold, gold_weight=spec.gold_weight,
                                      log_theta=spec.log_theta)
     history = emu.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint,
                       gold=_gold_rows(gold, spec), **spec.training)
-    say(f"  emulator ({family.family}, {theta.shape[0]} simulations): {history.epochs} epochs in "
+    say(f"  emulator ({_chosen(emu, spec.model)}, {theta.shape[0]} simulations): {history.epochs} epochs in "
         f"{history.wall_time:.0f} s, best validation loss {history.best_validation_loss:.3f}")
     return emu
 

@@ -9,7 +9,8 @@ dequantisation and the context embedding) through :class:`~simgen.models.Transfo
 :func:`simgen.training.train`.
 
 Modules: :mod:`~simgen.estimators.base` (what both share), :mod:`~simgen.estimators.posterior`,
-:mod:`~simgen.estimators.likelihood`, :mod:`~simgen.estimators.ingest` (training from a campaign store),
+:mod:`~simgen.estimators.likelihood`, :mod:`~simgen.estimators.auto` (``model="auto"``, the default: the family
+chosen from the data), :mod:`~simgen.estimators.ingest` (training from a campaign store),
 :mod:`~simgen.estimators.validity` (the classifier P(valid | θ)) and :mod:`~simgen.estimators.sequential`
 (``fit_sequential``: rounds of simulations for one observation, TSNPE and sequential NLE/NRE). Each estimator
 registers itself with :mod:`simgen.io` under its direction, so the loader needs no import of it.
@@ -18,6 +19,7 @@ registers itself with :mod:`simgen.io` under its direction, so the loader needs 
 from __future__ import annotations
 
 from ..utils import as_tensor, default_device
+from .auto import AUTO, Choice
 from .base import Estimator, infer_x_kind
 from .ingest import fit_streaming
 from .joint import JointEstimator
@@ -32,6 +34,6 @@ _fit_streaming = fit_streaming
 
 __all__ = [
     "PosteriorEstimator", "LikelihoodEstimator", "RatioEstimator", "JointEstimator", "RATIO_MODELS",
-    "Estimator", "ValidityClassifier", "fit_validity", "infer_x_kind",
+    "Estimator", "ValidityClassifier", "fit_validity", "infer_x_kind", "AUTO", "Choice",
     "as_tensor", "default_device",
 ]

@@ -27,6 +27,7 @@ from ..training.checkpoint import checkpoint_seed
 from ..transforms import SUPPORT_MAPS, Dequantize, LinearResidual, LogPositive, Standardize, SupportBijection
 from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows, default_device
 from . import ingest, sequential
+from .auto import AUTO, Choice, choose, family_for
 from .gold import (
     DEFAULT_GOLD_WEIGHT,
     DENSITY_GOLD_MODES,
@@ -108,7 +109,7 @@ class Estimator:
     def __init__(
         self,
         prior: Distribution | None,
-        model: str | ConditionalDensity = "flow",
+        model: str | ConditionalDensity = AUTO,
         *,
         embedding: nn.Module | None = None,
         x_kind: str | None = None,
@@ -123,7 +124,8 @@ class Estimator:
         if prior is not None:
             check_prior(prior)
         self.gold, self.gold_weight = check_gold_options(gold, gold_weight, self.GOLD_MODES)
-        make_model(model)  # validate the model string early
+        if model != AUTO:
+            make_model(model)  # validate the model string early
         if support_map is not None and support_map not in SUPPORT_MAPS:
             raise ValueError(f"support_map must be one of {SUPPORT_MAPS} or None (the family's); got {support_map!r}")
         x_kind = resolve_x_kind(x_kind, simulator)
@@ -131,6 +133,10 @@ class Estimator:
             discrete = getattr(simulator, "x_discrete", None)
         self.prior = prior
         self.model_spec = model
+        #: the model asked for (``"auto"``, a name or a family object); ``model_spec`` becomes ``"auto"``'s choice
+        self.requested_model = model
+        #: what ``model="auto"`` chose at the last fit (:class:`~simgen.estimators.auto.Choice`), else ``None``
+        self.choice: Choice | None = None
         self.embedding = embedding
         self.x_kind = x_kind
         self._discrete_given = discrete is not None
@@ -310,6 +316,8 @@ class Estimator:
         """The chosen family's class (model string, resolved for this estimator's kind of y by
         :func:`~simgen.models.model_for`) or object: where its class-level preferences live."""
         spec = self.model_spec
+        if spec == AUTO:
+            spec = family_for(self.direction, self.y_kind)
         return MODELS[model_for(spec, self.y_kind)] if isinstance(spec, str) else spec
 
     @property
@@ -323,7 +331,30 @@ class Estimator:
         ``ConditionalDensity.training_defaults_for``); with gold, a smaller learning rate
         (:func:`~simgen.estimators.gold.gold_training_defaults`)."""
         defaults = self.family_spec().training_defaults_for(self.y_kind)
+        if self.choice is not None:
+            defaults = {**defaults, **self.choice.training}
         return gold_training_defaults(defaults) if self.gold is not None else defaults
+
+    def choose_model(self, num_rows: int) -> None:
+        """The family this fit builds (:attr:`model_spec`): the one asked for, or with ``model="auto"`` the
+        family, options and training settings :func:`~simgen.estimators.auto.choose` picks for ``num_rows``
+        training pairs, recorded in :attr:`choice` (``None`` for any other model)."""
+        self.model_spec, self.choice = self.requested_model, None
+        if self.requested_model != AUTO:
+            return
+        self.choice = choose(self.direction, y_kind=self.y_kind, x_kind=self.x_kind or "vector", num_rows=num_rows,
+                             discrete=bool(self.discrete), iid=self.iid_sets)
+        self.model_spec = make_model(self.choice.model, self.choice.options)
+
+    def prepare_model(self, data: tuple[Tensor, Tensor] | StoreBatches) -> None:
+        """Settle the family before a fit builds it (:meth:`choose_model` for the rows of ``data``: tensors
+        ``(y, c)`` or a streamed store's valid rows); a likelihood then puts x's discrete columns under MNLE."""
+        self.choose_model(data.store.num_valid if isinstance(data, StoreBatches) else data[0].shape[0])
+
+    @property
+    def iid_sets(self) -> bool:
+        """Whether x rows are sets of i.i.d. observations (a posterior's ``iid=True``)."""
+        return False
 
     def make_density(self, y_shape: tuple[int, ...], c_shape: tuple[int, ...]) -> TransformedDensity:
         """A fresh family, built for y ``[n, *y_shape]`` given c ``[n, *c_shape]``, in its pre-processing.
@@ -374,12 +405,13 @@ class Estimator:
         standardisation statistics are then summed over the ranks). With ``gold`` (the gold columns ``[n, w]``
         of tensor rows, :meth:`check_gold_fit`; a streaming source serves its own) the loss gains the gold terms
         (:class:`~simgen.estimators.gold.GoldObjective`; the ratio term's references θ_ref are
-        ``gold_reference``)."""
+        ``gold_reference``). The family is settled first (:meth:`prepare_model`)."""
+        streaming = isinstance(data, StoreBatches)
+        self.prepare_model(data)
         config = training_config(config, settings, self.training_defaults())
         group = distributed.setup(self.device)
         if group is not None:
             self.device = group.device
-        streaming = isinstance(data, StoreBatches)
         # sums of the statistics over the ranks' shards, so that every rank standardises alike
         reduce = group.all_reduce if group is not None and streaming and data.sharded else None
         y_shape, c_shape = self.shapes() if streaming else (tuple(data[0].shape[1:]), tuple(data[1].shape[1:]))
@@ -464,6 +496,7 @@ class Estimator:
             gold = store.load_gold() if self.gold is not None else None
             return self._fit_pairs(theta, x, config, seed, progress, settings, weight_fn, checkpoint,
                                    gold=gold, gold_reference=reference), store
+        self.choose_model(store.num_valid)  # the training settings below depend on the choice
         config = training_config(config, settings, self.training_defaults())
         split_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
         shard = (group.rank, group.world_size) if group is not None else None
@@ -558,6 +591,7 @@ class Estimator:
             "history": self.history.to_dict() if self.history is not None else None,
             "gold": self.gold,
             "gold_weight": self.gold_weight,
+            "auto": self.choice.to_dict() if self.choice is not None else None,
         }
 
     @classmethod
@@ -575,6 +609,8 @@ class Estimator:
         est.gold, est.gold_weight = check_gold_options(config.get("gold"),
                                                        config.get("gold_weight", DEFAULT_GOLD_WEIGHT), cls.GOLD_MODES)
         est.density = est.make_density(*est.shapes())
+        if config.get("auto"):  # what model="auto" chose; fitting the loaded estimator again keeps that family
+            est.choice = Choice.from_dict(config["auto"])
         if config.get("history"):
             est.history = TrainingHistory(**config["history"])
         return est

@@ -18,6 +18,7 @@ from ..models.mixed import MAX_CATEGORIES
 from ..training import StoreBatches, TrainingConfig, TrainingHistory, distributed
 from ..transforms import Dequantize, LogPositive, Standardize, SupportBijection, positive_dims
 from ..utils import check_positive_int
+from .auto import AUTO
 from .base import Estimator, infer_x_kind
 from .validity import fit_validity
 
@@ -90,7 +91,7 @@ class LikelihoodEstimator(Estimator):
 
     direction = "likelihood"
 
-    def __init__(self, prior: Any = None, model: str | ConditionalDensity = "flow", *,
+    def __init__(self, prior: Any = None, model: str | ConditionalDensity = AUTO, *,
                  discrete_model: str | None = None, log_theta: bool | Sequence[int] | None = None,
                  **kwargs: Any) -> None:
         if discrete_model is not None and discrete_model not in DISCRETE_MODELS:
@@ -100,9 +101,6 @@ class LikelihoodEstimator(Estimator):
         self.discrete_model = discrete_model
         #: the dimensions of θ fed as log θ (``log_theta=``, resolved against the prior)
         self.log_theta = check_log_theta(log_theta, self.prior)
-        #: the model the user asked for; a fit with discrete columns under MNLE replaces ``model_spec`` by the
-        #: mixed family built for the data's value ranges
-        self.given_model = self.model_spec
 
     def resolved_discrete_model(self) -> str | None:
         """``"mnle"`` or ``"dequantize"`` for this estimator's discrete columns (``None`` without any).
@@ -112,8 +110,9 @@ class LikelihoodEstimator(Estimator):
         """
         if not self.discrete:
             return None
-        spec = self.given_model
-        flow_like = (spec in ("flow", "mnle") if isinstance(spec, str) else isinstance(spec, Flow | MixedDensity))
+        spec = self.requested_model
+        flow_like = (spec in ("flow", "mnle", AUTO) if isinstance(spec, str)
+                     else isinstance(spec, Flow | MixedDensity))
         vector = self.x_kind in (None, "vector")
         if self.discrete_model is None:
             return "mnle" if flow_like and vector else "dequantize"
@@ -151,7 +150,7 @@ class LikelihoodEstimator(Estimator):
         if too_many:
             raise ValueError(f"discrete column(s) {too_many} (index, min, max) take more than {MAX_CATEGORIES} values: "
                              "too many for a categorical; use discrete_model='dequantize'")
-        spec = self.given_model
+        spec = self.model_spec  # the family asked for, or model="auto"'s choice
         if isinstance(spec, MixedDensity):
             settings = spec.config()
             flow, hidden, blocks = settings["flow"], settings["hidden_features"], settings["num_blocks"]
@@ -252,19 +251,16 @@ class LikelihoodEstimator(Estimator):
             raise ValueError(f"discrete dimensions are supported for vector x only; x_kind is {self.x_kind!r}")
         return self._fit((x, theta), config, seed, progress, settings, checkpoint=checkpoint, gold=score)
 
-    def _fit(self, data: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
-             settings: dict[str, Any], weights: Any = None, checkpoint: Any = None,
-             gold: Any = None, gold_reference: Any = None) -> TrainingHistory:
-        """As :meth:`Estimator._fit`, the family first chosen for the discrete columns: under MNLE the mixed
-        family with the value ranges of the training rows (y = x)."""
-        self.model_spec = self.given_model
+    def prepare_model(self, data: Any) -> None:
+        """As :meth:`Estimator.prepare_model`, then the family chosen for the discrete columns: under MNLE the
+        mixed family with the value ranges of the training rows (y = x)."""
+        super().prepare_model(data)
         if self.resolved_discrete_model() == "mnle":
             streaming = isinstance(data, StoreBatches)
             rows = (y for y, _ in data.iter_rows()) if streaming else [data[0]]
             group = distributed.setup(self.device) if streaming and data.sharded else None
             self.model_spec = self.mixed_family(rows, group.all_gather_object if group is not None else None)
         self.check_gold_family()
-        return super()._fit(data, config, seed, progress, settings, weights, checkpoint, gold, gold_reference)
 
     def config(self) -> dict[str, Any]:
         mixed = isinstance(self._require_fitted().density.density, MixedDensity)

@@ -18,6 +18,7 @@ from ..training import TrainingConfig, TrainingHistory
 from ..transforms import Dequantize, Standardize, SupportBijection
 from ..utils import as_tensor, check_positive_int, check_rows
 from . import ingest, sequential
+from .auto import AUTO
 from .base import Estimator, infer_x_kind, x_context_parts
 
 __all__ = ["PosteriorEstimator"]
@@ -34,7 +35,9 @@ class PosteriorEstimator(Estimator):
 
     Args:
         prior: the prior p(θ) the simulations were drawn from (a torch ``Distribution``).
-        model: ``"flow"`` or a family object such as ``Flow(kind="maf")``.
+        model: ``"auto"`` (the default: the family, its options and training settings chosen from the data when
+            fitting, :func:`~simgen.estimators.auto.choose`, recorded in :attr:`choice` and the saved file), a
+            registered family's name (``"flow"``, ``"cnf"``, ...) or a family object such as ``Flow(kind="maf")``.
         iid: amortise over sets of i.i.d. observations: x rows are ``[M, *row_shape]``, M i.i.d. draws per θ
             (``simgen.simulate(..., iid=M)``), embedded by a permutation-invariant :class:`~simgen.nets.
             SubsetDeepSets` trained on random leading subsets, so that one model gives p(θ | x_1, …, x_m) for
@@ -68,7 +71,7 @@ class PosteriorEstimator(Estimator):
     direction = "posterior"
     y_is_theta = True
 
-    def __init__(self, prior: Distribution, model: str | ConditionalDensity = "flow", *, iid: bool = False,
+    def __init__(self, prior: Distribution, model: str | ConditionalDensity = AUTO, *, iid: bool = False,
                  **kwargs: Any) -> None:
         if prior is None:
             raise ValueError("PosteriorEstimator needs the prior the simulations were drawn from")
@@ -89,6 +92,10 @@ class PosteriorEstimator(Estimator):
     @property
     def y_kind(self) -> str:
         return "vector"
+
+    @property
+    def iid_sets(self) -> bool:
+        return self.iid
 
     # ----------------------------------------------------------------- the direction: y = θ, c = x
     def split(self, theta: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:

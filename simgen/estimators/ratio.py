@@ -355,7 +355,8 @@ class RatioEstimator(Estimator):
         nets.ResidualMLP(1, 1, **self.network)  # validate the activation name early
         x_kind = resolve_x_kind(x_kind, simulator)
         self.prior = prior
-        self.model_spec = model
+        self.model_spec = self.requested_model = model
+        self.choice = None  # a ratio estimator names its variant; model="auto" is for the density estimators
         self.embedding = embedding
         self.x_kind = x_kind
         self._discrete_given, self.discrete = True, ()

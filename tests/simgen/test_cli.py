@@ -239,9 +239,10 @@ def test_train_log_theta_from_the_command_line(tmp_path):
             "--quiet"]
     for flag, dims in ((None, (0, 1, 2)), ("false", ()), ("0,2", (0, 2))):
         out = tmp_path / f"{flag}.pt"
-        assert main([*args, "--out", str(out), *(["--log-theta", flag] if flag else [])]) == 0
+        assert main([*args, "--out", str(out), *(["--log-theta", flag] if flag else ["--model", "auto"])]) == 0
         emu = simgen.load(out)
         assert emu.log_theta == dims
+        assert emu.choice is not None and emu.choice.model == "flow"  # model "auto", the default, said it
         if dims:  # streamed from the store: the context statistics are those of log θ
             theta = simgen.open_store(store).theta
             logged = torch.zeros(3, dtype=torch.bool)

@@ -21,7 +21,7 @@ def test_embedded_default_is_cosmology_maps_with_both_directions():
     config, sim = load_config()
     assert config.simulator == "cosmology_maps" and sim.x_shape == (32, 32)
     assert config.posterior.enabled and config.posterior.embedding == "power_spectrum"
-    assert config.likelihood.enabled and config.likelihood.model == "flow"
+    assert config.likelihood.enabled and config.likelihood.model == "auto"
     assert config.held_out == 3 and config.num_simulations == BUDGETS["default"]["num_simulations"]
     assert "[simulator]" in DEFAULT_CONFIG
 
@@ -41,7 +41,7 @@ def test_budget_presets_and_explicit_keys():
     assert config.num_samples == BUDGETS["tiny"]["num_samples"]
     assert config.posterior.num_train is None
     subset, _ = parse('simulator = "two_moons"\n[emulator]\nnum_train = 50\n')
-    assert subset.emulator.enabled and subset.emulator.num_train == 50 and subset.emulator.model == "flow"
+    assert subset.emulator.enabled and subset.emulator.num_train == 50 and subset.emulator.model == "auto"
     logs, _ = parse('simulator = "two_moons"\n[likelihood]\nlog_theta = [0]\n')
     assert logs.likelihood.log_theta == [0] and subset.emulator.log_theta is None
     maps, _ = parse('simulator = "cosmology_maps"\n[evaluation]\nspectrum_maps = 2000\n')
@@ -62,11 +62,15 @@ def test_budget_presets_and_explicit_keys():
         ('simulator = "two_moons"\n[posterior]\nembedding = "cnn"\n', "posterior.embedding", ["'power_spectrum'"]),
         ('simulator = "two_moons"\n[posterior]\ntraining = { epochs = 3 }\n', "posterior.training.epochs",
          ["max_epochs"]),
-        ('simulator = "two_moons"\n[posterior]\noptions = { kind = "glow" }\n', "posterior.options", ["nsf"]),
+        ('simulator = "two_moons"\n[posterior]\nmodel = "flow"\noptions = { kind = "glow" }\n', "posterior.options",
+         ["nsf"]),
+        ('simulator = "two_moons"\n[posterior]\noptions = { kind = "maf" }\n', "posterior.options",
+         ["chooses the family", "name a family"]),
         ('simulator = "two_moons"\n[emulator]\nembedding = "flatten"\n', "emulator.embedding", ["no embedding"]),
         ('simulator = "two_moons"\n[simulation]\nnum_simulations = -5\n', "simulation.num_simulations", [">= 10"]),
         ('simulator = "two_moons"\n[evaluation]\nspectrum_maps = 0\n', "evaluation.spectrum_maps", [">= 1"]),
-        ('simulator = "cosmology_maps"\n[likelihood]\noptions = { filter_network = "smooth" }\n', "likelihood.options",
+        ('simulator = "cosmology_maps"\n[likelihood]\nmodel = "flow"\noptions = { filter_network = "smooth" }\n',
+         "likelihood.options",
          ["filter_network must be one of", "per_radius"]),
         ('simulator = "two_moons"\n[simulation]\nexecutor = "slurm"\n', "simulation.executor", ["dask", "tcp://"]),
         ('simulator = "two_moons"\n[likelihood]\nlog_theta = "yes"\n', "likelihood.log_theta",

@@ -1,0 +1,116 @@
+"""``model="auto"``: the family, its size and its training schedule, chosen from the data as the benchmarks measured.
+
+A user who does not know the field should not have to pick among flows, flow matching, diffusion, VAEs and
+transformers. :func:`choose` reads what an estimator knows when it fits — its direction, the kind and shape of
+y and of the context, the number of training rows, whether x has discrete columns — and returns a
+:class:`Choice`: the registered family, its constructor options, training settings on top of the family's own
+``training_defaults``, and one line saying why. The rules follow the project's benchmarks (README, "Choosing a
+family: model='auto'"), which also give the figures behind each:
+
+* **likelihood of maps** → the map flow (:class:`~simgen.models.MapFlow`): exact log p, one-pass sampling,
+  invariant under shifts on the torus; of every family measured on Gaussian and lognormal fields it is the
+  closest to the simulator's exact likelihood, at the smallest training and sampling cost.
+* **likelihood of vectors, sets, sequences** → the flow (:class:`~simgen.models.Flow`), with mixed neural
+  likelihood estimation (a categorical network over x's discrete columns) when x has any: exact log p, cheap
+  gradients for MCMC.
+* **posterior** → the flow, on the default embedding of x's kind: on the sbibm tasks measured (two_moons, slcp,
+  gaussian_linear, gaussian_mixture; 10³ and 10⁴ simulations) no other family was more accurate by more than
+  its noise, and the flow trains and samples fastest.
+* **small budgets** (fewer than :data:`SMALL_BUDGET` rows): the same families; the trainer's automatic batch
+  (an eighth of the rows) already gives them enough steps per epoch.
+
+The choice is made once per fit, recorded on the estimator (``est.choice``) and in its saved file, so a loaded
+model says what it is; ``model="flow"`` (or any other name) still builds exactly that family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["AUTO", "Choice", "choose", "SMALL_BUDGET"]
+
+#: the model name that asks for :func:`choose`
+AUTO = "auto"
+
+#: below this many training rows a budget counts as small (the rules say what changes there)
+SMALL_BUDGET = 2_000
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What ``model="auto"`` built.
+
+    Attributes:
+        model: the registered family's name (``simgen.models.MODELS``).
+        options: its constructor arguments beyond its defaults.
+        training: :class:`~simgen.training.TrainingConfig` settings on top of the family's ``training_defaults``
+            (a user's ``fit(..., **settings)`` still overrides both).
+        reason: one line saying why, in words.
+    """
+
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Choice:
+        return cls(model=str(data["model"]), options=dict(data.get("options") or {}),
+                   training=dict(data.get("training") or {}), reason=str(data.get("reason", "")))
+
+    def __str__(self) -> str:
+        parts = [self.model]
+        if self.options:
+            parts.append(f"options {self.options}")
+        if self.training:
+            parts.append(f"training {self.training}")
+        return f"{', '.join(parts)}: {self.reason}"
+
+
+def family_for(direction: str, y_kind: str) -> str:
+    """The family ``"auto"`` stands for before the data are seen (the budget only changes its size and
+    schedule): the map flow for a likelihood of maps, else the flow."""
+    if direction == "likelihood" and y_kind == "map":
+        return "mapflow"
+    return "flow"
+
+
+def choose(direction: str, *, y_kind: str, x_kind: str, num_rows: int, discrete: bool = False,
+           iid: bool = False) -> Choice:
+    """The family, options and training settings ``model="auto"`` builds for this data.
+
+    Args:
+        direction: ``"posterior"`` (y = θ, context x) or ``"likelihood"`` (y = x, context θ).
+        y_kind: the kind of y (``"vector"``, ``"map"``, ``"set"``, ``"sequence"``).
+        x_kind: the kind of x (the context of a posterior, y of a likelihood).
+        num_rows: the number of simulated pairs the fit trains on (training and validation rows together).
+        discrete: whether x has declared integer-valued columns (a likelihood then uses MNLE).
+        iid: whether a posterior is amortised over sets of i.i.d. observations.
+
+    Raises:
+        ValueError: an unknown direction, or fewer than one row.
+    """
+    if direction not in ("posterior", "likelihood"):
+        raise ValueError(f"model='auto' chooses for a 'posterior' or a 'likelihood'; got direction {direction!r}")
+    if num_rows < 1:
+        raise ValueError(f"model='auto' needs at least one training row; got {num_rows}")
+    budget = "small budget" if num_rows < SMALL_BUDGET else "budget"
+    model = family_for(direction, y_kind)
+    if direction == "likelihood":
+        if model == "mapflow":
+            reason = ("x is a map: the map flow (exact log p, one-pass sampling, invariant under shifts on the "
+                      "torus), the most accurate and cheapest map emulator measured")
+        elif discrete:
+            reason = (f"x is a {x_kind} with discrete columns: a flow over the continuous ones and a categorical "
+                      "network over the discrete ones (MNLE), an exact likelihood for MCMC")
+        else:
+            reason = f"x is a {x_kind}: a neural spline flow, an exact likelihood with cheap gradients for MCMC"
+    else:
+        what = "sets of i.i.d. observations" if iid else f"a {x_kind} x"
+        reason = (f"posterior given {what}: a neural spline flow on the default embedding, the most accurate "
+                  "posterior family measured on the sbibm tasks at 10³ and 10⁴ simulations, and the fastest")
+    return Choice(model=model, reason=f"{reason} ({budget} of {num_rows} rows)")
