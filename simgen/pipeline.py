@@ -266,9 +266,9 @@ def model_of(spec: Any, y_kind: str) -> Any:
 
 
 def _chosen(est: Any, model: str) -> str:
-    """The family an estimator built, and what ``model = "auto"`` chose it for."""
+    """The family an estimator built, and why when ``model = "auto"`` chose it."""
     family = est.density.density.family
-    return f"auto: {est.choice}" if model == AUTO and est.choice is not None else family
+    return f"{family} (model = \"auto\": {est.choice.reason})" if model == AUTO and est.choice is not None else family
 
 
 def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
@@ -746,6 +746,9 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
         "num_simulations": int(theta.shape[0]), "observations": observations.source,
         "simgen_version": simgen.__version__,
     }
+    for name, est, spec in (("posterior", posterior, config.posterior), ("emulator", emulator, config.likelihood)):
+        if est is not None:
+            summary[f"{name}_model"] = _chosen(est, spec.model)
     say(f"[4/5] inferring θ for {observations.x.shape[0]} observation(s) ({observations.source})")
     if posterior is not None or config.likelihood.mcmc or ratio is not None or joint is not None:
         done = step("inference and C2ST")

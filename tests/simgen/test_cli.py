@@ -42,6 +42,10 @@ def test_run_tiny_writes_report_with_corner_coverage_and_emulator_figures(defaul
     assert simgen.open_store(out / "store.h5").num_valid == summary["num_simulations"]
     assert summary["calibration"]["coverage"]["levels"][-1] == 1.0
     assert summary["emulator"]["spectrum_maps"] == BUDGETS["tiny"]["spectrum_maps"]
+    # the embedded configuration's model = "auto" says what it built, in the summary and in the report
+    assert summary["posterior_model"].startswith("flow (model = \"auto\"")
+    assert summary["emulator_model"].startswith("mapflow (model = \"auto\": x is a map")
+    assert "mapflow (model = &quot;auto&quot;" in html or "mapflow (model = \"auto\"" in html
 
 
 def test_run_says_what_it_expects_and_where_everything_went(tmp_path, capsys):
