@@ -12,6 +12,8 @@ method: C2ST mean ± standard error over observations, training wall time and ep
         --families simformer,flow --sbi npe --json frontier.json
     OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks two_moons --budgets 1000 --families simformer --sbi '' \\
         --options '{"simformer": {"mask_weights": [0.1, 0.6, 0.1, 0.2]}}' --training '{"batch_size": 32}'
+    OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks slcp --budgets 10000 --families flow --sbi '' \\
+        --ensemble 3                                             # a mixture of 3 independently trained flows
 
 ``auto`` is ``model="auto"``, the estimators' default (what it chose is printed). ``--options`` gives families
 constructor arguments other than their defaults, ``--training`` training settings (:class:`simgen.TrainingConfig`
@@ -40,18 +42,27 @@ FAMILIES = "auto,flow,cnf,diffusion,vae,simformer"
 
 
 def train_family(family: str, prior, theta, x, seed: int, settings: dict,
-                 options: dict | None = None) -> tuple[Callable, float, int]:
+                 options: dict | None = None, ensemble: int = 1) -> tuple[Callable, float, int]:
     """A simgen posterior of ``family`` (constructor ``options``, else its defaults): its sampler
-    ``draw(n, x_o, seed)``, training seconds and epochs."""
-    post = simgen.PosteriorEstimator(prior, make_model(family, options) if options else family)
-    history = post.fit(theta, x, seed=seed, progress=False, **settings)
-    if post.choice is not None:
-        print(f"  auto chose {post.choice}", flush=True)
+    ``draw(n, x_o, seed)``, training seconds and epochs. With ``ensemble`` K > 1, K posteriors trained with seeds
+    ``seed``, ``seed + 1``, ... on the same pairs, sampled as their equal mixture (1/K) Σ_k q_k(θ | x): n/K draws
+    of each, shuffled; the seconds and epochs are the members' sums."""
+    posts, seconds, epochs = [], 0.0, 0
+    for k in range(ensemble):
+        post = simgen.PosteriorEstimator(prior, make_model(family, options) if options else family)
+        history = post.fit(theta, x, seed=seed + k, progress=False, **settings)
+        posts.append(post)
+        seconds, epochs = seconds + history.wall_time, epochs + history.epochs
+        if post.choice is not None and k == 0:
+            print(f"  auto chose {post.choice}", flush=True)
 
     def draw(n: int, x_o: torch.Tensor, s: int) -> torch.Tensor:
-        return post.sample(n, x_o, generator=torch.Generator().manual_seed(s))
+        sizes = [n // len(posts) + (k < n % len(posts)) for k in range(len(posts))]
+        parts = [p.sample(m, x_o, generator=torch.Generator().manual_seed(s + 7919 * k))
+                 for k, (p, m) in enumerate(zip(posts, sizes, strict=True)) if m]
+        return torch.cat(parts)[torch.randperm(n, generator=torch.Generator().manual_seed(s))]
 
-    return draw, history.wall_time, history.epochs
+    return draw, seconds, epochs
 
 
 def train_sbi(kind: str, prior, theta, x, seed: int) -> tuple[Callable, float, int]:
@@ -77,6 +88,9 @@ def main() -> None:
                         help="early-stopping patience of simgen's trainer (default: each family's)")
     parser.add_argument("--options", default="{}", help="JSON: family -> constructor arguments")
     parser.add_argument("--training", default="{}", help="JSON: training settings of every simgen family")
+    parser.add_argument("--ensemble", type=int, default=1,
+                        help="K: each simgen family as the equal mixture of K posteriors trained with seeds seed, "
+                             "seed + 1, ... (default 1: one posterior)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the results to this JSON file (after every row)")
@@ -104,7 +118,7 @@ def main() -> None:
             for method, source in methods:
                 if source == "simgen":
                     draw, train_s, epochs = train_family(method, sim.prior, theta, x, args.seed, settings,
-                                                         options.get(method))
+                                                         options.get(method), args.ensemble)
                 else:
                     draw, train_s, epochs = train_sbi(method, sim.prior, theta, x, args.seed)
                 scores, times = [], []
@@ -118,11 +132,13 @@ def main() -> None:
                        "scores": scores, "train_s": train_s, "epochs": epochs,
                        "sample_s": sum(times) / len(times),
                        "options": options.get(method) if source == "simgen" else None,
+                       "ensemble": args.ensemble if source == "simgen" else 1,
                        "training": settings if source == "simgen" else None}
                 rows.append(row)
                 if args.json:  # after every row, so a run stopped early keeps what it measured
                     Path(args.json).write_text(json.dumps(rows, indent=2))
-                print(f"{task:16s} {budget:>6d} {source:6s} {method:10s} C2ST {m:.3f} ± {se:.3f}  "
+                label = f"{method}x{args.ensemble}" if source == "simgen" and args.ensemble > 1 else method
+                print(f"{task:16s} {budget:>6d} {source:6s} {label:10s} C2ST {m:.3f} ± {se:.3f}  "
                       f"train {train_s:7.1f}s ({epochs} epochs)  sample {row['sample_s']:6.2f}s", flush=True)
 
     if not rows:
