@@ -241,7 +241,6 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
     checkpointed to ``checkpoint`` when given)."""
     import simgen
 
-
     spec = config.posterior
     theta, x = theta[: spec.num_train], x[: spec.num_train]
     embedding = make_embedding(spec.embedding, x, getattr(simulator, "x_kind", None))

@@ -4,8 +4,8 @@ A user who does not know the field should not have to pick among flows, flow mat
 transformers. :func:`choose` reads what an estimator knows when it fits — its direction, the kind and shape of
 y and of the context, the number of training rows, whether x has discrete columns — and returns a
 :class:`Choice`: the registered family, its constructor options, training settings on top of the family's own
-``training_defaults``, and one line saying why. The rules follow the project's benchmarks (README, "Choosing a
-family: model='auto'"), which also give the figures behind each:
+``training_defaults``, and one line saying why. The rules follow the project's benchmarks (README, "Which family
+for which problem"), which also give the figures behind each:
 
 * **likelihood of maps** → the map flow (:class:`~simgen.models.MapFlow`): exact log p, one-pass sampling,
   invariant under shifts on the torus; of every family measured on Gaussian and lognormal fields it is the
@@ -16,8 +16,9 @@ family: model='auto'"), which also give the figures behind each:
 * **posterior** → the flow, on the default embedding of x's kind: on the sbibm tasks measured (two_moons, slcp,
   gaussian_linear, gaussian_mixture; 10³ and 10⁴ simulations) no other family was more accurate by more than
   its noise, and the flow trains and samples fastest.
-* **small budgets** (fewer than :data:`SMALL_BUDGET` rows): the same families; the trainer's automatic batch
-  (an eighth of the rows) already gives them enough steps per epoch.
+* **every budget** measured (10³ and 10⁴ simulations): the same families with their own training defaults; the
+  trainer's automatic batch (an eighth of the rows) scales the steps per epoch with the data, and longer
+  schedules, larger flows and ensembles of flows did not measure better.
 
 The choice is made once per fit, recorded on the estimator (``est.choice``) and in its saved file, so a loaded
 model says what it is; ``model="flow"`` (or any other name) still builds exactly that family.
@@ -28,13 +29,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["AUTO", "Choice", "choose", "SMALL_BUDGET"]
+__all__ = ["AUTO", "Choice", "choose", "family_for"]
 
 #: the model name that asks for :func:`choose`
 AUTO = "auto"
-
-#: below this many training rows a budget counts as small (the rules say what changes there)
-SMALL_BUDGET = 2_000
 
 
 @dataclass(frozen=True)
@@ -72,8 +70,9 @@ class Choice:
 
 
 def family_for(direction: str, y_kind: str) -> str:
-    """The family ``"auto"`` stands for before the data are seen (the budget only changes its size and
-    schedule): the map flow for a likelihood of maps, else the flow."""
+    """The family ``"auto"`` stands for before the data are seen (what an estimator's family-level defaults,
+    such as its support map, are read from): the map flow for a likelihood of maps, else the flow; :func:`choose`
+    builds the same family once the data are there."""
     if direction == "likelihood" and y_kind == "map":
         return "mapflow"
     return "flow"
@@ -98,7 +97,6 @@ def choose(direction: str, *, y_kind: str, x_kind: str, num_rows: int, discrete:
         raise ValueError(f"model='auto' chooses for a 'posterior' or a 'likelihood'; got direction {direction!r}")
     if num_rows < 1:
         raise ValueError(f"model='auto' needs at least one training row; got {num_rows}")
-    budget = "small budget" if num_rows < SMALL_BUDGET else "budget"
     model = family_for(direction, y_kind)
     if direction == "likelihood":
         if model == "mapflow":
@@ -113,4 +111,4 @@ def choose(direction: str, *, y_kind: str, x_kind: str, num_rows: int, discrete:
         what = "sets of i.i.d. observations" if iid else f"a {x_kind} x"
         reason = (f"posterior given {what}: a neural spline flow on the default embedding, the most accurate "
                   "posterior family measured on the sbibm tasks at 10³ and 10⁴ simulations, and the fastest")
-    return Choice(model=model, reason=f"{reason} ({budget} of {num_rows} rows)")
+    return Choice(model=model, reason=f"{reason} ({num_rows} training pairs)")

@@ -38,7 +38,7 @@ def test_choose_follows_the_kind_of_data(direction, y_kind, x_kind, discrete, fa
     assert choice.model == family and choice.model in simgen.models.MODELS
     for w in words:
         assert w in choice.reason
-    assert "5000 rows" in str(choice)
+    assert "5000 training pairs" in str(choice)
     assert Choice.from_dict(choice.to_dict()) == choice
 
 
@@ -88,9 +88,9 @@ def test_auto_choice_is_made_again_for_each_fit():
     theta, x = pairs(300)
     post = simgen.PosteriorEstimator(PRIOR)
     post.fit(theta[:100], x[:100], seed=0, progress=False, max_epochs=1)
-    assert "100 rows" in post.choice.reason
+    assert "100 training pairs" in post.choice.reason
     post.fit(theta, x, seed=0, progress=False, max_epochs=1)
-    assert "300 rows" in post.choice.reason
+    assert "300 training pairs" in post.choice.reason
 
 
 def test_config_and_command_line_default_to_auto(tmp_path):
