@@ -348,7 +348,8 @@ class Estimator:
 
     def prepare_model(self, data: tuple[Tensor, Tensor] | StoreBatches) -> None:
         """Settle the family before a fit builds it (:meth:`choose_model` for the rows of ``data``: tensors
-        ``(y, c)`` or a streamed store's valid rows); a likelihood then puts x's discrete columns under MNLE."""
+        ``(y, c)``, or the valid rows of the whole store a source streams, so that every rank of a data-parallel
+        fit chooses alike); a likelihood then puts x's discrete columns under MNLE."""
         self.choose_model(data.store.num_valid if isinstance(data, StoreBatches) else data[0].shape[0])
 
     @property

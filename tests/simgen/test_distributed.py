@@ -114,7 +114,7 @@ class _Shards(StoreBatches):
 
     def __init__(self, store, fraction, seed, per_buffer):
         self.parts = [StoreBatches(store, True, fraction, seed, per_buffer, shard=(r, WORLD)) for r in range(WORLD)]
-        self.shard = None
+        self.store, self.shard = store, None
         self.num_train = sum(p.num_train for p in self.parts)
         self.num_validation = sum(p.num_validation for p in self.parts)
 
