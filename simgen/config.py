@@ -464,15 +464,14 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
     # suit one of them, and the run builds the one that suits the simulator's x
     names = [model] + [to for (name, _), to in KIND_MODELS.items() if name == model]
     errors = []
-    for name in names if model != AUTO else ():
+    for name in names if model != AUTO else ():  # "auto" has no options to check (refused above)
         try:
             MODELS[name](**options)
             break
         except (TypeError, ValueError) as e:
             errors.append(f"{name}: {e}")
-    else:
-        if errors:
-            raise ConfigError(f"{key}.options", f"not accepted by the {model} family ({'; '.join(errors)})")
+    if errors and len(errors) == len(names):
+        raise ConfigError(f"{key}.options", f"not accepted by the {model} family ({'; '.join(errors)})")
     embedding = _str(table.get("embedding", "auto"), f"{key}.embedding", EMBEDDINGS)
     if direction == "likelihood" and "embedding" in table:
         raise ConfigError(f"{key}.embedding", "a likelihood's context is θ (no embedding); remove the key")
