@@ -16,7 +16,11 @@ TASKS = {
     "slcp": (5, (8,)),
     "gaussian_linear": (10, (10,)),
     "gaussian_mixture": (2, (2,)),
+    "gaussian_linear_uniform": (10, (10,)),
+    "gaussian_signal": (3, (20,)),
+    "poisson_glm": (4, (12,)),
 }
+DISCRETE = {"poisson_glm": tuple(range(12))}  # the tasks whose x has integer-valued dimensions
 
 
 def test_registry_lists_the_benchmark_tasks():
@@ -34,7 +38,7 @@ def test_attributes(name):
     assert sim.x_shape == x_shape
     assert sim.x_kind == "vector"
     assert sim.tractable
-    assert sim.x_discrete == ()
+    assert sim.x_discrete == DISCRETE.get(name, ())
     assert isinstance(sim.prior, torch.distributions.Distribution)
     assert sim.prior.event_shape == (d_theta,)
 
@@ -42,7 +46,7 @@ def test_attributes(name):
 def test_box_priors_are_sbi_box_uniform():
     from sbi.utils import BoxUniform
 
-    for name, bound in [("two_moons", 1.0), ("slcp", 3.0), ("gaussian_mixture", 10.0)]:
+    for name, bound in [("two_moons", 1.0), ("slcp", 3.0), ("gaussian_mixture", 10.0), ("gaussian_linear_uniform", 1.0)]:
         prior = simulators.get(name).prior
         assert isinstance(prior, BoxUniform)
         assert torch.equal(prior.support.base_constraint.upper_bound, torch.full(prior.event_shape, bound))
