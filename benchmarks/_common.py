@@ -30,6 +30,47 @@ def observations(sim: simulators.Simulator, num_obs: int, seed: int) -> tuple[to
     return theta, sim(theta, generator=g)
 
 
+SBIBM_TASKS = ("two_moons", "slcp", "gaussian_linear", "gaussian_mixture", "gaussian_linear_uniform")
+
+
+def sbibm_observations(source: str, task: str, num_obs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """sbibm's reference observations 1..``num_obs`` of ``task`` and its reference posterior samples, read from the
+    files of an sbibm release without importing it: ``source`` is the sbibm wheel (``pip download sbibm
+    --no-deps``) or the directory holding its ``sbibm`` package. Returns ``x_o [num_obs, d_x]`` and
+    ``reference [num_obs, 10000, d_theta]`` (float32)."""
+    import bz2
+    import csv
+    import zipfile
+    from pathlib import Path
+
+    if task not in SBIBM_TASKS:
+        raise ValueError(f"sbibm has no task {task!r} among simgen's; its tasks here: {', '.join(SBIBM_TASKS)}")
+    if not 1 <= num_obs <= 10:
+        raise ValueError(f"sbibm has reference observations 1 to 10; asked for {num_obs}")
+    path = Path(source)
+    if path.suffix == ".whl":
+        archive = zipfile.ZipFile(path)
+
+        def read(name: str) -> bytes:
+            return archive.read(name)
+    elif (path / "sbibm").is_dir():
+        def read(name: str) -> bytes:
+            return (path / name).read_bytes()
+    else:
+        raise FileNotFoundError(f"{source}: expected an sbibm wheel (.whl) or a directory holding the sbibm package")
+
+    def rows(data: bytes) -> torch.Tensor:
+        lines = list(csv.reader(data.decode().splitlines()))
+        return torch.tensor([[float(v) for v in line] for line in lines[1:]], dtype=torch.float32)
+
+    xs, refs = [], []
+    for i in range(1, num_obs + 1):
+        folder = f"sbibm/tasks/{task}/files/num_observation_{i}"
+        xs.append(rows(read(f"{folder}/observation.csv"))[0])
+        refs.append(rows(bz2.decompress(read(f"{folder}/reference_posterior_samples.csv.bz2"))))
+    return torch.stack(xs), torch.stack(refs)
+
+
 def mean_se(values: list[float]) -> tuple[float, float]:
     """Mean and standard error of the mean (sample standard deviation / √n)."""
     n = len(values)
