@@ -46,7 +46,8 @@ def test_attributes(name):
 def test_box_priors_are_sbi_box_uniform():
     from sbi.utils import BoxUniform
 
-    for name, bound in [("two_moons", 1.0), ("slcp", 3.0), ("gaussian_mixture", 10.0), ("gaussian_linear_uniform", 1.0)]:
+    boxes = [("two_moons", 1.0), ("slcp", 3.0), ("gaussian_mixture", 10.0), ("gaussian_linear_uniform", 1.0)]
+    for name, bound in boxes:
         prior = simulators.get(name).prior
         assert isinstance(prior, BoxUniform)
         assert torch.equal(prior.support.base_constraint.upper_bound, torch.full(prior.event_shape, bound))
