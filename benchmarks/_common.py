@@ -6,12 +6,16 @@ The benchmarks run as scripts (``python benchmarks/<name>.py``), so this folder 
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import csv
 import io
 import math
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,11 +42,6 @@ def sbibm_observations(source: str, task: str, num_obs: int) -> tuple[torch.Tens
     files of an sbibm release without importing it: ``source`` is the sbibm wheel (``pip download sbibm
     --no-deps``) or the directory holding its ``sbibm`` package. Returns ``x_o [num_obs, d_x]`` and
     ``reference [num_obs, 10000, d_theta]`` (float32)."""
-    import bz2
-    import csv
-    import zipfile
-    from pathlib import Path
-
     if task not in SBIBM_TASKS:
         raise ValueError(f"sbibm has no task {task!r} among simgen's; its tasks here: {', '.join(SBIBM_TASKS)}")
     if not 1 <= num_obs <= 10:

@@ -27,7 +27,8 @@ that the two agree. Otherwise the observations are simgen's own: θ_o from the p
 ``auto`` is ``model="auto"``, the estimators' default (what it chose is printed). ``nle`` is not a posterior family
 but the other direction: ``simgen.LikelihoodEstimator(prior)`` (its ``"auto"`` family) trained on the same pairs,
 its posterior sampled by MCMC (``emu.posterior()``, its defaults; ``--mcmc`` sets its options), so its "sample"
-time is MCMC's and no draw is amortised. ``--options`` gives families
+time is MCMC's and no draw is amortised (x's discrete columns are not declared to it, and ``--options`` and
+``--ensemble`` do not apply to it). ``--options`` gives families
 constructor arguments other than their defaults, ``--training`` training settings (:class:`simgen.TrainingConfig`
 fields) for every simgen family: what a change of defaults is measured with.
 
@@ -176,13 +177,13 @@ def main() -> None:
                        "scores": scores, "train_s": train_s, "epochs": epochs,
                        "sample_s": sum(times) / len(times),
                        "options": options.get(method) if source == "simgen" else None,
-                       "ensemble": args.ensemble if source == "simgen" else 1,
+                       "ensemble": args.ensemble if source == "simgen" and method != "nle" else 1,
                        "training": settings if source == "simgen" else None,
                        "mcmc": json.loads(args.mcmc) if method == "nle" else None}
                 rows.append(row)
                 if args.json:  # after every row, so a run stopped early keeps what it measured
                     Path(args.json).write_text(json.dumps(rows, indent=2))
-                label = f"{method}x{args.ensemble}" if source == "simgen" and args.ensemble > 1 else method
+                label = f"{method}x{row['ensemble']}" if row["ensemble"] > 1 else method
                 print(f"{task:16s} {budget:>6d} {source:6s} {label:10s} C2ST {m:.3f} ± {se:.3f}  "
                       f"train {train_s:7.1f}s ({epochs} epochs)  sample {row['sample_s']:6.2f}s", flush=True)
 
