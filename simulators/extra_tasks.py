@@ -23,6 +23,7 @@ from torch.distributions import MultivariateNormal
 
 from simulators._ensemble import stretch_move_sample
 from simulators.base import Simulator, box_uniform, register
+from simulators.sbibm_tasks import GaussianLinear
 
 __all__ = ["GaussianLinearUniform", "GaussianSignal", "PoissonGLM"]
 
@@ -31,9 +32,10 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 @register("gaussian_linear_uniform")
-class GaussianLinearUniform(Simulator):
+class GaussianLinearUniform(GaussianLinear):
     r"""Gaussian linear with a uniform prior (sbibm): :math:`\theta \sim U[-1, 1]^d`,
-    :math:`x \mid \theta \sim N(\theta, 0.1 I)` (0.1 a variance), :math:`d = 10` by default.
+    :math:`x \mid \theta \sim N(\theta, 0.1 I)` (0.1 a variance), :math:`d = 10` by default: the simulator and
+    likelihood of :class:`~simulators.sbibm_tasks.GaussianLinear` under a box prior.
 
     Posterior: with :math:`m` i.i.d. observations every coordinate is independent,
 
@@ -47,20 +49,10 @@ class GaussianLinearUniform(Simulator):
     """
 
     name = "gaussian_linear_uniform"
-    tractable = True
-    variance = 0.1
 
     def __init__(self, dim: int = 10) -> None:
-        self.parameter_names = [f"theta_{i + 1}" for i in range(dim)]
-        self.x_shape = (dim,)
+        super().__init__(dim)
         self.prior = box_uniform(-torch.ones(dim), torch.ones(dim))
-
-    def _simulate(self, theta: Tensor, generator: torch.Generator | None) -> Tensor:
-        return theta + math.sqrt(self.variance) * torch.randn(theta.shape, generator=generator)
-
-    def _log_likelihood(self, theta: Tensor, x: Tensor) -> Tensor:
-        log_norm = -0.5 * theta.shape[-1] * (LOG_2PI + math.log(self.variance))
-        return log_norm - 0.5 * ((x - theta) ** 2).sum(-1) / self.variance
 
     def _posterior(self, x: Tensor, num_samples: int, generator: torch.Generator | None) -> Tensor:
         k, m, d = x.shape
