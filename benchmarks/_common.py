@@ -48,15 +48,14 @@ def sbibm_observations(source: str, task: str, num_obs: int) -> tuple[torch.Tens
         raise ValueError(f"sbibm has reference observations 1 to 10; asked for {num_obs}")
     path = Path(source)
     if path.suffix == ".whl":
-        archive = zipfile.ZipFile(path)
-
-        def read(name: str) -> bytes:
-            return archive.read(name)
+        root: Path | zipfile.Path = zipfile.Path(path)  # the wheel's files, read in place
     elif (path / "sbibm").is_dir():
-        def read(name: str) -> bytes:
-            return (path / name).read_bytes()
+        root = path
     else:
         raise FileNotFoundError(f"{source}: expected an sbibm wheel (.whl) or a directory holding the sbibm package")
+
+    def read(name: str) -> bytes:
+        return root.joinpath(name).read_bytes()
 
     def rows(data: bytes) -> torch.Tensor:
         lines = list(csv.reader(data.decode().splitlines()))

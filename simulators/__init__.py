@@ -9,7 +9,7 @@
 This package never imports ``simgen``.
 """
 
-from simulators import extra_tasks, sbibm_tasks  # noqa: F401  (register the benchmark tasks)
+from simulators import sbibm_tasks  # noqa: F401  (registers the benchmark tasks)
 from simulators.base import Simulator, available, box_uniform, get, numpy_rng, register
 from simulators.collider import Collider, ColliderDetector  # noqa: F401  (registers collider, collider_detector)
 from simulators.cosmology import CosmologyMaps  # noqa: F401  (registers cosmology_maps)
