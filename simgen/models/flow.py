@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from ..utils import randn
 from .base import ConditionalDensity
+from .tails import PowerTails
 
 __all__ = ["Flow"]
 
@@ -63,6 +64,12 @@ class Flow(ConditionalDensity):
             Off by default: spline layers start at the identity (see ``_identity_at_start``), so with the
             estimator's linear baseline the initial model is the least-squares linear-Gaussian fit, while a
             randomly initialised affine layer would start elsewhere and overfit early (README, "Tests and benchmarks").
+        heavy_tails: put :class:`~simgen.models.tails.PowerTails` before the layers (on the data side): an
+            element-wise map fitted to each dimension's tails in :meth:`initialize` (an estimator calls it on the
+            pre-processed training rows), so that power-law tails, which a flow with a Gaussian base and Lipschitz
+            layers cannot reach, become Gaussian-like for the layers. It stays the identity for dimensions whose
+            tails a Gaussian fits (the fit's test is in :func:`~simgen.models.tails.fit_power_tails`) and until
+            :meth:`initialize` is called. Models saved before the option load without it.
 
     Example:
         A fresh flow is the identity map, so its density is the standard normal's (estimators build and train
@@ -93,6 +100,7 @@ class Flow(ConditionalDensity):
         tail_bound: float = 3.0,
         dropout: float = 0.0,
         affine_first: bool = False,
+        heavy_tails: bool = True,
     ) -> None:
         super().__init__()
         if kind not in ("nsf", "maf", "realnvp"):
@@ -107,7 +115,9 @@ class Flow(ConditionalDensity):
         self.tail_bound = tail_bound
         self.dropout = dropout
         self.affine_first = affine_first
+        self.heavy_tails = bool(heavy_tails)
         self.flow: _ConditionalFlow | None = None
+        self.tails: PowerTails | None = None
 
     def config(self) -> dict[str, Any]:
         return dict(
@@ -119,6 +129,7 @@ class Flow(ConditionalDensity):
             tail_bound=self.tail_bound,
             dropout=self.dropout,
             affine_first=self.affine_first,
+            heavy_tails=self.heavy_tails,
         )
 
     def _build(self) -> None:
@@ -134,6 +145,9 @@ class Flow(ConditionalDensity):
             if d > 1:
                 layers.append(T.LULinear(d, identity_init=True))
         self.flow = _ConditionalFlow(T.CompositeTransform(layers), StandardNormal([d]))
+        if self.heavy_tails:
+            self.tails = PowerTails(d)
+            self._register_load_state_dict_pre_hook(_tails_from_state, with_module=True)
 
     def _conditioner(self, in_features: int, out_features: int) -> ResidualNet:
         return ResidualNet(
@@ -170,17 +184,29 @@ class Flow(ConditionalDensity):
     def _flat(self, y: Tensor) -> Tensor:
         return y.reshape(y.shape[0], -1)
 
+    def initialize(self, y: Tensor, c: Tensor | None) -> None:
+        """Fits the tails' map (``heavy_tails``) to the training rows y ``[n, *y_shape]``."""
+        if self.tails is not None:
+            self.tails.fit(self._flat(y))
+
     def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
         return -self.log_prob(y, c).mean()
 
     def log_prob(self, y: Tensor, c: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
         self._check_built()
-        return self.flow.log_prob(self._flat(y), context=c)
+        y = self._flat(y)
+        if self.tails is None:
+            return self.flow.log_prob(y, context=c)
+        v, log_det = self.tails(y)
+        return self.flow.log_prob(v, context=c) + log_det
 
     def _sample(self, rows: int, context: Tensor | None, *, generator: torch.Generator | None = None) -> Tensor:
         """y = f(z; c) for z ~ N(0, I) drawn from ``generator``: ``[rows, *y_shape]``."""
         z = randn(rows, math.prod(self.y_shape), generator=generator, device=self.device)
-        return self.flow.transform_noise(z, context).reshape(rows, *self.y_shape)
+        y = self.flow.transform_noise(z, context)
+        if self.tails is not None:
+            y = self.tails.inverse(y)
+        return y.reshape(rows, *self.y_shape)
 
 
 class _ConditionalFlow(_NFlow):
@@ -190,6 +216,13 @@ class _ConditionalFlow(_NFlow):
         """y = f(z; c) for noise ``z`` ``[n, d]`` and context ``[n, f]`` (or ``None``)."""
         y, _ = self._transform.inverse(z, context=context)
         return y
+
+
+def _tails_from_state(module: Flow, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """A state dict written before ``heavy_tails`` has no tails' map: the flow then loads without it."""
+    if module.tails is not None and not any(k.startswith(prefix + "tails.") for k in state_dict):
+        module.tails = None
+        module.heavy_tails = False
 
 
 def _identity_at_start(layer: T.PiecewiseRationalQuadraticCouplingTransform) -> T.Transform:

@@ -135,6 +135,11 @@ class MixedDensity(ConditionalDensity):
         return torch.where(ok, logp, torch.full_like(logp, -torch.inf))
 
     # ----------------------------------------------------------------- the interface
+    def initialize(self, y: Tensor, c: Tensor | None) -> None:
+        """The continuous flow's data-dependent start (its tails' map) from the continuous columns of y."""
+        if self.continuous is not None:
+            self.continuous.initialize(y[:, self.cont_idx], None)
+
     def loss(self, y: Tensor, c: Tensor | None) -> Tensor:
         return -self.log_prob(y, c).mean()
 
