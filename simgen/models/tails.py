@@ -28,9 +28,8 @@ v, whose tails are then Gaussian-like where u's were power laws.
 :func:`fit_power_tails` chooses λ and s per dimension by maximum likelihood of "v ~ N(0, 1)" on a grid, keeping
 λ = 0 (the identity, s = 1) unless the gain in log-likelihood over the best Gaussian N(0, s²) exceeds log n nats
 (twice the BIC penalty of the extra parameter), so light-tailed data keep the flow exactly as it was. λ and s
-then stay fixed, a pre-processing fitted to the training rows like the estimators' linear residual: trained with
-the flow's weights, they gave the score term of gold training (SCANDAL, :mod:`simgen.estimators.gold`), which
-differentiates log q in θ through them, a way off course.
+then stay fixed: like the estimators' linear residual, the map is a pre-processing fitted once to the training
+rows, and the flow's layers learn the rest.
 """
 
 from __future__ import annotations
@@ -86,8 +85,9 @@ class PowerTails(nn.Module):
     r"""The element-wise bijection v = g_λ(u/s) of the module docstring, one (λ, s) per dimension.
 
     ``forward(u)`` returns ``(v, log|det ∂v/∂u|)`` (summed over the ``[n, d]`` rows' dimensions) and
-    ``inverse(v)`` returns u ``[..., d]``. λ and s are buffers (fitted by :meth:`fit`, saved, not trained); a
-    dimension with λ = 0 and s = 1 (unfitted, or light-tailed) passes through exactly unchanged.
+    ``inverse(v)`` returns u ``[..., d]``. λ and s are the buffers ``tail_weight`` and ``scale`` ``[d]`` (fitted
+    by :meth:`fit`, saved, not trained); a dimension with λ = 0 and s = 1 (unfitted, or light-tailed) passes
+    through exactly unchanged.
 
     Args:
         features: d.
@@ -97,11 +97,6 @@ class PowerTails(nn.Module):
         super().__init__()
         self.register_buffer("tail_weight", torch.zeros(features))
         self.register_buffer("scale", torch.ones(features))
-
-    @property
-    def tail_weights(self) -> Tensor:
-        """λ per dimension ``[d]`` (0 where the map is the identity)."""
-        return self.tail_weight.clone()
 
     @torch.no_grad()
     def fit(self, u: Tensor) -> PowerTails:

@@ -75,7 +75,7 @@ def test_flow_with_heavy_tails_emulates_cauchy_noise(cauchy_emulators):
     assert on.mean() < 0.1 and on.mean() > -4 * on.std() / math.sqrt(len(on)), on.mean()
     assert off.mean() > 0.3, off.mean()
     emu = fits[True]
-    assert emu.density.density.tails.tail_weights[0] > 0.5
+    assert emu.density.density.tails.tail_weight[0] > 0.5
     n = 4000
     draws = emu.sample(n, torch.tensor([0.0]), generator=torch.Generator().manual_seed(1)).flatten()
     # the density's own mass beyond |x| = 10 (about 30 Cauchy scales), by quadrature on a log grid out to 10⁷
