@@ -48,10 +48,6 @@ LAMBDA_RANGE, SCALE_RANGE = (0.005, 4.0), (0.05, 4.0)
 #: rows :func:`fit_power_tails` uses at most per column
 FIT_ROWS = 4_000
 
-#: columns fitted at once: one at a time keeps the grid's 100 × rows numbers in cache, which was faster on a CPU
-#: than chunks of 4 or 16 columns
-_COLUMNS = 1
-
 #: below this, h(a) and k(b) are evaluated by their series (the closed forms are 0/0 at 0)
 _SERIES = 1e-4
 
@@ -115,17 +111,32 @@ class PowerTails(nn.Module):
         return v * torch.exp(_log_k(b) / 2) * self.scale
 
 
-def _log_likelihood(cols: Tensor, lam: Tensor, s: Tensor) -> Tensor:
-    """Σᵢ log N(g_λ(uᵢ/s); 0, 1) + log|∂v/∂u| up to −(n/2) log 2π: ``[L, S, c]`` for columns ``cols`` ``[n, c]``
-    and per-column grids ``lam`` ``[L, c]``, ``s`` ``[S, c]``."""
-    v, log_det = _forward(cols[None, None], lam[:, None, None], s.log()[None, :, None])
-    return (log_det - v * v / 2).sum(dim=2)
+def _log_likelihood(col: Tensor, lam: Tensor, s: Tensor) -> Tensor:
+    """Σᵢ log N(g_λ(uᵢ/s); 0, 1) + log|∂v/∂u| up to −(n/2) log 2π: ``[L, S]`` for a column ``col`` ``[n]`` and the
+    grids ``lam`` ``[L]``, ``s`` ``[S]``."""
+    v, log_det = _forward(col, lam[:, None, None], s.log()[None, :, None])
+    return (log_det - v * v / 2).sum(dim=-1)
 
 
-def _log_grid(lo: Tensor, hi: Tensor, k: int) -> Tensor:
-    """``k`` log-spaced points from ``lo`` to ``hi`` (each ``[c]``): ``[k, c]``."""
-    t = torch.linspace(0, 1, k, dtype=torch.float64)[:, None]
-    return torch.exp(lo.log() + t * (hi.log() - lo.log()))
+def _log_grid(lo: float, hi: float, k: int) -> Tensor:
+    return torch.logspace(math.log10(lo), math.log10(hi), k, dtype=torch.float64)
+
+
+def _fit_column(col: Tensor, points: int) -> tuple[float, float]:
+    """(λ, s) of one finite column ``[n]`` (float64), or (0, 1): see :func:`fit_power_tails`."""
+    n = col.shape[0]
+    robust = 1.4826 * float((col - col.median()).abs().median())
+    if n < 10 or not robust > 0:
+        return 0.0, 1.0
+    lam, s = _log_grid(*LAMBDA_RANGE, points), _log_grid(SCALE_RANGE[0] * robust, SCALE_RANGE[1] * robust, points)
+    for _ in range(2):  # the grid, then the same grid between the best point's neighbours
+        ll = _log_likelihood(col, lam, s)
+        i, k = divmod(int(ll.argmax()), points)
+        best = (float(ll[i, k]), float(lam[i]), float(s[k]))
+        lam = _log_grid(float(lam[max(i - 1, 0)]), float(lam[min(i + 1, points - 1)]), points)
+        s = _log_grid(float(s[max(k - 1, 0)]), float(s[min(k + 1, points - 1)]), points)
+    gaussian = -n / 2 * (math.log(float((col * col).mean())) + 1)
+    return (best[1], best[2]) if best[0] - gaussian > math.log(n) else (0.0, 1.0)
 
 
 @torch.no_grad()
@@ -140,37 +151,6 @@ def fit_power_tails(u: Tensor, points: int = 10) -> tuple[Tensor, Tensor]:
     its first :data:`FIT_ROWS` finite entries (NaN and infinite ones are left out).
     """
     u = u.detach().reshape(u.shape[0], -1).double().cpu()
-    d = u.shape[1]
-    lam_out, scale_out = torch.zeros(d, dtype=torch.float64), torch.ones(d, dtype=torch.float64)
-    finite = torch.isfinite(u).all(dim=1)
-    if not bool(finite.all()):  # columns with NaN or inf entries are fitted one by one on their finite entries
-        for j in range(d):
-            col = u[:, j : j + 1][torch.isfinite(u[:, j])]
-            lam_out[j : j + 1], scale_out[j : j + 1] = fit_power_tails(col, points)
-        return lam_out, scale_out
-    rows = u[:FIT_ROWS]
-    n = rows.shape[0]
-    if n < 10:
-        return lam_out, scale_out
-    for start in range(0, d, _COLUMNS):
-        cols = rows[:, start : start + _COLUMNS]
-        c = cols.shape[1]
-        robust = 1.4826 * (cols - cols.median(dim=0).values).abs().median(dim=0).values
-        ok = robust > 0
-        robust = torch.where(ok, robust, torch.ones_like(robust))
-        one = torch.ones(c, dtype=torch.float64)
-        lam = _log_grid(LAMBDA_RANGE[0] * one, LAMBDA_RANGE[1] * one, points)
-        s = _log_grid(SCALE_RANGE[0] * robust, SCALE_RANGE[1] * robust, points)
-        cols_idx = torch.arange(c)
-        for _ in range(2):
-            ll = _log_likelihood(cols, lam, s).reshape(points * points, c)
-            best_ll, flat = ll.max(dim=0)
-            i, k = flat // points, flat % points
-            best_lam, best_s = lam[i, cols_idx], s[k, cols_idx]
-            lam = _log_grid(lam[(i - 1).clamp(min=0), cols_idx], lam[(i + 1).clamp(max=points - 1), cols_idx], points)
-            s = _log_grid(s[(k - 1).clamp(min=0), cols_idx], s[(k + 1).clamp(max=points - 1), cols_idx], points)
-        gaussian = -n / 2 * (torch.log((cols * cols).mean(dim=0)) + 1)
-        heavy = ok & (best_ll - gaussian > math.log(n))
-        lam_out[start : start + c] = torch.where(heavy, best_lam, torch.zeros_like(best_lam))
-        scale_out[start : start + c] = torch.where(heavy, best_s, torch.ones_like(best_s))
-    return lam_out, scale_out
+    fits = [_fit_column(col[torch.isfinite(col)][:FIT_ROWS], points) for col in u.T]
+    lam, scale = zip(*fits, strict=True) if fits else ((), ())
+    return torch.tensor(lam, dtype=torch.float64), torch.tensor(scale, dtype=torch.float64)
