@@ -53,6 +53,10 @@ class TrainingConfig:
         lr_schedule: ``"plateau"`` halves the learning rate after ``patience // 3`` stale epochs,
             ``"cosine"`` anneals it to 1 % over ``max_epochs``, ``"constant"`` keeps it.
         clip_grad_norm: clip the global gradient norm to this value (``None``: no clipping).
+        restart_on_decay: with the ``"plateau"`` schedule, each time it lowers the learning rate, restart from
+            the best state so far (the raw weights and their average) with AdamW's moment estimates cleared, so
+            that a run thrown off course by a few large steps goes on from where it was best, with smaller
+            steps, instead of spending its patience climbing back (or stopping on a poor state).
         max_time: stop after this many seconds (the best state so far is kept).
         ema_decay: validate, keep and restore an exponential moving average of the weights,
             φ̄ ← β φ̄ + (1 − β) φ after every step (Polyak averaging, β = ``ema_decay``), which smooths the
@@ -74,6 +78,7 @@ class TrainingConfig:
     patience: int = 10
     lr_schedule: Literal["plateau", "cosine", "constant"] = "plateau"
     clip_grad_norm: float | None = 5.0
+    restart_on_decay: bool = False
     max_time: float | None = None
     ema_decay: float | None = 0.98
     precision: Literal["32", "bf16", "16"] = "32"
@@ -323,7 +328,10 @@ def train(
                 stale += 1
             bar.set_postfix(val=f"{val:.4g}", best=f"{history.best_validation_loss:.4g}", refresh=False)
             if config.lr_schedule == "plateau":
+                lr_before = optimizer.param_groups[0]["lr"]
                 scheduler.step(val)
+                if config.restart_on_decay and optimizer.param_groups[0]["lr"] < lr_before and stale > 0:
+                    _restart(model, averaged, optimizer, best_state)
             elif scheduler is not None:
                 scheduler.step()
             out_of_time = config.max_time is not None and time.perf_counter() - start > config.max_time
@@ -422,12 +430,24 @@ def _save(
 
 
 def _fingerprint_config(config: TrainingConfig) -> dict[str, Any]:
-    """The settings a checkpoint must match; float32 precision is left out, so that checkpoints written before
-    the setting existed still resume."""
+    """The settings a checkpoint must match; float32 precision and ``restart_on_decay=False`` are left out, so
+    that checkpoints written before those settings existed still resume."""
     settings = asdict(config)
     if settings["precision"] == "32":
         del settings["precision"]
+    if not settings["restart_on_decay"]:
+        del settings["restart_on_decay"]
     return settings
+
+
+def _restart(model: nn.Module, averaged: AveragedModel | None, optimizer: torch.optim.Optimizer,
+             best_state: dict[str, Tensor]) -> None:
+    """Load the best state into the raw weights (and their average) and clear AdamW's moments, keeping its
+    learning rate: ``TrainingConfig.restart_on_decay``."""
+    model.load_state_dict(best_state)
+    if averaged is not None:
+        averaged.module.load_state_dict(best_state)
+    optimizer.state.clear()
 
 
 def _mixed_precision(precision: str, device: torch.device) -> tuple[Callable[[], Any], torch.amp.GradScaler]:

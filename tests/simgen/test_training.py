@@ -53,6 +53,28 @@ def test_best_state_is_restored():
     assert val == pytest.approx(history.best_validation_loss, rel=1e-5)
 
 
+@pytest.mark.parametrize("restart", [True, False])
+def test_restart_on_decay_goes_back_to_the_best_state(restart):
+    # a learning rate too large for the problem: the plateau schedule lowers it after stale epochs; with
+    # restart_on_decay each lowering restarts from the best weights so far
+    y, c = _data()
+    model, starts = GaussianMean(), []
+
+    def record(epoch):
+        starts.append(model.w.item())   # the weights at the end of the previous epoch
+
+    cfg = TrainingConfig(max_epochs=40, learning_rate=2.5, batch_size=64, patience=6, clip_grad_norm=None,
+                         ema_decay=None, restart_on_decay=restart)
+    history = train(model, y, c, cfg, seed=0, progress=False, epoch_hook=record)
+    decays = [e for e in range(1, history.epochs) if history.learning_rate[e] < history.learning_rate[e - 1]]
+    assert decays, "the schedule never lowered the learning rate: the check is vacuous"
+    restarted = []
+    for e in decays:   # the rate was lowered after epoch e - 1: epoch e starts from ...
+        best = min(range(e), key=lambda k: history.validation_loss[k])
+        restarted.append(starts[e] == starts[best + 1] and best != e - 1)
+    assert all(restarted) if restart else not any(restarted)
+
+
 def test_early_stopping_and_seeding():
     y, c = _data()
     cfg = TrainingConfig(max_epochs=500, learning_rate=0.05, patience=3, batch_size=32)
