@@ -328,8 +328,8 @@ class Estimator:
 
     def training_defaults(self) -> dict[str, Any]:
         """The chosen family's preferred training settings for this estimator's kind of y (see
-        ``ConditionalDensity.training_defaults_for``); with gold, a smaller learning rate
-        (:func:`~simgen.estimators.gold.gold_training_defaults`)."""
+        ``ConditionalDensity.training_defaults_for``); with gold, a smaller learning rate and restarts from the
+        best state (:func:`~simgen.estimators.gold.gold_training_defaults`)."""
         defaults = self.family_spec().training_defaults_for(self.y_kind)
         if self.choice is not None:
             defaults = {**defaults, **self.choice.training}

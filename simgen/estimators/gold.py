@@ -17,6 +17,14 @@ counts alike whatever θ's units (a noisy component would otherwise drown an inf
 irreducible part (the latents' noise) is at most 1 per component, and ``gold_weight`` α is comparable across
 problems. ∇_θ is taken by autograd (a second backward pass in training).
 
+Each standardised error r_j = (∂_θj log p̂ − t_target,j)/σ_j counts as r_j² up to |r_j| = δ
+(:data:`SCORE_HUBER_DELTA` = 5) and as 2δ|r_j| − δ² beyond: Huber's loss (Huber 1964), whose gradient in the
+model's score is bounded. Where the joint score's noise about the true score stays within δ standard deviations
+the minimiser is unchanged; where the model's θ-gradient
+is far off on a few rows — early in training, or far in x's tails, where a flow's θ-dependence is least
+constrained — the squared error's gradient grows with the error, and those rows would take nearly all of each
+clipped step and throw the density off course.
+
 Only families whose ``log_prob`` is exact and differentiable (``log_prob_kind == "exact"``: flows, MNLE, map
 flows) train on gold: a CNF's or diffusion's log-density is an ODE solve and a VAE's an importance estimate, too
 costly or too noisy to differentiate at every step.
@@ -66,7 +74,7 @@ from torch import Tensor, nn
 __all__ = [
     "GOLD_MODES", "DENSITY_GOLD_MODES", "DEFAULT_GOLD_WEIGHT", "GOLD_LEARNING_RATE", "GOLD_MAX_BATCH_SIZE",
     "gold_training_defaults", "gold_terms", "check_gold_options", "check_gold_rows", "check_log_ratio_rows",
-    "score_term", "ratio_term", "GoldObjective", "score_scale", "elementwise_jacobian",
+    "score_term", "SCORE_HUBER_DELTA", "ratio_term", "GoldObjective", "score_scale", "elementwise_jacobian",
 ]
 
 #: what an estimator's ``gold=`` may be: ``"score"`` (SCANDAL / the score term of RASCAL and ALICES), ``"ratio"``
@@ -81,6 +89,12 @@ _LOG_RATIO_CLAMP = 80.0
 #: the score term's default weight α: the README's "Mining gold" section has the measurements behind it
 DEFAULT_GOLD_WEIGHT = 0.1
 
+#: the score term's errors count quadratically up to this many standard deviations of the joint score and
+#: linearly beyond (Huber's loss, :func:`score_term`): the joint score's own noise about the true score rarely
+#: reaches it, while a model whose θ-gradient is far off on a few rows (early in training, far in x's tails) would
+#: otherwise put nearly all of a step's clipped gradient into those rows
+SCORE_HUBER_DELTA = 5.0
+
 #: the largest default learning rate and batch of a gold-trained estimator: the score term is a second-order
 #: objective (its gradient goes through ∇_θ of the model), which the flows' larger default steps (and their scaling
 #: up with large batches) can throw off course; settings given explicitly are used as they are
@@ -88,10 +102,14 @@ GOLD_LEARNING_RATE, GOLD_MAX_BATCH_SIZE = 2e-3, 512
 
 
 def gold_training_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` (a family's training settings) with the learning rate capped at :data:`GOLD_LEARNING_RATE`
-    and the automatic batch at :data:`GOLD_MAX_BATCH_SIZE` (so that the learning rate is not scaled up)."""
+    """``defaults`` (a family's training settings) with the learning rate capped at :data:`GOLD_LEARNING_RATE`,
+    the automatic batch at :data:`GOLD_MAX_BATCH_SIZE` (so that the learning rate is not scaled up), and
+    ``restart_on_decay`` (:class:`~simgen.training.TrainingConfig`): a step that throws the density off course
+    (the score term's gradient goes through ∇_θ of the model) is undone when the schedule next lowers the rate,
+    instead of early stopping keeping the state before it."""
     return {**defaults, "learning_rate": min(float(defaults.get("learning_rate", 2e-3)), GOLD_LEARNING_RATE),
-            "max_batch_size": min(int(defaults.get("max_batch_size", 512)), GOLD_MAX_BATCH_SIZE)}
+            "max_batch_size": min(int(defaults.get("max_batch_size", 512)), GOLD_MAX_BATCH_SIZE),
+            "restart_on_decay": True}
 
 
 def gold_terms(gold: str | None) -> tuple[bool, bool]:
@@ -175,10 +193,12 @@ def score_scale(score: Tensor) -> Tensor:
     return torch.where(torch.isfinite(sd) & (sd > 0), 1.0 / sd, 1.0).float()
 
 
-def score_term(grad: Tensor, target: Tensor, scale: Tensor) -> Tensor:
-    r"""Mean over rows of ‖scale ⊙ (grad − target)‖², grad and target ``[n, d]``: the score regression term
-    (zero where the model's θ-gradient equals the target)."""
-    return ((grad - target) * scale).square().sum(dim=-1).mean()
+def score_term(grad: Tensor, target: Tensor, scale: Tensor, delta: float = SCORE_HUBER_DELTA) -> Tensor:
+    r"""Mean over rows of Σ_j ρ_δ(scale_j (grad_j − target_j)), grad and target ``[n, d]``: the score regression
+    term (zero where the model's θ-gradient equals the target), ρ_δ Huber's loss (Huber 1964, Ann. Math. Statist.
+    35, 73): r² for |r| ≤ δ, 2δ|r| − δ² beyond (``delta=math.inf``: the squared error throughout)."""
+    r = ((grad - target) * scale).abs()
+    return torch.where(r <= delta, r.square(), 2.0 * delta * r - delta * delta).sum(dim=-1).mean()
 
 
 class GoldObjective(nn.Module):

@@ -15,7 +15,7 @@ import simulators
 from simgen.campaign import chunk_seeds, joint_gold
 from simgen.cli import main
 from simgen.config import ConfigError, ModelConfig, parse_config
-from simgen.estimators.gold import DEFAULT_GOLD_WEIGHT
+from simgen.estimators.gold import DEFAULT_GOLD_WEIGHT, SCORE_HUBER_DELTA, score_term
 
 #: the parton-smeared collider simulated with gold: the head of the configurations below
 COLLIDER_GOLD = """
@@ -172,6 +172,22 @@ def test_scandal_term_is_zero_for_the_exact_model():
     assert objective.score_loss(theta, x, score).item() == pytest.approx(0.0, abs=1e-9)
     # ... and positive for a wrong model, through the estimator's own weighting
     assert objective.score_loss(theta, x, score + 1.0).item() > 0.1
+
+
+def test_score_term_is_huber_past_delta():
+    # standardised errors within δ count squared, beyond it linearly, with a gradient bounded by 2δ
+    delta = SCORE_HUBER_DELTA
+    target, scale = torch.zeros(4, 2), torch.tensor([1.0, 0.5])
+    grad = torch.tensor([[1.0, 2.0], [-3.0, 0.0], [0.0, 4 * delta], [-100.0, 0.0]], requires_grad=True)
+    errors = (grad * scale).detach()
+    expected = torch.where(errors.abs() <= delta, errors.square(), 2 * delta * errors.abs() - delta**2)
+    term = score_term(grad, target, scale)
+    assert term.item() == pytest.approx(expected.sum(1).mean().item())
+    assert score_term(grad[:2], target[:2], scale).item() == pytest.approx(errors[:2].square().sum(1).mean().item())
+    assert score_term(grad, target, scale, delta=math.inf).item() == pytest.approx(errors.square().sum(1).mean().item())
+    (g,) = torch.autograd.grad(term, grad)
+    assert (g.abs() <= 2 * delta * scale / 4 + 1e-6).all()   # ∂/∂grad of the mean of 4 rows, ≤ 2δ·scale each
+    assert g[3, 0].item() == pytest.approx(-2 * delta / 4)
 
 
 def test_gold_estimators_fit_save_and_load(tmp_path):
