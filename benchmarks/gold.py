@@ -2,7 +2,8 @@
 
 ``collider(level="parton_smeared")`` has an exact likelihood and a grid reference posterior, and its latent
 (the Breit–Wigner mass cell) gives each simulation its joint score (``simgen.simulate(..., gold=True)``). For each
-budget in ``--sizes`` (the first n simulations of one campaign, seed ``--seed``), each method in ``--methods`` and
+campaign in ``--seeds`` (its own simulations, held-out pairs and observations, and its training seed), each
+budget in ``--sizes`` (the first n simulations of the campaign), each method in ``--methods`` and
 each score weight α in ``--weights`` (α = 0: the plain method, no gold), it trains
 
 * ``nle``: ``LikelihoodEstimator(prior, "flow", gold="score", gold_weight=α)`` (SCANDAL), scored by the held-out
@@ -28,10 +29,13 @@ little of the joint score's spread): x = sin(2θ) + θ + z + ε per dimension, �
 
 It prints one row per fit and writes every row to ``--json`` as it goes, then a summary: for each method and α > 0,
 the budget at which the gold-trained method reaches the plain method's score at the largest budget (log-linear
-interpolation between the measured budgets; "< smallest" when it already does at the smallest budget).
+interpolation between the measured budgets; "<= smallest" when it already does at the smallest budget), per
+campaign and, with several campaigns, between the curves averaged over them (one training run's score moves
+by about as much as gold's effect near the largest budget, so single campaigns say little).
 
-    OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,3000,10000 --methods nle,npe --weights 0,0.1 \\
-        --json gold.json
+    OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,2000,3000,5000,10000 --methods nle --weights 0,0.1 \\
+        --seeds 0,1,2 --json gold.json
+    OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,3000,10000 --methods nle,npe --weights 0,0.1
     OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,3000 --methods nre --weights 0,0.1,1
 """
 
@@ -40,8 +44,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,25 +143,30 @@ def main() -> None:
     parser.add_argument("--methods", default="nle,npe", help="nle, npe, nre (comma-separated)")
     parser.add_argument("--weights", default="0,0.1", help="score weights α (0: plain, no gold)")
     parser.add_argument("--nre-gold", default="score,ratio,ratio+score",
-                        help="the ratio estimator's gold modes at each α > 0 (comma-separated)")
+                        help="nre: the gold modes to compare (score, ratio, ratio+score)")
     parser.add_argument("--num-references", type=int, default=4,
-                        help="θ_ref rows (prior draws, seeded) of the joint log ratio")
+                        help="nre ratio modes: θ_ref rows drawn from the prior for the joint log ratio")
     parser.add_argument("--no-c2st", action="store_true", help="nre: the log-ratio error only, no MCMC C2ST")
     parser.add_argument("--ratio-model", default="nre",
-                        help="nre: the ratio estimator's variant (nre, nre_a, nre_b, nre_c, bnre, tre)")
+                        help="nre: the ratio estimator's variant (nre, nre_b, nre_c, bnre)")
     parser.add_argument("--control", action="store_true",
-                        help="also fit gold='score' with gold_weight=0 (the gold settings without the score term)")
+                        help="also fit gold='score', gold_weight=0 (the gold runs' training settings, no term)")
     parser.add_argument("--num-test", type=int, default=5000, help="held-out pairs of the emulator gap")
     parser.add_argument("--num-obs", type=int, default=5, help="observations of the posterior C2ST")
     parser.add_argument("--num-samples", type=int, default=2000, help="posterior and reference draws per obs")
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--max-time", type=float, default=None, help="seconds per fit (default: no limit)")
     parser.add_argument("--log-theta", choices=("true", "false"), default="true",
-                        help="nle: feed the prior's positive parameters as log θ (the estimator's default) or not")
+                        help="nle: LikelihoodEstimator(log_theta=...) (default true: log θ for positive θ)")
     parser.add_argument("--flow-options", default=None,
-                        help='nle, npe: JSON constructor arguments of the flow (e.g. \'{"heavy_tails": false}\')')
+                        help="JSON keyword arguments of simgen.models.Flow (e.g. '{\"heavy_tails\": false}')")
+    parser.add_argument("--gold-training", default=None, metavar="JSON",
+                        help="TrainingConfig settings for the gold-trained fits only (on top of the gold defaults), "
+                             "e.g. '{\"restart_on_decay\": false}' or '{\"patience\": 20}'")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0",
+                        help="campaigns (comma-separated seeds): each simulates its own rows, test pairs and "
+                             "observations and trains with its seed; the summary compares the mean curves")
     parser.add_argument("--json", default=None, help="write the rows here as they come")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -163,6 +174,7 @@ def main() -> None:
     sizes = sorted(int(s) for s in args.sizes.split(","))
     methods = [m.strip() for m in args.methods.split(",")]
     weights = [float(w) for w in args.weights.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
     unknown = set(methods) - {"nle", "npe", "nre"}
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}")
@@ -170,27 +182,62 @@ def main() -> None:
                                                                                   or args.no_c2st)):
         parser.error("latent_shift has no reference posterior: --methods nle, or nre with --no-c2st")
     sim = simulators.get("collider", level="parton_smeared") if args.simulator == "collider" else LatentShift()
-    print(f"simgen {simgen.__version__}; {args.simulator}; sizes {sizes}, methods {methods}, α {weights}; "
-          f"{torch.get_num_threads()} thread(s); timings are wall seconds on a shared machine (noisy)", flush=True)
+    print(f"simgen {simgen.__version__}; {args.simulator}; sizes {sizes}, methods {methods}, α {weights}, "
+          f"seeds {seeds}; {torch.get_num_threads()} thread(s); timings are wall seconds on a shared machine "
+          "(noisy)", flush=True)
     start = time.perf_counter()
-    with torch.random.fork_rng():
-        torch.manual_seed(30_000 + args.seed)
-        reference = sim.prior.sample((args.num_references,))
-    theta_all, x_all, gold_all = simgen.simulate(sim, sim.prior, sizes[-1], seed=args.seed, progress=False, gold=True,
-                                                 gold_reference=reference if "nre" in methods else None)
-    print(f"simulated {theta_all.shape[0]} pairs with gold in {time.perf_counter() - start:.1f}s", flush=True)
-    theta_test, x_test = observations(sim, args.num_test, seed=10_000 + args.seed)
-    _, x_obs = observations(sim, args.num_obs, seed=20_000 + args.seed)
     out: dict[str, Any] = {"command": vars(args), "simgen": simgen.__version__, "rows": [], "summary": []}
 
     def save() -> None:
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1))
 
-    settings = {"max_epochs": args.max_epochs, "progress": False, "seed": args.seed}
+    nre_modes = [m.strip() for m in args.nre_gold.split(",")]
+    for seed in seeds:
+        for row in campaign(sim, args, seed, sizes, methods, weights, nre_modes):
+            out["rows"].append(row)
+            save()
+            print(json.dumps(row), flush=True)
+    for method in methods:
+        modes = nre_modes if method == "nre" else ["score"]
+        for weight, gold in ((w, mode) for w in weights if w > 0 for mode in modes):
+            summary = {"method": method, "gold": gold, "gold_weight": weight}
+            for seed in (*seeds, "mean") if len(seeds) > 1 else seeds:
+                curves = {}
+                for kind, (w, g) in {"plain": (0.0, None), "gold": (weight, gold)}.items():
+                    curves[kind] = [statistics.mean(r["score"] for r in out["rows"] if r["method"] == method
+                                                    and r["gold_weight"] == w and r["gold"] == g
+                                                    and r["num_simulations"] == n and seed in ("mean", r["seed"]))
+                                    for n in sizes] if any(r["gold_weight"] == w for r in out["rows"]) else []
+                if not curves["plain"]:
+                    continue
+                target = curves["plain"][-1]
+                need = crossing(sizes, curves["gold"], target)
+                entry = {"plain_score_at_largest": target, "simulations_needed_with_gold": need}
+                try:
+                    entry["fewer_simulations"] = round(sizes[-1] / float(need), 2)
+                except ValueError:
+                    pass
+                summary["mean_curves" if seed == "mean" else f"seed {seed}"] = entry
+            out["summary"].append(summary)
+            save()
+            print("summary", json.dumps(summary), flush=True)
+    print(f"total {time.perf_counter() - start:.0f}s", flush=True)
+
+
+def campaign(sim: Any, args: argparse.Namespace, seed: int, sizes: list[int], methods: list[str],
+             weights: list[float], nre_modes: list[str]) -> Iterator[dict[str, Any]]:
+    """The rows of one campaign (seed ``seed``): every method, weight and budget, as ``main`` describes."""
+    with torch.random.fork_rng():
+        torch.manual_seed(30_000 + seed)
+        reference = sim.prior.sample((args.num_references,))
+    theta_all, x_all, gold_all = simgen.simulate(sim, sim.prior, sizes[-1], seed=seed, progress=False, gold=True,
+                                                 gold_reference=reference if "nre" in methods else None)
+    theta_test, x_test = observations(sim, args.num_test, seed=10_000 + seed)
+    _, x_obs = observations(sim, args.num_obs, seed=20_000 + seed)
+    settings = {"max_epochs": args.max_epochs, "progress": False, "seed": seed}
     if args.max_time is not None:
         settings["max_time"] = args.max_time
-    nre_modes = [m.strip() for m in args.nre_gold.split(",")]
     for method in methods:
         modes = nre_modes if method == "nre" else ["score"]
         series = [(w, mode) for w in weights for mode in (modes if w > 0 else [None])]
@@ -200,8 +247,9 @@ def main() -> None:
                 theta, x = theta_all[:n], x_all[:n]
                 fit_gold = {name: v[:n] for name, v in gold_all.items()} if gold else None
                 row: dict[str, Any] = {"method": method, "gold": gold, "gold_weight": weight, "num_simulations": n,
-                                       "control": gold is not None and weight == 0, "log_theta": args.log_theta,
-                                       "flow_options": args.flow_options}
+                                       "seed": seed, "control": gold is not None and weight == 0,
+                                       "log_theta": args.log_theta, "flow_options": args.flow_options,
+                                       "gold_training": args.gold_training if gold else None}
                 flow = simgen.models.Flow(**json.loads(args.flow_options)) if args.flow_options else "flow"
                 if method == "nle":
                     est = simgen.LikelihoodEstimator(sim.prior, flow, gold=gold, gold_weight=weight,
@@ -211,41 +259,23 @@ def main() -> None:
                 else:
                     est = simgen.RatioEstimator(sim.prior, args.ratio_model, gold=gold, gold_weight=weight)
                 extra = {"gold_reference": reference} if gold and "ratio" in gold else {}
+                if gold and args.gold_training:
+                    extra.update(json.loads(args.gold_training))
                 history = est.fit(theta, x, gold=fit_gold, **extra, **settings)
                 row.update(train_seconds=round(history.wall_time, 1), epochs=history.epochs)
                 if method == "nle":
                     row.update(held_out_gap(est, sim, theta_test, x_test))
                     row["score"] = row["gap"]
                 elif method == "npe":
-                    row["c2st"], row["c2st_se"] = posterior_c2st(est, sim, x_obs, args.num_samples, args.seed)
+                    row["c2st"], row["c2st_se"] = posterior_c2st(est, sim, x_obs, args.num_samples, seed)
                     row["score"] = row["c2st"]
                 else:
                     row["ratio_rmse"], row["ratio_rmse_se"] = log_ratio_error(est, sim, theta_test, x_test)
                     row["score"] = row["ratio_rmse"]
                     if not args.no_c2st:
                         row["c2st"], row["c2st_se"] = posterior_c2st(est.posterior(progress=False), sim, x_obs,
-                                                                     args.num_samples, args.seed)
-                out["rows"].append(row)
-                save()
-                print(json.dumps(row), flush=True)
-        plain = [r for r in out["rows"] if r["method"] == method and r["gold_weight"] == 0 and not r["control"]]
-        if not plain:
-            continue
-        target = {r["num_simulations"]: r["score"] for r in plain}[sizes[-1]]
-        for weight, gold in ((w, mode) for w in weights if w > 0 for mode in modes):
-            scores = [r["score"] for r in out["rows"] if r["method"] == method and r["gold_weight"] == weight
-                      and r["gold"] == gold and not r["control"]]
-            need = crossing(sizes, scores, target)
-            summary = {"method": method, "gold": gold, "gold_weight": weight, "plain_score_at_largest": target,
-                       "simulations_needed_with_gold": need}
-            try:
-                summary["fewer_simulations"] = round(sizes[-1] / float(need), 2)
-            except ValueError:
-                pass
-            out["summary"].append(summary)
-            save()
-            print("summary", json.dumps(summary), flush=True)
-    print(f"total {time.perf_counter() - start:.0f}s", flush=True)
+                                                                     args.num_samples, seed)
+                yield row
 
 
 if __name__ == "__main__":
