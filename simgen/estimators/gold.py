@@ -20,10 +20,9 @@ problems. ∇_θ is taken by autograd (a second backward pass in training).
 Each standardised error r_j = (∂_θj log p̂ − t_target,j)/σ_j counts as r_j² up to |r_j| = δ
 (:data:`SCORE_HUBER_DELTA` = 5) and as 2δ|r_j| − δ² beyond: Huber's loss (Huber 1964), whose gradient in the
 model's score is bounded. Where the joint score's noise about the true score stays within δ standard deviations
-the minimiser is unchanged; where the model's θ-gradient
-is far off on a few rows — early in training, or far in x's tails, where a flow's θ-dependence is least
-constrained — the squared error's gradient grows with the error, and those rows would take nearly all of each
-clipped step and throw the density off course.
+the minimiser is unchanged; where the model's θ-gradient is far off on a few rows — early in training, or far in
+x's tails, where a flow's θ-dependence is least constrained — the squared error's gradient grows with the error,
+and those rows would take nearly all of each clipped step and throw the density off course.
 
 Only families whose ``log_prob`` is exact and differentiable (``log_prob_kind == "exact"``: flows, MNLE, map
 flows) train on gold: a CNF's or diffusion's log-density is an ODE solve and a VAE's an importance estimate, too
