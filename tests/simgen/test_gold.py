@@ -190,6 +190,14 @@ def test_score_term_is_huber_past_delta():
     assert g[3, 0].item() == pytest.approx(-2 * delta / 4)
 
 
+def test_gold_fits_default_to_small_steps_and_restarts():
+    prior = box([0.0], [1.0])
+    gold_defaults = simgen.LikelihoodEstimator(prior, "flow", gold="score").training_defaults()
+    assert gold_defaults["restart_on_decay"] is True and gold_defaults["learning_rate"] <= 2e-3
+    assert "restart_on_decay" not in simgen.LikelihoodEstimator(prior, "flow").training_defaults()
+    assert simgen.RatioEstimator(prior, "nre", gold="ratio+score").training_defaults()["restart_on_decay"] is True
+
+
 def test_gold_estimators_fit_save_and_load(tmp_path):
     sim = simulators.get("collider", level="parton_smeared")
     path = tmp_path / "gold.h5"
