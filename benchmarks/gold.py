@@ -31,7 +31,9 @@ It prints one row per fit and writes every row to ``--json`` as it goes, then a 
 the budget at which the gold-trained method reaches the plain method's score at the largest budget (log-linear
 interpolation between the measured budgets; "<= smallest" when it already does at the smallest budget), per
 campaign and, with several campaigns, between the curves averaged over them (one training run's score moves
-by about as much as gold's effect near the largest budget, so single campaigns say little).
+by about as much as gold's effect near the largest budget, so single campaigns say little), with a 90 % interval
+of the mean curves' ratio from ``--bootstrap`` resamples of the campaigns. ``--include`` adds an earlier run's rows
+(other campaigns, the same settings) to the summary, so that campaigns can be run in parts.
 
     OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,2000,3000,5000,10000 --methods nle --weights 0,0.1 \\
         --seeds 0,1,2 --json gold.json
@@ -44,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import statistics
 import time
 import warnings
@@ -136,6 +139,60 @@ def crossing(sizes: list[int], scores: list[float], target: float) -> str:
     return f"> {sizes[-1]}"
 
 
+def fewer_simulations(sizes: list[int], need: str) -> float:
+    """The largest budget over the crossing of :func:`crossing`: at least largest / smallest where the gold curve
+    is already below the target at the smallest budget, and at most 1 where it never reaches it."""
+    if need.startswith("<="):
+        return sizes[-1] / sizes[0]
+    if need.startswith(">"):
+        return 1.0
+    return sizes[-1] / float(need)
+
+
+def compare(sizes: list[int], plain: list[float], gold: list[float]) -> dict[str, Any]:
+    """The budget at which the ``gold`` curve reaches the ``plain`` curve's score at the largest budget."""
+    need = crossing(sizes, gold, plain[-1])
+    return {"plain_score_at_largest": plain[-1], "simulations_needed_with_gold": need,
+            "fewer_simulations": round(fewer_simulations(sizes, need), 2)}
+
+
+def campaign_curves(rows: list[dict[str, Any]], method: str, weight: float, gold: str | None,
+                    sizes: list[int]) -> dict[int, list[float]]:
+    """Each campaign's scores at ``sizes`` for one series (method, α, gold mode), for campaigns that have all."""
+    curves = {}
+    for seed in {r["seed"] for r in rows}:
+        score = {r["num_simulations"]: r["score"] for r in rows if r["seed"] == seed and r["method"] == method
+                 and r["gold_weight"] == weight and r["gold"] == gold}
+        if all(n in score for n in sizes):
+            curves[seed] = [score[n] for n in sizes]
+    return curves
+
+
+def mean_curve(curves: dict[int, list[float]], seeds: list[int]) -> list[float]:
+    """The mean of the campaigns' curves over ``seeds`` (repeats count as often as they appear)."""
+    return [statistics.mean(curves[seed][i] for seed in seeds) for i in range(len(curves[seeds[0]]))]
+
+
+#: the flags that change what a fit or its score is: an included run must have used the same
+SETTINGS = ("simulator", "num_test", "num_obs", "num_samples", "max_epochs", "max_time", "log_theta",
+            "flow_options", "gold_training", "ratio_model", "num_references")
+
+
+def included_rows(args: argparse.Namespace, seeds: list[int]) -> list[dict[str, Any]]:
+    """The rows of the ``--include`` files, checked against this run's settings and seeds."""
+    rows: list[dict[str, Any]] = []
+    for path in args.include:
+        earlier = json.loads(Path(path).read_text())
+        differ = [k for k in SETTINGS if earlier["command"].get(k) != getattr(args, k)]
+        if differ:
+            raise SystemExit(f"--include {path}: its settings differ from this run's in {differ}")
+        clash = sorted({r["seed"] for r in earlier["rows"]} & ({r["seed"] for r in rows} | set(seeds)))
+        if clash:
+            raise SystemExit(f"--include {path}: campaigns {clash} are already in this run or another file")
+        rows += earlier["rows"]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--simulator", choices=("collider", "latent_shift"), default="collider")
@@ -168,6 +225,12 @@ def main() -> None:
                         help="campaigns (comma-separated seeds): each simulates its own rows, test pairs and "
                              "observations and trains with its seed; the summary compares the mean curves")
     parser.add_argument("--json", default=None, help="write the rows here as they come")
+    parser.add_argument("--include", action="append", default=[], metavar="JSON",
+                        help="an earlier run's --json file (repeatable): its rows join the summary (campaigns whose "
+                             "seed this run also has are refused; the settings must match: the command's other "
+                             "flags are compared)")
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="resamples of the campaigns for the interval of the mean curves' crossing (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=RuntimeWarning)
@@ -193,32 +256,39 @@ def main() -> None:
             Path(args.json).write_text(json.dumps(out, indent=1))
 
     nre_modes = [m.strip() for m in args.nre_gold.split(",")]
+    earlier = included_rows(args, seeds)  # checked before the fits, not after them
     for seed in seeds:
         for row in campaign(sim, args, seed, sizes, methods, weights, nre_modes):
             out["rows"].append(row)
             save()
             print(json.dumps(row), flush=True)
+    rows = out["rows"] + earlier
+    all_seeds = sorted({r["seed"] for r in rows})
+    generator = random.Random(0)
     for method in methods:
         modes = nre_modes if method == "nre" else ["score"]
         for weight, gold in ((w, mode) for w in weights if w > 0 for mode in modes):
-            summary = {"method": method, "gold": gold, "gold_weight": weight}
-            for seed in (*seeds, "mean") if len(seeds) > 1 else seeds:
-                curves = {}
-                for kind, (w, g) in {"plain": (0.0, None), "gold": (weight, gold)}.items():
-                    curves[kind] = [statistics.mean(r["score"] for r in out["rows"] if r["method"] == method
-                                                    and r["gold_weight"] == w and r["gold"] == g
-                                                    and r["num_simulations"] == n and seed in ("mean", r["seed"]))
-                                    for n in sizes] if any(r["gold_weight"] == w for r in out["rows"]) else []
-                if not curves["plain"]:
-                    continue
-                target = curves["plain"][-1]
-                need = crossing(sizes, curves["gold"], target)
-                entry = {"plain_score_at_largest": target, "simulations_needed_with_gold": need}
-                try:
-                    entry["fewer_simulations"] = round(sizes[-1] / float(need), 2)
-                except ValueError:
-                    pass
-                summary["mean_curves" if seed == "mean" else f"seed {seed}"] = entry
+            summary: dict[str, Any] = {"method": method, "gold": gold, "gold_weight": weight}
+            curves = {kind: campaign_curves(rows, method, w, g, sizes)
+                      for kind, (w, g) in {"plain": (0.0, None), "gold": (weight, gold)}.items()}
+            campaigns = [seed for seed in all_seeds if seed in curves["plain"] and seed in curves["gold"]]
+            if not campaigns:
+                continue
+            for seed in campaigns:
+                summary[f"seed {seed}"] = compare(sizes, curves["plain"][seed], curves["gold"][seed])
+            if len(campaigns) > 1:
+                summary["mean_curves"] = compare(sizes, mean_curve(curves["plain"], campaigns),
+                                                 mean_curve(curves["gold"], campaigns))
+                summary["mean_curves"]["campaigns"] = campaigns
+                if args.bootstrap:
+                    ratios = []
+                    for _ in range(args.bootstrap):
+                        pick = generator.choices(campaigns, k=len(campaigns))
+                        plain, gilded = mean_curve(curves["plain"], pick), mean_curve(curves["gold"], pick)
+                        ratios.append(fewer_simulations(sizes, crossing(sizes, gilded, plain[-1])))
+                    ratios.sort()
+                    summary["mean_curves"]["fewer_simulations_90pct"] = [
+                        round(ratios[int(0.05 * len(ratios))], 2), round(ratios[int(0.95 * len(ratios)) - 1], 2)]
             out["summary"].append(summary)
             save()
             print("summary", json.dumps(summary), flush=True)
