@@ -54,6 +54,8 @@ def test_map_families_emulate_cosmology_maps(model, field, n_gal):
     assert ((ratio - 1).abs() <= torch.clamp(3 * se_ratio, min=0.05)).all(), ratio
 
     # every check simgen run makes, at 512 maps per θ: C2ST on summaries, peak counts, the one-point PDF (pixel
-    # histogram), moments, C_ℓ per bin and its correlations across maps, typicality under the exact likelihood
-    comparison = compare_likelihood(emu, sim, theta_c, num_samples=512, seed=5)
+    # histogram), moments, C_ℓ per bin and its correlations across maps, typicality under the exact likelihood.
+    # The likelihood gap, which flags nothing, was checked above on held-out maps; the ODE families skip it here
+    # (their log p is an ODE solve with probed traces per map).
+    comparison = compare_likelihood(emu, sim, theta_c, num_samples=512, seed=5, gap=model in ("flow", "vae"))
     assert not comparison.flagged, comparison.summary()
