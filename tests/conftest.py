@@ -1,14 +1,38 @@
-"""Shared test set-up: one torch thread (the CI machine has two cores), fixtures trained once per session."""
+"""Shared test set-up: one torch thread (the CI machine has two cores), the same global random state at the start
+of every test, fixtures trained once per session."""
 
 from __future__ import annotations
 
 import os
+import random
 
+import numpy as np
 import pytest
 import torch
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+
+
+def _seed_everything() -> None:
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _same_global_random_state_per_module() -> None:
+    """Each test file starts from the same global random state, so that its module-scoped fixtures (made at their
+    first use, after the file's earlier tests) see the same numbers whatever the worker ran before the file."""
+    _seed_everything()
+
+
+@pytest.fixture(autouse=True)
+def _same_global_random_state() -> None:
+    """Every test starts from the same global random state (torch, NumPy, ``random``), whatever ran before it in
+    its process: with ``-n 2`` the files a worker runs, and their order, change from run to run, and a test that
+    draws from the global generator would otherwise see different numbers each time."""
+    _seed_everything()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
