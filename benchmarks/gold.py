@@ -183,6 +183,8 @@ def included_rows(args: argparse.Namespace, seeds: list[int]) -> list[dict[str, 
     rows: list[dict[str, Any]] = []
     for path in args.include:
         earlier = json.loads(Path(path).read_text())
+        if any("seed" not in r for r in earlier["rows"]):
+            raise SystemExit(f"--include {path}: rows without a campaign seed (written before --seeds existed)")
         differ = [k for k in SETTINGS if earlier["command"].get(k) != getattr(args, k)]
         if differ:
             raise SystemExit(f"--include {path}: its settings differ from this run's in {differ}")
