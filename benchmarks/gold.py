@@ -33,12 +33,13 @@ interpolation between the measured budgets; "<= smallest" when it already does a
 campaign and, with several campaigns, between the curves averaged over them (one training run's score moves
 by about as much as gold's effect near the largest budget, so single campaigns say little), with a 90 % interval
 of the mean curves' ratio from ``--bootstrap`` resamples of the campaigns. ``--include`` adds an earlier run's rows
-(other campaigns, the same settings) to the summary, so that campaigns can be run in parts.
+(other campaigns, the same settings) to the summary, so that campaigns can be run in parts
+(``--seeds "" --include A.json --include B.json`` summarises them without fitting anything).
 
-    OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,2000,3000,5000,10000 --methods nle --weights 0,0.1 \\
+    OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,2000,3000,5000,10000 --methods nle --weights 0,0.2 \\
         --seeds 0,1,2 --json gold.json
-    OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,3000,10000 --methods nle,npe --weights 0,0.1
-    OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,3000 --methods nre --weights 0,0.1,1
+    OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,3000,10000 --methods nle,npe --weights 0,0.2
+    OMP_NUM_THREADS=1 python benchmarks/gold.py --sizes 1000,3000 --methods nre --weights 0,0.2,1
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def main() -> None:
     parser.add_argument("--simulator", choices=("collider", "latent_shift"), default="collider")
     parser.add_argument("--sizes", default="1000,3000,10000", help="training budgets (first n simulations)")
     parser.add_argument("--methods", default="nle,npe", help="nle, npe, nre (comma-separated)")
-    parser.add_argument("--weights", default="0,0.1", help="score weights α (0: plain, no gold)")
+    parser.add_argument("--weights", default="0,0.2", help="score weights α (0: plain, no gold)")
     parser.add_argument("--nre-gold", default="score,ratio,ratio+score",
                         help="nre: the gold modes to compare (score, ratio, ratio+score)")
     parser.add_argument("--num-references", type=int, default=4,
@@ -225,7 +226,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeds", default="0",
                         help="campaigns (comma-separated seeds): each simulates its own rows, test pairs and "
-                             "observations and trains with its seed; the summary compares the mean curves")
+                             "observations and trains with its seed; the summary compares the mean curves "
+                             "(empty, with --include: summarise earlier runs without fitting)")
     parser.add_argument("--json", default=None, help="write the rows here as they come")
     parser.add_argument("--include", action="append", default=[], metavar="JSON",
                         help="an earlier run's --json file (repeatable): its rows join the summary (campaigns whose "
@@ -239,7 +241,9 @@ def main() -> None:
     sizes = sorted(int(s) for s in args.sizes.split(","))
     methods = [m.strip() for m in args.methods.split(",")]
     weights = [float(w) for w in args.weights.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if not seeds and not args.include:
+        parser.error("--seeds is empty: give campaigns to fit, or --include files to summarise")
     unknown = set(methods) - {"nle", "npe", "nre"}
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}")
