@@ -621,7 +621,7 @@ def _parser() -> argparse.ArgumentParser:
                             "RASCAL/ALICES); the store must be simulated with --gold (and --gold-reference for "
                             "ratio); default: the config's, else score when --gold-weight is given")
     train.add_argument("--gold-weight", type=float, default=None, metavar="ALPHA",
-                       help="the gold terms' weight α (default 0.1); alone, it means --gold score (or the "
+                       help="the gold terms' weight α (default 0.2); alone, it means --gold score (or the "
                             "config's gold)")
     train.add_argument("--max-epochs", type=int, default=None, help="cap on training epochs")
     train.add_argument("--max-time", type=float, default=None, help="cap on training seconds")

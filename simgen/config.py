@@ -118,7 +118,7 @@ class ModelConfig:
     #: also ``"ratio"`` (the ratio term, on the joint log ratio at ``[simulation] gold_reference``) or
     #: ``"ratio+score"`` (both); weight ``gold_weight`` (see :mod:`simgen.estimators.gold`); ``None``: plain
     gold: str | None = None
-    gold_weight: float = 0.1  #: simgen.estimators.gold.DEFAULT_GOLD_WEIGHT (not imported here: torch-free)
+    gold_weight: float = 0.2  #: simgen.estimators.gold.DEFAULT_GOLD_WEIGHT (not imported here: torch-free)
     #: likelihoods: the θ dimensions fed as log θ: ``True`` the prior's positive ones (``None``: the estimator's
     #: default, which is that), ``False`` none, or a list (see :class:`~simgen.LikelihoodEstimator`)
     log_theta: bool | list[int] | None = None
@@ -255,7 +255,7 @@ workers = 0                  # local worker processes (0: this process)
 executor = ""                # "" (local), "dask" (a local dask cluster) or "tcp://host:8786" (a scheduler)
 # gold = true                # also mine each simulation's joint score from the simulator's latents (simulators
                              # with return_latents and joint_log_prob, e.g. collider); models train on it with
-                             # gold = "score" (SCANDAL; the ratio's score term) and gold_weight = 0.1 in their table
+                             # gold = "score" (SCANDAL; the ratio's score term) and gold_weight = 0.2 in their table
 # gold_reference = [[500.0, 20.0, 1.0]]  # θ_ref rows: also mine the joint log ratio, for [ratio] gold = "ratio"
                              # or "ratio+score" (the ratio term of RASCAL/ALICES)
 

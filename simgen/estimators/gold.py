@@ -86,7 +86,7 @@ DENSITY_GOLD_MODES = ("score",)
 _LOG_RATIO_CLAMP = 80.0
 
 #: the score term's default weight α: the README's "Mining gold" section has the measurements behind it
-DEFAULT_GOLD_WEIGHT = 0.1
+DEFAULT_GOLD_WEIGHT = 0.2
 
 #: the score term's errors count quadratically up to this many standard deviations of the joint score and
 #: linearly beyond (Huber's loss, :func:`score_term`): the joint score's own noise about the true score rarely

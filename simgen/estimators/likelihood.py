@@ -86,7 +86,7 @@ class LikelihoodEstimator(Estimator):
             α E‖s ⊙ (∇_θ log q(x | θ) − t)‖², s θ's standard deviation (:mod:`simgen.estimators.gold`). Needs a
             family with an exact ``log_prob`` (flow, MNLE, map flow); others are refused, and so are ``"ratio"``
             and ``"ratio+score"`` (the ratio term is :class:`~simgen.RatioEstimator`'s). Default ``None``.
-        gold_weight (float): α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
+        gold_weight (float): α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.2).
     """
 
     direction = "likelihood"

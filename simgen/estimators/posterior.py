@@ -65,7 +65,7 @@ class PosteriorEstimator(Estimator):
             ∇_θ log p(θ | x) = ∇_θ log p(x | θ) + ∇_θ log p(θ) (:mod:`simgen.estimators.gold`). Needs a family
             with an exact ``log_prob`` (a flow); others are refused, as is ``iid=True``, and so are ``"ratio"`` and
             ``"ratio+score"`` (the ratio term is :class:`~simgen.RatioEstimator`'s). Default ``None``.
-        gold_weight (float): α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
+        gold_weight (float): α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.2).
     """
 
     direction = "posterior"

@@ -316,7 +316,7 @@ class RatioEstimator(Estimator):
             e^{−L})] is the importance-weighted cross-entropy of θ's data against θ_ref's, whose population
             minimiser is the true log ratio (the module docstring of :mod:`simgen.estimators.gold` has the
             argument and why this form rather than the squared error); ``"ratio+score"``, both (RASCAL/ALICES).
-        gold_weight: α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.1).
+        gold_weight: α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.2).
     """
 
     direction = "ratio"
