@@ -72,8 +72,9 @@ from torch import Tensor, nn
 
 __all__ = [
     "GOLD_MODES", "DENSITY_GOLD_MODES", "DEFAULT_GOLD_WEIGHT", "GOLD_LEARNING_RATE", "GOLD_MAX_BATCH_SIZE",
-    "gold_training_defaults", "gold_terms", "check_gold_options", "check_gold_rows", "check_log_ratio_rows",
-    "score_term", "SCORE_HUBER_DELTA", "ratio_term", "GoldObjective", "score_scale", "elementwise_jacobian",
+    "GOLD_PATIENCE", "gold_training_defaults", "gold_terms", "check_gold_options", "check_gold_rows",
+    "check_log_ratio_rows", "score_term", "SCORE_HUBER_DELTA", "ratio_term", "GoldObjective", "score_scale",
+    "elementwise_jacobian",
 ]
 
 #: what an estimator's ``gold=`` may be: ``"score"`` (SCANDAL / the score term of RASCAL and ALICES), ``"ratio"``
@@ -99,15 +100,24 @@ SCORE_HUBER_DELTA = 5.0
 #: up with large batches) can throw off course; settings given explicitly are used as they are
 GOLD_LEARNING_RATE, GOLD_MAX_BATCH_SIZE = 2e-3, 512
 
+#: the smallest default early-stopping patience of a gold-trained estimator (epochs without a lower validation
+#: loss): early in training the score term can hold the validation loss on a plateau for many epochs before the
+#: density moves on, and with the plateau schedule the learning rate is first lowered (and the fit restarted from
+#: its best state) after ``patience // 3`` stale epochs, so a short patience stops such a fit before the restart
+#: has had time to act; the README's "Mining gold" section has the measurements behind it
+GOLD_PATIENCE = 30
+
 
 def gold_training_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
     """``defaults`` (a family's training settings) with the learning rate capped at :data:`GOLD_LEARNING_RATE`,
-    the automatic batch at :data:`GOLD_MAX_BATCH_SIZE` (so that the learning rate is not scaled up), and
-    ``restart_on_decay`` (:class:`~simgen.training.TrainingConfig`): a step that throws the density off course
-    (the score term's gradient goes through ∇_θ of the model) is undone when the schedule next lowers the rate,
-    instead of early stopping keeping the state before it."""
+    the automatic batch at :data:`GOLD_MAX_BATCH_SIZE` (so that the learning rate is not scaled up), the
+    early-stopping patience raised to at least :data:`GOLD_PATIENCE`, and ``restart_on_decay``
+    (:class:`~simgen.training.TrainingConfig`): a step that throws the density off course (the score term's
+    gradient goes through ∇_θ of the model) is undone when the schedule next lowers the rate, instead of early
+    stopping keeping the state before it."""
     return {**defaults, "learning_rate": min(float(defaults.get("learning_rate", 2e-3)), GOLD_LEARNING_RATE),
             "max_batch_size": min(int(defaults.get("max_batch_size", 512)), GOLD_MAX_BATCH_SIZE),
+            "patience": max(int(defaults.get("patience", 10)), GOLD_PATIENCE),
             "restart_on_decay": True}
 
 

@@ -15,7 +15,13 @@ import simulators
 from simgen.campaign import chunk_seeds, joint_gold
 from simgen.cli import main
 from simgen.config import ConfigError, ModelConfig, parse_config
-from simgen.estimators.gold import DEFAULT_GOLD_WEIGHT, SCORE_HUBER_DELTA, score_term
+from simgen.estimators.gold import (
+    DEFAULT_GOLD_WEIGHT,
+    GOLD_PATIENCE,
+    SCORE_HUBER_DELTA,
+    gold_training_defaults,
+    score_term,
+)
 
 #: the parton-smeared collider simulated with gold: the head of the configurations below
 COLLIDER_GOLD = """
@@ -190,11 +196,15 @@ def test_score_term_is_huber_past_delta():
     assert g[3, 0].item() == pytest.approx(-2 * delta / 4)
 
 
-def test_gold_fits_default_to_small_steps_and_restarts():
+def test_gold_fits_default_to_small_steps_restarts_and_patience():
     prior = box([0.0], [1.0])
     gold_defaults = simgen.LikelihoodEstimator(prior, "flow", gold="score").training_defaults()
     assert gold_defaults["restart_on_decay"] is True and gold_defaults["learning_rate"] <= 2e-3
-    assert "restart_on_decay" not in simgen.LikelihoodEstimator(prior, "flow").training_defaults()
+    assert gold_defaults["patience"] == GOLD_PATIENCE
+    plain_defaults = simgen.LikelihoodEstimator(prior, "flow").training_defaults()
+    assert "restart_on_decay" not in plain_defaults and plain_defaults.get("patience", 10) < GOLD_PATIENCE
+    # a longer patience than the gold floor is kept
+    assert gold_training_defaults({"patience": 50})["patience"] == 50
     assert simgen.RatioEstimator(prior, "nre", gold="ratio+score").training_defaults()["restart_on_decay"] is True
 
 

@@ -68,11 +68,34 @@ def test_restart_on_decay_goes_back_to_the_best_state(restart):
     history = train(model, y, c, cfg, seed=0, progress=False, epoch_hook=record)
     decays = [e for e in range(1, history.epochs) if history.learning_rate[e] < history.learning_rate[e - 1]]
     assert decays, "the schedule never lowered the learning rate: the check is vacuous"
-    restarted = []
+    restarted, expected = [], []
     for e in decays:   # the rate was lowered after epoch e - 1: epoch e starts from ...
         best = min(range(e), key=lambda k: history.validation_loss[k])
         restarted.append(starts[e] == starts[best + 1] and best != e - 1)
-    assert all(restarted) if restart else not any(restarted)
+        # ... the best state's weights when the run is off course: its training loss above the best's
+        expected.append(restart and best != e - 1 and history.train_loss[e - 1] > history.train_loss[best])
+    assert restarted == expected
+    assert any(restarted) if restart else True, "no restart happened: the check is vacuous"
+
+
+def test_restart_on_decay_leaves_a_learning_run_alone():
+    # validation rows centred far from the training rows: from w = 2 the training loss falls towards w = 0
+    # while the validation loss rises at every epoch, so the schedule lowers the rate on a run that is learning,
+    # which a restart (to the first epoch's weights) would undo
+    n = 400
+    c = torch.ones(n, 1)
+    y = torch.zeros(n, 1)
+    y[split_indices(n, 0.1, torch.Generator().manual_seed(0))[1]] = 3.0
+    model, starts = GaussianMean(), []
+    with torch.no_grad():
+        model.w.fill_(2.0)
+    cfg = TrainingConfig(max_epochs=20, learning_rate=0.01, batch_size=64, patience=20, clip_grad_norm=None,
+                         ema_decay=None, restart_on_decay=True)
+    history = train(model, y, c, cfg, seed=0, progress=False, epoch_hook=lambda e: starts.append(model.w.item()))
+    assert history.best_epoch == 0 and history.epochs == 20
+    assert min(history.learning_rate) < cfg.learning_rate, "the schedule never lowered the rate: vacuous"
+    assert all(b < a for a, b in zip(history.train_loss, history.train_loss[1:], strict=False))
+    assert all(b < a for a, b in zip(starts[1:], starts[2:], strict=False)), "a restart sent w back up"
 
 
 def test_early_stopping_and_seeding():
