@@ -101,10 +101,10 @@ SCORE_HUBER_DELTA = 5.0
 GOLD_LEARNING_RATE, GOLD_MAX_BATCH_SIZE = 2e-3, 512
 
 #: the smallest default early-stopping patience of a gold-trained estimator (epochs without a lower validation
-#: loss): early in training the score term can hold the validation loss on a plateau for many epochs before the
-#: density moves on, and with the plateau schedule the learning rate is first lowered (and the fit restarted from
-#: its best state) after ``patience // 3`` stale epochs, so a short patience stops such a fit before the restart
-#: has had time to act; the README's "Mining gold" section has the measurements behind it
+#: loss): a fit leaving its start (the least-squares linear-Gaussian fit a flow begins from) can see its
+#: validation loss rise for many epochs, while its training loss falls, before the validation loss drops below the
+#: first epoch's; a short patience stops it on that start. The README's "Mining gold" section has the
+#: measurements behind it
 GOLD_PATIENCE = 30
 
 

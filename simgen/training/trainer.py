@@ -53,13 +53,14 @@ class TrainingConfig:
         lr_schedule: ``"plateau"`` halves the learning rate after ``patience // 3`` stale epochs,
             ``"cosine"`` anneals it to 1 % over ``max_epochs``, ``"constant"`` keeps it.
         clip_grad_norm: clip the global gradient norm to this value (``None``: no clipping).
-        restart_on_decay: with the ``"plateau"`` schedule, each time it lowers the learning rate while the
-            epoch's training loss is above the best state's, restart from the best state so far (the raw
-            weights and their average) with AdamW's moment estimates cleared, so that a run thrown off course by
-            a few large steps goes on from where it was best, with smaller steps, instead of spending its
-            patience climbing back (or stopping on a poor state). A run whose training loss is still below the
-            best state's is not restarted: it is learning, and its validation loss may rise for a while as it
-            leaves a poor start (a flow's near-linear initial fit) before it falls below the best.
+        restart_on_decay: with the ``"plateau"`` schedule, each time it lowers the learning rate, restart from
+            the best state so far (the raw weights and their average) with AdamW's moment estimates cleared, so
+            that a run thrown off course by a few large steps goes on from where it was best, with smaller
+            steps, instead of spending its patience climbing back (or stopping on a poor state). A run whose
+            best is still its first epoch is not restarted: it has learnt nothing to go back to, and its
+            validation loss may rise for a while as it leaves a poor start (such as the linear-Gaussian fit a
+            flow begins from) before it falls below the first epoch's; a restart would send it down the same
+            path again.
         max_time: stop after this many seconds (the best state so far is kept).
         ema_decay: validate, keep and restore an exponential moving average of the weights,
             φ̄ ← β φ̄ + (1 − β) φ after every step (Polyak averaging, β = ``ema_decay``), which smooths the
@@ -333,10 +334,10 @@ def train(
             if config.lr_schedule == "plateau":
                 lr_before = optimizer.param_groups[0]["lr"]
                 scheduler.step(val)
-                # a run whose training loss is still below its best state's is learning, not off course: its
-                # validation loss can rise for a while as it leaves a poor start, and a restart would undo that
+                # a run still best at its first epoch has learnt nothing to go back to: its validation loss can
+                # rise for a while as it leaves a poor start, and a restart would send it down the same path
                 if (config.restart_on_decay and optimizer.param_groups[0]["lr"] < lr_before and stale > 0
-                        and train_loss > history.train_loss[history.best_epoch]):
+                        and history.best_epoch > 0):
                     _restart(model, averaged, optimizer, best_state)
             elif scheduler is not None:
                 scheduler.step()

@@ -72,16 +72,16 @@ def test_restart_on_decay_goes_back_to_the_best_state(restart):
     for e in decays:   # the rate was lowered after epoch e - 1: epoch e starts from ...
         best = min(range(e), key=lambda k: history.validation_loss[k])
         restarted.append(starts[e] == starts[best + 1] and best != e - 1)
-        # ... the best state's weights when the run is off course: its training loss above the best's
-        expected.append(restart and best != e - 1 and history.train_loss[e - 1] > history.train_loss[best])
+        # ... the best state's weights, once the run has improved on its first epoch
+        expected.append(restart and best != e - 1 and best > 0)
     assert restarted == expected
     assert any(restarted) if restart else True, "no restart happened: the check is vacuous"
 
 
-def test_restart_on_decay_leaves_a_learning_run_alone():
+def test_restart_on_decay_never_sends_a_run_back_to_its_first_epoch():
     # validation rows centred far from the training rows: from w = 2 the training loss falls towards w = 0
-    # while the validation loss rises at every epoch, so the schedule lowers the rate on a run that is learning,
-    # which a restart (to the first epoch's weights) would undo
+    # while the validation loss rises at every epoch, so the schedule lowers the rate on a run whose best is
+    # still its first epoch, and a restart would send it back there
     n = 400
     c = torch.ones(n, 1)
     y = torch.zeros(n, 1)
