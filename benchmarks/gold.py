@@ -27,7 +27,8 @@ little of the joint score's spread): x = sin(2θ) + θ + z + ε per dimension, �
 ``--control`` adds, for each method, fits with ``gold="score", gold_weight=0``: the gold runs' training settings
 (their smaller default learning rate) without the score term, to tell the term's effect from the settings'.
 
-It prints one row per fit and writes every row to ``--json`` as it goes, then a summary: for each method and α > 0,
+It prints one row per fit (with ``--history``, also the fit's losses per epoch and its best epoch) and writes
+every row to ``--json`` as it goes, then a summary: for each method and α > 0,
 the budget at which the gold-trained method reaches the plain method's score at the largest budget (log-linear
 interpolation between the measured budgets; "<= smallest" when it already does at the smallest budget), per
 campaign and, with several campaigns, between the curves averaged over them (one training run's score moves
@@ -223,6 +224,8 @@ def main() -> None:
     parser.add_argument("--gold-training", default=None, metavar="JSON",
                         help="TrainingConfig settings for the gold-trained fits only (on top of the gold defaults), "
                              "e.g. '{\"restart_on_decay\": false}' or '{\"patience\": 20}'")
+    parser.add_argument("--history", action="store_true",
+                        help="rows also carry each fit's best epoch and its training and validation loss per epoch")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeds", default="0",
                         help="campaigns (comma-separated seeds): each simulates its own rows, test pairs and "
@@ -339,6 +342,10 @@ def campaign(sim: Any, args: argparse.Namespace, seed: int, sizes: list[int], me
                     extra.update(json.loads(args.gold_training))
                 history = est.fit(theta, x, gold=fit_gold, **extra, **settings)
                 row.update(train_seconds=round(history.wall_time, 1), epochs=history.epochs)
+                if args.history:
+                    row.update(best_epoch=history.best_epoch,
+                               train_loss=[round(v, 4) for v in history.train_loss],
+                               validation_loss=[round(v, 4) for v in history.validation_loss])
                 if method == "nle":
                     row.update(held_out_gap(est, sim, theta_test, x_test))
                     row["score"] = row["gap"]
