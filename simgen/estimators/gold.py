@@ -70,6 +70,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..training import TrainingConfig
+
 __all__ = [
     "GOLD_MODES", "DENSITY_GOLD_MODES", "DEFAULT_GOLD_WEIGHT", "GOLD_LEARNING_RATE", "GOLD_MAX_BATCH_SIZE",
     "GOLD_PATIENCE", "gold_training_defaults", "gold_terms", "check_gold_options", "check_gold_rows",
@@ -115,9 +117,11 @@ def gold_training_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
     (:class:`~simgen.training.TrainingConfig`): a step that throws the density off course (the score term's
     gradient goes through ∇_θ of the model) is undone when the schedule next lowers the rate, instead of early
     stopping keeping the state before it."""
-    return {**defaults, "learning_rate": min(float(defaults.get("learning_rate", 2e-3)), GOLD_LEARNING_RATE),
-            "max_batch_size": min(int(defaults.get("max_batch_size", 512)), GOLD_MAX_BATCH_SIZE),
-            "patience": max(int(defaults.get("patience", 10)), GOLD_PATIENCE),
+    base = TrainingConfig()   # the trainer's own defaults, for settings the family leaves out
+    return {**defaults,
+            "learning_rate": min(float(defaults.get("learning_rate", base.learning_rate)), GOLD_LEARNING_RATE),
+            "max_batch_size": min(int(defaults.get("max_batch_size", base.max_batch_size)), GOLD_MAX_BATCH_SIZE),
+            "patience": max(int(defaults.get("patience", base.patience)), GOLD_PATIENCE),
             "restart_on_decay": True}
 
 
