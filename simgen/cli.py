@@ -273,7 +273,8 @@ def _train(args: argparse.Namespace) -> int:
     if gold_terms(spec.gold)[1] and reference is None:
         raise UsageError(f"gold = {spec.gold!r} trains on the joint log ratio, but the store {args.store} holds "
                          "none: simulate it with simgen simulate --gold --gold-reference ROWS")
-    for key in ("max_epochs", "max_time", "batch_size", "learning_rate", "precision"):
+    for key in ("max_epochs", "max_time", "batch_size", "learning_rate", "patience", "start_patience",
+                "start_margin", "precision"):
         if getattr(args, key) is not None:
             spec.training[key] = getattr(args, key)
     if args.seed is not None:
@@ -627,6 +628,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--max-time", type=float, default=None, help="cap on training seconds")
     train.add_argument("--batch-size", type=int, default=None, help="rows per step (default: automatic)")
     train.add_argument("--learning-rate", type=float, default=None, help="initial learning rate")
+    train.add_argument("--patience", type=int, default=None,
+                       help="early stopping: epochs without a lower validation loss (default: the family's)")
+    train.add_argument("--start-patience", type=int, default=None,
+                       help="early stopping's patience while the run is on its start, its validation loss not yet "
+                            "below the first epoch's by more than --start-margin (default: the patience; 30 for "
+                            "gold fits)")
+    train.add_argument("--start-margin", type=float, default=None,
+                       help="how far below the first epoch's the validation loss must fall for the run to leave "
+                            "its start (default 0; 0.05 nats for gold fits)")
     train.add_argument("--precision", choices=("32", "bf16", "16"), default=None,
                        help="training arithmetic: 32 (default), or mixed precision with bf16 or 16 (float16, GPUs)")
     train.add_argument("--nproc", type=int, default=None,

@@ -74,7 +74,8 @@ from ..training import TrainingConfig
 
 __all__ = [
     "GOLD_MODES", "DENSITY_GOLD_MODES", "DEFAULT_GOLD_WEIGHT", "GOLD_LEARNING_RATE", "GOLD_MAX_BATCH_SIZE",
-    "GOLD_PATIENCE", "gold_training_defaults", "gold_terms", "check_gold_options", "check_gold_rows",
+    "GOLD_START_MARGIN", "GOLD_START_PATIENCE", "gold_training_defaults", "gold_terms", "check_gold_options",
+    "check_gold_rows",
     "check_log_ratio_rows", "score_term", "SCORE_HUBER_DELTA", "ratio_term", "GoldObjective", "score_scale",
     "elementwise_jacobian",
 ]
@@ -102,18 +103,22 @@ SCORE_HUBER_DELTA = 5.0
 #: up with large batches) can throw off course; settings given explicitly are used as they are
 GOLD_LEARNING_RATE, GOLD_MAX_BATCH_SIZE = 2e-3, 512
 
-#: the smallest default early-stopping patience of a gold-trained estimator (epochs without a lower validation
-#: loss): a fit leaving its start (the least-squares linear-Gaussian fit a flow begins from) can see its
-#: validation loss rise for many epochs, while its training loss falls, before the validation loss drops below the
-#: first epoch's; a short patience stops it on that start. The README's "Mining gold" section has the
-#: measurements behind it
-GOLD_PATIENCE = 30
+#: the smallest default start patience of a gold-trained estimator, and its start margin in nats per row
+#: (``TrainingConfig.start_patience``, ``start_margin``: the early-stopping patience while the validation loss has
+#: not yet fallen below the first epoch's by more than the margin). A fit leaving its start (the least-squares
+#: linear-Gaussian fit a flow begins from) can see its validation loss rise or stay level for many epochs before it
+#: drops; a short patience stops it there, and restarts send it back, while a long patience after the start costs
+#: the fits that left it at once. The margin is about the noise of a mean log-likelihood over a few hundred
+#: validation rows, so that level wandering on the start does not count as leaving it. The README's "Mining gold"
+#: section has the measurements behind both
+GOLD_START_PATIENCE, GOLD_START_MARGIN = 30, 0.05
 
 
 def gold_training_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
     """``defaults`` (a family's training settings) with the learning rate capped at :data:`GOLD_LEARNING_RATE`,
     the automatic batch at :data:`GOLD_MAX_BATCH_SIZE` (so that the learning rate is not scaled up), the
-    early-stopping patience raised to at least :data:`GOLD_PATIENCE`, and ``restart_on_decay``
+    start patience raised to at least :data:`GOLD_START_PATIENCE` with a start margin of at least
+    :data:`GOLD_START_MARGIN`, and ``restart_on_decay``
     (:class:`~simgen.training.TrainingConfig`): a step that throws the density off course (the score term's
     gradient goes through ∇_θ of the model) is undone when the schedule next lowers the rate, instead of early
     stopping keeping the state before it."""
@@ -121,7 +126,9 @@ def gold_training_defaults(defaults: dict[str, Any]) -> dict[str, Any]:
     return {**defaults,
             "learning_rate": min(float(defaults.get("learning_rate", base.learning_rate)), GOLD_LEARNING_RATE),
             "max_batch_size": min(int(defaults.get("max_batch_size", base.max_batch_size)), GOLD_MAX_BATCH_SIZE),
-            "patience": max(int(defaults.get("patience", base.patience)), GOLD_PATIENCE),
+            "start_patience": max(int(defaults.get("start_patience") or defaults.get("patience", base.patience)),
+                                  GOLD_START_PATIENCE),
+            "start_margin": max(float(defaults.get("start_margin", base.start_margin)), GOLD_START_MARGIN),
             "restart_on_decay": True}
 
 

@@ -50,14 +50,23 @@ class TrainingConfig:
         max_epochs: hard cap on passes over the training rows.
         validation_fraction: share of rows held out (seed-fixed) for early stopping.
         patience: stop after this many epochs without a lower validation loss.
-        lr_schedule: ``"plateau"`` halves the learning rate after ``patience // 3`` stale epochs,
+        start_patience: the patience while the run is still on its start (the larger of it and ``patience``;
+            ``None``: ``patience``), and the plateau schedule's wait there is a third of it. Leaving a poor start
+            (such as the least-squares linear-Gaussian fit a flow begins from), a run's validation loss can rise
+            or stay level for many epochs before it drops below the first epoch's; a longer start patience lets
+            it get there without making every later plateau as long.
+        start_margin: a run is on its start until its validation loss falls below the first epoch's by more
+            than this (in the loss's units: nats per row for a density's negative log-likelihood), so that
+            level wandering on the start, within the validation estimate's noise, does not end it.
+        lr_schedule: ``"plateau"`` halves the learning rate after ``patience // 3`` stale epochs (on the start,
+            a third of the start patience),
             ``"cosine"`` anneals it to 1 % over ``max_epochs``, ``"constant"`` keeps it.
         clip_grad_norm: clip the global gradient norm to this value (``None``: no clipping).
         restart_on_decay: with the ``"plateau"`` schedule, each time it lowers the learning rate, restart from
             the best state so far (the raw weights and their average) with AdamW's moment estimates cleared, so
             that a run thrown off course by a few large steps goes on from where it was best, with smaller
-            steps, instead of spending its patience climbing back (or stopping on a poor state). A run whose
-            best is still its first epoch is not restarted: it has learnt nothing to go back to, and its
+            steps, instead of spending its patience climbing back (or stopping on a poor state). A run still on
+            its start (``start_margin``) is not restarted: it has learnt nothing to go back to, and its
             validation loss may rise for a while as it leaves a poor start (such as the linear-Gaussian fit a
             flow begins from) before it falls below the first epoch's; a restart would send it down the same
             path again.
@@ -80,6 +89,8 @@ class TrainingConfig:
     max_epochs: int = 500
     validation_fraction: float = 0.1
     patience: int = 10
+    start_patience: int | None = None
+    start_margin: float = 0.0
     lr_schedule: Literal["plateau", "cosine", "constant"] = "plateau"
     clip_grad_norm: float | None = 5.0
     restart_on_decay: bool = False
@@ -98,6 +109,10 @@ class TrainingConfig:
                 f"batch_size, max_batch_size, max_epochs and patience must be >= 1; got {self.batch_size}, "
                 f"{self.max_batch_size}, {self.max_epochs}, {self.patience}"
             )
+        if self.start_patience is not None and self.start_patience < 1:
+            raise ValueError(f"start_patience must be >= 1 or None; got {self.start_patience}")
+        if not (math.isfinite(self.start_margin) and self.start_margin >= 0):
+            raise ValueError(f"start_margin must be a finite number >= 0; got {self.start_margin}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
@@ -331,20 +346,23 @@ def train(
             else:
                 stale += 1
             bar.set_postfix(val=f"{val:.4g}", best=f"{history.best_validation_loss:.4g}", refresh=False)
+            on_start = history.best_validation_loss >= history.validation_loss[0] - config.start_margin
+            patience = _patience(config, on_start)
             if config.lr_schedule == "plateau":
                 lr_before = optimizer.param_groups[0]["lr"]
+                scheduler.patience = max(1, patience // 3)
                 scheduler.step(val)
-                # a run still best at its first epoch has learnt nothing to go back to: its validation loss can
-                # rise for a while as it leaves a poor start, and a restart would send it down the same path
+                # a run still on its start has learnt nothing to go back to: its validation loss can rise for a
+                # while as it leaves a poor start, and a restart would send it down the same path
                 if (config.restart_on_decay and optimizer.param_groups[0]["lr"] < lr_before and stale > 0
-                        and history.best_epoch > 0):
+                        and not on_start):
                     _restart(model, averaged, optimizer, best_state)
             elif scheduler is not None:
                 scheduler.step()
             out_of_time = config.max_time is not None and time.perf_counter() - start > config.max_time
             if group is not None:  # clocks differ between ranks: rank 0's decides
                 out_of_time = bool(group.broadcast(torch.tensor(out_of_time)))
-            stop = stale >= config.patience or out_of_time
+            stop = stale >= patience or out_of_time
             if stop:
                 history.stopped_early = True
             if checkpoint is not None:
@@ -436,14 +454,27 @@ def _save(
     }, path)
 
 
+def _patience(config: TrainingConfig, on_start: bool) -> int:
+    """The early-stopping patience in force: ``TrainingConfig.start_patience`` while the run is on its start
+    (``start_margin``), ``patience`` after."""
+    if on_start and config.start_patience is not None:
+        return max(config.start_patience, config.patience)
+    return config.patience
+
+
 def _fingerprint_config(config: TrainingConfig) -> dict[str, Any]:
-    """The settings a checkpoint must match; float32 precision and ``restart_on_decay=False`` are left out, so
-    that checkpoints written before those settings existed still resume."""
+    """The settings a checkpoint must match; float32 precision, ``restart_on_decay=False``,
+    ``start_patience=None`` and ``start_margin=0`` are left out, so that checkpoints written before those settings
+    existed still resume."""
     settings = asdict(config)
     if settings["precision"] == "32":
         del settings["precision"]
     if not settings["restart_on_decay"]:
         del settings["restart_on_decay"]
+    if settings["start_patience"] is None:
+        del settings["start_patience"]
+    if settings["start_margin"] == 0:
+        del settings["start_margin"]
     return settings
 
 

@@ -17,7 +17,8 @@ from simgen.cli import main
 from simgen.config import ConfigError, ModelConfig, parse_config
 from simgen.estimators.gold import (
     DEFAULT_GOLD_WEIGHT,
-    GOLD_PATIENCE,
+    GOLD_START_MARGIN,
+    GOLD_START_PATIENCE,
     SCORE_HUBER_DELTA,
     gold_training_defaults,
     score_term,
@@ -196,15 +197,19 @@ def test_score_term_is_huber_past_delta():
     assert g[3, 0].item() == pytest.approx(-2 * delta / 4)
 
 
-def test_gold_fits_default_to_small_steps_restarts_and_patience():
+def test_gold_fits_default_to_small_steps_restarts_and_start_patience():
     prior = box([0.0], [1.0])
     gold_defaults = simgen.LikelihoodEstimator(prior, "flow", gold="score").training_defaults()
     assert gold_defaults["restart_on_decay"] is True and gold_defaults["learning_rate"] <= 2e-3
-    assert gold_defaults["patience"] == GOLD_PATIENCE
     plain_defaults = simgen.LikelihoodEstimator(prior, "flow").training_defaults()
-    assert "restart_on_decay" not in plain_defaults and plain_defaults.get("patience", 10) < GOLD_PATIENCE
-    # a longer patience than the gold floor is kept
-    assert gold_training_defaults({"patience": 50})["patience"] == 50
+    # the start patience and margin are raised, the patience after the start is the family's
+    assert (gold_defaults["start_patience"], gold_defaults["start_margin"]) == (GOLD_START_PATIENCE,
+                                                                                GOLD_START_MARGIN)
+    assert gold_defaults.get("patience", 10) == plain_defaults.get("patience", 10) < GOLD_START_PATIENCE
+    assert not {"restart_on_decay", "start_patience", "start_margin"} & set(plain_defaults)
+    # a longer patience than the gold floor is kept for the start too
+    assert gold_training_defaults({"patience": 50}) == {**gold_training_defaults({}), "patience": 50,
+                                                        "start_patience": 50}
     assert simgen.RatioEstimator(prior, "nre", gold="ratio+score").training_defaults()["restart_on_decay"] is True
 
 
@@ -266,7 +271,7 @@ def test_sally_score_summary_learns_the_score_and_embeds(tmp_path):
     assert torch.allclose(loaded.density.embedding(grid), summary(grid))
 
 
-def test_gold_in_the_config_and_the_cli(tmp_path):
+def test_gold_in_the_config_and_the_cli(tmp_path, capsys):
     text = COLLIDER_GOLD + textwrap.dedent("""
         [posterior]
         gold = "score"
@@ -293,6 +298,10 @@ def test_gold_in_the_config_and_the_cli(tmp_path):
     assert main(["train", "--store", str(store), "--out", str(out), "--direction", "likelihood", "--gold-weight",
                  "0.1", "--max-epochs", "2", "--quiet"]) == 0
     assert simgen.load(out).gold_weight == 0.1
+    # the early-stopping settings reach the trainer (which refuses a start patience below 1)
+    assert main(["train", "--store", str(store), "--out", str(out), "--direction", "likelihood", "--gold-weight",
+                 "0.1", "--max-epochs", "1", "--patience", "5", "--start-patience", "0", "--quiet"]) != 0
+    assert "start_patience must be >= 1" in capsys.readouterr().err
     plain = tmp_path / "plain.h5"
     assert _simulate_collider(plain, 100) == 0
     assert main(["train", "--store", str(plain), "--out", str(out), "--gold-weight", "0.1", "--quiet"]) == 2

@@ -99,6 +99,68 @@ def test_restart_on_decay_never_sends_a_run_back_to_its_first_epoch():
     assert all(b < a for a, b in zip(starts[1:], starts[2:], strict=False)), "a restart sent w back up"
 
 
+class ScriptedValidation(GaussianMean):
+    """GaussianMean whose validation loss (eval mode) follows a script, one value per epoch."""
+
+    def __init__(self, script: list[float]) -> None:
+        super().__init__()
+        self.script = script
+
+    def loss(self, y, c):
+        if self.training:
+            return super().loss(y, c)
+        return torch.tensor(self.script[min(self.epochs_seen[-1], len(self.script) - 1)])
+
+
+@pytest.mark.parametrize(("start_patience", "start_margin"), [(None, 0.0), (20, 0.0), (20, 0.1)])
+def test_a_run_on_its_start_gets_the_start_patience_and_no_restart(start_patience, start_margin):
+    # the validation loss dips a little below the first epoch's (within the margin 0.1), rises for eleven
+    # epochs, then drops below the first epoch's by more than the margin and stays level
+    script = [1.0, 0.95] + [1.5] * 11 + [0.5] + [0.6] * 30
+    y, c = _data()
+    model, starts = ScriptedValidation(script), []
+    cfg = TrainingConfig(max_epochs=40, learning_rate=0.01, batch_size=64, patience=6, ema_decay=None,
+                         restart_on_decay=True, start_patience=start_patience, start_margin=start_margin)
+    history = train(model, y, c, cfg, seed=0, progress=False, epoch_hook=lambda e: starts.append(model.w.item()))
+    first_decay = next(e for e in range(1, history.epochs) if history.learning_rate[e] < cfg.learning_rate)
+    # starts[e]: the weights epoch e begins from; a restart at the first decay goes back to epoch 1's
+    restarted = starts[first_decay] == starts[2]
+    if start_patience is None or start_margin == 0:
+        # the dip ends the start: patience 6 stops the run on it, the schedule waits 6 // 3 and restarts
+        assert (history.best_epoch, history.epochs, first_decay, restarted) == (1, 8, 5, True)
+    else:   # the dip is within the margin: it waits 20 (the schedule 20 // 3, no restart) for the drop, then 6
+        assert (history.best_epoch, history.epochs, first_decay, restarted) == (13, 20, 9, False)
+    assert history.stopped_early
+
+
+def test_start_patience_resumes_from_a_checkpoint(tmp_path):
+    # stopped on its start (after the schedule's first decay), then resumed: as the uninterrupted run
+    script = [1.0, 0.95] + [1.5] * 11 + [0.5] + [0.6] * 30
+    y, c = _data()
+    cfg = TrainingConfig(max_epochs=40, learning_rate=0.01, batch_size=64, patience=6, start_patience=20,
+                         start_margin=0.1)
+    straight = train(ScriptedValidation(script), y, c, cfg, seed=0, progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_10(epoch):
+        if epoch == 10:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(ScriptedValidation(script), y, c, cfg, seed=0, progress=False, checkpoint=tmp_path / "a.ckpt",
+              epoch_hook=stop_at_10)
+    resumed = train(ScriptedValidation(script), y, c, cfg, seed=0, progress=False, checkpoint=tmp_path / "a.ckpt")
+    assert (resumed.epochs, resumed.best_epoch, resumed.learning_rate) == (straight.epochs, straight.best_epoch,
+                                                                          straight.learning_rate)
+    assert (straight.best_epoch, straight.epochs) == (13, 20)
+    for changed in ({"start_patience": 30}, {"start_margin": 0.2}):   # both are part of the run
+        with pytest.raises(ValueError, match="another training run"):
+            train(ScriptedValidation(script), y, c, TrainingConfig(**{**cfg.__dict__, **changed}), seed=0,
+                  progress=False, checkpoint=tmp_path / "a.ckpt")
+
+
 def test_early_stopping_and_seeding():
     y, c = _data()
     cfg = TrainingConfig(max_epochs=500, learning_rate=0.05, patience=3, batch_size=32)
@@ -116,6 +178,10 @@ def test_training_config_validation():
         TrainingConfig(lr_schedule="exponential")
     with pytest.raises(ValueError, match=">= 1"):
         TrainingConfig(batch_size=0)
+    with pytest.raises(ValueError, match="start_patience must be >= 1"):
+        TrainingConfig(start_patience=0)
+    with pytest.raises(ValueError, match="start_margin must be a finite number >= 0"):
+        TrainingConfig(start_margin=-0.1)
     with pytest.raises(ValueError, match="same number of rows"):
         train(GaussianMean(), torch.zeros(5, 1), torch.zeros(4, 1), progress=False)
     with pytest.raises(ValueError, match="at least 2 rows"):
