@@ -99,6 +99,11 @@ def test_restart_on_decay_never_sends_a_run_back_to_its_first_epoch():
     assert all(b < a for a, b in zip(starts[1:], starts[2:], strict=False)), "a restart sent w back up"
 
 
+#: a validation loss that dips a little below the first epoch's (by 0.05), rises for eleven epochs, then drops
+#: below the first epoch's by 0.5 and stays level
+START_SCRIPT = [1.0, 0.95] + [1.5] * 11 + [0.5] + [0.6] * 30
+
+
 class ScriptedValidation(GaussianMean):
     """GaussianMean whose validation loss (eval mode) follows a script, one value per epoch."""
 
@@ -114,11 +119,9 @@ class ScriptedValidation(GaussianMean):
 
 @pytest.mark.parametrize(("start_patience", "start_margin"), [(None, 0.0), (20, 0.0), (20, 0.1)])
 def test_a_run_on_its_start_gets_the_start_patience_and_no_restart(start_patience, start_margin):
-    # the validation loss dips a little below the first epoch's (within the margin 0.1), rises for eleven
-    # epochs, then drops below the first epoch's by more than the margin and stays level
-    script = [1.0, 0.95] + [1.5] * 11 + [0.5] + [0.6] * 30
+    # the dip of START_SCRIPT is within the margin 0.1, its drop beyond it
     y, c = _data()
-    model, starts = ScriptedValidation(script), []
+    model, starts = ScriptedValidation(START_SCRIPT), []
     cfg = TrainingConfig(max_epochs=40, learning_rate=0.01, batch_size=64, patience=6, ema_decay=None,
                          restart_on_decay=True, start_patience=start_patience, start_margin=start_margin)
     history = train(model, y, c, cfg, seed=0, progress=False, epoch_hook=lambda e: starts.append(model.w.item()))
@@ -135,29 +138,26 @@ def test_a_run_on_its_start_gets_the_start_patience_and_no_restart(start_patienc
 
 def test_start_patience_resumes_from_a_checkpoint(tmp_path):
     # stopped on its start (after the schedule's first decay), then resumed: as the uninterrupted run
-    script = [1.0, 0.95] + [1.5] * 11 + [0.5] + [0.6] * 30
     y, c = _data()
     cfg = TrainingConfig(max_epochs=40, learning_rate=0.01, batch_size=64, patience=6, start_patience=20,
                          start_margin=0.1)
-    straight = train(ScriptedValidation(script), y, c, cfg, seed=0, progress=False)
+    straight = train(ScriptedValidation(START_SCRIPT), y, c, cfg, seed=0, progress=False)
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_10(epoch):
+    def interrupt_at_10(epoch):
         if epoch == 10:
-            raise Stop
+            raise KeyboardInterrupt
 
-    with pytest.raises(Stop):
-        train(ScriptedValidation(script), y, c, cfg, seed=0, progress=False, checkpoint=tmp_path / "a.ckpt",
-              epoch_hook=stop_at_10)
-    resumed = train(ScriptedValidation(script), y, c, cfg, seed=0, progress=False, checkpoint=tmp_path / "a.ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        train(ScriptedValidation(START_SCRIPT), y, c, cfg, seed=0, progress=False, checkpoint=tmp_path / "a.ckpt",
+              epoch_hook=interrupt_at_10)
+    resumed = train(ScriptedValidation(START_SCRIPT), y, c, cfg, seed=0, progress=False,
+                    checkpoint=tmp_path / "a.ckpt")
     assert (resumed.epochs, resumed.best_epoch, resumed.learning_rate) == (straight.epochs, straight.best_epoch,
                                                                           straight.learning_rate)
     assert (straight.best_epoch, straight.epochs) == (13, 20)
     for changed in ({"start_patience": 30}, {"start_margin": 0.2}):   # both are part of the run
         with pytest.raises(ValueError, match="another training run"):
-            train(ScriptedValidation(script), y, c, TrainingConfig(**{**cfg.__dict__, **changed}), seed=0,
+            train(ScriptedValidation(START_SCRIPT), y, c, TrainingConfig(**{**cfg.__dict__, **changed}), seed=0,
                   progress=False, checkpoint=tmp_path / "a.ckpt")
 
 
