@@ -274,7 +274,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"gold = {spec.gold!r} trains on the joint log ratio, but the store {args.store} holds "
                          "none: simulate it with simgen simulate --gold --gold-reference ROWS")
     for key in ("max_epochs", "max_time", "batch_size", "learning_rate", "patience", "start_patience",
-                "start_margin", "precision"):
+                "start_margin", "validate_initial", "precision"):
         if getattr(args, key) is not None:
             spec.training[key] = getattr(args, key)
     if args.seed is not None:
@@ -637,6 +637,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--start-margin", type=float, default=None,
                        help="how far below the first epoch's the validation loss must fall for the run to leave "
                             "its start (default 0; 0.05 nats for gold fits)")
+    train.add_argument("--validate-initial", action=argparse.BooleanOptionalAction, default=None,
+                       help="validate the model as built, before its first step, and keep it when no epoch improves "
+                            "on it (default: on)")
     train.add_argument("--precision", choices=("32", "bf16", "16"), default=None,
                        help="training arithmetic: 32 (default), or mixed precision with bf16 or 16 (float16, GPUs)")
     train.add_argument("--nproc", type=int, default=None,

@@ -329,7 +329,8 @@ def _history_fields(h: Any) -> dict[str, Any]:
     if isinstance(h, Mapping):
         return dict(h)
     if hasattr(h, "train_loss"):
-        return {k: getattr(h, k, None) for k in ("train_loss", "validation_loss", "learning_rate", "best_epoch")}
+        return {k: getattr(h, k, None) for k in ("train_loss", "validation_loss", "learning_rate", "best_epoch",
+                                                "initial_validation_loss")}
     raise ValueError(f"a training history must be a TrainingHistory or its to_dict(); got {type(h).__name__}")
 
 
@@ -360,13 +361,15 @@ def loss_curves(history: Any) -> Figure:
         best = h.get("best_epoch")
         if best is not None and 0 <= best < len(val):
             ax.plot(best, val[best], "o", color=color, ms=6, mfc="none")
+        elif best == -1 and h.get("initial_validation_loss") is not None:  # the initial state, kept
+            ax.plot(-1, h["initial_validation_loss"], "o", color=color, ms=6, mfc="none")
         lr = list(h.get("learning_rate") or [])
         if lr:
             ax_lr.plot(np.arange(len(lr)), lr, color=color, lw=1.4)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.legend(fontsize=8, frameon=False)
-    ax.set_title("losses (○: restored best epoch)", fontsize=9)
+    ax.set_title("losses (○: restored best epoch; at −1, the initial state)", fontsize=9)
     ax_lr.set_yscale("log")
     ax_lr.set_xlabel("epoch")
     ax_lr.set_ylabel("learning rate")

@@ -231,7 +231,9 @@ class Report:
         rows = []
         for label, h in runs.items():
             get = (lambda k, h=h: h.get(k)) if isinstance(h, Mapping) else (lambda k, h=h: getattr(h, k, None))
-            rows.append({"model": label or "model", "epochs": get("epochs"), "best epoch": get("best_epoch"),
+            best = get("best_epoch")
+            rows.append({"model": label or "model", "epochs": get("epochs"),
+                         "best epoch": "initial state" if best == -1 else best,
                          "best validation loss": get("best_validation_loss"), "stopped early": get("stopped_early"),
                          "train rows": get("num_train"), "wall time (s)": get("wall_time")})
         return self.add_table(rows)

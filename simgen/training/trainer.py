@@ -71,6 +71,11 @@ class TrainingConfig:
             flow begins from) before it falls below the first epoch's; a restart would send it down the same
             path again.
         max_time: stop after this many seconds (the best state so far is kept).
+        validate_initial: validate the model as built, before its first step, and keep that state when no epoch
+            improves on it (:attr:`TrainingHistory.best_epoch` ``-1``). Early stopping then never returns a model
+            worse on the held-out rows than the one training began from: where the family starts from an exact or
+            nearly exact model (a flow at the identity on the least-squares linear-Gaussian fit of a
+            linear-Gaussian problem), steps of a learning rate chosen for harder problems can only add noise.
         ema_decay: validate, keep and restore an exponential moving average of the weights,
             φ̄ ← β φ̄ + (1 − β) φ after every step (Polyak averaging, β = ``ema_decay``), which smooths the
             optimiser's noise and overfits later; ``None`` uses the raw weights.
@@ -95,6 +100,7 @@ class TrainingConfig:
     clip_grad_norm: float | None = 5.0
     restart_on_decay: bool = False
     max_time: float | None = None
+    validate_initial: bool = True
     ema_decay: float | None = 0.98
     precision: Literal["32", "bf16", "16"] = "32"
 
@@ -129,8 +135,11 @@ class TrainingHistory:
         train_loss: mean training loss per epoch.
         validation_loss: validation loss per epoch.
         learning_rate: learning rate used in each epoch.
-        best_epoch: epoch (0-based) whose state was restored.
+        best_epoch: epoch (0-based) whose state was restored; ``-1``: the initial state, which no epoch improved
+            on (:attr:`TrainingConfig.validate_initial`).
         best_validation_loss: its validation loss.
+        initial_validation_loss: the validation loss of the model as built, before its first step (``None``
+            when not validated).
         epochs: epochs run.
         stopped_early: ``True`` when patience (or ``max_time``) ended training before ``max_epochs``.
         wall_time: seconds spent training.
@@ -142,6 +151,7 @@ class TrainingHistory:
     learning_rate: list[float] = field(default_factory=list)
     best_epoch: int = -1
     best_validation_loss: float = math.inf
+    initial_validation_loss: float | None = None
     epochs: int = 0
     stopped_early: bool = False
     wall_time: float = 0.0
@@ -233,6 +243,9 @@ def train(
     )
     scheduler = _scheduler(optimizer, config)
     history = TrainingHistory(num_train=n_train, num_validation=n_validation)
+    # DDP broadcasts rank 0's weights and buffers as it wraps the model: before the averaged copy is made, so that
+    # every rank validates (and may keep) the same initial state
+    ddp = group.wrap(model) if group is not None else None
     # The averaged copy is what gets validated, kept and restored; the raw weights only take the steps.
     averaged = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
@@ -270,7 +283,6 @@ def train(
     autocast, scaler = _mixed_precision(config.precision, device)
     if saved is not None and saved.get("scaler") is not None:
         scaler.load_state_dict(saved["scaler"])
-    ddp = group.wrap(model) if group is not None else None
     start = time.perf_counter() - elapsed
     # Randomness inside the loss (dropout, diffusion times, dequantisation) follows the seed too, without
     # touching the caller's global RNG state.
@@ -295,6 +307,19 @@ def train(
                 # it); the averaged copy follows schedules such as a KL warm-up too
                 if hasattr(module, "on_epoch"):
                     module.on_epoch(epoch)
+            if epoch == 0 and config.validate_initial:
+                # the draws of a stochastic loss leave the run's random stream as it would be without this pass,
+                # so that a run whose initial state is not kept takes the same steps either way
+                with torch.random.fork_rng(devices=devices):
+                    if group is None:
+                        initial = _evaluate(evaluated, data.validation_batches(batch_size * 16), device)
+                    else:
+                        initial, _ = _evaluate_ranks(evaluated, data, batch_size * 16, device, group, sharded,
+                                                     torch.zeros(()), 0)
+                history.initial_validation_loss = initial
+                if initial < history.best_validation_loss:  # a non-finite loss is never kept
+                    history.best_validation_loss, history.best_epoch = initial, -1
+                    best_state = copy.deepcopy(evaluated.state_dict())
             model.train()
             total = torch.zeros((), device=device)
             seen = 0
@@ -335,7 +360,7 @@ def train(
             history.validation_loss.append(val)
             history.learning_rate.append(optimizer.param_groups[0]["lr"])
             history.epochs = epoch + 1
-            if not math.isfinite(val) and not math.isfinite(history.best_validation_loss):
+            if not math.isfinite(val) and not any(math.isfinite(v) for v in history.validation_loss):
                 raise FloatingPointError(
                     f"validation loss is {val} at epoch {epoch}: the model diverged from the start; "
                     "lower the learning rate or check the training data"
@@ -346,7 +371,9 @@ def train(
             else:
                 stale += 1
             bar.set_postfix(val=f"{val:.4g}", best=f"{history.best_validation_loss:.4g}", refresh=False)
-            on_start = history.best_validation_loss >= history.validation_loss[0] - config.start_margin
+            # the initial state, when it is still the best, is the start itself
+            on_start = (history.best_epoch == -1
+                        or history.best_validation_loss >= history.validation_loss[0] - config.start_margin)
             patience = _patience(config, on_start)
             if config.lr_schedule == "plateau":
                 lr_before = optimizer.param_groups[0]["lr"]
@@ -464,8 +491,9 @@ def _patience(config: TrainingConfig, on_start: bool) -> int:
 
 def _fingerprint_config(config: TrainingConfig) -> dict[str, Any]:
     """The settings a checkpoint must match; float32 precision, ``restart_on_decay=False``,
-    ``start_patience=None`` and ``start_margin=0`` are left out, so that checkpoints written before those settings
-    existed still resume."""
+    ``start_patience=None``, ``start_margin=0`` and ``validate_initial=True`` are left out, so that checkpoints
+    written before those settings existed still resume (the initial validation is the first epoch's business, done
+    before any checkpoint is written)."""
     settings = asdict(config)
     if settings["precision"] == "32":
         del settings["precision"]
@@ -475,6 +503,8 @@ def _fingerprint_config(config: TrainingConfig) -> dict[str, Any]:
         del settings["start_patience"]
     if settings["start_margin"] == 0:
         del settings["start_margin"]
+    if settings["validate_initial"]:
+        del settings["validate_initial"]
     return settings
 
 

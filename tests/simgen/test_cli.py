@@ -235,7 +235,7 @@ def test_simulate_summarises_failures_of_an_external_program(tmp_path, capsys):
     assert "8 simulations" in out and "ExternalSimulatorError" in out and "diverged" in out
 
 
-def test_train_log_theta_from_the_command_line(tmp_path):
+def test_train_log_theta_and_validate_initial_from_the_command_line(tmp_path):
     store = tmp_path / "collider.h5"  # the collider's prior is positive in all three dimensions
     assert main(["simulate", "--simulator", "collider", "--option", "level=parton_smeared", "--num", "200",
                  "--store", str(store), "--quiet"]) == 0
@@ -253,5 +253,9 @@ def test_train_log_theta_from_the_command_line(tmp_path):
             logged[list(dims)] = True
             expected = torch.where(logged, theta.log(), theta).mean(0)
             torch.testing.assert_close(emu.density.c_standardize.loc.reshape(-1), expected, atol=1e-4, rtol=1e-4)
+    for flag, validated in (("--validate-initial", True), ("--no-validate-initial", False)):
+        out = tmp_path / f"{flag}.pt"
+        assert main([*args, "--out", str(out), flag]) == 0
+        assert (simgen.load(out).history.initial_validation_loss is not None) == validated
     assert main([*args, "--out", str(tmp_path / "x.pt"), "--log-theta", "yes"]) == 2
     assert main([*args[:4], "--out", str(tmp_path / "x.pt"), "--direction", "posterior", "--log-theta", "0"]) == 2

@@ -36,10 +36,11 @@ def test_example_written_by_init_is_valid():
 def test_budget_presets_and_explicit_keys():
     config, _ = parse('simulator = "two_moons"\nbudget = "tiny"\n[simulation]\nnum_simulations = 123\n'
                       '[posterior]\ntraining = { max_epochs = 7, restart_on_decay = true, start_patience = 30, '
-                      'start_margin = 0.05 }\n')
+                      'start_margin = 0.05, validate_initial = false }\n')
     assert config.num_simulations == 123  # explicit wins
     assert config.posterior.training == {"max_epochs": 7, "restart_on_decay": True, "start_patience": 30,
-                                         "start_margin": 0.05, "max_time": BUDGETS["tiny"]["posterior_time"]}
+                                         "start_margin": 0.05, "validate_initial": False,
+                                         "max_time": BUDGETS["tiny"]["posterior_time"]}
     assert config.num_samples == BUDGETS["tiny"]["num_samples"]
     assert config.posterior.num_train is None
     subset, _ = parse('simulator = "two_moons"\n[emulator]\nnum_train = 50\n')

@@ -84,7 +84,8 @@ class _Preempted(Exception):
 
 
 def _preempted_and_resumed(store, checkpoint):
-    """Every rank stops in the second epoch (as a pre-empted job), then the fit is run again and resumes."""
+    """Every rank stops in the second epoch (as a pre-empted job), then the fit is run again and resumes. The
+    validations counted: the initial state's, the first epoch's, then the second's, where the job stops."""
     from simgen.training import trainer
 
     evaluate = trainer._evaluate_ranks
@@ -92,7 +93,7 @@ def _preempted_and_resumed(store, checkpoint):
 
     def stop_in_second_epoch(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == 3:
             raise _Preempted
         return evaluate(*args, **kwargs)
 
@@ -103,7 +104,7 @@ def _preempted_and_resumed(store, checkpoint):
         pass
     finally:
         trainer._evaluate_ranks = evaluate
-    assert len(calls) == 2
+    assert len(calls) == 3
     est = PosteriorEstimator(_prior(), device="cpu")
     est.fit(store, checkpoint=checkpoint, **SETTINGS)  # the seed comes from the checkpoint
     return est

@@ -53,6 +53,43 @@ def test_best_state_is_restored():
     assert val == pytest.approx(history.best_validation_loss, rel=1e-5)
 
 
+class NoisyGaussianMean(GaussianMean):
+    """GaussianMean whose loss adds noise drawn from the global random stream, as a stochastic objective does."""
+
+    def loss(self, y, c):
+        return super().loss(y + 0.1 * torch.randn_like(y), c)
+
+
+def test_an_initial_state_no_epoch_improves_on_is_kept():
+    # w starts at the least-squares optimum; steps of a learning rate far too large only move it away
+    y, c = _data()
+    model = GaussianMean()
+    with torch.no_grad():
+        model.w.fill_(float((y * c).sum() / (c * c).sum()))
+    start = model.w.item()
+    cfg = TrainingConfig(max_epochs=30, learning_rate=1.0, batch_size=64, lr_schedule="constant", patience=5,
+                         clip_grad_norm=None, ema_decay=None)
+    history = train(model, y, c, cfg, seed=0, progress=False)
+    assert history.best_epoch == -1 and history.epochs == 5 and history.stopped_early
+    assert min(history.validation_loss) > history.initial_validation_loss == history.best_validation_loss
+    assert model.w.item() == start
+
+
+def test_validating_the_initial_state_leaves_the_steps_of_a_run_unchanged():
+    # the initial pass draws from the global stream too: a run whose initial state is not kept must take the
+    # same steps with and without it
+    y, c = _data()
+    weights, histories = [], []
+    for validate_initial in (True, False):
+        model = NoisyGaussianMean()
+        cfg = TrainingConfig(max_epochs=8, learning_rate=0.1, batch_size=64, validate_initial=validate_initial)
+        histories.append(train(model, y, c, cfg, seed=0, progress=False))
+        weights.append(model.w.item())
+    on, off = histories
+    assert weights[0] == weights[1] and on.validation_loss == off.validation_loss and on.best_epoch >= 0
+    assert on.initial_validation_loss > on.best_validation_loss and off.initial_validation_loss is None
+
+
 @pytest.mark.parametrize("restart", [True, False])
 def test_restart_on_decay_goes_back_to_the_best_state(restart):
     # a learning rate too large for the problem: the plateau schedule lowers it after stale epochs; with
@@ -79,10 +116,11 @@ def test_restart_on_decay_goes_back_to_the_best_state(restart):
         assert any(restarted), "no restart happened: the check is vacuous"
 
 
-def test_restart_on_decay_never_sends_a_run_back_to_its_first_epoch():
+@pytest.mark.parametrize("validate_initial", [True, False])
+def test_restart_on_decay_never_sends_a_run_back_to_its_first_epoch(validate_initial):
     # validation rows centred far from the training rows: from w = 2 the training loss falls towards w = 0
     # while the validation loss rises at every epoch, so the schedule lowers the rate on a run whose best is
-    # still its first epoch, and a restart would send it back there
+    # still its start (the initial state when validated, else the first epoch), and a restart would send it back
     n = 400
     c = torch.ones(n, 1)
     y = torch.zeros(n, 1)
@@ -91,9 +129,11 @@ def test_restart_on_decay_never_sends_a_run_back_to_its_first_epoch():
     with torch.no_grad():
         model.w.fill_(2.0)
     cfg = TrainingConfig(max_epochs=20, learning_rate=0.01, batch_size=64, patience=20, clip_grad_norm=None,
-                         ema_decay=None, restart_on_decay=True)
+                         ema_decay=None, restart_on_decay=True, validate_initial=validate_initial)
     history = train(model, y, c, cfg, seed=0, progress=False, epoch_hook=lambda e: starts.append(model.w.item()))
-    assert history.best_epoch == 0 and history.epochs == 20
+    assert history.best_epoch == (-1 if validate_initial else 0) and history.epochs == 20
+    if validate_initial:   # the initial state, w = 2, is what comes back
+        assert model.w.item() == 2.0 and history.best_validation_loss == history.initial_validation_loss
     assert min(history.learning_rate) < cfg.learning_rate, "the schedule never lowered the rate: vacuous"
     assert all(b < a for a, b in zip(history.train_loss, history.train_loss[1:], strict=False))
     assert all(b < a for a, b in zip(starts[1:], starts[2:], strict=False)), "a restart sent w back up"
