@@ -43,7 +43,9 @@ def test_gaussian_linear_posterior_c2st(gaussian_linear):
     _, x_o = _observations(sim, 3, seed=1)
     scores = _c2st_per_observation(post, sim, x_o)
     print("gaussian_linear NPE C2ST per observation:", [round(s, 3) for s in scores])
-    assert sum(scores) / 3 <= 0.60
+    # the flow keeps its linear-Gaussian start, the exact posterior up to the regression's error, unless an
+    # epoch improves on it (TrainingConfig.validate_initial)
+    assert sum(scores) / 3 <= 0.52
 
 
 def test_gaussian_linear_emulator_held_out_gap(gaussian_linear):
@@ -53,7 +55,8 @@ def test_gaussian_linear_emulator_held_out_gap(gaussian_linear):
     theta_t, x_t = simgen.simulate(sim, sim.prior, 5_000, seed=123, progress=False)
     gap = (sim.log_likelihood(theta_t, x_t) - emu.log_prob(x_t, theta_t).double()).mean().item()
     print(f"gaussian_linear NLE held-out gap E[log p - log q] = {gap:.4f} nats")
-    assert gap <= 0.1
+    # above the exact log-likelihood on average would be a bug, not a good result
+    assert -0.01 <= gap <= 0.02
 
 
 def test_two_moons_posterior_samples_stay_in_the_prior_box(two_moons_10k):
