@@ -80,7 +80,7 @@ def train_family(family: str, prior, theta, x, seed: int, settings: dict,
         posts.append(post)
         seconds, epochs = seconds + history.wall_time, epochs + history.epochs
         if history.best_epoch == -1:
-            print(f"  member {k}: the initial state was kept (no epoch improved on its validation loss)", flush=True)
+            print(f"  member {k}: returned its initial state (better than every epoch's)", flush=True)
         if post.choice is not None and k == 0:
             print(f"  auto chose {post.choice}", flush=True)
 

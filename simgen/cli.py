@@ -638,8 +638,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="how far below the first epoch's the validation loss must fall for the run to leave "
                             "its start (default 0; 0.05 nats for gold fits)")
     train.add_argument("--validate-initial", action=argparse.BooleanOptionalAction, default=None,
-                       help="validate the model as built, before its first step, and keep it when no epoch improves "
-                            "on it (default: on)")
+                       help="validate the model as built, before its first step, and return it when it is better "
+                            "than every epoch's (default: on)")
     train.add_argument("--precision", choices=("32", "bf16", "16"), default=None,
                        help="training arithmetic: 32 (default), or mixed precision with bf16 or 16 (float16, GPUs)")
     train.add_argument("--nproc", type=int, default=None,

@@ -71,10 +71,12 @@ class TrainingConfig:
             flow begins from) before it falls below the first epoch's; a restart would send it down the same
             path again.
         max_time: stop after this many seconds (the best state so far is kept).
-        validate_initial: validate the model as built, before its first step, and keep that state when no epoch
-            improves on it (:attr:`TrainingHistory.best_epoch` ``-1``). Early stopping then never returns a model
-            worse on the held-out rows than the one training began from: where the family starts from an exact or
-            nearly exact model (a flow at the identity on the least-squares linear-Gaussian fit of a
+        validate_initial: validate the model as built, before its first step, and return that state when it is
+            better than every epoch's (:attr:`TrainingHistory.best_epoch` ``-1``). Training, early stopping and
+            restarts go on exactly as without it, judged by the epochs alone (a run can get worse for a while
+            before it leaves a poor start); only the final choice sees the initial state too. So a fit never
+            returns a model worse on the held-out rows than the one it began from: where the family starts from
+            an exact or nearly exact model (a flow at the identity on the least-squares linear-Gaussian fit of a
             linear-Gaussian problem), steps of a learning rate chosen for harder problems can only add noise.
         ema_decay: validate, keep and restore an exponential moving average of the weights,
             φ̄ ← β φ̄ + (1 − β) φ after every step (Polyak averaging, β = ``ema_decay``), which smooths the
@@ -135,8 +137,8 @@ class TrainingHistory:
         train_loss: mean training loss per epoch.
         validation_loss: validation loss per epoch.
         learning_rate: learning rate used in each epoch.
-        best_epoch: epoch (0-based) whose state was restored; ``-1``: the initial state, which no epoch improved
-            on (:attr:`TrainingConfig.validate_initial`).
+        best_epoch: epoch (0-based) whose state was restored; ``-1``: the initial state, better than every
+            epoch's (:attr:`TrainingConfig.validate_initial`).
         best_validation_loss: its validation loss.
         initial_validation_loss: the validation loss of the model as built, before its first step (``None``
             when not validated).
@@ -244,7 +246,7 @@ def train(
     scheduler = _scheduler(optimizer, config)
     history = TrainingHistory(num_train=n_train, num_validation=n_validation)
     # DDP broadcasts rank 0's weights and buffers as it wraps the model: before the averaged copy is made, so that
-    # every rank validates (and may keep) the same initial state
+    # every rank validates (and may return) the same initial state
     ddp = group.wrap(model) if group is not None else None
     # The averaged copy is what gets validated, kept and restored; the raw weights only take the steps.
     averaged = (
@@ -254,6 +256,7 @@ def train(
     )
     evaluated = averaged.module if averaged is not None else model
     best_state = copy.deepcopy(evaluated.state_dict())
+    initial_state: dict[str, Tensor] | None = None
     stale = 0
     first_epoch, done, elapsed = 0, False, 0.0
     fingerprint, saved = None, None
@@ -278,6 +281,7 @@ def train(
                 scheduler.load_state_dict(saved["scheduler"])
             generator.set_state(saved["generator"])
             best_state, stale = saved["best_state"], int(saved["stale"])
+            initial_state = saved.get("initial_state")  # (absent from checkpoints written before it existed)
             history = TrainingHistory(**saved["history"])
             first_epoch, done, elapsed = int(saved["epoch"]), bool(saved["done"]), float(saved["elapsed"])
     autocast, scaler = _mixed_precision(config.precision, device)
@@ -309,7 +313,7 @@ def train(
                     module.on_epoch(epoch)
             if epoch == 0 and config.validate_initial:
                 # the draws of a stochastic loss leave the run's random stream as it would be without this pass,
-                # so that a run whose initial state is not kept takes the same steps either way
+                # so that the run takes the same steps either way
                 with torch.random.fork_rng(devices=devices):
                     if group is None:
                         initial = _evaluate(evaluated, data.validation_batches(batch_size * 16), device)
@@ -317,9 +321,7 @@ def train(
                         initial, _ = _evaluate_ranks(evaluated, data, batch_size * 16, device, group, sharded,
                                                      torch.zeros(()), 0)
                 history.initial_validation_loss = initial
-                if initial < history.best_validation_loss:  # a non-finite loss is never kept
-                    history.best_validation_loss, history.best_epoch = initial, -1
-                    best_state = copy.deepcopy(evaluated.state_dict())
+                initial_state = copy.deepcopy(evaluated.state_dict())
             model.train()
             total = torch.zeros((), device=device)
             seen = 0
@@ -360,7 +362,7 @@ def train(
             history.validation_loss.append(val)
             history.learning_rate.append(optimizer.param_groups[0]["lr"])
             history.epochs = epoch + 1
-            if not math.isfinite(val) and not any(math.isfinite(v) for v in history.validation_loss):
+            if not math.isfinite(val) and not math.isfinite(history.best_validation_loss):
                 raise FloatingPointError(
                     f"validation loss is {val} at epoch {epoch}: the model diverged from the start; "
                     "lower the learning rate or check the training data"
@@ -371,9 +373,7 @@ def train(
             else:
                 stale += 1
             bar.set_postfix(val=f"{val:.4g}", best=f"{history.best_validation_loss:.4g}", refresh=False)
-            # the initial state, when it is still the best, is the start itself
-            on_start = (history.best_epoch == -1
-                        or history.best_validation_loss >= history.validation_loss[0] - config.start_margin)
+            on_start = history.best_validation_loss >= history.validation_loss[0] - config.start_margin
             patience = _patience(config, on_start)
             if config.lr_schedule == "plateau":
                 lr_before = optimizer.param_groups[0]["lr"]
@@ -395,10 +395,14 @@ def train(
             if checkpoint is not None:
                 _save(checkpoint, group, fingerprint, seed, epoch + 1, stop or epoch + 1 == config.max_epochs,
                       time.perf_counter() - start, model, averaged, optimizer, scheduler, generator, best_state,
-                      stale, history, devices, scaler)
+                      initial_state, stale, history, devices, scaler)
             if stop:
                 break
         bar.close()
+    initial = history.initial_validation_loss
+    if initial_state is not None and initial is not None and initial < history.best_validation_loss:
+        # better than every epoch (a non-finite loss never is)
+        best_state, history.best_epoch, history.best_validation_loss = initial_state, -1, initial
     model.load_state_dict(best_state)
     model.eval()
     history.wall_time = time.perf_counter() - start
@@ -459,7 +463,8 @@ def _save(
     path: str | os.PathLike, group: distributed.Group | None, fingerprint: dict[str, Any], seed: int | None,
     epochs: int, done: bool, elapsed: float, model: nn.Module, averaged: nn.Module | None,
     optimizer: torch.optim.Optimizer, scheduler: Any, generator: torch.Generator, best_state: dict[str, Tensor],
-    stale: int, history: TrainingHistory, devices: list[int], scaler: torch.amp.GradScaler,
+    initial_state: dict[str, Tensor] | None, stale: int, history: TrainingHistory, devices: list[int],
+    scaler: torch.amp.GradScaler,
 ) -> None:
     """Rank 0 writes the checkpoint; every rank's torch random state goes in it (each draws its own noise)."""
     rng = torch.get_rng_state()
@@ -476,7 +481,7 @@ def _save(
         "model": model.state_dict(), "averaged": averaged.state_dict() if averaged is not None else None,
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "generator": generator.get_state(), "rng": rng, "cuda_rng": cuda_rng, "best_state": best_state,
-        "stale": stale, "history": history.to_dict(),
+        "initial_state": initial_state, "stale": stale, "history": history.to_dict(),
         "scaler": scaler.state_dict() if scaler.is_enabled() else None,
     }, path)
 

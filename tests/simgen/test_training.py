@@ -60,19 +60,39 @@ class NoisyGaussianMean(GaussianMean):
         return super().loss(y + 0.1 * torch.randn_like(y), c)
 
 
-def test_an_initial_state_no_epoch_improves_on_is_kept():
-    # w starts at the least-squares optimum; steps of a learning rate far too large only move it away
-    y, c = _data()
-    model = GaussianMean()
-    with torch.no_grad():
-        model.w.fill_(float((y * c).sum() / (c * c).sum()))
-    start = model.w.item()
-    cfg = TrainingConfig(max_epochs=30, learning_rate=1.0, batch_size=64, lr_schedule="constant", patience=5,
-                         clip_grad_norm=None, ema_decay=None)
-    history = train(model, y, c, cfg, seed=0, progress=False)
-    assert history.best_epoch == -1 and history.epochs == 5 and history.stopped_early
+def test_an_initial_state_better_than_every_epoch_is_returned(tmp_path):
+    # validation rows centred far from the training rows: from w = 2 every step towards the training rows' w = 0
+    # raises the validation loss, so the initial state is better than every epoch's
+    n = 400
+    c, y = torch.ones(n, 1), torch.zeros(n, 1)
+    y[split_indices(n, 0.1, torch.Generator().manual_seed(0))[1]] = 3.0
+
+    def run(validate_initial, **kwargs):
+        model = GaussianMean()
+        with torch.no_grad():
+            model.w.fill_(2.0)
+        cfg = TrainingConfig(max_epochs=30, learning_rate=0.01, batch_size=64, lr_schedule="constant", patience=5,
+                             clip_grad_norm=None, ema_decay=None, validate_initial=validate_initial)
+        return model, train(model, y, c, cfg, seed=0, progress=False, **kwargs)
+
+    model, history = run(True)
+    _, epochs_only = run(False)
+    # training and stopping follow the epochs alone, as without the check; only the final choice differs
+    assert history.validation_loss == epochs_only.validation_loss and history.epochs == epochs_only.epochs == 6
+    assert (epochs_only.best_epoch, history.best_epoch) == (0, -1) and history.stopped_early
     assert min(history.validation_loss) > history.initial_validation_loss == history.best_validation_loss
-    assert model.w.item() == start
+    assert model.w.item() == 2.0
+
+    # a run interrupted after the initial validation and resumed from its checkpoint returns the initial state too
+    def interrupt_at_3(epoch):
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(True, checkpoint=tmp_path / "a.ckpt", epoch_hook=interrupt_at_3)
+    resumed, again = run(True, checkpoint=tmp_path / "a.ckpt")
+    assert again.best_epoch == -1 and again.validation_loss == history.validation_loss
+    assert resumed.w.item() == model.w.item()
 
 
 def test_validating_the_initial_state_leaves_the_steps_of_a_run_unchanged():

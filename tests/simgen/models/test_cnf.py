@@ -291,7 +291,7 @@ def test_map_emulator_and_map_posterior_train_and_sample(family):
     prior = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1)
     emu = simgen.LikelihoodEstimator(prior, make_family(family, MAP_FAMILY))
     # the network as built outputs zeros, whose divergence every probe count estimates exactly: the probe checks
-    # below need one that has taken steps, not the initial state the trainer would keep after one short epoch
+    # below need one that has taken steps, not the initial state the trainer may return after one short epoch
     emu.fit(theta, x, seed=0, progress=False, max_epochs=1, batch_size=64, validate_initial=False)
     fake = emu.sample(3, theta[0], generator=torch.Generator().manual_seed(0))
     assert fake.shape == (3, 16, 16) and torch.isfinite(fake).all()
