@@ -361,7 +361,7 @@ def loss_curves(history: Any) -> Figure:
         best = h.get("best_epoch")
         if best is not None and 0 <= best < len(val):
             ax.plot(best, val[best], "o", color=color, ms=6, mfc="none")
-        elif best == -1 and h.get("initial_validation_loss") is not None:  # the initial state, kept
+        elif best == -1 and h.get("initial_validation_loss") is not None:  # the initial state, returned
             ax.plot(-1, h["initial_validation_loss"], "o", color=color, ms=6, mfc="none")
         lr = list(h.get("learning_rate") or [])
         if lr:

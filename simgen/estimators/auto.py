@@ -14,9 +14,9 @@ for which problem"), which also give the figures behind each:
   likelihood estimation (a categorical network over x's discrete columns) when x has any: exact log p, cheap
   gradients for MCMC.
 * **posterior** → the flow, on the default embedding of x's kind: on two_moons and slcp at 10³ and 10⁴
-  simulations every other family was less accurate; on the Gaussian posteriors of gaussian_linear, where it keeps
-  its linear-Gaussian start when training does not improve on it, it is level with them or ahead; and it trains
-  and samples fastest.
+  simulations every other family was less accurate; on the Gaussian posteriors of gaussian_linear, where it
+  returns its linear-Gaussian start when that is better than every epoch's, it is level with them or ahead; and it
+  trains and samples fastest.
 * **every budget** measured (10³ and 10⁴ simulations): the same families with their own training defaults; the
   trainer's automatic batch (an eighth of the rows) scales the steps per epoch with the data, and longer
   schedules, larger flows and ensembles of flows did not measure better.

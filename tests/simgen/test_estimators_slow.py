@@ -43,8 +43,8 @@ def test_gaussian_linear_posterior_c2st(gaussian_linear):
     _, x_o = _observations(sim, 3, seed=1)
     scores = _c2st_per_observation(post, sim, x_o)
     print("gaussian_linear NPE C2ST per observation:", [round(s, 3) for s in scores])
-    # the flow keeps its linear-Gaussian start, the exact posterior up to the regression's error, unless an
-    # epoch improves on it (TrainingConfig.validate_initial)
+    # the flow returns its linear-Gaussian start, the exact posterior up to the regression's error, when no epoch
+    # is better (TrainingConfig.validate_initial)
     assert sum(scores) / 3 <= 0.52
 
 

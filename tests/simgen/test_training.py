@@ -96,8 +96,7 @@ def test_an_initial_state_better_than_every_epoch_is_returned(tmp_path):
 
 
 def test_validating_the_initial_state_leaves_the_steps_of_a_run_unchanged():
-    # the initial pass draws from the global stream too: a run whose initial state is not kept must take the
-    # same steps with and without it
+    # the initial pass draws from the global stream too: the run must take the same steps with and without it
     y, c = _data()
     weights, histories = [], []
     for validate_initial in (True, False):
