@@ -343,7 +343,8 @@ def _train_rank(args: argparse.Namespace, config: Any, sim: Any, store: Any, spe
             rows = store.read_chunk(*store.visible_chunks()[0], ("x", "valid"))
             x = rows["x"][rows["valid"]]
         estimator = simgen.PosteriorEstimator(sim.prior, model_of(spec, "vector"), simulator=sim,
-                                              embedding=make_embedding(spec.embedding, x, x_kind),
+                                              embedding=make_embedding(spec.embedding, x, x_kind,
+                                                                       seed=config.seed),
                                               device=_device(config), gold=spec.gold, gold_weight=spec.gold_weight)
     else:
         estimator = simgen.LikelihoodEstimator(sim.prior, model_of(spec, x_kind),

@@ -72,10 +72,13 @@ def _silent(_: str) -> None:
 # ------------------------------------------------------------------------------------------------ embedding
 
 
-def make_embedding(kind: str, x: Tensor, x_kind: str | None, key: str = "posterior.embedding") -> nn.Module | None:
+def make_embedding(kind: str, x: Tensor, x_kind: str | None, key: str = "posterior.embedding",
+                   seed: int | None = None) -> nn.Module | None:
     """The posterior's embedding of x ``[n, *x_shape]`` named by the configuration: ``"auto"`` (``None``: the
     estimator's default for ``x_kind``), ``"flatten"`` or ``"power_spectrum"`` (calibrated on ``x`` standardised
-    as the estimator will); ``key`` names the configuration key in errors."""
+    as the estimator will); ``key`` names the configuration key in errors. Its network is initialised from
+    ``seed`` (the run's), without touching the caller's random state: an estimator takes a given embedding as it
+    is, so a seeded fit repeats only if the embedding does."""
     x_shape = tuple(x.shape[1:])
     if kind == "auto":
         return None
@@ -88,7 +91,9 @@ def make_embedding(kind: str, x: Tensor, x_kind: str | None, key: str = "posteri
             raise ConfigError(key, f"'power_spectrum' needs square maps; x has shape {x_shape} "
                               f"(x_kind {x_kind!r}); allowed here: 'auto', 'flatten'")
         std = Standardize(x_shape, per_channel=True).fit(x)
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(int(seed))
             return nets.PowerSpectrumEmbedding(x_shape).calibrate(std(x))
     raise ConfigError(key, f"must be one of 'auto', 'flatten', 'power_spectrum'; got {kind!r}")
 
@@ -243,7 +248,7 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
 
     spec = config.posterior
     theta, x = theta[: spec.num_train], x[: spec.num_train]
-    embedding = make_embedding(spec.embedding, x, getattr(simulator, "x_kind", None))
+    embedding = make_embedding(spec.embedding, x, getattr(simulator, "x_kind", None), seed=config.seed)
     post = simgen.PosteriorEstimator(simulator.prior, model_of(spec, "vector"), embedding=embedding,
                                      simulator=simulator, device=_device(config), gold=spec.gold,
                                      gold_weight=spec.gold_weight)
@@ -302,7 +307,8 @@ def fit_ratio(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, pr
 
     spec = config.ratio
     theta, x = theta[: spec.num_train], x[: spec.num_train]
-    embedding = make_embedding(spec.embedding, x, getattr(simulator, "x_kind", None), "ratio.embedding")
+    embedding = make_embedding(spec.embedding, x, getattr(simulator, "x_kind", None), "ratio.embedding",
+                               seed=config.seed)
     est = simgen.RatioEstimator(simulator.prior, spec.model, embedding=embedding, simulator=simulator,
                                 device=_device(config), gold=spec.gold, gold_weight=spec.gold_weight, **spec.options)
     history = est.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint,

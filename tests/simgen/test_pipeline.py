@@ -60,6 +60,18 @@ def test_exact_shells_are_invariant_under_the_lattice_symmetries(maps):
     assert emb(x[:7]).shape == (7, 32)
 
 
+def test_a_seeded_embedding_repeats_and_leaves_the_random_state_alone(maps):
+    # an estimator takes a given embedding as it is: a seeded run repeats only if its embedding does
+    _, _, x = maps
+    state = torch.get_rng_state()
+    a, b = (make_embedding("power_spectrum", x, "map", seed=3) for _ in range(2))
+    assert torch.equal(torch.get_rng_state(), state)
+    other = make_embedding("power_spectrum", x, "map", seed=4)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    assert any(not torch.equal(p, r) for p, r in zip(a.parameters(), other.parameters(), strict=True))
+
+
 def test_posterior_with_power_spectrum_embedding_saves_and_loads(maps, tmp_path):
     sim, theta, x = maps
     emb = make_embedding("power_spectrum", x, "map")
