@@ -16,6 +16,8 @@ method: C2ST mean ± standard error over observations, training wall time and ep
         --ensemble 3                                             # a mixture of 3 independently trained flows
     OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks slcp --budgets 10000 --families nle --sbi '' \\
         --mcmc '{"num_init": 1000000, "warmup": 2000, "thin": 20}'  # the emulator's posterior by MCMC
+    OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks slcp --budgets 10000 --families nle --sbi '' \
+        --mcmc '{"proposal": "posterior"}'                       # chains started from the amortised posterior
     OMP_NUM_THREADS=1 python benchmarks/frontier.py --observations sbibm --sbibm sbibm-1.1.0-py2.py3-none-any.whl
     OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks poisson_glm --families auto --sbi npe \\
         --seeds 0,1,2,3,4 --num-samples 2000                     # five campaigns, paired against sbi's NPE
@@ -30,7 +32,9 @@ that the two agree. Otherwise the observations are simgen's own: θ_o from the p
 but the other direction: ``simgen.LikelihoodEstimator(prior)`` (its ``"auto"`` family) trained on the same pairs,
 its posterior sampled by MCMC (``emu.posterior()``, its defaults; ``--mcmc`` sets its options), so its "sample"
 time is MCMC's and no draw is amortised (x's discrete columns are not declared to it, and ``--options`` and
-``--ensemble`` do not apply to it). ``--options`` gives families
+``--ensemble`` do not apply to it). ``--mcmc '{"proposal": "posterior"}'`` also fits the ``auto`` posterior on
+the same pairs and starts the chains from it (SIR from its defensive mixture with the prior), its training time
+added to the emulator's. ``--options`` gives families
 constructor arguments other than their defaults, ``--training`` training settings (:class:`simgen.TrainingConfig`
 fields) for every simgen family, ``--estimator`` keyword arguments of ``simgen.PosteriorEstimator`` (such as
 ``'{"linear_baseline": false}'``): what a change of defaults is measured with.
@@ -95,10 +99,19 @@ def train_family(family: str, prior, theta, x, seed: int, settings: dict,
 
 def train_nle(prior, theta, x, seed: int, settings: dict, mcmc: dict) -> tuple[Callable, float, int]:
     """simgen's emulator q(x | θ) (``model="auto"``) on the pairs and its posterior p(θ) Π q(x_o | θ) sampled by
-    MCMC with options ``mcmc``: the sampler ``draw(n, x_o, seed)``, training seconds and epochs."""
+    MCMC with options ``mcmc``: the sampler ``draw(n, x_o, seed)``, training seconds and epochs. ``mcmc``'s
+    ``"proposal": "posterior"`` also fits the amortised posterior (``model="auto"``, same pairs and seed) for SIR
+    to start the chains from; its seconds and epochs are added to the emulator's."""
     emu = simgen.LikelihoodEstimator(prior)
     history = emu.fit(theta, x, seed=seed, progress=False, **settings)
+    seconds, epochs = history.wall_time, history.epochs
     print(f"  the emulator: {emu.choice}", flush=True)
+    if mcmc.get("proposal") == "posterior":
+        post = simgen.PosteriorEstimator(prior)
+        fitted = post.fit(theta, x, seed=seed, progress=False, **settings)
+        seconds, epochs = seconds + fitted.wall_time, epochs + fitted.epochs
+        print(f"  the proposal: {post.choice} ({fitted.wall_time:.1f} s)", flush=True)
+        mcmc = {**mcmc, "proposal": post}
     posterior = emu.posterior(**{"progress": False, **mcmc})
 
     def draw(n: int, x_o: torch.Tensor, s: int) -> torch.Tensor:
@@ -106,7 +119,7 @@ def train_nle(prior, theta, x, seed: int, settings: dict, mcmc: dict) -> tuple[C
         print(f"    MCMC: {posterior.last_run}", flush=True)
         return samples
 
-    return draw, history.wall_time, history.epochs
+    return draw, seconds, epochs
 
 
 def train_sbi(kind: str, prior, theta, x, seed: int) -> tuple[Callable, float, int]:

@@ -424,7 +424,10 @@ def _sample(args: argparse.Namespace) -> int:
     joint = est.direction == "joint"
     _check_mcmc_target(args, est)
     if est.direction == "ratio":
-        est = est.posterior(progress=not args.quiet, **(args.mcmc or {}))
+        from . import pipeline
+
+        est = est.posterior(progress=not args.quiet, **pipeline.mcmc_options(args.mcmc or {}, device=args.device,
+                                                                              key="mcmc"))
         flag, given = "--x", args.x
         missing = f"{args.model} is a ratio estimator: give the observations with --x FILE"
     elif est.direction in ("posterior", "joint"):
@@ -497,8 +500,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             summary["mean_c2st"] = round(sum(scores) / len(scores), 4)
             say(f"mean C2ST against the reference posterior: {summary['mean_c2st']:.3f}")
         if config.calibration > 0:
+            mcmc = pipeline.mcmc_options(config.mcmc, base_dir=config.base_dir, device=args.device) if ratio else {}
             posterior = est.posterior(num_chains=config.mcmc_chains, warmup=config.mcmc_warmup,
-                                      progress=False, **config.mcmc) if ratio else est
+                                      progress=False, **mcmc) if ratio else est
             summary["calibration"] = pipeline.check_calibration(config, sim, posterior, outputs, say=say)
     else:
         summary["emulator"] = pipeline.check_likelihood(config, sim, est, observations.theta, outputs, say=say)

@@ -86,7 +86,8 @@ _OBSERVATION_KEYS = ("held_out", "theta", "file", "true_theta")
 _EVALUATION_KEYS = ("num_samples", "c2st", "reference_samples", "calibration", "calibration_samples",
                     "emulator_maps", "spectrum_maps", "mcmc_chains", "mcmc_warmup", "mcmc")
 #: keys of ``[evaluation] mcmc``: options of :class:`~simgen.mcmc.MCMCPosterior` beside the chains and warm-up
-MCMC_KEYS = ("method", "thin", "num_init", "init_ess", "max_init", "num_leapfrog", "target_accept")
+MCMC_KEYS = ("method", "thin", "num_init", "init_ess", "max_init", "num_leapfrog", "target_accept", "proposal",
+             "prior_weight")
 _OUTPUT_KEYS = ("dir", "report", "save_models")
 
 
@@ -312,6 +313,7 @@ c2st = true                  # C2ST against the simulator's reference posterior,
 # mcmc_chains = 100          # chains (and warm-up sweeps) of the MCMC through the emulator ([likelihood].mcmc)
 # mcmc_warmup = 50
 # mcmc = { method = "mala", thin = 10, init_ess = 50 }   # further MCMC options (simgen.mcmc.MCMCPosterior's)
+# mcmc = { proposal = "posterior" }   # start the chains from the run's [posterior] (SIR from it, not the prior)
 
 [output]
 dir = "simgen-out"           # everything goes here: store, models, figures, summary.json, the report
@@ -367,7 +369,9 @@ def parse_mcmc_options(raw: Any, key: str = "evaluation.mcmc") -> dict[str, Any]
 
     Keys are :data:`MCMC_KEYS`, with the meanings of :class:`~simgen.mcmc.MCMCPosterior`'s arguments: ``method``
     (``"mala"``, ``"hmc"`` or ``"slice"``), ``thin``, ``num_init``, ``max_init`` and ``num_leapfrog`` (integers
-    >= 1), ``init_ess`` (a number >= 0) and ``target_accept`` (in (0, 1)). The number of chains and the warm-up
+    >= 1), ``init_ess`` (a number >= 0), ``target_accept`` (in (0, 1)), ``proposal`` (a string: ``"posterior"``,
+    the run's own posterior estimator, or the path of a saved one; resolved by
+    :func:`simgen.pipeline.mcmc_options`) and ``prior_weight`` (in [0, 1)). The number of chains and the warm-up
     are ``mcmc_chains`` and ``mcmc_warmup``.
 
     Raises:
@@ -381,8 +385,15 @@ def parse_mcmc_options(raw: Any, key: str = "evaluation.mcmc") -> dict[str, Any]
         where = f"{key}.{k}"
         if k == "method":
             out[k] = _str(v, where, METHODS)
-        elif k in ("init_ess", "target_accept"):
+        elif k == "proposal":
+            out[k] = _str(v, where)
+            if not out[k]:
+                raise ConfigError(where, "must be \"posterior\" (the run's posterior) or the path of a saved "
+                                  "posterior estimator; got an empty string")
+        elif k in ("init_ess", "target_accept", "prior_weight"):
             out[k] = _number(v, where)
+            if k == "prior_weight" and not 0 <= out[k] < 1:
+                raise ConfigError(where, f"must lie in [0, 1); got {v!r}")
             if k == "init_ess" and out[k] < 0:
                 raise ConfigError(where, f"must be a number >= 0; got {v!r}")
             if k == "target_accept" and not 0 < out[k] < 1:
@@ -745,6 +756,9 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
                     "spectrum_maps", "mcmc_chains", "mcmc_warmup")}
     c2st = _bool(evaluation.get("c2st", True), "evaluation.c2st")
     mcmc = parse_mcmc_options(evaluation.get("mcmc", {}))
+    if mcmc.get("proposal") == "posterior" and not posterior.enabled:
+        raise ConfigError("evaluation.mcmc.proposal", "\"posterior\" starts the chains from the run's posterior "
+                          "estimator, but [posterior] is not enabled: enable it, or give the path of a saved one")
 
     output = _table(raw.get("output", {}), "output", _OUTPUT_KEYS)
     out_dir = _str(output.get("dir", "simgen-out"), "output.dir")

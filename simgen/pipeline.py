@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from . import nets
 from .config import ConfigError, RunConfig
 from .estimators.auto import AUTO
+from .mcmc import MCMCPosterior
 from .utils import call_simulator
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "load_observations",
     "make_embedding",
     "make_observations",
+    "mcmc_options",
     "run",
     "simulate_at",
     "simulate_training_set",
@@ -400,6 +402,43 @@ def _reference(simulator: Any, x: Tensor, n: int, generator: torch.Generator) ->
         return None
 
 
+def mcmc_options(options: dict[str, Any], posterior: Any = None, *, base_dir: str | Path = ".",
+                 device: str | torch.device | None = None, key: str = "evaluation.mcmc") -> dict[str, Any]:
+    """MCMC ``options`` (a configuration's ``[evaluation] mcmc``, the CLI's ``--mcmc``) as
+    :class:`~simgen.mcmc.MCMCPosterior` takes them: a ``proposal`` of ``"posterior"`` becomes ``posterior``, the
+    run's fitted posterior estimator, and any other string the posterior estimator saved at that path (relative
+    to ``base_dir``), loaded with :func:`simgen.load` on ``device``.
+
+    Raises:
+        ConfigError: ``"posterior"`` without a posterior estimator, no model file at the path, or a model there
+            that is not a posterior estimator.
+    """
+    from .io import load
+
+    options = dict(options)
+    name = options.get("proposal")
+    if not isinstance(name, str):
+        return options
+    where = f"{key}.proposal"
+    if name == "posterior":
+        if posterior is None:
+            raise ConfigError(where, "\"posterior\" names the run's posterior estimator, and there is none here: "
+                              "give the path of a saved posterior estimator")
+        options["proposal"] = posterior
+        return options
+    path = Path(name).expanduser()
+    path = path if path.is_absolute() else Path(base_dir) / path
+    try:
+        est = load(path, device=device)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(where, f"must be \"posterior\" or the path of a saved posterior estimator: {e}") from None
+    if est.direction != "posterior":
+        raise ConfigError(where, f"{path} holds a {est.direction} model; the proposal must be a posterior "
+                          "estimator q(θ | x)")
+    options["proposal"] = est
+    return options
+
+
 def check_observations(config: RunConfig, simulator: Any, observations: Observations, outputs: Outputs, *,
                        posterior: Any = None, emulator: Any = None, ratio: Any = None, progress: bool = True,
                        say: Say = _silent, joint: Any = None) -> list[dict[str, Any]]:
@@ -416,13 +455,15 @@ def check_observations(config: RunConfig, simulator: Any, observations: Observat
     methods: list[tuple[str, Any]] = []
     if posterior is not None:
         methods.append(("posterior", posterior))
+    mcmc = (mcmc_options(config.mcmc, posterior, base_dir=config.base_dir, device=_device(config))
+            if (emulator is not None and config.likelihood.mcmc) or ratio is not None else {})
     if emulator is not None and config.likelihood.mcmc:
         methods.append(("emulator_mcmc", emulator.posterior(num_chains=config.mcmc_chains,
                                                             warmup=config.mcmc_warmup, progress=progress,
-                                                            **config.mcmc)))
+                                                            **mcmc)))
     if ratio is not None:
         methods.append(("ratio_mcmc", ratio.posterior(num_chains=config.mcmc_chains, warmup=config.mcmc_warmup,
-                                                      progress=progress, **config.mcmc)))
+                                                      progress=progress, **mcmc)))
     if joint is not None:
         methods.append(("joint", JointPosterior(joint)))
     for i in range(observations.x.shape[0]):
@@ -436,6 +477,8 @@ def check_observations(config: RunConfig, simulator: Any, observations: Observat
             start = time.perf_counter()
             draws = method.sample(config.num_samples, x_i, generator=generator)
             row[f"{label}_seconds"] = round(time.perf_counter() - start, 2)
+            if isinstance(method, MCMCPosterior):  # where the chains started, R̂ and ESS
+                row[f"{label}_run"] = str(method.last_run)
             saved[f"{label}_{i}"] = draws
             row[f"{label}_mean"] = [round(float(v), 5) for v in draws.mean(0)]
             row[f"{label}_std"] = [round(float(v), 5) for v in draws.std(0)]
@@ -448,6 +491,8 @@ def check_observations(config: RunConfig, simulator: Any, observations: Observat
                                          else "") + (", true θ marked" if truth is not None else "")
             outputs.figure(f"Observation {i}", f"corner_{label}_{i}", caption,
                            plots.corner(draws, reference=reference, truth=truth, labels=names))
+            if f"{label}_run" in row:
+                outputs.text(f"Observation {i}", f"{what}, MCMC: {row[f'{label}_run']}")
         if reference is not None:
             saved[f"reference_{i}"] = reference
             row["reference_mean"] = [round(float(v), 5) for v in reference.mean(0)]

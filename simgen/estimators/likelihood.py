@@ -339,8 +339,10 @@ class LikelihoodEstimator(Estimator):
         ``mcmc`` sets :class:`~simgen.mcmc.MCMCPosterior`'s options: ``method=`` (``"mala"``, ``"hmc"`` or
         ``"slice"`` — the one for emulators whose ``log_prob`` has no gradient), ``num_chains=``, ``warmup=``,
         ``thin=``, ``num_init=``, ``init_ess=``, ``max_init=``, ``num_leapfrog=``, ``target_accept=``,
-        ``monitor=`` (mode-invariant functions of θ for R̂/ESS) and ``progress=``. Each call's split-R̂ and ESS
-        are in ``.last_run``.
+        ``monitor=`` (mode-invariant functions of θ for R̂/ESS), ``proposal=`` (a fitted
+        :class:`~simgen.PosteriorEstimator` of the same θ and x for SIR's starting points to be drawn from,
+        mixed with the prior at ``prior_weight=``, instead of the prior alone: :mod:`simgen.mcmc.proposal`) and
+        ``progress=``. Each call's split-R̂ and ESS are in ``.last_run``.
 
         Raises:
             ValueError: no prior, or ``validity=True`` for an emulator not fitted from a store.

@@ -6,6 +6,8 @@ module:
 - :mod:`~simgen.mcmc.target`: what the samplers take, a batched unnormalised log-density;
 - :mod:`~simgen.mcmc.sir`: starting points by sampling-importance-resampling of prior draws, close to the
   posterior's typical set and in each of its modes in proportion to their mass;
+- :mod:`~simgen.mcmc.proposal`: SIR from an amortised posterior's defensive mixture instead of the prior
+  (Hesterberg 1995), for posteriors too thin for prior draws;
 - :mod:`~simgen.mcmc.gradient`: Hamiltonian Monte Carlo (Neal 2011, arXiv:1206.1901) and MALA (its one-step
   case, Roberts & Tweedie 1996), step size per chain by dual averaging (Hoffman & Gelman 2014, JMLR 15) and a
   diagonal mass matrix from Stan-like warm-up windows;
@@ -26,6 +28,7 @@ from __future__ import annotations
 from .convergence import effective_sample_size, split_rhat
 from .gradient import HMCResult, hmc_sample, mala_sample
 from .posterior import METHODS, MIN_DRAWS, MCMCPosterior, MCMCRun, Method
+from .proposal import DEFAULT_PRIOR_WEIGHT, ConditionalProposal, DefensiveMixture
 from .sir import SIRStart, sir_init, sir_start
 from .slice import slice_sample
 from .target import LogDensity
@@ -35,6 +38,9 @@ __all__ = [
     "sir_init",
     "sir_start",
     "SIRStart",
+    "ConditionalProposal",
+    "DefensiveMixture",
+    "DEFAULT_PRIOR_WEIGHT",
     "hmc_sample",
     "mala_sample",
     "HMCResult",

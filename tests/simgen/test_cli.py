@@ -63,6 +63,7 @@ def test_run_says_what_it_expects_and_where_everything_went(tmp_path, capsys):
         theta = [[0.2, -0.3]]
         [evaluation]
         calibration = 0
+        mcmc = { proposal = "posterior" }
         [output]
         dir = "results"
     """))
@@ -76,6 +77,7 @@ def test_run_says_what_it_expects_and_where_everything_went(tmp_path, capsys):
     row = summary["observations_results"][0]
     assert row["theta_true"] == [0.2, -0.3]
     assert 0.0 <= row["posterior_c2st"] <= 1.0 and 0.0 <= row["emulator_mcmc_c2st"] <= 1.0  # 200 draws: noisy
+    assert "proposal draws" in row["emulator_mcmc_run"]  # the chains started from the run's posterior
     assert "calibration" not in summary and "emulator" in summary
 
 

@@ -239,3 +239,95 @@ def test_sir_start_draws_until_the_weights_rest_on_enough_draws():
     assert abs(share - 0.7) < 3 * (0.21 / start.ess) ** 0.5 + 0.02, (share, start.ess)  # binomial SE at ESS draws
     capped = sir_start(log_fn, prior, 10, 10_000, torch.Generator().manual_seed(0), min_ess=1e9, max_init=50_000)
     assert capped.num_draws == 50_000  # 10⁴, 10⁴, 2·10⁴, then the cap's remaining 10⁴
+
+
+# --------------------------------------------------------------------------- SIR from an amortised posterior
+class ModesProposal:
+    """An 'amortised posterior' q(θ | x) with the interface of a PosteriorEstimator: Gaussians at ``modes`` with
+    shares ``weights`` and scale ``sd`` whatever x (each call's x is recorded)."""
+
+    def __init__(self, modes, weights, sd):
+        self.modes, self.weights, self.sd = modes, torch.as_tensor(weights), sd
+        self.seen = []
+
+    def _mixture(self):
+        comp = torch.distributions.Independent(torch.distributions.Normal(self.modes, self.sd), 1)
+        return torch.distributions.MixtureSameFamily(torch.distributions.Categorical(self.weights), comp)
+
+    def sample(self, n, x_obs, *, generator=None):
+        self.seen.append(torch.as_tensor(x_obs).shape)
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        return self.modes[idx] + self.sd * torch.randn(n, self.modes.shape[1], generator=generator)
+
+    def log_prob(self, theta, x):
+        self.seen.append(torch.as_tensor(x).shape)
+        return self._mixture().log_prob(theta)
+
+
+def test_the_defensive_mixture_draws_and_weighs_what_it_says():
+    from simgen.mcmc import DefensiveMixture
+
+    prior = BoxUniform(-10 * torch.ones(2), 10 * torch.ones(2))
+    q = ModesProposal(torch.tensor([[-5.0, 0.0], [5.0, 0.0]]), [0.5, 0.5], 0.1)
+    mix = DefensiveMixture(q, torch.zeros(1, 2), prior, 0.2)
+    theta = prior.sample((50,))
+    expected = torch.logsumexp(torch.stack([q._mixture().log_prob(theta) + math.log(0.8),
+                                            prior.log_prob(theta) + math.log(0.2)]), 0)
+    assert torch.allclose(mix.log_prob(theta), expected)
+    torch.manual_seed(0)
+    draws = mix.sample((20_000,))
+    near = ((draws[:, None, :] - q.modes).norm(dim=-1) < 1).any(1)
+    assert draws.shape == (20_000, 2)
+    assert abs(float((~near).float().mean()) - 0.2 * (1 - 2 * math.pi / 400)) < 0.01  # the prior's share
+    assert all(shape == (1, 2) for shape in q.seen)  # q conditioned on the observation as given
+    with pytest.raises(ValueError, match="prior_weight"):
+        DefensiveMixture(q, torch.zeros(1, 2), prior, 1.0)
+    wrong = DefensiveMixture(ModesProposal(torch.zeros(1, 3), [1.0], 0.1), torch.zeros(1, 2), prior, 0.1)
+    with pytest.raises(ValueError, match=r"\[n, d_theta\]"):
+        wrong.sample((10,))
+
+
+def test_sir_from_a_proposal_corrects_its_mode_shares_with_few_draws():
+    """The two narrow modes of the test above (masses 0.3 and 0.7): a proposal that finds both modes but gives
+    them the wrong shares (0.8 and 0.2), three times too wide, reaches the ESS target in one round of 10⁴
+    draws (the prior needs more
+    than 10⁵), and its importance weights give each mode its mass."""
+    from simgen.mcmc import DefensiveMixture
+
+    prior = BoxUniform(-10 * torch.ones(2), 10 * torch.ones(2))
+    modes, sd = torch.tensor([[-5.0, 0.0], [5.0, 0.0]]), 0.05
+
+    def log_fn(theta):
+        d2 = ((theta[:, None, :] - modes) ** 2).sum(-1) / sd**2
+        return torch.logsumexp(-0.5 * d2 + torch.log(torch.tensor([0.3, 0.7])), dim=1) + prior.log_prob(theta)
+
+    q = DefensiveMixture(ModesProposal(modes, [0.8, 0.2], 3 * sd), torch.zeros(1, 2), prior)
+    start = sir_start(log_fn, q, 4000, 10_000, torch.Generator().manual_seed(0), min_ess=50, max_init=10**6)
+    assert start.num_draws == 10_000 and start.ess > 500
+    share = float((start.theta[:, 0] > 0).float().mean())
+    assert abs(share - 0.7) < 3 * (0.21 / start.ess) ** 0.5 + 3 * (0.21 / 4000) ** 0.5, (share, start.ess)
+    from_prior = sir_start(log_fn, prior, 4000, 10_000, torch.Generator().manual_seed(0), min_ess=50,
+                           max_init=10**6)
+    assert from_prior.num_draws > 100_000
+
+
+def test_mcmc_posterior_started_from_a_proposal_gives_the_modes_their_shares():
+    """Four mirror modes of equal mass; a proposal on all four with shares 0.7/0.1/0.1/0.1: the chains start in
+    each mode in proportion to its posterior mass, not the proposal's."""
+    prior = BoxUniform(-2 * torch.ones(2), 2 * torch.ones(2))
+    x_obs = torch.tensor([[1.0, 1.0]])
+    modes = torch.tensor([[1.0, 1.0], [-1.0, 1.0], [1.0, -1.0], [-1.0, -1.0]])
+    q = ModesProposal(modes, [0.7, 0.1, 0.1, 0.1], 0.15)
+    options = dict(method="hmc", num_chains=200, warmup=30, thin=2, progress=False, monitor=torch.abs)
+    post = MCMCPosterior(MirrorLikelihood(), prior, proposal=q, **options)
+    samples = post.sample(4000, x_obs, generator=torch.Generator().manual_seed(0))
+    quadrant = (samples[:, 0] > 0).long() * 2 + (samples[:, 1] > 0).long()
+    shares = torch.bincount(quadrant, minlength=4).float() / samples.shape[0]
+    assert (shares - 0.25).abs().max() < 0.08, shares  # 200 chains: binomial SE 0.03 per share
+    assert post.last_run.init_from == "proposal" and "proposal draws" in str(post.last_run)
+    assert post.last_run.init_draws == 10_000 and post.last_run.init_ess > 1000
+    assert all(shape == (1, 2) for shape in q.seen)
+    with pytest.raises(ValueError, match="proposal must be an amortised posterior"):
+        MCMCPosterior(MirrorLikelihood(), prior, proposal=object())
+    with pytest.raises(ValueError, match="prior_weight"):
+        MCMCPosterior(MirrorLikelihood(), prior, proposal=q, prior_weight=-0.1)

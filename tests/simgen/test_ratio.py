@@ -278,14 +278,41 @@ def test_mcmc_options_are_read_and_checked():
     for text, key in (('method = "gibbs"', "evaluation.mcmc.method"), ("thin = 0", "evaluation.mcmc.thin"),
                       ("warmup = 5", "evaluation.mcmc.warmup"), ("init_ess = -1", "evaluation.mcmc.init_ess"),
                       ("target_accept = 1.5", "evaluation.mcmc.target_accept"),
-                      ("num_init = 100, max_init = 10", "evaluation.mcmc.max_init")):
+                      ("num_init = 100, max_init = 10", "evaluation.mcmc.max_init"),
+                      ("proposal = 3", "evaluation.mcmc.proposal"), ('proposal = ""', "evaluation.mcmc.proposal"),
+                      ("prior_weight = 1", "evaluation.mcmc.prior_weight")):
         with pytest.raises(ConfigError) as err:
             parse_config(f'simulator = "two_moons"\n[evaluation]\nmcmc = {{ {text} }}\n', build_simulator=False)
         assert err.value.key == key, text
+    config, _ = parse_config('simulator = "two_moons"\n[evaluation]\nmcmc = { proposal = "posterior", '
+                             'prior_weight = 0.2 }\n', build_simulator=False)
+    assert config.mcmc == {"proposal": "posterior", "prior_weight": 0.2}
+    with pytest.raises(ConfigError, match="not enabled") as err:  # the run's posterior, and there is none
+        parse_config('simulator = "two_moons"\n[posterior]\nenabled = false\n[ratio]\n[evaluation]\n'
+                     'mcmc = { proposal = "posterior" }\n', build_simulator=False)
+    assert err.value.key == "evaluation.mcmc.proposal"
+
+
+def test_mcmc_options_resolve_the_proposal(tmp_path, two_moons_posterior, conjugate_emulator):
+    from simgen.config import ConfigError
+    from simgen.pipeline import mcmc_options
+
+    assert mcmc_options({"thin": 2}) == {"thin": 2}
+    assert mcmc_options({"proposal": "posterior"}, two_moons_posterior)["proposal"] is two_moons_posterior
+    with pytest.raises(ConfigError, match="there is none here"):
+        mcmc_options({"proposal": "posterior"})
+    two_moons_posterior.save(tmp_path / "post.pt")
+    loaded = mcmc_options({"proposal": "post.pt", "thin": 3}, base_dir=tmp_path)
+    assert isinstance(loaded["proposal"], simgen.PosteriorEstimator) and loaded["thin"] == 3
+    with pytest.raises(ConfigError, match="no model file"):
+        mcmc_options({"proposal": "missing.pt"}, base_dir=tmp_path)
+    conjugate_emulator.save(tmp_path / "emu.pt")
+    with pytest.raises(ConfigError, match="holds a likelihood model"):
+        mcmc_options({"proposal": str(tmp_path / "emu.pt")})
 
 
 @pytest.mark.filterwarnings("ignore:MCMC may not have converged:RuntimeWarning")  # tiny budget, short chains
-def test_run_train_and_sample_a_ratio_estimator(tmp_path, monkeypatch):
+def test_run_train_and_sample_a_ratio_estimator(tmp_path, monkeypatch, two_moons_posterior):
     import json
     import textwrap
 
@@ -330,6 +357,13 @@ def test_run_train_and_sample_a_ratio_estimator(tmp_path, monkeypatch):
                  "--mcmc", '{"method": "slice", "thin": 1}', "--quiet"]) == 0
     assert torch.load(samples).shape == (1, 40, 2)
     assert asked[-1]["method"] == "slice" and asked[-1]["thin"] == 1
+    # SIR from a saved posterior estimator of the same shapes (any will do: the weights correct it)
+    two_moons_posterior.save(tmp_path / "q.pt")
+    assert main(["sample", "--model", str(model), "--x", "[[0.1, 0.2]]", "--num", "40", "--out", str(samples),
+                 "--mcmc", json.dumps({"proposal": str(tmp_path / "q.pt"), "prior_weight": 0.5}), "--quiet"]) == 0
+    assert isinstance(asked[-1]["proposal"], simgen.PosteriorEstimator) and asked[-1]["prior_weight"] == 0.5
+    assert main(["sample", "--model", str(model), "--x", "[[0.1, 0.2]]", "--out", str(samples), "--mcmc",
+                 '{"proposal": "posterior"}', "--quiet"]) == 2  # no run, so no run's posterior
     # an unknown option is refused before anything runs
     assert main(["sample", "--model", str(model), "--x", "[[0.1, 0.2]]", "--out", str(samples), "--mcmc",
                  '{"steps": 3}', "--quiet"]) == 2
