@@ -18,6 +18,8 @@ method: C2ST mean ± standard error over observations, training wall time and ep
         --mcmc '{"num_init": 1000000, "warmup": 2000, "thin": 20}'  # the emulator's posterior by MCMC
     OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks slcp --budgets 10000 --families nle --sbi '' \
         --mcmc '{"proposal": "posterior"}'                       # chains started from the amortised posterior
+    OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks slcp --budgets 10000 --families auto --sbi '' \
+        --emulated 100000                                        # the posterior also trained on emulated pairs
     OMP_NUM_THREADS=1 python benchmarks/frontier.py --observations sbibm --sbibm sbibm-1.1.0-py2.py3-none-any.whl
     OMP_NUM_THREADS=1 python benchmarks/frontier.py --tasks poisson_glm --families auto --sbi npe \\
         --seeds 0,1,2,3,4 --num-samples 2000                     # five campaigns, paired against sbi's NPE
@@ -70,17 +72,26 @@ FAMILIES = "auto,flow,cnf,diffusion,vae,simformer"
 
 def train_family(family: str, prior, theta, x, seed: int, settings: dict,
                  options: dict | None = None, ensemble: int = 1,
-                 estimator: dict | None = None) -> tuple[Callable, float, int]:
+                 estimator: dict | None = None, emulated: int = 0) -> tuple[Callable, float, int]:
     """A simgen posterior of ``family`` (constructor ``options``, else its defaults; ``estimator``: keyword
     arguments of ``PosteriorEstimator``, such as ``linear_baseline``): its sampler
     ``draw(n, x_o, seed)``, training seconds and epochs. With ``ensemble`` K > 1, K posteriors trained with seeds
     ``seed``, ``seed + 1``, ... on the same pairs, sampled as their equal mixture (1/K) Σ_k q_k(θ | x): n/K draws
-    of each, shuffled; the seconds and epochs are the members' sums."""
+    of each, shuffled; the seconds and epochs are the members' sums. With ``emulated`` N > 0, an emulator
+    (``model="auto"``) is fitted on the same pairs first and each posterior also trains on N pairs drawn from it;
+    its seconds and epochs are added."""
     posts, seconds, epochs = [], 0.0, 0
+    augment = {}
+    if emulated:
+        emu = simgen.LikelihoodEstimator(prior)
+        fitted = emu.fit(theta, x, seed=seed, progress=False, **settings)
+        seconds, epochs = fitted.wall_time, fitted.epochs
+        augment = {"emulator": emu, "num_emulated": emulated}
+        print(f"  the emulator for {emulated} emulated pairs: {emu.choice} ({fitted.wall_time:.1f} s)", flush=True)
     for k in range(ensemble):
         post = simgen.PosteriorEstimator(prior, make_model(family, options) if options else family,
                                          **(estimator or {}))
-        history = post.fit(theta, x, seed=seed + k, progress=False, **settings)
+        history = post.fit(theta, x, seed=seed + k, progress=False, **augment, **settings)
         posts.append(post)
         seconds, epochs = seconds + history.wall_time, epochs + history.epochs
         if history.best_epoch == -1:
@@ -154,6 +165,9 @@ def main() -> None:
                         help="K: each simgen family as the equal mixture of K posteriors trained with seeds seed, "
                              "seed + 1, ... (default 1: one posterior)")
     parser.add_argument("--mcmc", default="{}", help="JSON: options of the nle method's MCMC (emu.posterior())")
+    parser.add_argument("--emulated", type=int, default=0,
+                        help="N: each simgen posterior also trains on N pairs from an emulator (model='auto') fitted "
+                             "on the same simulations (fit(..., emulator=, num_emulated=N)); its time is added")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeds", default=None,
                         help="campaigns: comma-separated seeds, each its own simulations, observations and training "
@@ -223,7 +237,7 @@ def run_task(args: argparse.Namespace, task: str, seed: int, families: list[str]
                 draw, train_s, epochs = train_nle(sim.prior, theta, x, seed, settings, json.loads(args.mcmc))
             elif source == "simgen":
                 draw, train_s, epochs = train_family(method, sim.prior, theta, x, seed, settings,
-                                                     options.get(method), args.ensemble, estimator)
+                                                     options.get(method), args.ensemble, estimator, args.emulated)
             else:
                 draw, train_s, epochs = train_sbi(method, sim.prior, theta, x, seed)
             scores, times = [], []
@@ -239,6 +253,7 @@ def run_task(args: argparse.Namespace, task: str, seed: int, families: list[str]
                    "sample_s": sum(times) / len(times),
                    "options": options.get(method) if source == "simgen" else None,
                    "ensemble": args.ensemble if source == "simgen" and method != "nle" else 1,
+                   "emulated": args.emulated if source == "simgen" and method != "nle" else 0,
                    "training": settings if source == "simgen" else None,
                    "estimator": estimator if source == "simgen" and method != "nle" else None,
                    "mcmc": json.loads(args.mcmc) if method == "nle" else None,
@@ -261,6 +276,8 @@ def label_of(row: dict) -> str:
                if row.get(k)]
     if row.get("ensemble", 1) > 1:
         changes.append(f"ensemble {row['ensemble']}")
+    if row.get("emulated"):
+        changes.append(f"{row['emulated']} emulated pairs")
     return row["method"] + (f" ({'; '.join(changes)})" if changes else "")
 
 

@@ -277,11 +277,22 @@ def _train(args: argparse.Namespace) -> int:
                 "start_margin", "validate_initial", "precision"):
         if getattr(args, key) is not None:
             spec.training[key] = getattr(args, key)
+    if (args.emulator is not None or args.num_emulated is not None) and args.direction != "posterior":
+        raise UsageError("--emulator and --num-emulated are for --direction posterior (pairs drawn from an emulator)")
+    if args.num_emulated is not None and args.num_emulated < 1:
+        raise UsageError(f"--num-emulated must be at least 1; got {args.num_emulated}")
+    if args.num_emulated is not None and args.emulator is None:
+        raise UsageError("--num-emulated counts pairs drawn from an emulator: give it with --emulator EMULATOR.pt")
+    if args.direction == "posterior" and spec.num_emulated and args.emulator is None:
+        raise UsageError("the configuration's posterior.num_emulated draws pairs from an emulator: give it with "
+                         "--emulator EMULATOR.pt")
     if args.seed is not None:
         config.seed = args.seed
     if args.device is not None:
         config.device = args.device
     nproc = args.nproc if args.nproc is not None else spec.nproc
+    if nproc > 1 and args.emulator is not None:
+        raise UsageError("--emulator trains on simulated and emulated pairs in one process (no --nproc)")
     if nproc < 1:
         raise UsageError(f"--nproc must be at least 1; got {nproc}")
     if nproc > 1 and args.direction == "joint":
@@ -299,6 +310,12 @@ def _train(args: argparse.Namespace) -> int:
     options = {"gold": gold} if gold is not None else {}
     if gold_terms(spec.gold)[1]:
         options["gold_reference"] = reference
+    if args.emulator is not None:
+        emulator = _load_model(args.emulator, args.device)
+        if emulator.direction != "likelihood":
+            raise UsageError(f"--emulator: {args.emulator} holds a {emulator.direction} model, not an emulator")
+        spec.num_emulated = args.num_emulated or spec.num_emulated or 10 * theta.shape[0]
+        options["emulator"] = emulator
     estimator = fit(config, sim, theta, x, progress=not args.quiet, say=say, checkpoint=args.checkpoint, **options)
     estimator.save(args.out)
     say(f"wrote {args.out}")
@@ -621,6 +638,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--log-theta", default=None, metavar="true|false|0,1",
                        help="likelihood: which θ enter the network as log θ: true (those on which the prior is "
                             "positive; the default), false (none), or a comma-separated list of dimensions")
+    train.add_argument("--emulator", default=None, metavar="EMULATOR.pt",
+                       help="posterior: also train on pairs drawn from this saved emulator (θ from the prior, x from "
+                            "it; README 'Emulated pairs')")
+    train.add_argument("--num-emulated", type=int, default=None, metavar="N",
+                       help="posterior: how many emulated pairs (default: the configuration's num_emulated, else "
+                            "10 times the simulations)")
     train.add_argument("--gold", choices=("score", "ratio", "ratio+score"), default=None,
                        help="train on the store's gold: score (the joint score: SCANDAL for a flow, the score term "
                             "for a ratio), ratio or ratio+score (the joint log ratio, --direction ratio only: "

@@ -79,7 +79,7 @@ _TOP_KEYS = ("seed", "device", "budget", "simulator", "simulation", "posterior",
 _SIMULATOR_KEYS = ("name", "options")
 _SIMULATION_KEYS = ("num_simulations", "chunk_size", "store", "workers", "executor", "gold", "gold_reference")
 _MODEL_KEYS = ("enabled", "model", "embedding", "options", "training", "mcmc", "num_train", "discrete_model", "gold",
-               "gold_weight", "log_theta")
+               "gold_weight", "log_theta", "num_emulated")
 _RATIO_KEYS = ("enabled", "model", "embedding", "options", "training", "num_train", "gold", "gold_weight")
 _JOINT_KEYS = ("enabled", "model", "options", "training", "num_train")
 _OBSERVATION_KEYS = ("held_out", "theta", "file", "true_theta")
@@ -123,6 +123,9 @@ class ModelConfig:
     #: likelihoods: the θ dimensions fed as log θ: ``True`` the prior's positive ones (``None``: the estimator's
     #: default, which is that), ``False`` none, or a list (see :class:`~simgen.LikelihoodEstimator`)
     log_theta: bool | list[int] | None = None
+    #: posteriors: pairs drawn from the run's emulator ([likelihood]) to train on beside the simulations
+    #: (``PosteriorEstimator.fit(..., emulator=, num_emulated=)``); 0: none
+    num_emulated: int = 0
 
 
 @dataclass
@@ -269,6 +272,7 @@ options = {}                 # a named family's constructor arguments, e.g. { tr
 training = {}                # TrainingConfig fields, e.g. { max_epochs = 100, max_time = 60, batch_size = 256 }
                              # (precision = "bf16" or "16": mixed-precision training steps; default "32")
 # num_train = 10000          # train on the first this many valid simulations (default: all of them)
+# num_emulated = 100000      # also train on this many pairs drawn from the run's emulator ([likelihood] enabled)
 
 [likelihood]                 # p(x | theta), an emulator (surrogate) of the simulator
 enabled = false
@@ -504,7 +508,14 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
         if direction != "likelihood":
             raise ConfigError(f"{key}.log_theta", "only [likelihood] has θ as its context")
         log_theta = _log_theta(table["log_theta"], f"{key}.log_theta")
+    num_emulated = 0
+    if "num_emulated" in table:
+        if direction != "posterior":
+            raise ConfigError(f"{key}.num_emulated", "only [posterior] trains on pairs drawn from the emulator")
+        num_emulated = _int(table["num_emulated"], f"{key}.num_emulated", 0)
     gold, gold_weight = _gold(table, key, ratio=False)
+    if num_emulated and gold is not None:
+        raise ConfigError(f"{key}.num_emulated", "emulated pairs have no joint score: not with gold")
     if gold is not None and model != AUTO:  # "auto" chooses exact families only
         from .models import MODELS as _MODELS
 
@@ -513,7 +524,7 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
             raise ConfigError(f"{key}.gold", f"gold = \"score\" trains the θ-gradient of an exact log-density; the "
                               f"{model} family's log_prob is {kind!r}: use model = \"flow\"")
     return ModelConfig(enabled, model, dict(options), _training(training, f"{key}.training"),
-                       embedding, mcmc, num_train, nproc, discrete_model, gold, gold_weight, log_theta)
+                       embedding, mcmc, num_train, nproc, discrete_model, gold, gold_weight, log_theta, num_emulated)
 
 
 def _log_theta(value: Any, key: str) -> bool | list[int]:
@@ -723,6 +734,8 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
     if not (posterior.enabled or likelihood.enabled or ratio.enabled or joint.enabled):
         raise ConfigError("posterior.enabled", "at least one of [posterior], [likelihood], [ratio] and [joint] "
                           "must be enabled")
+    if posterior.enabled and posterior.num_emulated and not likelihood.enabled:
+        raise ConfigError("posterior.num_emulated", "draws pairs from the run's emulator: add a [likelihood] table")
     # the budget presets keep their former key names (emulator_epochs, emulator_time); a ratio estimator trains
     # on the posterior's budget (both read x through an embedding)
     for cfg, key in ((posterior, "posterior"), (likelihood, likelihood_key), (ratio, "ratio")):

@@ -243,9 +243,11 @@ def _device(config: RunConfig) -> str | None:
 
 
 def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
-                  say: Say = _silent, checkpoint: Any = None, gold: dict[str, Tensor] | None = None) -> Any:
+                  say: Say = _silent, checkpoint: Any = None, gold: dict[str, Tensor] | None = None,
+                  emulator: Any = None) -> Any:
     """A :class:`~simgen.PosteriorEstimator` of ``[posterior]`` fitted on (θ, x), seed ``config.seed`` (training
-    checkpointed to ``checkpoint`` when given)."""
+    checkpointed to ``checkpoint`` when given), and on ``[posterior] num_emulated`` pairs drawn from
+    ``emulator`` when that is set."""
     import simgen
 
     spec = config.posterior
@@ -254,9 +256,14 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
     post = simgen.PosteriorEstimator(simulator.prior, model_of(spec, "vector"), embedding=embedding,
                                      simulator=simulator, device=_device(config), gold=spec.gold,
                                      gold_weight=spec.gold_weight)
+    if spec.num_emulated and emulator is None:
+        raise ConfigError("posterior.num_emulated", "draws pairs from the run's emulator, and there is none")
+    augment = {"emulator": emulator, "num_emulated": spec.num_emulated} if spec.num_emulated else {}
     history = post.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint,
-                       gold=_gold_rows(gold, spec), **spec.training)
-    say(f"  posterior ({_chosen(post, spec.model)}, embedding {spec.embedding}, {theta.shape[0]} simulations): "
+                       gold=_gold_rows(gold, spec), **augment, **spec.training)
+    emulated = f" and {post.num_emulated} emulated pairs" if post.num_emulated else ""
+    say(f"  posterior ({_chosen(post, spec.model)}, embedding {spec.embedding}, {theta.shape[0]} simulations"
+        f"{emulated}): "
         f"{history.epochs} epochs in {history.wall_time:.0f} s, best validation loss "
         f"{history.best_validation_loss:.3f}")
     return post
@@ -763,18 +770,28 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
 
     posterior = emulator = ratio = joint = None
     histories: dict[str, Any] = {}
+
+    def fit_emulator_step() -> Any:
+        done = step("emulator training")
+        say(f"[3/5] fitting the emulator p(x | θ) ({config.likelihood.model})")
+        fitted = fit_likelihood(config, simulator, theta, x, progress=progress, say=say, gold=gold)
+        histories["emulator"] = fitted.history
+        done()
+        return fitted
+
+    # a posterior trained on emulated pairs needs the emulator first
+    emulated = config.posterior.enabled and config.posterior.num_emulated > 0
+    if config.likelihood.enabled and emulated:
+        emulator = fit_emulator_step()
     if config.posterior.enabled:
         done = step("posterior training")
         say(f"[2/5] fitting the posterior p(θ | x) ({config.posterior.model})")
-        posterior = fit_posterior(config, simulator, theta, x, progress=progress, say=say, gold=gold)
+        posterior = fit_posterior(config, simulator, theta, x, progress=progress, say=say, gold=gold,
+                                  emulator=emulator)
         histories["posterior"] = posterior.history
         done()
-    if config.likelihood.enabled:
-        done = step("emulator training")
-        say(f"[3/5] fitting the emulator p(x | θ) ({config.likelihood.model})")
-        emulator = fit_likelihood(config, simulator, theta, x, progress=progress, say=say, gold=gold)
-        histories["emulator"] = emulator.history
-        done()
+    if config.likelihood.enabled and not emulated:
+        emulator = fit_emulator_step()
     if config.ratio.enabled:
         done = step("ratio training")
         say(f"[3/5] fitting the ratio p(x | θ) / p(x) ({config.ratio.model})")

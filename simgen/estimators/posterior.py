@@ -18,6 +18,7 @@ from ..training import TrainingConfig, TrainingHistory
 from ..transforms import Dequantize, Standardize, SupportBijection
 from ..utils import as_tensor, check_positive_int, check_rows
 from . import ingest, sequential
+from .augment import emulated_pairs
 from .auto import AUTO
 from .base import Estimator, infer_x_kind, x_context_parts
 
@@ -85,6 +86,8 @@ class PosteriorEstimator(Estimator):
                              "draws' scores, which this estimator does not mine")
         super().__init__(prior, model, **kwargs)
         self.iid = iid
+        #: emulated pairs the last fit trained on beside the simulated ones (``fit(..., emulator=)``)
+        self.num_emulated = 0
         #: with ``iid``: the largest set size M trained on and the shape of one draw
         self.iid_size: int | None = None
         self.row_shape: tuple[int, ...] | None = None
@@ -143,6 +146,7 @@ class PosteriorEstimator(Estimator):
         config = super().config()
         if self.iid:
             config["iid"] = {"size": self.iid_size, "row_shape": list(self.row_shape)}
+        config["num_emulated"] = self.num_emulated
         return config
 
     @classmethod
@@ -151,6 +155,7 @@ class PosteriorEstimator(Estimator):
         est = super().from_config(config, prior=prior, embedding=embedding, device=device)
         if config.get("iid"):
             est.iid, est.iid_size, est.row_shape = True, config["iid"]["size"], tuple(config["iid"]["row_shape"])
+        est.num_emulated = config.get("num_emulated", 0)  # (absent from files written before it existed)
         return est
 
     def sequential_proposal(self, x_obs: Tensor, label: str, *, truncation: float, mcmc: dict[str, Any],
@@ -190,9 +195,18 @@ class PosteriorEstimator(Estimator):
         max_memory_gb: float | None = None,
         checkpoint: str | os.PathLike | None = None,
         gold: Any = None,
+        emulator: Any = None,
+        num_emulated: int | None = None,
         **settings: Any,
     ) -> TrainingHistory:
         """Fit q(θ | x) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store.
+
+        ``emulator=emu`` (a fitted :class:`~simgen.LikelihoodEstimator` of the same θ and x) adds
+        ``num_emulated`` pairs θ ~ p(θ), x ~ emu (default 10 n) to the simulated ones
+        (:mod:`simgen.estimators.augment`): the posterior then learns from the emulator as from a simulator,
+        where a flow of p(x | θ) has learned more from the n simulations than one of p(θ | x) (x of more
+        dimensions than θ, thin posteriors; README, "Emulated pairs"). Simulated pairs only: not with a store,
+        ``proposal=``, ``gold`` or ``iid``. :attr:`num_emulated` records how many, in the saved file too.
 
         An estimator built with ``gold="score"`` trains on the joint score too: ``gold`` is the dict
         ``simulate(..., gold=True)`` returned (or the score ``[n, d_theta]``); a store brings its own.
@@ -233,6 +247,9 @@ class PosteriorEstimator(Estimator):
             torch.Size([5])
         """
         seed = self.run_seed(seed, checkpoint)
+        self.num_emulated = 0
+        if emulator is not None or num_emulated is not None:
+            theta, x = self._with_emulated(theta, x, emulator, num_emulated, seed, proposal=proposal, gold=gold)
         if x is None:
             # sets of i.i.d. draws are re-laid out in memory before training, so an iid store is never streamed
             memory = 1e12 if self.iid else max_memory_gb
@@ -240,6 +257,24 @@ class PosteriorEstimator(Estimator):
         return self._fit_pairs(theta, x, config, seed, progress, settings,
                                self.importance_weights(proposal) if proposal is not None else None, checkpoint,
                                gold=gold)
+
+    def _with_emulated(self, theta: Any, x: Any, emulator: Any, num: int | None, seed: int | None, *,
+                       proposal: Any, gold: Any) -> tuple[Tensor, Tensor]:
+        """The simulated pairs with ``num`` emulated ones appended (``fit``'s ``emulator=``), checked."""
+        if emulator is None:
+            raise ValueError("num_emulated= counts pairs drawn from an emulator: pass emulator= too")
+        if x is None or proposal is not None or gold is not None or self.iid:
+            raise ValueError("emulator= adds emulated pairs to simulated pairs θ, x drawn from the prior: not with a "
+                             "store, proposal=, gold or iid=True")
+        theta, x = self.check_pairs(theta, x)
+        num = 10 * theta.shape[0] if num is None else num
+        if emulator.theta_shape != tuple(theta.shape[1:]) or emulator.x_shape != tuple(x.shape[1:]):
+            raise ValueError(f"the emulator models x {list(emulator.x_shape or ())} given θ "
+                             f"{list(emulator.theta_shape or ())}; the pairs are x {list(x.shape[1:])}, θ "
+                             f"{list(theta.shape[1:])}")
+        theta_e, x_e = emulated_pairs(emulator, num, seed=None if seed is None else seed + 7)
+        self.num_emulated = int(theta_e.shape[0])
+        return torch.cat([theta, theta_e.to(theta.dtype)]), torch.cat([x, x_e.to(x.dtype)])
 
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,

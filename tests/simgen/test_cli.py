@@ -56,6 +56,8 @@ def test_run_says_what_it_expects_and_where_everything_went(tmp_path, capsys):
         [simulator]
         name = "gaussian_linear"
         options = { dim = 2 }
+        [posterior]
+        num_emulated = 300
         [emulator]
         model = "flow"
         mcmc = true
@@ -78,6 +80,16 @@ def test_run_says_what_it_expects_and_where_everything_went(tmp_path, capsys):
     assert row["theta_true"] == [0.2, -0.3]
     assert 0.0 <= row["posterior_c2st"] <= 1.0 and 0.0 <= row["emulator_mcmc_c2st"] <= 1.0  # 200 draws: noisy
     assert "proposal draws" in row["emulator_mcmc_run"]  # the chains started from the run's posterior
+    # the emulator was fitted first, and the posterior trained on 300 pairs drawn from it too
+    assert "and 300 emulated pairs" in printed and simgen.load(out / "posterior.pt").num_emulated == 300
+    posterior = tmp_path / "p2.pt"
+    train = ["train", "--store", str(out / "store.h5"), "--direction", "posterior", "--out", str(posterior),
+             "--max-epochs", "2", "--quiet"]
+    assert main([*train, "--emulator", str(out / "emulator.pt"), "--num-emulated", "200"]) == 0
+    assert simgen.load(posterior).num_emulated == 200
+    assert main([*train, "--num-emulated", "200"]) == 2  # from which emulator?
+    assert main([*train, "--emulator", str(out / "posterior.pt")]) == 2  # not an emulator
+    assert main([*train, "--direction", "likelihood", "--emulator", str(out / "emulator.pt")]) == 2
     assert "calibration" not in summary and "emulator" in summary
 
 

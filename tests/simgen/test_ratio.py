@@ -293,6 +293,20 @@ def test_mcmc_options_are_read_and_checked():
     assert err.value.key == "evaluation.mcmc.proposal"
 
 
+def test_num_emulated_is_read_and_checked():
+    from simgen.config import ConfigError, parse_config
+
+    text = 'simulator = "two_moons"\n[posterior]\nnum_emulated = 5000\n[likelihood]\n'
+    config, _ = parse_config(text, build_simulator=False)
+    assert config.posterior.num_emulated == 5000 and config.likelihood.num_emulated == 0
+    for bad, message in (('simulator = "two_moons"\n[posterior]\nnum_emulated = 5000\n', "add a \\[likelihood\\]"),
+                         (text + "num_emulated = 10\n", "only \\[posterior\\]"),
+                         ('simulator = "two_moons"\n[posterior]\nnum_emulated = -1\n[likelihood]\n', ">= 0")):
+        with pytest.raises(ConfigError, match=message) as err:
+            parse_config(bad, build_simulator=False)
+        assert err.value.key.endswith("num_emulated")
+
+
 def test_mcmc_options_resolve_the_proposal(tmp_path, two_moons_posterior, conjugate_emulator):
     from simgen.config import ConfigError
     from simgen.pipeline import mcmc_options

@@ -1,0 +1,51 @@
+r"""Training pairs from a likelihood emulator: an amortised posterior at the emulator's accuracy.
+
+An emulator q(x | θ) fitted on n simulations is a simulator of its own, as cheap to run as a network pass.
+Pairs drawn from it,
+
+    θ_j ~ p(θ),   x_j ~ q(x | θ_j),   j = 1, …, N,
+
+joined to the n simulated ones, train a posterior estimator whose target is q's posterior
+p_q(θ | x) ∝ q(x | θ) p(θ) where the simulated pairs are few and the exact one where q is exact. This pays where
+a flow learns p(x | θ) from n simulations better than it learns p(θ | x) from the same n: where x has more
+dimensions than θ, or the posterior is thin next to the prior, as on slcp; it costs where the emulator is the
+less accurate of the two. It is the emulator-as-simulator idea of Lueckmann et al. (2019, "Likelihood-free
+inference with emulator networks", AABI) used to amortise, where they used it to choose simulations.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from ..utils import randint
+from .likelihood import LikelihoodEstimator
+
+__all__ = ["emulated_pairs"]
+
+
+def emulated_pairs(emulator: LikelihoodEstimator, n: int, *, seed: int | None = None) -> tuple[Tensor, Tensor]:
+    """``n`` pairs θ ``[n, d_theta]`` ~ the emulator's prior, x ``[n, *x_shape]`` ~ q(x | θ) from a fitted
+    :class:`~simgen.LikelihoodEstimator` (module docstring), seeded by ``seed``. Rows whose emulated x is not
+    finite are set aside, with a warning that says how many.
+
+    Raises:
+        ValueError: ``n`` not a positive int, an emulator that is not a fitted likelihood estimator with a prior.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"the number of emulated pairs must be a positive int; got {n!r}")
+    if not isinstance(emulator, LikelihoodEstimator) or emulator.prior is None or emulator.density is None:
+        raise ValueError("emulated pairs come from a fitted LikelihoodEstimator with a prior (its simulations' "
+                         f"p(θ)); got {type(emulator).__name__}")
+    generator = torch.Generator().manual_seed(int(randint(0, 2**62, ())) if seed is None else seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(randint(0, 2**62, (), generator=generator)))
+        theta = emulator.prior.sample((n,)).reshape(n, -1).float()
+    x = emulator.sample_batched(1, theta, generator=generator)[:, 0].cpu()
+    finite = torch.isfinite(x.reshape(n, -1)).all(dim=1)
+    if not finite.all():
+        warnings.warn(f"{int((~finite).sum())} of {n} emulated x are not finite and were set aside",
+                      RuntimeWarning, stacklevel=2)
+    return theta[finite], x[finite]
