@@ -9,16 +9,19 @@ dequantisation and the context embedding) through :class:`~simgen.models.Transfo
 :func:`simgen.training.train`.
 
 Modules: :mod:`~simgen.estimators.base` (what both share), :mod:`~simgen.estimators.posterior`,
-:mod:`~simgen.estimators.likelihood`, :mod:`~simgen.estimators.auto` (``model="auto"``, the default: the family
-chosen from the data), :mod:`~simgen.estimators.ingest` (training from a campaign store),
-:mod:`~simgen.estimators.validity` (the classifier P(valid | θ)) and :mod:`~simgen.estimators.sequential`
-(``fit_sequential``: rounds of simulations for one observation, TSNPE and sequential NLE/NRE). Each estimator
-registers itself with :mod:`simgen.io` under its direction, so the loader needs no import of it.
+:mod:`~simgen.estimators.likelihood`, :mod:`~simgen.estimators.augment` (pairs drawn from a fitted emulator, for a
+posterior to train on: ``PosteriorEstimator.fit(..., emulator=)``), :mod:`~simgen.estimators.auto`
+(``model="auto"``, the default: the family chosen from the data), :mod:`~simgen.estimators.ingest` (training from a
+campaign store), :mod:`~simgen.estimators.validity` (the classifier P(valid | θ)) and
+:mod:`~simgen.estimators.sequential` (``fit_sequential``: rounds of simulations for one observation, TSNPE and
+sequential NLE/NRE). Each estimator registers itself with :mod:`simgen.io` under its direction, so the loader needs
+no import of it.
 """
 
 from __future__ import annotations
 
 from ..utils import as_tensor, default_device
+from .augment import emulated_pairs
 from .auto import AUTO, Choice
 from .base import Estimator, infer_x_kind
 from .ingest import fit_streaming
@@ -35,5 +38,5 @@ _fit_streaming = fit_streaming
 __all__ = [
     "PosteriorEstimator", "LikelihoodEstimator", "RatioEstimator", "JointEstimator", "RATIO_MODELS",
     "Estimator", "ValidityClassifier", "fit_validity", "infer_x_kind", "AUTO", "Choice",
-    "as_tensor", "default_device",
+    "as_tensor", "default_device", "emulated_pairs",
 ]
