@@ -21,6 +21,7 @@ from . import ingest, sequential
 from .augment import emulated_pairs
 from .auto import AUTO
 from .base import Estimator, infer_x_kind, x_context_parts
+from .likelihood import LikelihoodEstimator
 
 __all__ = ["PosteriorEstimator"]
 
@@ -195,7 +196,7 @@ class PosteriorEstimator(Estimator):
         max_memory_gb: float | None = None,
         checkpoint: str | os.PathLike | None = None,
         gold: Any = None,
-        emulator: Any = None,
+        emulator: LikelihoodEstimator | None = None,
         num_emulated: int | None = None,
         **settings: Any,
     ) -> TrainingHistory:
@@ -258,7 +259,8 @@ class PosteriorEstimator(Estimator):
                                self.importance_weights(proposal) if proposal is not None else None, checkpoint,
                                gold=gold)
 
-    def _with_emulated(self, theta: Any, x: Any, emulator: Any, num: int | None, seed: int | None, *,
+    def _with_emulated(self, theta: Any, x: Any, emulator: LikelihoodEstimator | None, num: int | None,
+                       seed: int | None, *,
                        proposal: Any, gold: Any) -> tuple[Tensor, Tensor]:
         """The simulated pairs with ``num`` emulated ones appended (``fit``'s ``emulator=``), checked."""
         if emulator is None:
