@@ -9,13 +9,16 @@ share of the draws in each mode (quadrant of (θ₃, θ₄)) and C2ST against th
 - each emulator's posterior by MCMC, chains started by SIR from the prior and from the amortised posterior
   (``proposal=``, :mod:`simgen.mcmc.proposal`);
 - with more than one emulator, their mixture of likelihoods (1/K) Σ_k q_k(x | θ), chains started from the
-  amortised posterior.
+  amortised posterior;
+- with ``--emulated N``, the amortised posterior trained on N pairs from emulator 0 beside the simulations
+  (``fit(..., emulator=, num_emulated=N)``, :mod:`simgen.estimators.augment`).
 
 If the sampler were at fault the shares would move with the start; if one training run were, they would differ
 between the emulators and average out in the mixture.
 
     OMP_NUM_THREADS=1 python benchmarks/mode_shares.py                    # the slow test's data: 3 observations
     OMP_NUM_THREADS=1 python benchmarks/mode_shares.py --emulators 3 --num-obs 2
+    OMP_NUM_THREADS=1 python benchmarks/mode_shares.py --emulated 100000
 
 Defaults: 10⁴ simulations (seed 0), the observations of ``tests/simgen/test_estimators_slow.py``'s slcp test
 (seed 4), 10⁴ draws per C2ST. One thread (``--threads``).
@@ -61,6 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-simulations", type=int, default=10_000)
     parser.add_argument("--emulators", type=int, default=1, help="emulators trained with seeds 0, 1, ...")
+    parser.add_argument("--emulated", type=int, default=0,
+                        help="N: also the amortised posterior trained on N pairs from emulator 0")
     parser.add_argument("--num-obs", type=int, default=3)
     parser.add_argument("--obs-seed", type=int, default=4, help="seed of the observations (the slow test's: 4)")
     parser.add_argument("--num-samples", type=int, default=10_000)
@@ -85,6 +90,11 @@ def main() -> None:
               flush=True)
     _, x_o = observations(sim, args.num_obs, seed=args.obs_seed)
     methods = [("amortised posterior", post)]
+    if args.emulated:
+        augmented = simgen.PosteriorEstimator(sim.prior)
+        history = augmented.fit(theta, x, seed=0, progress=False, emulator=emulators[0], num_emulated=args.emulated)
+        print(f"amortised posterior with {args.emulated} emulated pairs: {history.wall_time:.0f} s", flush=True)
+        methods.append((f"amortised, {args.emulated} emulated pairs", augmented))
     for k, emu in enumerate(emulators):
         methods.append((f"emulator {k}, SIR from the prior", emu.posterior(progress=False)))
         methods.append((f"emulator {k}, SIR from the posterior", emu.posterior(proposal=post, progress=False)))
