@@ -36,9 +36,11 @@ def emulated_pairs(emulator: LikelihoodEstimator, n: int, *, seed: int | None = 
     """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"the number of emulated pairs must be a positive int; got {n!r}")
-    if not isinstance(emulator, LikelihoodEstimator) or emulator.prior is None or emulator.density is None:
+    if not isinstance(emulator, LikelihoodEstimator):
+        raise ValueError(f"emulated pairs come from a fitted LikelihoodEstimator; got {type(emulator).__name__}")
+    if emulator.prior is None or emulator.density is None:
         raise ValueError("emulated pairs come from a fitted LikelihoodEstimator with a prior (its simulations' "
-                         f"p(θ)); got {type(emulator).__name__}")
+                         f"p(θ)); this one {'has no prior' if emulator.prior is None else 'is not fitted'}")
     generator = torch.Generator().manual_seed(int(randint(0, 2**62, ())) if seed is None else seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(randint(0, 2**62, (), generator=generator)))

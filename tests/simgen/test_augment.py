@@ -25,6 +25,8 @@ def test_emulated_pairs_follow_the_prior_and_the_emulator(conjugate, conjugate_e
         emulated_pairs(conjugate_emulator, 0)
     with pytest.raises(ValueError, match="fitted LikelihoodEstimator"):
         emulated_pairs(simgen.PosteriorEstimator(conjugate.prior), 10)
+    with pytest.raises(ValueError, match="is not fitted"):
+        emulated_pairs(simgen.LikelihoodEstimator(conjugate.prior), 10)
 
 
 def test_a_posterior_from_few_simulations_learns_from_emulated_pairs(conjugate, conjugate_data, conjugate_emulator,
