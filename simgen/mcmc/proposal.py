@@ -70,8 +70,10 @@ class DefensiveMixture:
         n = int(shape[0])
         k = int(torch.distributions.Binomial(n, torch.tensor(self.prior_weight)).sample()) if self.prior_weight else 0
         generator = torch.Generator().manual_seed(int(randint(0, 2**62, ())))
-        parts = [torch.as_tensor(self.proposal.sample(n - k, self.x_obs, generator=generator)).float().cpu()]
         d = int(torch.Size(self.prior.event_shape).numel())
+        parts = [torch.empty(0, d)]
+        if n > k:  # (every draw may come from the prior when n is tiny)
+            parts[0] = torch.as_tensor(self.proposal.sample(n - k, self.x_obs, generator=generator)).float().cpu()
         if parts[0].shape != (n - k, d):
             raise ValueError(f"the proposal's draws must be [n, d_theta] = [{n - k}, {d}] (the prior's d_theta); "
                              f"got {list(parts[0].shape)}")
