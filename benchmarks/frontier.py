@@ -30,7 +30,9 @@ directory (``pip download sbibm --no-deps -d DIR``; sbibm need not be installed)
 header then prints C2ST between simgen's exact reference sampler and sbibm's samples at observation 1, as a check
 that the two agree. Otherwise the observations are simgen's own: θ_o from the prior, x_o simulated, seeded.
 
-``auto`` is ``model="auto"``, the estimators' default (what it chose is printed). ``nle`` is not a posterior family
+``auto`` is ``model="auto"``, the estimators' default (what it chose is printed; for a vector x at 10³ to 2·10⁴
+simulations that includes an emulator fitted on the same pairs and 3 emulated pairs per simulation, the
+emulator's training time counted; ``flow`` is the same flow on the simulations alone). ``nle`` is not a posterior family
 but the other direction: ``simgen.LikelihoodEstimator(prior)`` (its ``"auto"`` family) trained on the same pairs,
 its posterior sampled by MCMC (``emu.posterior()``, its defaults; ``--mcmc`` sets its options), so its "sample"
 time is MCMC's and no draw is amortised (x's discrete columns are not declared to it, and ``--options`` and
@@ -72,14 +74,15 @@ FAMILIES = "auto,flow,cnf,diffusion,vae,simformer"
 
 def train_family(family: str, prior, theta, x, seed: int, settings: dict,
                  options: dict | None = None, ensemble: int = 1,
-                 estimator: dict | None = None, emulated: int = 0) -> tuple[Callable, float, int]:
+                 estimator: dict | None = None, emulated: int = 0) -> tuple[Callable, float, int, int]:
     """A simgen posterior of ``family`` (constructor ``options``, else its defaults; ``estimator``: keyword
-    arguments of ``PosteriorEstimator``, such as ``linear_baseline``): its sampler
-    ``draw(n, x_o, seed)``, training seconds and epochs. With ``ensemble`` K > 1, K posteriors trained with seeds
-    ``seed``, ``seed + 1``, ... on the same pairs, sampled as their equal mixture (1/K) Σ_k q_k(θ | x): n/K draws
-    of each, shuffled; the seconds and epochs are the members' sums. With ``emulated`` N > 0, an emulator
-    (``model="auto"``) is fitted on the same pairs first and each posterior also trains on N pairs drawn from it;
-    its seconds and epochs are added."""
+    arguments of ``PosteriorEstimator``, such as ``linear_baseline``): its sampler ``draw(n, x_o, seed)``,
+    training seconds, epochs and the emulated pairs it trained on. With ``ensemble`` K > 1, K posteriors trained
+    with seeds ``seed``, ``seed + 1``, ... on the same pairs, sampled as their equal mixture
+    (1/K) Σ_k q_k(θ | x): n/K draws of each, shuffled; the seconds and epochs are the members' sums. With
+    ``emulated`` N > 0, an emulator (``model="auto"``) is fitted on the same pairs first and each posterior also
+    trains on N pairs drawn from it; its seconds and epochs are added, as they are for the emulator
+    ``model="auto"`` fits itself where it adds emulated pairs (``--emulated 0``, the default)."""
     posts, seconds, epochs = [], 0.0, 0
     augment = {}
     if emulated:
@@ -94,6 +97,9 @@ def train_family(family: str, prior, theta, x, seed: int, settings: dict,
         history = post.fit(theta, x, seed=seed + k, progress=False, **augment, **settings)
         posts.append(post)
         seconds, epochs = seconds + history.wall_time, epochs + history.epochs
+        if post.emulator is not None and not emulated:  # fitted by the posterior itself ("auto")
+            seconds += post.emulator.history.wall_time
+            epochs += post.emulator.history.epochs
         if history.best_epoch == -1:
             print(f"  member {k}: returned its initial state (better than every epoch's)", flush=True)
         if post.choice is not None and k == 0:
@@ -105,7 +111,7 @@ def train_family(family: str, prior, theta, x, seed: int, settings: dict,
                  for k, (p, m) in enumerate(zip(posts, sizes, strict=True)) if m]
         return torch.cat(parts)[torch.randperm(n, generator=torch.Generator().manual_seed(s))]
 
-    return draw, seconds, epochs
+    return draw, seconds, epochs, posts[0].num_emulated
 
 
 def train_nle(prior, theta, x, seed: int, settings: dict, mcmc: dict) -> tuple[Callable, float, int]:
@@ -167,7 +173,8 @@ def main() -> None:
     parser.add_argument("--mcmc", default="{}", help="JSON: options of the nle method's MCMC (emu.posterior())")
     parser.add_argument("--emulated", type=int, default=0,
                         help="N: each simgen posterior also trains on N pairs from an emulator (model='auto') fitted "
-                             "on the same simulations (fit(..., emulator=, num_emulated=N)); its time is added")
+                             "on the same simulations (fit(..., emulator=, num_emulated=N)); its time is added "
+                             "(default 0: each family's own default, which for auto may add emulated pairs)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeds", default=None,
                         help="campaigns: comma-separated seeds, each its own simulations, observations and training "
@@ -233,11 +240,13 @@ def run_task(args: argparse.Namespace, task: str, seed: int, families: list[str]
         theta, x = simgen.simulate(sim, sim.prior, budget, seed=seed, progress=False)
         methods = [(f, "simgen") for f in families] + [(m, "sbi") for m in baselines]
         for method, source in methods:
+            num_emulated = 0
             if method == "nle":
                 draw, train_s, epochs = train_nle(sim.prior, theta, x, seed, settings, json.loads(args.mcmc))
             elif source == "simgen":
-                draw, train_s, epochs = train_family(method, sim.prior, theta, x, seed, settings,
-                                                     options.get(method), args.ensemble, estimator, args.emulated)
+                draw, train_s, epochs, num_emulated = train_family(method, sim.prior, theta, x, seed, settings,
+                                                                   options.get(method), args.ensemble, estimator,
+                                                                   args.emulated)
             else:
                 draw, train_s, epochs = train_sbi(method, sim.prior, theta, x, seed)
             scores, times = [], []
@@ -253,7 +262,7 @@ def run_task(args: argparse.Namespace, task: str, seed: int, families: list[str]
                    "sample_s": sum(times) / len(times),
                    "options": options.get(method) if source == "simgen" else None,
                    "ensemble": args.ensemble if source == "simgen" and method != "nle" else 1,
-                   "emulated": args.emulated if source == "simgen" and method != "nle" else 0,
+                   "emulated": num_emulated,
                    "training": settings if source == "simgen" else None,
                    "estimator": estimator if source == "simgen" and method != "nle" else None,
                    "mcmc": json.loads(args.mcmc) if method == "nle" else None,

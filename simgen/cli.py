@@ -279,13 +279,12 @@ def _train(args: argparse.Namespace) -> int:
             spec.training[key] = getattr(args, key)
     if (args.emulator is not None or args.num_emulated is not None) and args.direction != "posterior":
         raise UsageError("--emulator and --num-emulated are for --direction posterior (pairs drawn from an emulator)")
-    if args.num_emulated is not None and args.num_emulated < 1:
-        raise UsageError(f"--num-emulated must be at least 1; got {args.num_emulated}")
-    if args.num_emulated is not None and args.emulator is None:
-        raise UsageError("--num-emulated counts pairs drawn from an emulator: give it with --emulator EMULATOR.pt")
-    if args.direction == "posterior" and spec.num_emulated and args.emulator is None:
-        raise UsageError("the configuration's posterior.num_emulated draws pairs from an emulator: give it with "
-                         "--emulator EMULATOR.pt")
+    if args.num_emulated is not None and args.num_emulated < 0:
+        raise UsageError(f"--num-emulated must be at least 0; got {args.num_emulated}")
+    if args.num_emulated == 0 and args.emulator is not None:
+        raise UsageError("--num-emulated 0 trains on no emulated pairs: leave --emulator out")
+    if args.num_emulated is not None:
+        spec.num_emulated = args.num_emulated
     if args.seed is not None:
         config.seed = args.seed
     if args.device is not None:
@@ -314,7 +313,8 @@ def _train(args: argparse.Namespace) -> int:
         emulator = _load_model(args.emulator, args.device)
         if emulator.direction != "likelihood":
             raise UsageError(f"--emulator: {args.emulator} holds a {emulator.direction} model, not an emulator")
-        spec.num_emulated = args.num_emulated or spec.num_emulated or 10 * theta.shape[0]
+        if spec.num_emulated == 0:
+            raise UsageError("--emulator: the configuration's posterior.num_emulated is 0 (no emulated pairs)")
         options["emulator"] = emulator
     estimator = fit(config, sim, theta, x, progress=not args.quiet, say=say, checkpoint=args.checkpoint, **options)
     estimator.save(args.out)
@@ -642,8 +642,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="posterior: also train on pairs drawn from this saved emulator (θ from the prior, x from "
                             "it; README 'Emulated pairs')")
     train.add_argument("--num-emulated", type=int, default=None, metavar="N",
-                       help="posterior: how many emulated pairs (default: the configuration's num_emulated, else "
-                            "10 times the simulations)")
+                       help="posterior: how many emulated pairs, drawn from --emulator or, without it, from an "
+                            "emulator fitted on the store's simulations first; 0: none (default: the "
+                            "configuration's num_emulated, else 3 times the simulations with --emulator, else what "
+                            "model 'auto' chooses)")
     train.add_argument("--gold", choices=("score", "ratio", "ratio+score"), default=None,
                        help="train on the store's gold: score (the joint score: SCANDAL for a flow, the score term "
                             "for a ratio), ratio or ratio+score (the joint log ratio, --direction ratio only: "

@@ -123,9 +123,10 @@ class ModelConfig:
     #: likelihoods: the θ dimensions fed as log θ: ``True`` the prior's positive ones (``None``: the estimator's
     #: default, which is that), ``False`` none, or a list (see :class:`~simgen.LikelihoodEstimator`)
     log_theta: bool | list[int] | None = None
-    #: posteriors: pairs drawn from the run's emulator ([likelihood]) to train on beside the simulations
-    #: (``PosteriorEstimator.fit(..., emulator=, num_emulated=)``); 0: none
-    num_emulated: int = 0
+    #: posteriors: pairs drawn from an emulator to train on beside the simulations
+    #: (``PosteriorEstimator.fit(..., emulator=, num_emulated=)``): the run's ([likelihood]) when there is one,
+    #: else one the posterior fits; 0: none; ``None``: the estimator's default (``"auto"`` chooses)
+    num_emulated: int | None = None
 
 
 @dataclass
@@ -272,7 +273,8 @@ options = {}                 # a named family's constructor arguments, e.g. { tr
 training = {}                # TrainingConfig fields, e.g. { max_epochs = 100, max_time = 60, batch_size = 256 }
                              # (precision = "bf16" or "16": mixed-precision training steps; default "32")
 # num_train = 10000          # train on the first this many valid simulations (default: all of them)
-# num_emulated = 100000      # also train on this many pairs drawn from the run's emulator ([likelihood] enabled)
+# num_emulated = 30000       # also train on this many pairs drawn from an emulator (the run's [likelihood] when
+                             # enabled, else one fitted on the simulations); 0: none; default: "auto" chooses
 
 [likelihood]                 # p(x | theta), an emulator (surrogate) of the simulator
 enabled = false
@@ -508,7 +510,7 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
         if direction != "likelihood":
             raise ConfigError(f"{key}.log_theta", "only [likelihood] has θ as its context")
         log_theta = _log_theta(table["log_theta"], f"{key}.log_theta")
-    num_emulated = 0
+    num_emulated = None
     if "num_emulated" in table:
         if direction != "posterior":
             raise ConfigError(f"{key}.num_emulated", "only [posterior] trains on pairs drawn from the emulator")
@@ -734,8 +736,6 @@ def parse_config(text: str, *, source: str = "<string>", base_dir: str | Path = 
     if not (posterior.enabled or likelihood.enabled or ratio.enabled or joint.enabled):
         raise ConfigError("posterior.enabled", "at least one of [posterior], [likelihood], [ratio] and [joint] "
                           "must be enabled")
-    if posterior.enabled and posterior.num_emulated and not likelihood.enabled:
-        raise ConfigError("posterior.num_emulated", "draws pairs from the run's emulator: add a [likelihood] table")
     # the budget presets keep their former key names (emulator_epochs, emulator_time); a ratio estimator trains
     # on the posterior's budget (both read x through an embedding)
     for cfg, key in ((posterior, "posterior"), (likelihood, likelihood_key), (ratio, "ratio")):

@@ -247,7 +247,7 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
                   emulator: Any = None) -> Any:
     """A :class:`~simgen.PosteriorEstimator` of ``[posterior]`` fitted on (θ, x), seed ``config.seed`` (training
     checkpointed to ``checkpoint`` when given), and on ``[posterior] num_emulated`` pairs drawn from
-    ``emulator`` when that is set."""
+    ``emulator`` (or, without one, from an emulator the posterior fits on the same pairs) when that is set."""
     import simgen
 
     spec = config.posterior
@@ -256,12 +256,15 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
     post = simgen.PosteriorEstimator(simulator.prior, model_of(spec, "vector"), embedding=embedding,
                                      simulator=simulator, device=_device(config), gold=spec.gold,
                                      gold_weight=spec.gold_weight)
-    if spec.num_emulated and emulator is None:
-        raise ConfigError("posterior.num_emulated", "draws pairs from the run's emulator, and there is none")
-    augment = {"emulator": emulator, "num_emulated": spec.num_emulated} if spec.num_emulated else {}
+    augment: dict[str, Any] = {}
+    if spec.num_emulated is not None or emulator is not None:
+        augment = {"emulator": emulator if spec.num_emulated != 0 else None, "num_emulated": spec.num_emulated}
     history = post.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint,
                        gold=_gold_rows(gold, spec), **augment, **spec.training)
     emulated = f" and {post.num_emulated} emulated pairs" if post.num_emulated else ""
+    if post.emulator is not None and post.emulator is not emulator:  # fitted by the posterior for its pairs
+        emulated += (f" from an emulator it fitted first ({post.emulator.history.epochs} epochs in "
+                     f"{post.emulator.history.wall_time:.0f} s)")
     say(f"  posterior ({_chosen(post, spec.model)}, embedding {spec.embedding}, {theta.shape[0]} simulations"
         f"{emulated}): "
         f"{history.epochs} epochs in {history.wall_time:.0f} s, best validation loss "
@@ -780,7 +783,7 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
         return fitted
 
     # a posterior trained on emulated pairs needs the emulator first
-    emulated = config.posterior.enabled and config.posterior.num_emulated > 0
+    emulated = config.posterior.enabled and bool(config.posterior.num_emulated)
     if config.likelihood.enabled and emulated:
         emulator = fit_emulator_step()
     if config.posterior.enabled:
@@ -789,6 +792,8 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
         posterior = fit_posterior(config, simulator, theta, x, progress=progress, say=say, gold=gold,
                                   emulator=emulator)
         histories["posterior"] = posterior.history
+        if posterior.emulator is not None and posterior.emulator is not emulator:
+            histories["posterior's emulator"] = posterior.emulator.history  # fitted for its emulated pairs
         done()
     if config.likelihood.enabled and not emulated:
         emulator = fit_emulator_step()

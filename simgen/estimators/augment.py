@@ -16,14 +16,30 @@ inference with emulator networks", AABI) used to amortise, where they used it to
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
+from ..training import TrainingConfig
 from ..utils import randint
 from .likelihood import LikelihoodEstimator
 
-__all__ = ["emulated_pairs"]
+__all__ = ["emulated_pairs", "fit_emulator"]
+
+
+def fit_emulator(prior: Distribution, theta: Tensor, x: Tensor, *, x_kind: str | None = None,
+                 discrete: Sequence[int] = (), device: str | torch.device | None = None, seed: int | None = None,
+                 progress: bool = True, config: TrainingConfig | None = None, **settings: Any) -> LikelihoodEstimator:
+    """The emulator q(x | θ) that emulated pairs come from when none is given: ``LikelihoodEstimator(prior)``
+    with its ``"auto"`` family (a flow; MNLE over x's ``discrete`` columns) fitted on the simulated pairs
+    θ ``[n, d_theta]``, x ``[n, *x_shape]``, seeded by ``seed``, with the training ``config``/``settings`` the
+    posterior's fit was given (on top of the family's defaults)."""
+    emulator = LikelihoodEstimator(prior, x_kind=x_kind, discrete=list(discrete) or None, device=device)
+    emulator.fit(theta, x, seed=seed, progress=progress, config=config, **settings)
+    return emulator
 
 
 def emulated_pairs(emulator: LikelihoodEstimator, n: int, *, seed: int | None = None) -> tuple[Tensor, Tensor]:

@@ -17,6 +17,11 @@ for which problem"), which also give the figures behind each:
   simulations every other family was less accurate; on the Gaussian posteriors of gaussian_linear, where it
   returns its linear-Gaussian start when that is better than every epoch's, it is level with them or ahead; and it
   trains and samples fastest.
+* **posterior of a vector x, 10³ to 2·10⁴ simulations** → the flow also trains on emulated pairs
+  (:mod:`~simgen.estimators.augment`): an emulator, the likelihood family ``"auto"`` builds, is fitted on the same
+  simulations, and :data:`EMULATED_PER_PAIR` pairs θ ~ p(θ), x ~ emu(x | θ) per simulated pair join the
+  simulated ones. At these budgets a flow of p(x | θ) learns more from the simulations than one of p(θ | x) does,
+  and the posterior, still amortised, learns from it as from a simulator (Choice.emulated says how many).
 * **every budget** measured (10³ and 10⁴ simulations): the same families with their own training defaults; the
   trainer's automatic batch (an eighth of the rows) scales the steps per epoch with the data, and longer
   schedules, larger flows and ensembles of flows did not measure better.
@@ -30,10 +35,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["AUTO", "Choice", "choose", "family_for"]
+__all__ = ["AUTO", "EMULATED_BUDGETS", "EMULATED_PER_PAIR", "Choice", "choose", "emulated_for", "family_for"]
 
 #: the model name that asks for :func:`choose`
 AUTO = "auto"
+
+#: emulated pairs per simulated pair that ``"auto"`` adds to a posterior's training data
+EMULATED_PER_PAIR = 3
+
+#: the numbers of simulated pairs (inclusive) over which ``"auto"`` adds emulated pairs: the budgets measured
+EMULATED_BUDGETS = (1_000, 20_000)
 
 
 @dataclass(frozen=True)
@@ -46,12 +57,15 @@ class Choice:
         training: :class:`~simgen.training.TrainingConfig` settings on top of the family's ``training_defaults``
             (a user's ``fit(..., **settings)`` still overrides both).
         reason: one line saying why, in words.
+        emulated: pairs drawn from an emulator that a posterior trained on beside the simulated ones
+            (:func:`emulated_for`; 0 for none).
     """
 
     model: str
     options: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    emulated: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,7 +73,8 @@ class Choice:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Choice:
         return cls(model=str(data["model"]), options=dict(data.get("options") or {}),
-                   training=dict(data.get("training") or {}), reason=str(data.get("reason", "")))
+                   training=dict(data.get("training") or {}), reason=str(data.get("reason", "")),
+                   emulated=int(data.get("emulated", 0)))  # (absent from files written before it existed)
 
     def __str__(self) -> str:
         parts = [self.model]
@@ -67,6 +82,8 @@ class Choice:
             parts.append(f"options {self.options}")
         if self.training:
             parts.append(f"training {self.training}")
+        if self.emulated:
+            parts.append(f"{self.emulated} emulated pairs")
         return f"{', '.join(parts)}: {self.reason}"
 
 
@@ -79,8 +96,18 @@ def family_for(direction: str, y_kind: str) -> str:
     return "flow"
 
 
+def emulated_for(direction: str, *, x_kind: str, num_rows: int, iid: bool = False) -> int:
+    """How many emulated pairs ``model="auto"`` trains a posterior on beside ``num_rows`` simulated ones:
+    :data:`EMULATED_PER_PAIR` per simulated pair for a posterior of a vector x (not sets of i.i.d. draws) at
+    :data:`EMULATED_BUDGETS`, else 0 (a likelihood, maps, sets and sequences, budgets not measured)."""
+    low, high = EMULATED_BUDGETS
+    if direction != "posterior" or x_kind != "vector" or iid or not low <= num_rows <= high:
+        return 0
+    return EMULATED_PER_PAIR * num_rows
+
+
 def choose(direction: str, *, y_kind: str, x_kind: str, num_rows: int, discrete: bool = False,
-           iid: bool = False) -> Choice:
+           iid: bool = False, emulated: int = 0) -> Choice:
     """The family, options and training settings ``model="auto"`` builds for this data.
 
     Args:
@@ -90,6 +117,7 @@ def choose(direction: str, *, y_kind: str, x_kind: str, num_rows: int, discrete:
         num_rows: the number of simulated pairs the fit trains on (training and validation rows together).
         discrete: whether x has declared integer-valued columns (a likelihood then uses MNLE).
         iid: whether a posterior is amortised over sets of i.i.d. observations.
+        emulated: the emulated pairs a posterior trains on beside the simulated ones (:func:`emulated_for`).
 
     Raises:
         ValueError: an unknown direction, or fewer than one row.
@@ -112,4 +140,8 @@ def choose(direction: str, *, y_kind: str, x_kind: str, num_rows: int, discrete:
         what = "sets of i.i.d. observations" if iid else f"a {x_kind} x"
         reason = (f"posterior given {what}: a neural spline flow on the default embedding, the most accurate "
                   "posterior family measured on the sbibm tasks at 10³ and 10⁴ simulations, and the fastest")
+    if emulated:
+        return Choice(model=model, emulated=emulated,
+                      reason=f"{reason}, also trained on pairs from an emulator of x ({num_rows} simulated and "
+                             f"{emulated} emulated training pairs)")
     return Choice(model=model, reason=f"{reason} ({num_rows} training pairs)")

@@ -137,6 +137,9 @@ class Estimator:
         self.requested_model = model
         #: what ``model="auto"`` chose at the last fit (:class:`~simgen.estimators.auto.Choice`), else ``None``
         self.choice: Choice | None = None
+        #: pairs drawn from an emulator that the last fit trained on beside the simulated ones (a posterior's
+        #: ``fit(..., emulator=)`` and its ``"auto"`` choice; 0 for every other fit)
+        self.num_emulated = 0
         self.embedding = embedding
         self.x_kind = x_kind
         self._discrete_given = discrete is not None
@@ -338,12 +341,14 @@ class Estimator:
     def choose_model(self, num_rows: int) -> None:
         """The family this fit builds (:attr:`model_spec`): the one asked for, or with ``model="auto"`` the
         family, options and training settings :func:`~simgen.estimators.auto.choose` picks for ``num_rows``
-        training pairs, recorded in :attr:`choice` (``None`` for any other model)."""
+        training pairs (of which :attr:`num_emulated` emulated), recorded in :attr:`choice` (``None`` for any other
+        model)."""
         self.model_spec, self.choice = self.requested_model, None
         if self.requested_model != AUTO:
             return
-        self.choice = choose(self.direction, y_kind=self.y_kind, x_kind=self.x_kind or "vector", num_rows=num_rows,
-                             discrete=bool(self.discrete), iid=self.iid_sets)
+        self.choice = choose(self.direction, y_kind=self.y_kind, x_kind=self.x_kind or "vector",
+                             num_rows=num_rows - self.num_emulated, discrete=bool(self.discrete), iid=self.iid_sets,
+                             emulated=self.num_emulated)
         self.model_spec = make_model(self.choice.model, self.choice.options)
 
     def prepare_model(self, data: tuple[Tensor, Tensor] | StoreBatches) -> None:

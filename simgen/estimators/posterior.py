@@ -18,8 +18,8 @@ from ..training import TrainingConfig, TrainingHistory
 from ..transforms import Dequantize, Standardize, SupportBijection
 from ..utils import as_tensor, check_positive_int, check_rows
 from . import ingest, sequential
-from .augment import emulated_pairs
-from .auto import AUTO
+from .augment import emulated_pairs, fit_emulator
+from .auto import AUTO, EMULATED_PER_PAIR, emulated_for
 from .base import Estimator, infer_x_kind, x_context_parts
 from .likelihood import LikelihoodEstimator
 
@@ -87,8 +87,8 @@ class PosteriorEstimator(Estimator):
                              "draws' scores, which this estimator does not mine")
         super().__init__(prior, model, **kwargs)
         self.iid = iid
-        #: emulated pairs the last fit trained on beside the simulated ones (``fit(..., emulator=)``)
-        self.num_emulated = 0
+        #: the emulator the last fit drew emulated pairs from (given or fitted; not saved), else ``None``
+        self.emulator: LikelihoodEstimator | None = None
         #: with ``iid``: the largest set size M trained on and the shape of one draw
         self.iid_size: int | None = None
         self.row_shape: tuple[int, ...] | None = None
@@ -203,11 +203,16 @@ class PosteriorEstimator(Estimator):
         """Fit q(θ | x) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store.
 
         ``emulator=emu`` (a fitted :class:`~simgen.LikelihoodEstimator` of the same θ and x) adds
-        ``num_emulated`` pairs θ ~ p(θ), x ~ emu (default 10 n) to the simulated ones
-        (:mod:`simgen.estimators.augment`): the posterior then learns from the emulator as from a simulator,
-        where a flow of p(x | θ) has learned more from the n simulations than one of p(θ | x) (x of more
-        dimensions than θ, thin posteriors; README, "Emulated pairs"). Simulated pairs only: not with a store,
-        ``proposal=``, ``gold`` or ``iid``. :attr:`num_emulated` records how many, in the saved file too.
+        ``num_emulated`` pairs θ ~ p(θ), x ~ emu (default :data:`~simgen.estimators.auto.EMULATED_PER_PAIR` n)
+        to the simulated ones (:mod:`simgen.estimators.augment`): the posterior then learns from the emulator as
+        from a simulator, where a flow of p(x | θ) has learned more from the n simulations than one of p(θ | x)
+        (x of more dimensions than θ, thin posteriors; README, "Emulated pairs"). ``num_emulated=N`` without
+        ``emulator=`` fits one on the same pairs first, with the same training settings
+        (:func:`~simgen.estimators.augment.fit_emulator`); ``num_emulated=0`` adds none. With neither,
+        ``model="auto"`` adds them where :func:`~simgen.estimators.auto.emulated_for` says (a vector x, 10³ to
+        2·10⁴ pairs), any other model none. Simulated pairs only: not with a store, ``proposal=``, ``gold`` or
+        ``iid``. :attr:`num_emulated` records how many (in the saved file too), :attr:`emulator` the emulator
+        (not saved).
 
         An estimator built with ``gold="score"`` trains on the joint score too: ``gold`` is the dict
         ``simulate(..., gold=True)`` returned (or the score ``[n, d_theta]``); a store brings its own.
@@ -248,9 +253,12 @@ class PosteriorEstimator(Estimator):
             torch.Size([5])
         """
         seed = self.run_seed(seed, checkpoint)
-        self.num_emulated = 0
-        if emulator is not None or num_emulated is not None:
-            theta, x = self._with_emulated(theta, x, emulator, num_emulated, seed, proposal=proposal, gold=gold)
+        self.num_emulated, self.emulator = 0, None
+        if num_emulated is None and emulator is None:
+            num_emulated = self.auto_emulated(theta, x, proposal=proposal, gold=gold)
+        if num_emulated != 0 and (emulator is not None or num_emulated is not None):
+            theta, x = self._with_emulated(theta, x, emulator, num_emulated, seed, proposal=proposal, gold=gold,
+                                           progress=progress, config=config, settings=settings)
         if x is None:
             # sets of i.i.d. draws are re-laid out in memory before training, so an iid store is never streamed
             memory = 1e12 if self.iid else max_memory_gb
@@ -259,17 +267,32 @@ class PosteriorEstimator(Estimator):
                                self.importance_weights(proposal) if proposal is not None else None, checkpoint,
                                gold=gold)
 
-    def _with_emulated(self, theta: Any, x: Any, emulator: LikelihoodEstimator | None, num: int | None,
-                       seed: int | None, *,
-                       proposal: Any, gold: Any) -> tuple[Tensor, Tensor]:
-        """The simulated pairs with ``num`` emulated ones appended (``fit``'s ``emulator=``), checked."""
-        if emulator is None:
-            raise ValueError("num_emulated= counts pairs drawn from an emulator: pass emulator= too")
-        if x is None or proposal is not None or gold is not None or self.iid:
-            raise ValueError("emulator= adds emulated pairs to simulated pairs θ, x drawn from the prior: not with a "
-                             "store, proposal=, gold or iid=True")
+    def auto_emulated(self, theta: Any, x: Any, *, proposal: Any = None, gold: Any = None) -> int:
+        """How many emulated pairs a fit on θ, x adds when neither ``emulator=`` nor ``num_emulated=`` is given:
+        with ``model="auto"``, :func:`~simgen.estimators.auto.emulated_for` for simulated pairs θ, x drawn from
+        the prior (not a store, ``proposal=``, ``gold`` or ``iid``); else 0."""
+        if self.requested_model != AUTO or x is None or proposal is not None or gold is not None or self.iid:
+            return 0
         theta, x = self.check_pairs(theta, x)
-        num = 10 * theta.shape[0] if num is None else num
+        x_kind = self.x_kind or infer_x_kind(tuple(x.shape[1:]))
+        return emulated_for(self.direction, x_kind=x_kind, num_rows=theta.shape[0])
+
+    def _with_emulated(self, theta: Any, x: Any, emulator: LikelihoodEstimator | None, num: int | None,
+                       seed: int | None, *, proposal: Any, gold: Any, progress: bool, config: TrainingConfig | None,
+                       settings: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The simulated pairs with ``num`` emulated ones appended (``fit``'s ``emulator=``; without one, an
+        emulator fitted on the same pairs with the same training settings by
+        :func:`~simgen.estimators.augment.fit_emulator`), checked."""
+        if x is None or proposal is not None or gold is not None or self.iid:
+            raise ValueError("emulated pairs join simulated pairs θ, x drawn from the prior: not with a store, "
+                             "proposal=, gold or iid=True")
+        theta, x = self.check_pairs(theta, x)
+        num = EMULATED_PER_PAIR * theta.shape[0] if num is None else num
+        if emulator is None:
+            emulator = fit_emulator(self.prior, theta, x, x_kind=self.x_kind, discrete=self.discrete,
+                                    device=self.device, seed=None if seed is None else seed + 5, progress=progress,
+                                    config=config, **settings)
+        self.emulator = emulator
         if emulator.theta_shape != tuple(theta.shape[1:]) or emulator.x_shape != tuple(x.shape[1:]):
             raise ValueError(f"the emulator models x {list(emulator.x_shape or ())} given θ "
                              f"{list(emulator.theta_shape or ())}; the pairs are x {list(x.shape[1:])}, θ "

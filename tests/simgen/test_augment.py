@@ -6,6 +6,7 @@ import torch
 import simgen
 from simgen.diagnostics import c2st
 from simgen.estimators.augment import emulated_pairs
+from simgen.estimators.auto import Choice, emulated_for
 
 
 def test_emulated_pairs_follow_the_prior_and_the_emulator(conjugate, conjugate_emulator):
@@ -48,11 +49,45 @@ def test_a_posterior_from_few_simulations_learns_from_emulated_pairs(conjugate, 
     assert simgen.load(tmp_path / "post.pt").num_emulated == 4000
 
 
+def test_auto_adds_emulated_pairs_where_measured():
+    """``model="auto"``'s rule: 3 emulated pairs per simulated pair for a posterior of a vector x at 10³ to 2·10⁴
+    simulations, none elsewhere."""
+    assert emulated_for("posterior", x_kind="vector", num_rows=1000) == 3000
+    assert emulated_for("posterior", x_kind="vector", num_rows=20_000) == 60_000
+    for direction, kind, rows, iid in (("posterior", "vector", 999, False), ("posterior", "vector", 20_001, False),
+                                       ("posterior", "map", 5000, False), ("posterior", "vector", 5000, True),
+                                       ("likelihood", "vector", 5000, False)):
+        assert emulated_for(direction, x_kind=kind, num_rows=rows, iid=iid) == 0, (direction, kind, rows, iid)
+    assert Choice.from_dict({"model": "flow"}).emulated == 0  # a choice saved before the field existed
+
+
+def test_auto_fits_its_own_emulator(conjugate, conjugate_data, tmp_path):
+    """At 1,200 simulations ``"auto"`` fits an emulator on them and trains on 3,600 emulated pairs too (its choice
+    and the saved file say so); ``num_emulated=0`` and a named model add none; ``num_emulated=N`` without an
+    emulator fits one."""
+    theta, x = conjugate_data[0][:1200], conjugate_data[1][:1200]
+    post = simgen.PosteriorEstimator(conjugate.prior)
+    post.fit(theta, x, seed=0, progress=False, max_epochs=2)
+    assert post.num_emulated == 3600 and post.choice.emulated == 3600 and "3600 emulated" in post.choice.reason
+    assert isinstance(post.emulator, simgen.LikelihoodEstimator) and post.emulator.history.epochs == 2
+    post.save(tmp_path / "post.pt")
+    loaded = simgen.load(tmp_path / "post.pt")
+    assert loaded.num_emulated == 3600 and loaded.choice.emulated == 3600 and loaded.emulator is None
+    post.fit(theta, x, seed=0, progress=False, max_epochs=2, num_emulated=0)
+    assert post.num_emulated == 0 and post.choice.emulated == 0 and post.emulator is None
+    assert "(1200 training pairs)" in post.choice.reason
+    named = simgen.PosteriorEstimator(conjugate.prior, "flow")
+    named.fit(theta, x, seed=0, progress=False, max_epochs=2)
+    assert named.num_emulated == 0 and named.emulator is None
+    named.fit(theta[:300], x[:300], seed=0, progress=False, max_epochs=2, num_emulated=500)
+    assert named.num_emulated == 500 and named.emulator.history.epochs == 2
+
+
 def test_emulated_pairs_are_refused_where_they_do_not_apply(conjugate, conjugate_data, conjugate_emulator):
     theta, x = conjugate_data
     post = simgen.PosteriorEstimator(conjugate.prior, "flow")
-    with pytest.raises(ValueError, match="pass emulator= too"):
-        post.fit(theta, x, num_emulated=10, progress=False)
+    with pytest.raises(ValueError, match="positive int"):
+        post.fit(theta, x, num_emulated=-1, progress=False)
     with pytest.raises(ValueError, match="not with a store, proposal="):
         post.fit(theta, x, emulator=conjugate_emulator, proposal=conjugate.prior, progress=False)
     with pytest.raises(ValueError, match=r"the emulator models x \[2\] given θ \[2\]"):

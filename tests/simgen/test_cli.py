@@ -87,7 +87,9 @@ def test_run_says_what_it_expects_and_where_everything_went(tmp_path, capsys):
              "--max-epochs", "2", "--quiet"]
     assert main([*train, "--emulator", str(out / "emulator.pt"), "--num-emulated", "200"]) == 0
     assert simgen.load(posterior).num_emulated == 200
-    assert main([*train, "--num-emulated", "200"]) == 2  # from which emulator?
+    assert main([*train, "--num-emulated", "200", "--out", str(tmp_path / "p3.pt")]) == 0  # fits its own emulator
+    assert simgen.load(tmp_path / "p3.pt").num_emulated == 200
+    assert main([*train, "--num-emulated", "0", "--emulator", str(out / "emulator.pt")]) == 2  # none, or from it?
     assert main([*train, "--emulator", str(out / "posterior.pt")]) == 2  # not an emulator
     assert main([*train, "--direction", "likelihood", "--emulator", str(out / "emulator.pt")]) == 2
     assert "calibration" not in summary and "emulator" in summary

@@ -125,3 +125,19 @@ def test_simulate_at_seeds_callables_without_generator():
     a, b = simulate_at(noisy, theta, 1), simulate_at(noisy, theta, 1)
     torch.testing.assert_close(a, b)
     assert not torch.equal(a, simulate_at(noisy, theta, 2)) and len(calls) == 3
+
+
+def test_a_posterior_without_the_runs_emulator_fits_its_own_for_emulated_pairs(conjugate, conjugate_data):
+    """``[posterior] num_emulated = N`` without a ``[likelihood]`` table: the posterior fits an emulator on the
+    simulations itself, says so, and trains on N pairs from it; ``num_emulated = 0`` trains on none."""
+    from simgen.pipeline import fit_posterior
+
+    theta, x = conjugate_data[0][:300], conjugate_data[1][:300]
+    said: list[str] = []
+    for n in (200, 0):
+        config, _ = parse_config(f'simulator = "two_moons"\n[posterior]\nnum_emulated = {n}\n'
+                                 'training = { max_epochs = 2 }\n', build_simulator=False)
+        post = fit_posterior(config, conjugate, theta, x, progress=False, say=said.append)
+        assert post.num_emulated == n and (post.emulator is not None) == bool(n)
+    assert "and 200 emulated pairs from an emulator it fitted first (2 epochs" in said[0]
+    assert "emulated" not in said[1]

@@ -298,9 +298,10 @@ def test_num_emulated_is_read_and_checked():
 
     text = 'simulator = "two_moons"\n[posterior]\nnum_emulated = 5000\n[likelihood]\n'
     config, _ = parse_config(text, build_simulator=False)
-    assert config.posterior.num_emulated == 5000 and config.likelihood.num_emulated == 0
-    for bad, message in (('simulator = "two_moons"\n[posterior]\nnum_emulated = 5000\n', "add a \\[likelihood\\]"),
-                         (text + "num_emulated = 10\n", "only \\[posterior\\]"),
+    assert config.posterior.num_emulated == 5000 and config.likelihood.num_emulated is None
+    alone, _ = parse_config('simulator = "two_moons"\n[posterior]\nnum_emulated = 0\n', build_simulator=False)
+    assert alone.posterior.num_emulated == 0  # none; without [likelihood] a positive N fits the posterior's own
+    for bad, message in ((text + "num_emulated = 10\n", "only \\[posterior\\]"),
                          ('simulator = "two_moons"\n[posterior]\nnum_emulated = -1\n[likelihood]\n', ">= 0")):
         with pytest.raises(ConfigError, match=message) as err:
             parse_config(bad, build_simulator=False)
