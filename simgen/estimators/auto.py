@@ -17,7 +17,7 @@ for which problem"), which also give the figures behind each:
   simulations every other family was less accurate; on the Gaussian posteriors of gaussian_linear, where it
   returns its linear-Gaussian start when that is better than every epoch's, it is level with them or ahead; and it
   trains and samples fastest.
-* **posterior of a vector x, 10³ to 2·10⁴ simulations** → the flow also trains on emulated pairs
+* **posterior of a vector x (up to 50 features), 10³ to 2·10⁴ simulations** → the flow also trains on emulated pairs
   (:mod:`~simgen.estimators.augment`): an emulator, the likelihood family ``"auto"`` builds, is fitted on the same
   simulations, and :data:`EMULATED_PER_PAIR` pairs θ ~ p(θ), x ~ emu(x | θ) per simulated pair join the
   simulated ones. At these budgets a flow of p(x | θ) learns more from the simulations than one of p(θ | x) does,
@@ -35,7 +35,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["AUTO", "EMULATED_BUDGETS", "EMULATED_PER_PAIR", "Choice", "choose", "emulated_for", "family_for"]
+__all__ = ["AUTO", "EMULATED_BUDGETS", "EMULATED_MAX_FEATURES", "EMULATED_PER_PAIR", "Choice", "choose",
+           "emulated_for", "family_for"]
 
 #: the model name that asks for :func:`choose`
 AUTO = "auto"
@@ -43,8 +44,13 @@ AUTO = "auto"
 #: emulated pairs per simulated pair that ``"auto"`` adds to a posterior's training data
 EMULATED_PER_PAIR = 3
 
-#: the numbers of simulated pairs (inclusive) over which ``"auto"`` adds emulated pairs: the budgets measured
+#: the numbers of simulated pairs (inclusive) over which ``"auto"`` adds emulated pairs: from the smaller budget
+#: measured (README, "Emulated pairs") to twice the larger
 EMULATED_BUDGETS = (1_000, 20_000)
+
+#: the largest x (features of a vector) for which ``"auto"`` adds emulated pairs: the emulator is a flow over x,
+#: measured up to 20 features
+EMULATED_MAX_FEATURES = 50
 
 
 @dataclass(frozen=True)
@@ -96,12 +102,14 @@ def family_for(direction: str, y_kind: str) -> str:
     return "flow"
 
 
-def emulated_for(direction: str, *, x_kind: str, num_rows: int, iid: bool = False) -> int:
+def emulated_for(direction: str, *, x_kind: str, num_rows: int, x_features: int = 1, iid: bool = False) -> int:
     """How many emulated pairs ``model="auto"`` trains a posterior on beside ``num_rows`` simulated ones:
-    :data:`EMULATED_PER_PAIR` per simulated pair for a posterior of a vector x (not sets of i.i.d. draws) at
-    :data:`EMULATED_BUDGETS`, else 0 (a likelihood, maps, sets and sequences, budgets not measured)."""
+    :data:`EMULATED_PER_PAIR` per simulated pair for a posterior of a vector x (not sets of i.i.d. draws) of at
+    most :data:`EMULATED_MAX_FEATURES` ``x_features`` at :data:`EMULATED_BUDGETS`, else 0 (a likelihood, maps,
+    sets and sequences, sizes and budgets not measured)."""
     low, high = EMULATED_BUDGETS
-    if direction != "posterior" or x_kind != "vector" or iid or not low <= num_rows <= high:
+    if (direction != "posterior" or x_kind != "vector" or iid or not low <= num_rows <= high
+            or x_features > EMULATED_MAX_FEATURES):
         return 0
     return EMULATED_PER_PAIR * num_rows
 

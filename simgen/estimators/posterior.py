@@ -209,10 +209,10 @@ class PosteriorEstimator(Estimator):
         (x of more dimensions than θ, thin posteriors; README, "Emulated pairs"). ``num_emulated=N`` without
         ``emulator=`` fits one on the same pairs first, with the same training settings
         (:func:`~simgen.estimators.augment.fit_emulator`); ``num_emulated=0`` adds none. With neither,
-        ``model="auto"`` adds them where :func:`~simgen.estimators.auto.emulated_for` says (a vector x, 10³ to
-        2·10⁴ pairs), any other model none. Simulated pairs only: not with a store, ``proposal=``, ``gold`` or
-        ``iid``. :attr:`num_emulated` records how many (in the saved file too), :attr:`emulator` the emulator
-        (not saved).
+        ``model="auto"`` adds them where :func:`~simgen.estimators.auto.emulated_for` says (a vector x of up to
+        50 features, 10³ to 2·10⁴ pairs), any other model none. Simulated pairs only: not with a store,
+        ``proposal=``, ``gold`` or ``iid``. :attr:`num_emulated` records how many (in the saved file too),
+        :attr:`emulator` the emulator (not saved).
 
         An estimator built with ``gold="score"`` trains on the joint score too: ``gold`` is the dict
         ``simulate(..., gold=True)`` returned (or the score ``[n, d_theta]``); a store brings its own.
@@ -275,7 +275,7 @@ class PosteriorEstimator(Estimator):
             return 0
         theta, x = self.check_pairs(theta, x)
         x_kind = self.x_kind or infer_x_kind(tuple(x.shape[1:]))
-        return emulated_for(self.direction, x_kind=x_kind, num_rows=theta.shape[0])
+        return emulated_for(self.direction, x_kind=x_kind, num_rows=theta.shape[0], x_features=x[0].numel())
 
     def _with_emulated(self, theta: Any, x: Any, emulator: LikelihoodEstimator | None, num: int | None,
                        seed: int | None, *, proposal: Any, gold: Any, progress: bool, config: TrainingConfig | None,

@@ -50,14 +50,17 @@ def test_a_posterior_from_few_simulations_learns_from_emulated_pairs(conjugate, 
 
 
 def test_auto_adds_emulated_pairs_where_measured():
-    """``model="auto"``'s rule: 3 emulated pairs per simulated pair for a posterior of a vector x at 10³ to 2·10⁴
-    simulations, none elsewhere."""
+    """``model="auto"``'s rule: 3 emulated pairs per simulated pair for a posterior of a vector x of up to 50
+    features at 10³ to 2·10⁴ simulations, none elsewhere."""
     assert emulated_for("posterior", x_kind="vector", num_rows=1000) == 3000
     assert emulated_for("posterior", x_kind="vector", num_rows=20_000) == 60_000
-    for direction, kind, rows, iid in (("posterior", "vector", 999, False), ("posterior", "vector", 20_001, False),
-                                       ("posterior", "map", 5000, False), ("posterior", "vector", 5000, True),
-                                       ("likelihood", "vector", 5000, False)):
-        assert emulated_for(direction, x_kind=kind, num_rows=rows, iid=iid) == 0, (direction, kind, rows, iid)
+    assert emulated_for("posterior", x_kind="vector", num_rows=5000, x_features=50) == 15_000
+    for direction, kind, rows, features, iid in (
+            ("posterior", "vector", 999, 2, False), ("posterior", "vector", 20_001, 2, False),
+            ("posterior", "vector", 5000, 51, False), ("posterior", "map", 5000, 256, False),
+            ("posterior", "vector", 5000, 2, True), ("likelihood", "vector", 5000, 2, False)):
+        assert emulated_for(direction, x_kind=kind, num_rows=rows, x_features=features, iid=iid) == 0, (
+            direction, kind, rows, features, iid)
     assert Choice.from_dict({"model": "flow"}).emulated == 0  # a choice saved before the field existed
 
 
