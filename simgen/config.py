@@ -275,6 +275,7 @@ training = {}                # TrainingConfig fields, e.g. { max_epochs = 100, m
 # num_train = 10000          # train on the first this many valid simulations (default: all of them)
 # num_emulated = 30000       # also train on this many pairs drawn from an emulator (the run's [likelihood] when
                              # enabled, else one fitted on the simulations); 0: none; default: "auto" chooses
+                             # (from the run's [likelihood] emulator when that is "auto" too)
 
 [likelihood]                 # p(x | theta), an emulator (surrogate) of the simulator
 enabled = false

@@ -272,6 +272,20 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
     return post
 
 
+def auto_emulated_from_run(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor,
+                           gold: dict[str, Tensor] | None) -> int:
+    """The emulated pairs ``[posterior]``'s ``"auto"`` adds to its training data when ``num_emulated`` is unset
+    and the run's ``[likelihood]`` is ``"auto"`` too, so that they come from the run's emulator
+    (:meth:`~simgen.PosteriorEstimator.auto_emulated`); else 0."""
+    import simgen
+
+    post, like = config.posterior, config.likelihood
+    if post.num_emulated is not None or not like.enabled or post.model != AUTO or like.model != AUTO:
+        return 0
+    estimator = simgen.PosteriorEstimator(simulator.prior, simulator=simulator, gold=post.gold)
+    return estimator.auto_emulated(theta[: post.num_train], x[: post.num_train], gold=_gold_rows(gold, post))
+
+
 def model_of(spec: Any, y_kind: str) -> Any:
     """What a ``[posterior]``/``[likelihood]`` table asks an estimator for: ``"auto"`` as it is (the estimator
     chooses when it sees the data), else the named family with its options, in the architecture that suits y of
@@ -782,8 +796,10 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
         done()
         return fitted
 
-    # a posterior trained on emulated pairs needs the emulator first
-    emulated = config.posterior.enabled and bool(config.posterior.num_emulated)
+    # a posterior trained on emulated pairs needs the emulator first; where "auto" adds them and the run's
+    # emulator is "auto" too, they come from the run's emulator rather than from a second one fitted alike
+    emulated = config.posterior.enabled and (bool(config.posterior.num_emulated)
+                                             or auto_emulated_from_run(config, simulator, theta, x, gold) > 0)
     if config.likelihood.enabled and emulated:
         emulator = fit_emulator_step()
     if config.posterior.enabled:

@@ -275,3 +275,30 @@ def test_train_log_theta_and_validate_initial_from_the_command_line(tmp_path):
         assert (simgen.load(out).history.initial_validation_loss is not None) == validated
     assert main([*args, "--out", str(tmp_path / "x.pt"), "--log-theta", "yes"]) == 2
     assert main([*args[:4], "--out", str(tmp_path / "x.pt"), "--direction", "posterior", "--log-theta", "0"]) == 2
+
+
+def test_run_draws_autos_emulated_pairs_from_the_runs_emulator(tmp_path, capsys):
+    """``[posterior]`` and ``[likelihood]`` both on ``"auto"`` with 10³ vector simulations: the posterior's emulated
+    pairs (3 per simulation) come from the run's emulator, fitted first, not from a second emulator."""
+    config = tmp_path / "tm.toml"
+    config.write_text(textwrap.dedent("""
+        budget = "tiny"
+        [simulator]
+        name = "two_moons"
+        [simulation]
+        num_simulations = 1000
+        [likelihood]
+        [observations]
+        held_out = 1
+        [evaluation]
+        calibration = 0
+        [output]
+        dir = "results"
+    """))
+    assert main(["run", str(config), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "results" / "summary.json").read_text())
+    assert "1000 simulated and 3000 emulated" in summary["posterior_model"], summary["posterior_model"]
+    assert printed.index("fitting the emulator") < printed.index("fitting the posterior")
+    assert "and 3000 emulated pairs" in printed and "an emulator it fitted first" not in printed
+    assert simgen.load(tmp_path / "results" / "posterior.pt").num_emulated == 3000
