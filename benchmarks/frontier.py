@@ -125,7 +125,9 @@ def train_nle(prior, theta, x, seed: int, settings: dict, mcmc: dict) -> tuple[C
     print(f"  the emulator: {emu.choice}", flush=True)
     if mcmc.get("proposal") == "posterior":
         post = simgen.PosteriorEstimator(prior)
-        fitted = post.fit(theta, x, seed=seed, progress=False, **settings)
+        # where "auto" adds emulated pairs they come from this emulator, whose time is already counted
+        fitted = post.fit(theta, x, seed=seed, progress=False, emulator=emu, num_emulated=post.auto_emulated(theta, x),
+                          **settings)
         seconds, epochs = seconds + fitted.wall_time, epochs + fitted.epochs
         print(f"  the proposal: {post.choice} ({fitted.wall_time:.1f} s)", flush=True)
         mcmc = {**mcmc, "proposal": post}

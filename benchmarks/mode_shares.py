@@ -1,9 +1,10 @@
 """Where the emulator's posterior on slcp goes wrong: the shares of its four mirror modes.
 
 slcp's likelihood is unchanged by the signs of θ₃ and θ₄, so its posterior has four mirror modes of exactly equal
-mass. This script fits, on the same 10⁴ simulations, the amortised posterior (``PosteriorEstimator(prior)``) and
-``--emulators`` emulators (``LikelihoodEstimator(prior)``, seeds 0, 1, ...), and at each observation prints the
-share of the draws in each mode (quadrant of (θ₃, θ₄)) and C2ST against the exact reference posterior, for:
+mass. This script fits, on the same 10⁴ simulations, the amortised flow (``PosteriorEstimator(prior, "flow")``, on
+the simulations alone) and ``--emulators`` emulators (``LikelihoodEstimator(prior)``, seeds 0, 1, ...), and at
+each observation prints the share of the draws in each mode (quadrant of (θ₃, θ₄)) and C2ST against the exact
+reference posterior, for:
 
 - the amortised posterior;
 - each emulator's posterior by MCMC, chains started by SIR from the prior and from the amortised posterior
@@ -78,7 +79,7 @@ def main() -> None:
           f"{args.num_simulations} simulations, {args.num_obs} observations (seed {args.obs_seed}), "
           f"{args.num_samples} draws per C2ST", flush=True)
     theta, x = simgen.simulate(sim, sim.prior, args.num_simulations, seed=0, progress=False)
-    post = simgen.PosteriorEstimator(sim.prior)
+    post = simgen.PosteriorEstimator(sim.prior, "flow")
     history = post.fit(theta, x, seed=0, progress=False)
     print(f"amortised posterior: {history.wall_time:.0f} s", flush=True)
     emulators = []
@@ -91,7 +92,7 @@ def main() -> None:
     _, x_o = observations(sim, args.num_obs, seed=args.obs_seed)
     methods = [("amortised posterior", post)]
     if args.emulated:
-        augmented = simgen.PosteriorEstimator(sim.prior)
+        augmented = simgen.PosteriorEstimator(sim.prior, "flow")
         history = augmented.fit(theta, x, seed=0, progress=False, emulator=emulators[0], num_emulated=args.emulated)
         print(f"amortised posterior with {args.emulated} emulated pairs: {history.wall_time:.0f} s", flush=True)
         methods.append((f"amortised, {args.emulated} emulated pairs", augmented))

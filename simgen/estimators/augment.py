@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from ..training import TrainingConfig
-from ..utils import randint
+from ..utils import check_positive_int, randint
 from .likelihood import LikelihoodEstimator
 
 __all__ = ["emulated_pairs", "fit_emulator"]
@@ -50,8 +50,7 @@ def emulated_pairs(emulator: LikelihoodEstimator, n: int, *, seed: int | None = 
     Raises:
         ValueError: ``n`` not a positive int, an emulator that is not a fitted likelihood estimator with a prior.
     """
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"the number of emulated pairs must be a positive int; got {n!r}")
+    check_positive_int(n, "the number of emulated pairs")
     if not isinstance(emulator, LikelihoodEstimator):
         raise ValueError(f"emulated pairs come from a fitted LikelihoodEstimator; got {type(emulator).__name__}")
     if emulator.prior is None or emulator.density is None:

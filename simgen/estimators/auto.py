@@ -49,7 +49,7 @@ EMULATED_PER_PAIR = 3
 EMULATED_BUDGETS = (1_000, 20_000)
 
 #: the largest x (features of a vector) for which ``"auto"`` adds emulated pairs: the emulator is a flow over x,
-#: measured up to 20 features
+#: and this bound keeps to the sizes of x the benchmarks cover, with room (README, "Emulated pairs")
 EMULATED_MAX_FEATURES = 50
 
 

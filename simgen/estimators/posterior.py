@@ -287,7 +287,8 @@ class PosteriorEstimator(Estimator):
             raise ValueError("emulated pairs join simulated pairs θ, x drawn from the prior: not with a store, "
                              "proposal=, gold or iid=True")
         theta, x = self.check_pairs(theta, x)
-        num = EMULATED_PER_PAIR * theta.shape[0] if num is None else num
+        # checked before an emulator is fitted for them
+        num = EMULATED_PER_PAIR * theta.shape[0] if num is None else check_positive_int(num, "num_emulated")
         if emulator is None:
             emulator = fit_emulator(self.prior, theta, x, x_kind=self.x_kind, discrete=self.discrete,
                                     device=self.device, seed=None if seed is None else seed + 5, progress=progress,

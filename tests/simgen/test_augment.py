@@ -86,10 +86,16 @@ def test_auto_fits_its_own_emulator(conjugate, conjugate_data, tmp_path):
     assert named.num_emulated == 500 and named.emulator.history.epochs == 2
 
 
-def test_emulated_pairs_are_refused_where_they_do_not_apply(conjugate, conjugate_data, conjugate_emulator):
+def test_emulated_pairs_are_refused_where_they_do_not_apply(conjugate, conjugate_data, conjugate_emulator,
+                                                            monkeypatch):
     theta, x = conjugate_data
     post = simgen.PosteriorEstimator(conjugate.prior, "flow")
-    with pytest.raises(ValueError, match="positive int"):
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("an emulator was fitted for a count that is refused")
+
+    monkeypatch.setattr("simgen.estimators.posterior.fit_emulator", no_fit)
+    with pytest.raises(ValueError, match="num_emulated must be a positive int; got -1"):
         post.fit(theta, x, num_emulated=-1, progress=False)
     with pytest.raises(ValueError, match="not with a store, proposal="):
         post.fit(theta, x, emulator=conjugate_emulator, proposal=conjugate.prior, progress=False)
