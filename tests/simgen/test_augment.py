@@ -30,6 +30,22 @@ def test_emulated_pairs_follow_the_prior_and_the_emulator(conjugate, conjugate_e
         emulated_pairs(simgen.LikelihoodEstimator(conjugate.prior), 10)
 
 
+def test_non_finite_emulated_x_is_reported_and_set_aside(conjugate_emulator, monkeypatch):
+    """An emulator draw that is NaN or inf never reaches the training pairs: it is dropped with a warning."""
+    draw = conjugate_emulator.sample_batched
+
+    def broken(n, theta, **kwargs):
+        x = draw(n, theta, **kwargs)
+        x[:3, 0, 1] = float("nan")
+        x[3, 0, 0] = float("inf")
+        return x
+
+    monkeypatch.setattr(conjugate_emulator, "sample_batched", broken)
+    with pytest.warns(RuntimeWarning, match="4 of 50 emulated x are not finite and were set aside"):
+        theta, x = emulated_pairs(conjugate_emulator, 50, seed=0)
+    assert theta.shape == (46, 2) and x.shape == (46, 2) and bool(torch.isfinite(x).all())
+
+
 def test_a_posterior_from_few_simulations_learns_from_emulated_pairs(conjugate, conjugate_data, conjugate_emulator,
                                                                      tmp_path):
     """100 simulations alone give a poor posterior (without the linear-Gaussian start, which is this conjugate
