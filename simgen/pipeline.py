@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from . import nets
 from .config import ConfigError, RunConfig
-from .estimators.auto import AUTO
+from .estimators.auto import AUTO, emulated_for
 from .mcmc import MCMCPosterior
 from .utils import call_simulator
 
@@ -284,6 +284,25 @@ def auto_emulated_from_run(config: RunConfig, simulator: Any, theta: Tensor, x: 
         return 0
     estimator = simgen.PosteriorEstimator(simulator.prior, simulator=simulator, gold=post.gold)
     return estimator.auto_emulated(theta[: post.num_train], x[: post.num_train], gold=_gold_rows(gold, post))
+
+
+def posterior_fits_emulator(config: RunConfig, simulator: Any, x_shape: tuple[int, ...]) -> bool:
+    """Whether ``[posterior]`` fits an emulator of its own for emulated pairs (before the simulations, from
+    x's shape ``x_shape``): ``num_emulated`` > 0 without ``[likelihood]``, or unset where ``"auto"`` adds them
+    (:func:`~simgen.estimators.auto.emulated_for`) and they do not come from the run's emulator
+    (:func:`auto_emulated_from_run`)."""
+    from .estimators import infer_x_kind
+
+    post, like = config.posterior, config.likelihood
+    if not post.enabled:
+        return False
+    if post.num_emulated is not None:
+        return post.num_emulated > 0 and not like.enabled
+    if post.model != AUTO or post.gold is not None or (like.enabled and like.model == AUTO):
+        return False
+    x_kind = getattr(simulator, "x_kind", None) or infer_x_kind(x_shape)
+    rows = min(post.num_train or config.num_simulations, config.num_simulations)
+    return emulated_for("posterior", x_kind=x_kind, num_rows=rows, x_features=math.prod(x_shape)) > 0
 
 
 def model_of(spec: Any, y_kind: str) -> Any:
@@ -725,7 +744,7 @@ def estimate_seconds(config: RunConfig, simulator: Any) -> dict[str, float]:
     pilot = 32 if config.num_simulations >= 320 else 4
     simulate_at(simulator, simulator.prior.sample((2,)).float(), config.seed + 98)  # set-up costs, caches
     start = time.perf_counter()
-    simulate_at(simulator, simulator.prior.sample((pilot,)).float(), config.seed + 99)
+    x_pilot = simulate_at(simulator, simulator.prior.sample((pilot,)).float(), config.seed + 99)
     per_sim = (time.perf_counter() - start) / pilot
     m = max(config.held_out, len(config.theta_obs or []), 1)
     n_sims = config.num_simulations + (config.calibration if config.posterior.enabled else 0) + m
@@ -734,6 +753,8 @@ def estimate_seconds(config: RunConfig, simulator: Any) -> dict[str, float]:
                        ("joint", config.joint)):
         if spec.enabled:
             out[f"{name} training"] = float(spec.training.get("max_time") or 600.0) + 5.0
+    if posterior_fits_emulator(config, simulator, tuple(x_pilot.shape[1:])):  # a second fit, capped alike
+        out["posterior training"] *= 2
     checks = m * (2.0 + 12.0 * config.reference_samples / 10_000 * config.c2st)
     if config.posterior.enabled and config.calibration:
         checks += 5.0 + 0.05 * config.calibration
