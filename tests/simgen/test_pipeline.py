@@ -143,23 +143,22 @@ def test_a_posterior_without_the_runs_emulator_fits_its_own_for_emulated_pairs(c
     assert "emulated" not in said[1]
 
 
-@pytest.mark.parametrize("tables, own", [
-    ("", True),  # "auto" adds emulated pairs at 10⁴ vector simulations, from an emulator of its own
-    ('[likelihood]\nenabled = true\n', False),  # from the run's "auto" emulator
-    ('[likelihood]\nenabled = true\nmodel = "flow"\n', True),
-    ('[posterior]\nnum_emulated = 0\n', False),
-    ('[posterior]\nmodel = "flow"\n', False),
-    ('[posterior]\nnum_emulated = 500\n', True),
-    ('[posterior]\nnum_emulated = 500\n[likelihood]\nenabled = true\nmodel = "flow"\n', False),
+@pytest.mark.parametrize("posterior, likelihood, own", [
+    ("", "enabled = false\n", True),  # "auto" adds pairs at 10⁴ simulations, from its own emulator
+    ("", "enabled = true\n", False),  # from the run's "auto" emulator
+    ("", 'enabled = true\nmodel = "flow"\n', True),
+    ("num_emulated = 0\n", "enabled = false\n", False),
+    ('model = "flow"\n', "enabled = false\n", False),
+    ("num_emulated = 500\n", "enabled = false\n", True),
+    ("num_emulated = 500\n", 'enabled = true\nmodel = "flow"\n', False),
 ])
-def test_the_forecast_counts_the_posteriors_own_emulator(tables, own):
+def test_the_forecast_counts_the_posteriors_own_emulator(posterior, likelihood, own):
     """``simgen run``'s up-front forecast counts a second capped training where ``[posterior]`` fits an emulator
     of its own for emulated pairs, and only there."""
     from simgen.pipeline import estimate_seconds, posterior_fits_emulator
 
     sim = simulators.get("two_moons")
-    text = f'simulator = "two_moons"\n[simulation]\nnum_simulations = 10000\n{tables}'
-    config, _ = parse_config(text.replace("[posterior]\n", "[posterior]\ntraining = { max_time = 30 }\n")
-                             if "[posterior]" in text else text + "[posterior]\ntraining = { max_time = 30 }\n")
+    config, _ = parse_config('simulator = "two_moons"\n[simulation]\nnum_simulations = 10000\n'
+                             f"[posterior]\ntraining = {{ max_time = 30 }}\n{posterior}[likelihood]\n{likelihood}")
     assert posterior_fits_emulator(config, sim, (2,)) is own
     assert estimate_seconds(config, sim)["posterior training"] == (70.0 if own else 35.0)
