@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from . import nets
 from .config import ConfigError, RunConfig
 from .estimators.auto import AUTO, emulated_for
+from .estimators.base import infer_x_kind
 from .mcmc import MCMCPosterior
 from .utils import call_simulator
 
@@ -291,8 +292,6 @@ def posterior_fits_emulator(config: RunConfig, simulator: Any, x_shape: tuple[in
     x's shape ``x_shape``): ``num_emulated`` > 0 without ``[likelihood]``, or unset where ``"auto"`` adds them
     (:func:`~simgen.estimators.auto.emulated_for`) and they do not come from the run's emulator
     (:func:`auto_emulated_from_run`)."""
-    from .estimators import infer_x_kind
-
     post, like = config.posterior, config.likelihood
     if not post.enabled:
         return False
@@ -325,8 +324,6 @@ def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, 
     """A :class:`~simgen.LikelihoodEstimator` of ``[likelihood]`` fitted on (θ, x), seed ``config.seed`` (training
     checkpointed to ``checkpoint`` when given)."""
     import simgen
-
-    from .estimators import infer_x_kind
 
     spec = config.likelihood
     theta, x = theta[: spec.num_train], x[: spec.num_train]
