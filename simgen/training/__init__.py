@@ -6,11 +6,11 @@ training itself (:mod:`~simgen.training.checkpoint`) and data-parallel training 
 from __future__ import annotations
 
 from . import checkpoint, distributed
-from .data import BatchSource, StoreBatches, TensorBatches, split_indices, weighted_draw
+from .data import BatchSource, StoreBatches, TensorBatches, check_validation_index, split_indices, weighted_draw
 from .distributed import is_main_process
 from .trainer import TrainingConfig, TrainingHistory, train
 
 __all__ = [
     "TrainingConfig", "TrainingHistory", "train", "BatchSource", "TensorBatches", "StoreBatches",
-    "split_indices", "weighted_draw", "is_main_process", "checkpoint", "distributed",
+    "check_validation_index", "split_indices", "weighted_draw", "is_main_process", "checkpoint", "distributed",
 ]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BatchSource", "TensorBatches", "StoreBatches", "split_indices", "weighted_draw"]
+__all__ = ["BatchSource", "TensorBatches", "StoreBatches", "check_validation_index", "split_indices", "weighted_draw"]
 
 
 def split_indices(n: int, validation_fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -24,6 +24,26 @@ def split_indices(n: int, validation_fraction: float, generator: torch.Generator
     n_val = min(max(1, round(n * validation_fraction)), n - 1)
     perm = torch.randperm(n, generator=generator)
     return perm[n_val:], perm[:n_val]
+
+
+def check_validation_index(index: Any, n: int) -> Tensor:
+    """``index`` as the validation rows of ``n``: distinct integers in [0, n), at least one row and at most n − 1.
+
+    Raises:
+        ValueError: a list or tensor that is not of that kind, saying what was given.
+    """
+    index = torch.as_tensor(index)
+    if index.dim() != 1 or index.dtype.is_floating_point or index.dtype == torch.bool:
+        raise ValueError(f"validation_index must be a 1-D tensor of row indices; got {index.dim()}-D "
+                         f"{index.dtype}")
+    index = index.long()
+    if not 1 <= index.numel() <= n - 1:
+        raise ValueError(f"validation_index must hold between 1 and {n - 1} of the {n} rows; got {index.numel()}")
+    if index.min() < 0 or index.max() >= n:
+        raise ValueError(f"validation_index must lie in [0, {n}); got rows {int(index.min())} to {int(index.max())}")
+    if index.unique().numel() != index.numel():
+        raise ValueError("validation_index has repeated rows")
+    return index
 
 
 def weighted_draw(weights: Tensor, n: int, generator: torch.Generator) -> Tensor:
@@ -55,7 +75,8 @@ class BatchSource(Protocol):
 
 
 class TensorBatches:
-    """Rows in memory on the training device: a seed-fixed split, batches by index gathers.
+    """Rows in memory on the training device: a seed-fixed split (or the given ``validation_index`` rows held
+    out), batches by index gathers.
 
     With ``weights`` (importance weights w ≥ 0 per row), each epoch's training rows are drawn with replacement
     with probability ∝ w, and the validation rows are such a draw made once: the expected loss is then the
@@ -70,12 +91,19 @@ class TensorBatches:
         generator: torch.Generator,
         device: torch.device,
         weights: Tensor | None = None,
+        validation_index: Tensor | None = None,
     ) -> None:
         if c is not None and c.shape[0] != y.shape[0]:
             raise ValueError(f"y and c must have the same number of rows; got {y.shape[0]} and {c.shape[0]}")
         if weights is not None and weights.shape != (y.shape[0],):
             raise ValueError(f"weights must have shape [{y.shape[0]}]; got {tuple(weights.shape)}")
-        train_idx, val_idx = split_indices(y.shape[0], validation_fraction, generator)
+        if validation_index is None:
+            train_idx, val_idx = split_indices(y.shape[0], validation_fraction, generator)
+        else:
+            val_idx = check_validation_index(validation_index, y.shape[0])
+            held = torch.zeros(y.shape[0], dtype=torch.bool)
+            held[val_idx] = True
+            train_idx = (~held).nonzero().squeeze(1)
         self.w_train = None
         if weights is not None:
             self.w_train = weights[train_idx].double()

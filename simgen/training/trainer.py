@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import itertools
 import math
 import os
@@ -176,6 +177,7 @@ def train(
     epoch_hook: Callable[[int], None] | None = None,
     weights: Tensor | None = None,
     checkpoint: str | os.PathLike | None = None,
+    validation_index: Tensor | None = None,
 ) -> TrainingHistory:
     """Fit ``model`` by minimising ``model.loss(y_batch, c_batch)`` with AdamW and early stopping.
 
@@ -197,6 +199,9 @@ def train(
             ``max_time`` the elapsed time carries over but the cut-off epoch may differ). A finished run's
             checkpoint returns its result at once. A checkpoint of another run (other data sizes, settings,
             seed, model or number of ranks) is an error. Without ``seed`` the checkpoint's is used.
+        validation_index: the rows ``[v]`` of tensors y, c to hold out for early stopping, instead of a
+            seed-fixed ``validation_fraction`` of them: rows that another model must not have learned from either
+            (:meth:`simgen.PosteriorEstimator.fit` holds out the same simulations from its emulator and itself).
 
     Under ``torchrun`` (an initialised process group of N > 1 ranks, see :mod:`~simgen.training.distributed`)
     training is data-parallel: the model is wrapped in DistributedDataParallel, each step's global batch of
@@ -221,11 +226,12 @@ def train(
     split_seed = int(seed) if seed is not None else int(torch.randint(0, 2**62, ()).item())
     generator = torch.Generator().manual_seed(split_seed)
     if isinstance(y, Tensor):
-        data: BatchSource = TensorBatches(y, c, config.validation_fraction, generator, device, weights)
-    elif isinstance(y, BatchSource) and c is None and weights is None:
+        data: BatchSource = TensorBatches(y, c, config.validation_fraction, generator, device, weights,
+                                          validation_index)
+    elif isinstance(y, BatchSource) and c is None and weights is None and validation_index is None:
         data = y
     else:
-        raise ValueError("train takes tensors y, c (and weights) or a BatchSource alone")
+        raise ValueError("train takes tensors y, c (and weights, validation_index) or a BatchSource alone")
     n_train, n_validation = data.num_train, data.num_validation
     sharded = group is not None and bool(getattr(data, "sharded", False))
     if sharded:  # each rank's source holds its own rows: the split's sizes are the sums
@@ -265,6 +271,7 @@ def train(
             "config": _fingerprint_config(config), "batch_size": batch_size, "learning_rate": learning_rate,
             "seed": seed,
             "num_train": n_train, "num_validation": n_validation,
+            **({"validation_index": _index_digest(validation_index)} if validation_index is not None else {}),
             "world_size": group.world_size if group is not None else 1,
             "parameters": [[name, list(p.shape)] for name, p in model.named_parameters()],
         }
@@ -492,6 +499,11 @@ def _patience(config: TrainingConfig, on_start: bool) -> int:
     if on_start and config.start_patience is not None:
         return max(config.start_patience, config.patience)
     return config.patience
+
+
+def _index_digest(index: Tensor) -> str:
+    """A short digest of the held-out rows, so that a checkpoint of another split is refused."""
+    return hashlib.sha256(torch.as_tensor(index).long().cpu().numpy().tobytes()).hexdigest()[:16]
 
 
 def _fingerprint_config(config: TrainingConfig) -> dict[str, Any]:

@@ -41,6 +41,25 @@ def test_train_fits_and_reports_history():
     assert not model.training
 
 
+def test_validation_index_holds_out_exactly_those_rows():
+    """Rows given as ``validation_index`` are never trained on (they follow y = 3c, the rest y = 2c: the fit ends
+    at w ≈ 2, not at the 2.125 of all rows) and are the rows the validation loss is measured on."""
+    y, c = _data()
+    held = torch.arange(0, 400, 8)
+    y[held] = 3.0 * c[held]
+    model = GaussianMean()
+    history = train(model, y, c, TrainingConfig(max_epochs=40, learning_rate=0.1, batch_size=64), seed=0,
+                    progress=False, validation_index=held)
+    assert abs(model.w.item() - 2.0) < 0.05
+    assert history.num_validation == 50 and history.num_train == 350
+    with torch.no_grad():
+        assert model.loss(y[held], c[held]).item() == pytest.approx(history.best_validation_loss, rel=1e-5)
+    for bad, match in ((torch.tensor([1, 1]), "repeated rows"), (torch.tensor([400]), r"must lie in \[0, 400\)"),
+                       (torch.arange(400), "between 1 and 399"), (torch.tensor([0.5]), "1-D tensor of row indices")):
+        with pytest.raises(ValueError, match=match):
+            train(GaussianMean(), y, c, TrainingConfig(max_epochs=1), progress=False, validation_index=bad)
+
+
 def test_best_state_is_restored():
     model = GaussianMean()
     y, c = _data()
