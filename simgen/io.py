@@ -9,6 +9,10 @@ holding:
 * ``state_dict``: the weights and standardisation statistics;
 * ``validity_state``: the weights of an emulator's classifier P(valid | θ) when it was fitted from a store
   (its constructor arguments are ``config["validity"]``), else empty;
+* ``emulator_state``: where the estimator needs an emulator to answer (a posterior that samples by importance,
+  :meth:`~simgen.estimators.base.Estimator.saved_emulator`), that emulator's weights; its description is
+  ``config["emulator"]`` (its own config, without a validity classifier), and it shares the estimator's prior.
+  Absent otherwise, and from files written before it existed;
 * ``sha256``: a digest of config and weights, so that a modified or truncated file is refused with a clear error.
 
 Built-in networks and common priors (Uniform/BoxUniform, Normal, MultivariateNormal, Independent) are rebuilt
@@ -64,10 +68,12 @@ def _digest(config: str, state: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-def _signed(state: dict[str, Tensor], validity_state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """What the digest covers: the density's weights, and the validity classifier's under their own prefix
-    (none for a model without one, so older files keep their digest)."""
-    return {**state, **{f"@validity/{k}": v for k, v in validity_state.items()}}
+def _signed(state: dict[str, Tensor], validity_state: dict[str, Tensor],
+            emulator_state: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """What the digest covers: the density's weights, and the validity classifier's and the emulator's under
+    their own prefixes (none for a model without them, so older files keep their digest)."""
+    return {**state, **{f"@validity/{k}": v for k, v in validity_state.items()},
+            **{f"@emulator/{k}": v for k, v in (emulator_state or {}).items()}}
 
 
 def save(estimator: Any, path: str | Path) -> None:
@@ -77,6 +83,11 @@ def save(estimator: Any, path: str | Path) -> None:
     config["has_prior"] = estimator.prior is not None
     validity = estimator.validity
     config["validity"] = validity.config() if validity is not None else None
+    emulator = estimator.saved_emulator()
+    emulator_state = None
+    if emulator is not None:
+        config["emulator"] = emulator.config()
+        emulator_state = {k: v.detach().cpu() for k, v in emulator.density.state_dict().items()}
     config_json = json.dumps(config, sort_keys=True)
     state = {k: v.detach().cpu() for k, v in estimator.density.state_dict().items()}
     validity_state = {k: v.detach().cpu() for k, v in validity.state_dict().items()} if validity is not None else {}
@@ -87,8 +98,10 @@ def save(estimator: Any, path: str | Path) -> None:
         "config": config_json,
         "state_dict": state,
         "validity_state": validity_state,
-        "sha256": _digest(config_json, _signed(state, validity_state)),
+        "sha256": _digest(config_json, _signed(state, validity_state, emulator_state)),
     }
+    if emulator_state is not None:
+        payload["emulator_state"] = emulator_state
     torch.save(payload, str(path))
 
 
@@ -128,7 +141,8 @@ def load(
         )
     config_json, state = payload["config"], payload["state_dict"]
     validity_state = payload.get("validity_state", {})
-    if _digest(config_json, _signed(state, validity_state)) != payload.get("sha256"):
+    emulator_state = payload.get("emulator_state")
+    if _digest(config_json, _signed(state, validity_state, emulator_state)) != payload.get("sha256"):
         raise ValueError(f"{path} is corrupted or was modified after saving (checksum mismatch)")
     config = json.loads(config_json)
 
@@ -136,6 +150,17 @@ def load(
         if config["prior"] is None:
             raise ValueError(f"{path} was saved with a custom prior: pass it back with simgen.load(path, prior=...)")
         prior = prior_from_json(config["prior"])
+    est = _build(path, config, state, validity_state, prior, embedding, device)
+    if config.get("emulator") is not None:
+        if emulator_state is None:
+            raise ValueError(f"{path} describes an emulator but holds no weights for it")
+        est.attach_emulator(_build(path, config["emulator"], emulator_state, {}, prior, None, device))
+    return est
+
+
+def _build(path: Path, config: dict[str, Any], state: dict[str, Tensor], validity_state: dict[str, Tensor],
+           prior: Distribution | None, embedding: nn.Module | None, device: str | torch.device | None) -> Any:
+    """The estimator ``config`` describes, with ``state`` loaded."""
     cls = ESTIMATORS.get(config["direction"])
     if cls is None:
         raise ValueError(f"{path} holds a {config['direction']!r} estimator; this simgen knows {sorted(ESTIMATORS)}")

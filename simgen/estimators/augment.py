@@ -32,13 +32,15 @@ __all__ = ["emulated_pairs", "fit_emulator"]
 
 def fit_emulator(prior: Distribution, theta: Tensor, x: Tensor, *, x_kind: str | None = None,
                  discrete: Sequence[int] = (), device: str | torch.device | None = None, seed: int | None = None,
-                 progress: bool = True, config: TrainingConfig | None = None, **settings: Any) -> LikelihoodEstimator:
+                 progress: bool = True, config: TrainingConfig | None = None, validation_index: Tensor | None = None,
+                 **settings: Any) -> LikelihoodEstimator:
     """The emulator q(x | θ) that emulated pairs come from when none is given: ``LikelihoodEstimator(prior)``
     with its ``"auto"`` family (a flow; MNLE over x's ``discrete`` columns) fitted on the simulated pairs
     θ ``[n, d_theta]``, x ``[n, *x_shape]``, seeded by ``seed``, with the training ``config``/``settings`` the
-    posterior's fit was given (on top of the family's defaults)."""
+    posterior's fit was given (on top of the family's defaults), the rows ``validation_index`` held out."""
     emulator = LikelihoodEstimator(prior, x_kind=x_kind, discrete=list(discrete) or None, device=device)
-    emulator.fit(theta, x, seed=seed, progress=progress, config=config, **settings)
+    emulator.fit(theta, x, seed=seed, progress=progress, config=config, validation_index=validation_index,
+                 **settings)
     return emulator
 
 

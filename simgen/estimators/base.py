@@ -405,8 +405,10 @@ class Estimator:
         checkpoint: Any = None,
         gold: Tensor | None = None,
         gold_reference: Tensor | None = None,
+        validation_index: Tensor | None = None,
     ) -> TrainingHistory:
-        """Build a fresh density and train it on tensors ``(y, c)`` (with optional importance ``weights``) or on
+        """Build a fresh density and train it on tensors ``(y, c)`` (with optional importance ``weights``, and
+        ``validation_index``, the rows held out for early stopping, see :func:`~simgen.training.train`) or on
         a streaming :class:`~simgen.training.StoreBatches` (under ``torchrun``, each rank's shard of it: the
         standardisation statistics are then summed over the ranks). With ``gold`` (the gold columns ``[n, w]``
         of tensor rows, :meth:`check_gold_fit`; a streaming source serves its own) the loss gains the gold terms
@@ -459,7 +461,7 @@ class Estimator:
                 y, c = (with_gold, c) if self.y_is_theta else (y, with_gold)
             model = self.gold_objective(density, gold, theta_rows, gold_reference).to(self.device)
         self.history = train(model, y, c, config, seed=seed, device=self.device, progress=progress,
-                             weights=weights, checkpoint=checkpoint)
+                             weights=weights, checkpoint=checkpoint, validation_index=validation_index)
         self.density = density
         self.validity = None
         return self.history
@@ -525,7 +527,7 @@ class Estimator:
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
         settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None, checkpoint: Any = None,
-        gold: Any = None, gold_reference: Any = None,
+        gold: Any = None, gold_reference: Any = None, validation_index: Tensor | None = None,
     ) -> TrainingHistory:
         raise NotImplementedError
 
@@ -644,6 +646,15 @@ class Estimator:
             except RuntimeError as e:
                 raise ValueError(f"the validity classifier's weights do not fit its config ({e})") from e
             self.validity = validity.to(self.device).eval()
+
+    def saved_emulator(self) -> Estimator | None:
+        """An emulator saved inside this estimator's file (:func:`simgen.io.save`), which it needs to answer:
+        none here."""
+        return None
+
+    def attach_emulator(self, emulator: Estimator) -> None:
+        """Take back the emulator :meth:`saved_emulator` gave, when the file is loaded (:func:`simgen.load`)."""
+        raise ValueError(f"a {self.direction} estimator keeps no emulator in its file")
 
     def save(self, path: str) -> None:
         """Write weights, a JSON config and the format version to ``path`` (see :func:`simgen.load`)."""

@@ -15,7 +15,7 @@ from .. import nets
 from ..io import register_estimator
 from ..models import ConditionalDensity, Flow, MixedDensity
 from ..models.mixed import MAX_CATEGORIES
-from ..training import StoreBatches, TrainingConfig, TrainingHistory, distributed
+from ..training import StoreBatches, TrainingConfig, TrainingHistory, check_validation_index, distributed
 from ..transforms import Dequantize, LogPositive, Standardize, SupportBijection, positive_dims
 from ..utils import check_positive_int
 from .auto import AUTO
@@ -203,10 +203,12 @@ class LikelihoodEstimator(Estimator):
         max_memory_gb: float | None = None,
         checkpoint: str | os.PathLike | None = None,
         gold: Any = None,
+        validation_index: Any = None,
         **settings: Any,
     ) -> TrainingHistory:
         """Fit q(x | θ) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store
-        (``fit("runs.h5")``; see :meth:`PosteriorEstimator.fit` for stores, ``max_memory_gb`` and ``settings``).
+        (``fit("runs.h5")``; see :meth:`PosteriorEstimator.fit` for stores, ``max_memory_gb``,
+        ``validation_index`` and ``settings``).
         An estimator built with ``gold="score"`` trains on the joint score too: ``gold`` is the dict
         ``simulate(..., gold=True)`` returned (or the score ``[n, d_theta]``); a store brings its own.
 
@@ -229,16 +231,19 @@ class LikelihoodEstimator(Estimator):
         """
         seed = self.run_seed(seed, checkpoint)
         if x is None:
+            if validation_index is not None:
+                raise ValueError("validation_index names rows of θ, x tensors; a store's split is its own")
             history, store = self._fit_store(theta, config, seed, progress, settings, max_memory_gb, None,
                                              checkpoint)
             self.validity = fit_validity(store.theta, store.valid, seed=seed, device=self.device)
             return history
-        return self._fit_pairs(theta, x, config, seed, progress, settings, checkpoint=checkpoint, gold=gold)
+        return self._fit_pairs(theta, x, config, seed, progress, settings, checkpoint=checkpoint, gold=gold,
+                               validation_index=validation_index)
 
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
         settings: dict[str, Any], weight_fn: Any = None, checkpoint: Any = None, gold: Any = None,
-        gold_reference: Any = None,
+        gold_reference: Any = None, validation_index: Any = None,
     ) -> TrainingHistory:
         theta, x = self.check_pairs(theta, x)
         score, _ = self.check_gold_fit(gold, theta, gold_reference)
@@ -249,7 +254,10 @@ class LikelihoodEstimator(Estimator):
             raise ValueError(f"discrete indices must lie in [0, {d_x}); got {list(self.discrete)}")
         if self.discrete and self.x_kind != "vector":
             raise ValueError(f"discrete dimensions are supported for vector x only; x_kind is {self.x_kind!r}")
-        return self._fit((x, theta), config, seed, progress, settings, checkpoint=checkpoint, gold=score)
+        if validation_index is not None:
+            validation_index = check_validation_index(validation_index, theta.shape[0])
+        return self._fit((x, theta), config, seed, progress, settings, checkpoint=checkpoint, gold=score,
+                         validation_index=validation_index)
 
     def prepare_model(self, data: Any) -> None:
         """As :meth:`Estimator.prepare_model`, then the family chosen for the discrete columns: under MNLE the

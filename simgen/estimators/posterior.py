@@ -14,13 +14,14 @@ from torch.distributions import Distribution
 from .. import nets
 from ..io import register_estimator
 from ..models import ConditionalDensity
-from ..training import TrainingConfig, TrainingHistory
+from ..training import TrainingConfig, TrainingHistory, check_validation_index
 from ..transforms import Dequantize, Standardize, SupportBijection
-from ..utils import as_tensor, check_positive_int, check_rows
+from ..utils import as_tensor, broadcast_rows, check_positive_int, check_rows
 from . import ingest, sequential
 from .augment import emulated_pairs, fit_emulator
 from .auto import AUTO, EMULATED_PER_PAIR, emulated_for
-from .base import Estimator, infer_x_kind, x_context_parts
+from .base import Estimator, infer_x_kind, training_config, x_context_parts
+from .importance import HELD_OUT_ROWS, SAMPLE_WITH, HeldOutGain, ImportancePosterior, held_out_gain, held_out_rows
 from .likelihood import LikelihoodEstimator
 
 __all__ = ["PosteriorEstimator"]
@@ -68,17 +69,27 @@ class PosteriorEstimator(Estimator):
             with an exact ``log_prob`` (a flow); others are refused, as is ``iid=True``, and so are ``"ratio"`` and
             ``"ratio+score"`` (the ratio term is :class:`~simgen.RatioEstimator`'s). Default ``None``.
         gold_weight (float): α (default :data:`~simgen.estimators.gold.DEFAULT_GOLD_WEIGHT`, 0.2).
+        sample_with (str): how ``sample`` and ``log_prob`` answer once a fit has an emulator (emulated pairs):
+            ``"direct"``, by the fitted family alone (one pass); ``"importance"``, by the emulator's posterior
+            p(θ) ℓ̂(x | θ) / Z(x) importance-sampled from the family (:mod:`simgen.estimators.importance`:
+            seconds per observation); ``"auto"`` (default), importance sampling where it scores better than the
+            family on simulations that neither model trained on (:attr:`held_out`), else direct. What a fit
+            settled on is :attr:`sample_with`; the request is :attr:`requested_sample_with`.
     """
 
     direction = "posterior"
     y_is_theta = True
 
     def __init__(self, prior: Distribution, model: str | ConditionalDensity = AUTO, *, iid: bool = False,
-                 **kwargs: Any) -> None:
+                 sample_with: str = "auto", **kwargs: Any) -> None:
         if prior is None:
             raise ValueError("PosteriorEstimator needs the prior the simulations were drawn from")
         if not isinstance(iid, bool):
             raise ValueError(f"iid must be True or False; got {iid!r}")
+        if sample_with not in SAMPLE_WITH:
+            raise ValueError(f"sample_with must be one of {list(SAMPLE_WITH)}; got {sample_with!r}")
+        if iid and sample_with == "importance":
+            raise ValueError("sample_with='importance' needs an emulator of one x, which iid=True does not fit")
         if iid and (kwargs.get("embedding") is not None or kwargs.get("x_kind") not in (None, "set")):
             raise ValueError("iid=True embeds the sets of i.i.d. draws itself (nets.SubsetDeepSets): leave "
                              "embedding= and x_kind= out")
@@ -87,8 +98,17 @@ class PosteriorEstimator(Estimator):
                              "draws' scores, which this estimator does not mine")
         super().__init__(prior, model, **kwargs)
         self.iid = iid
-        #: the emulator the last fit drew emulated pairs from (given or fitted; not saved), else ``None``
+        #: the emulator the last fit drew emulated pairs from (given or fitted; saved with the posterior when it
+        #: samples by importance), else ``None``
         self.emulator: LikelihoodEstimator | None = None
+        self.requested_sample_with = sample_with
+        #: how ``sample`` and ``log_prob`` answer: ``"direct"`` (the family) or ``"importance"`` (the emulator's
+        #: posterior, :attr:`importance`); settled by each fit
+        self.sample_with = "direct"
+        #: the emulator's posterior importance-sampled from this one's family, when a fit had an emulator
+        self.importance: ImportancePosterior | None = None
+        #: the held-out comparison behind ``sample_with="auto"``'s choice (``None`` where none was made)
+        self.held_out: HeldOutGain | None = None
         #: with ``iid``: the largest set size M trained on and the shape of one draw
         self.iid_size: int | None = None
         self.row_shape: tuple[int, ...] | None = None
@@ -148,7 +168,20 @@ class PosteriorEstimator(Estimator):
         if self.iid:
             config["iid"] = {"size": self.iid_size, "row_shape": list(self.row_shape)}
         config["num_emulated"] = self.num_emulated
+        config["sample_with"] = {"requested": self.requested_sample_with, "used": self.sample_with}
+        config["held_out"] = self.held_out.to_dict() if self.held_out is not None else None
         return config
+
+    def saved_emulator(self) -> LikelihoodEstimator | None:
+        """The emulator importance sampling needs (saved in this posterior's file), else ``None``."""
+        return self.emulator if self.sample_with == "importance" else None
+
+    def attach_emulator(self, emulator: Estimator) -> None:
+        """Sample by importance with ``emulator`` (a loaded file's, :func:`simgen.load`)."""
+        if not isinstance(emulator, LikelihoodEstimator):
+            raise ValueError(f"a posterior's emulator is a LikelihoodEstimator; got {type(emulator).__name__}")
+        self.emulator = emulator
+        self.importance = ImportancePosterior(_Amortised(self), emulator, self.prior)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], *, prior: Distribution | None, embedding: nn.Module,
@@ -157,6 +190,9 @@ class PosteriorEstimator(Estimator):
         if config.get("iid"):
             est.iid, est.iid_size, est.row_shape = True, config["iid"]["size"], tuple(config["iid"]["row_shape"])
         est.num_emulated = config.get("num_emulated", 0)  # (absent from files written before it existed)
+        sample_with = config.get("sample_with") or {"requested": "direct", "used": "direct"}
+        est.requested_sample_with, est.sample_with = sample_with["requested"], sample_with["used"]
+        est.held_out = HeldOutGain(**config["held_out"]) if config.get("held_out") else None
         return est
 
     def sequential_proposal(self, x_obs: Tensor, label: str, *, truncation: float, mcmc: dict[str, Any],
@@ -198,6 +234,7 @@ class PosteriorEstimator(Estimator):
         gold: Any = None,
         emulator: LikelihoodEstimator | None = None,
         num_emulated: int | None = None,
+        validation_index: Any = None,
         **settings: Any,
     ) -> TrainingHistory:
         """Fit q(θ | x) on simulated pairs θ ``[n, d_theta]``, x ``[n, *x_shape]``, or on a campaign store.
@@ -212,7 +249,15 @@ class PosteriorEstimator(Estimator):
         ``model="auto"`` adds them where :func:`~simgen.estimators.auto.emulated_for` says (a vector x of up to
         50 features, 10³ to 2·10⁴ pairs), any other model none. Simulated pairs only: not with a store,
         ``proposal=``, ``gold`` or ``iid``. :attr:`num_emulated` records how many (in the saved file too),
-        :attr:`emulator` the emulator (not saved).
+        :attr:`emulator` the emulator. An emulator fitted here learns from the same simulations but the
+        posterior's held-out ones, which both use for early stopping; with ``sample_with="auto"`` they then
+        decide whether ``sample`` importance-samples the emulator's posterior (class docstring, :attr:`held_out`;
+        the emulator is then saved with the posterior).
+
+        ``validation_index`` (row indices ``[v]`` of θ, x) holds those rows out for early stopping instead of a
+        seed-fixed ``validation_fraction`` of them (and out of an emulator fitted here). Given with ``emulator=``,
+        they must be rows that emulator held out as well (its own ``fit(..., validation_index=)``): ``"auto"``
+        then compares the two posteriors on them.
 
         An estimator built with ``gold="score"`` trains on the joint score too: ``gold`` is the dict
         ``simulate(..., gold=True)`` returned (or the score ``[n, d_theta]``); a store brings its own.
@@ -253,19 +298,60 @@ class PosteriorEstimator(Estimator):
             torch.Size([5])
         """
         seed = self.run_seed(seed, checkpoint)
-        self.num_emulated, self.emulator = 0, None
+        self.num_emulated, self.emulator, self.importance, self.held_out = 0, None, None, None
+        self.sample_with = "direct"
         if num_emulated is None and emulator is None:
             num_emulated = self.auto_emulated(theta, x, proposal=proposal, gold=gold)
-        if num_emulated != 0 and (emulator is not None or num_emulated is not None):
-            theta, x = self._with_emulated(theta, x, emulator, num_emulated, seed, proposal=proposal, gold=gold,
-                                           progress=progress, config=config, settings=settings)
+        with_emulator = num_emulated != 0 and (emulator is not None or num_emulated is not None)
+        if self.requested_sample_with == "importance" and not with_emulator:
+            raise ValueError("sample_with='importance' samples an emulator's posterior: pass emulator= or "
+                             "num_emulated= (a fit without emulated pairs has no emulator)")
+        if x is None and validation_index is not None:
+            raise ValueError("validation_index names rows of θ, x tensors; a store's split is its own")
+        held = None
+        if with_emulator:
+            theta, x, validation_index, held = self._with_emulated(
+                theta, x, emulator, num_emulated, seed, proposal=proposal, gold=gold, progress=progress,
+                config=config, settings=settings, validation_index=validation_index)
         if x is None:
             # sets of i.i.d. draws are re-laid out in memory before training, so an iid store is never streamed
             memory = 1e12 if self.iid else max_memory_gb
             return self._fit_store(theta, config, seed, progress, settings, memory, proposal, checkpoint)[0]
-        return self._fit_pairs(theta, x, config, seed, progress, settings,
-                               self.importance_weights(proposal) if proposal is not None else None, checkpoint,
-                               gold=gold)
+        history = self._fit_pairs(theta, x, config, seed, progress, settings,
+                                  self.importance_weights(proposal) if proposal is not None else None, checkpoint,
+                                  gold=gold, validation_index=validation_index)
+        if with_emulator:
+            self._settle_sampling(held, seed, progress)
+        return history
+
+    def _settle_sampling(self, held: tuple[Tensor, Tensor] | None, seed: int | None, progress: bool) -> None:
+        """:attr:`sample_with` after a fit with an emulator: as requested, or for ``"auto"`` by the held-out
+        comparison (:func:`~simgen.estimators.importance.held_out_gain`) on up to :data:`HELD_OUT_ROWS` of
+        the simulations that neither the emulator nor the family trained on. Importance sampling needs the
+        family's exact ``log_prob``; with another family, or an emulator given from outside without
+        ``validation_index`` (its training rows unknown), ``"auto"`` stays direct."""
+        if self.requested_sample_with == "direct" or self.emulator is None:
+            return
+        exact = self.log_prob_kind == "exact"
+        if self.requested_sample_with == "importance":
+            if not exact:
+                raise ValueError(f"sample_with='importance' needs a family with an exact log_prob; "
+                                 f"{self.density.density.family!r} has a {self.log_prob_kind!r} one")
+            self.attach_emulator(self.emulator)
+            self.sample_with = "importance"
+            return
+        if not exact or held is None:
+            return
+        theta, x = held
+        generator = torch.Generator().manual_seed(int(seed) + 11 if seed is not None else
+                                                  int(torch.randint(0, 2**62, ())))
+        keep = torch.randperm(theta.shape[0], generator=generator)[:HELD_OUT_ROWS]
+        theta, x = theta[keep], x[keep]
+        importance = ImportancePosterior(_Amortised(self), self.emulator, self.prior)
+        log_q = self._log_prob(theta, x, ("theta", "x"), None, {})
+        self.held_out = held_out_gain(importance, log_q, theta, x, generator=generator, progress=progress)
+        if self.held_out.favours_importance:
+            self.importance, self.sample_with = importance, "importance"
 
     def auto_emulated(self, theta: Any, x: Any, *, proposal: Any = None, gold: Any = None) -> int:
         """How many emulated pairs a fit on θ, x adds when neither ``emulator=`` nor ``num_emulated=`` is given:
@@ -279,20 +365,32 @@ class PosteriorEstimator(Estimator):
 
     def _with_emulated(self, theta: Any, x: Any, emulator: LikelihoodEstimator | None, num: int | None,
                        seed: int | None, *, proposal: Any, gold: Any, progress: bool, config: TrainingConfig | None,
-                       settings: dict[str, Any]) -> tuple[Tensor, Tensor]:
+                       settings: dict[str, Any], validation_index: Any = None
+                       ) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor] | None]:
         """The simulated pairs with ``num`` emulated ones appended (``fit``'s ``emulator=``; without one, an
         emulator fitted on the same pairs with the same training settings by
-        :func:`~simgen.estimators.augment.fit_emulator`), checked."""
+        :func:`~simgen.estimators.augment.fit_emulator`), checked; the rows held out for early stopping (the
+        simulated ones given or drawn with the fit's ``validation_fraction``, and as large a share of the emulated
+        ones); and the held-out simulations (θ, x), which the emulator did not learn from: those of an emulator
+        fitted here (it holds them out), or with ``emulator=`` the ``validation_index`` rows, which the caller
+        vouches it held out too (else ``None``)."""
         if x is None or proposal is not None or gold is not None or self.iid:
             raise ValueError("emulated pairs join simulated pairs θ, x drawn from the prior: not with a store, "
                              "proposal=, gold or iid=True")
         theta, x = self.check_pairs(theta, x)
         # checked before an emulator is fitted for them
         num = EMULATED_PER_PAIR * theta.shape[0] if num is None else check_positive_int(num, "num_emulated")
+        fraction = training_config(config, settings, self.training_defaults()).validation_fraction
+        if validation_index is None:
+            held_rows = held_out_rows(theta.shape[0], fraction, seed)
+        else:
+            held_rows = check_validation_index(validation_index, theta.shape[0])
+        # rows the emulator did not learn from: the ones it held out when fitted here, or the caller's word
+        held = (theta[held_rows], x[held_rows]) if emulator is None or validation_index is not None else None
         if emulator is None:
             emulator = fit_emulator(self.prior, theta, x, x_kind=self.x_kind, discrete=self.discrete,
                                     device=self.device, seed=None if seed is None else seed + 5, progress=progress,
-                                    config=config, **settings)
+                                    config=config, validation_index=held_rows, **settings)
         self.emulator = emulator
         if emulator.theta_shape != tuple(theta.shape[1:]) or emulator.x_shape != tuple(x.shape[1:]):
             raise ValueError(f"the emulator models x {list(emulator.x_shape or ())} given θ "
@@ -300,14 +398,23 @@ class PosteriorEstimator(Estimator):
                              f"{list(theta.shape[1:])}")
         theta_e, x_e = emulated_pairs(emulator, num, seed=None if seed is None else seed + 7)
         self.num_emulated = int(theta_e.shape[0])
-        return torch.cat([theta, theta_e.to(theta.dtype)]), torch.cat([x, x_e.to(x.dtype)])
+        split = torch.Generator().manual_seed(int(seed) + 17 if seed is not None else
+                                              int(torch.randint(0, 2**62, ())))
+        held_emulated = theta.shape[0] + torch.randperm(self.num_emulated, generator=split)[
+            :round(fraction * self.num_emulated)]
+        validation = torch.cat([held_rows, held_emulated])
+        return torch.cat([theta, theta_e.to(theta.dtype)]), torch.cat([x, x_e.to(x.dtype)]), validation, held
 
     def _fit_pairs(
         self, theta: Any, x: Any, config: TrainingConfig | None, seed: int | None, progress: bool,
         settings: dict[str, Any], weight_fn: Callable[[Tensor], Tensor] | None = None, checkpoint: Any = None,
-        gold: Any = None, gold_reference: Any = None,
+        gold: Any = None, gold_reference: Any = None, validation_index: Any = None,
     ) -> TrainingHistory:
         theta, x = self.check_pairs(theta, x)
+        if validation_index is not None:
+            if weight_fn is not None:
+                raise ValueError("validation_index with proposal=: the importance weights draw the validation rows")
+            validation_index = check_validation_index(validation_index, theta.shape[0])
         score, _ = self.check_gold_fit(gold, theta, gold_reference)
         weights = None
         if weight_fn is not None:
@@ -333,12 +440,15 @@ class PosteriorEstimator(Estimator):
             self.iid_size, self.row_shape, self.x_kind = size, row_shape, "set"
         self.theta_shape, self.x_shape = tuple(theta.shape[1:]), tuple(x.shape[1:])
         self.x_kind = self.x_kind or infer_x_kind(self.x_shape)
-        return self._fit((theta, x), config, seed, progress, settings, weights, checkpoint, gold=score)
+        return self._fit((theta, x), config, seed, progress, settings, weights, checkpoint, gold=score,
+                         validation_index=validation_index)
 
     def sample(self, n: int, x_obs: Any, *, generator: torch.Generator | None = None, **options: Any) -> Tensor:
         """``n`` posterior draws for one observation ``x_obs`` (``[*x_shape]`` or ``[1, *x_shape]``):
         ``[n, d_theta]``; ``options`` are the family's sampling options (a diffusion's ``method="sde"``,
-        ``steps=``)."""
+        ``steps=``). With :attr:`sample_with` ``"importance"``, draws of the emulator's posterior
+        (:meth:`~simgen.estimators.importance.ImportancePosterior.sample`; ``importance.last_run`` says how
+        many proposal draws they rest on)."""
         if self.iid:
             self._require_fitted()
             return self.sample_batched(n, as_tensor(x_obs, "x_obs")[None], generator=generator, **options)[0]
@@ -358,11 +468,27 @@ class PosteriorEstimator(Estimator):
         if self.iid:
             self._require_fitted()
             return self._sample_chunks(n, self._iid_obs(xs, "xs", batched=True), generator, options)
-        return self._sample_chunks(n, self.check_x(xs, "xs"), generator, options)
+        xs = self.check_x(xs, "xs")
+        if self.sample_with == "importance":
+            importance = self._importance(options)
+            return torch.stack([importance.sample(n, x, generator=generator) for x in xs])
+        return self._sample_chunks(n, xs, generator, options)
+
+    def _importance(self, options: dict[str, Any]) -> ImportancePosterior:
+        """The importance sampler ``sample`` and ``log_prob`` answer with (:attr:`sample_with`)."""
+        if options:
+            raise ValueError(f"sampling options {sorted(options)} are the family's: with sample_with="
+                             "'importance' the family is the proposal, drawn with its defaults")
+        if self.importance is None:
+            raise ValueError("sample_with='importance' without an emulator: fit with emulated pairs, or load a "
+                             "file saved with its emulator")
+        return self.importance
 
     def log_prob(self, theta: Any, x: Any, *, generator: torch.Generator | None = None,
                  batch_size: int | None = None, progress: bool = False, **options: Any) -> Tensor:
-        """log q(θ[i] | x[i]) ``[n]``; one observation x is broadcast over θ; −inf outside the support.
+        """log q(θ[i] | x[i]) ``[n]``; one observation x is broadcast over θ; −inf outside the support. With
+        :attr:`sample_with` ``"importance"``, log π̂(θ | x) of the emulator's posterior (normalised by an
+        importance estimate of its evidence per distinct x; :meth:`log_prob_with_se` gives its error).
         ``options`` go to the family's ``log_prob`` (a CNF's or diffusion's ``num_probes=``, ``exact=``). With
         ``iid``, x is one set of i.i.d. draws ``[m, *row_shape]``, broadcast over θ. ``batch_size`` and
         ``progress`` as :meth:`simgen.LikelihoodEstimator.log_prob`."""
@@ -370,6 +496,8 @@ class PosteriorEstimator(Estimator):
             self._require_fitted()
             return self._log_prob(self.check_theta(theta), self._iid_obs(x, "x", batched=False), ("theta", "x"),
                                   generator, options, batch_size=batch_size, progress=progress)
+        if self.sample_with == "importance":
+            return self.log_prob_with_se(theta, x, generator=generator, progress=progress, **options)[0]
         return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator, options,
                               batch_size=batch_size, progress=progress)
 
@@ -377,6 +505,28 @@ class PosteriorEstimator(Estimator):
                          batch_size: int | None = None, progress: bool = False,
                          **options: Any) -> tuple[Tensor, Tensor]:
         """(log q̂(θ[i] | x[i]), its standard error), both ``[n]``: 0 for an exact family, the trace estimator's
-        for an ODE family (``ConditionalDensity.log_prob_with_se``); arguments as :meth:`log_prob`."""
+        for an ODE family (``ConditionalDensity.log_prob_with_se``), the evidence estimate's where the posterior
+        samples by importance (:meth:`~simgen.estimators.importance.ImportancePosterior.log_prob`); arguments as
+        :meth:`log_prob`."""
+        if self.sample_with == "importance":
+            importance = self._importance(options)
+            theta, x = broadcast_rows(self.check_theta(theta), self.check_x(x), "theta", "x")
+            return importance.log_prob(theta, x, generator=generator, progress=progress)
         return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator, options, True,
                               batch_size=batch_size, progress=progress)
+
+
+class _Amortised:
+    """The family's own draws and density of a :class:`PosteriorEstimator`, whatever its :attr:`sample_with`:
+    the proposal its importance sampling draws from (:class:`~simgen.mcmc.proposal.ConditionalProposal`)."""
+
+    def __init__(self, posterior: PosteriorEstimator) -> None:
+        self.posterior = posterior
+
+    def sample(self, n: int, x_obs: Any, *, generator: torch.Generator | None = None) -> Tensor:
+        x = self.posterior.check_x(x_obs, "x_obs")
+        return self.posterior._sample_chunks(n, x, generator)[0]
+
+    def log_prob(self, theta: Any, x: Any) -> Tensor:
+        return self.posterior._log_prob(self.posterior.check_theta(theta), self.posterior.check_x(x),
+                                        ("theta", "x"), None, {})

@@ -1,0 +1,241 @@
+r"""The emulator's posterior, sampled by importance sampling from an amortised posterior (``sample_with="importance"``).
+
+An amortised posterior q(θ | x) and an emulator ℓ̂(x | θ) fitted on the same simulations give two estimates of
+p(θ | x): q itself, and the emulator's posterior
+
+    π̂(θ | x) = p(θ) ℓ̂(x | θ) / Z(x),   Z(x) = ∫ p(θ) ℓ̂(x | θ) dθ.
+
+Where x has more dimensions than θ or the posterior is thin (slcp), the emulator has learned more from the
+simulations than q, and π̂ is the better of the two; MCMC reaches it in seconds to minutes per observation. q is
+close to π̂ and covers it (it is trained by maximum likelihood, which spreads mass), so π̂ can be reached by
+importance sampling instead (Dax et al. 2023, "Neural importance sampling for rapid and reliable
+gravitational-wave inference", PRL 130, 171403, there with the exact likelihood): draw θ_k from the defensive
+mixture q_w = (1 − w) q(θ | x) + w p(θ) (:mod:`simgen.mcmc.proposal`), weight each by
+
+    w_k = p(θ_k) ℓ̂(x | θ_k) / q_w(θ_k),
+
+and resample (SIR, Rubin 1988; :func:`~simgen.mcmc.sir.sir_start`) until the weights' effective sample size
+(Kish) reaches the number of draws asked for. The mean weight estimates Z(x), so that π̂ has a normalised density,
+
+    log π̂(θ | x) = log p(θ) + log ℓ̂(x | θ) − log Ẑ(x),   Ẑ(x) = (1/M) Σ_k w_k,
+
+with the delta method's standard error of log Ẑ, sd(w) / (√M · mean(w)).
+
+Which of q and π̂ is better is measured, not assumed (:func:`held_out_gain`): on simulations that neither model
+learned from, the mean of log π̂(θ_i | x_i) − log q(θ_i | x_i) is the difference of the two posteriors' expected
+log scores (a proper scoring rule: the better posterior has the higher mean in expectation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import warnings
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+from tqdm.auto import tqdm
+
+from ..mcmc.proposal import DEFAULT_PRIOR_WEIGHT, ConditionalProposal, DefensiveMixture
+from ..mcmc.sir import sir_start
+from ..mcmc.target import finite_or_minus_inf
+from ..training import split_indices
+from .likelihood import LikelihoodEstimator
+
+__all__ = ["ImportancePosterior", "ImportanceRun", "Likelihood", "HeldOutGain", "held_out_gain", "SAMPLE_WITH",
+           "HELD_OUT_ROWS", "MIN_ESS_FRACTION", "held_out_rows"]
+
+#: how a :class:`~simgen.PosteriorEstimator` samples: by its own family in one pass, by importance sampling of its
+#: emulator's posterior, or whichever measured better on held-out simulations
+SAMPLE_WITH = ("auto", "direct", "importance")
+#: proposal draws per requested sample in the first round of :meth:`ImportancePosterior.sample` (doubling after)
+START_DRAWS_PER_SAMPLE = 2
+#: the most proposal draws per requested sample
+MAX_DRAWS_PER_SAMPLE = 100
+#: proposal draws per observation for the evidence Ẑ(x) behind ``log_prob`` and the held-out comparison
+EVIDENCE_DRAWS = 1024
+#: the most held-out simulations :meth:`simgen.PosteriorEstimator.fit` compares the two posteriors on
+HELD_OUT_ROWS = 512
+#: the median effective fraction of the held-out comparison's draws below which importance sampling is not chosen
+MIN_ESS_FRACTION = 0.01
+
+
+@runtime_checkable
+class Likelihood(Protocol):
+    """What importance sampling weighs by: ℓ̂(x | θ), a fitted :class:`~simgen.LikelihoodEstimator` (or any
+    likelihood with its ``log_prob``)."""
+
+    def log_prob(self, x: Any, theta: Any) -> Tensor:
+        """log ℓ̂(x[i] | θ[i]) ``[n]`` for x ``[n, *x_shape]`` and θ ``[n, d_theta]``."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportanceRun:
+    """What one :meth:`ImportancePosterior.sample` call did: proposal draws, the effective sample size of
+    their weights, and seconds taken."""
+
+    num_draws: int
+    ess: float
+    wall_time: float
+
+    def __str__(self) -> str:
+        return f"importance sampling: ESS {self.ess:.0f} of {self.num_draws} draws ({self.wall_time:.1f} s)"
+
+
+class ImportancePosterior:
+    r"""π̂(θ | x) ∝ p(θ) ℓ̂(x | θ), sampled from the defensive mixture of ``proposal`` and the prior (module
+    docstring).
+
+    Args:
+        proposal: the amortised posterior q(θ | x) (``sample(n, x_obs, generator=)``, ``log_prob(θ, x_obs)``);
+            its ``log_prob`` must be exact.
+        emulator: ℓ̂(x | θ), a fitted :class:`~simgen.LikelihoodEstimator` of the same θ and x.
+        prior: p(θ).
+        prior_weight: the prior's share w of the defensive mixture.
+    """
+
+    def __init__(self, proposal: ConditionalProposal, emulator: Likelihood, prior: Distribution, *,
+                 prior_weight: float = DEFAULT_PRIOR_WEIGHT) -> None:
+        if not isinstance(emulator, Likelihood) or (isinstance(emulator, LikelihoodEstimator)
+                                                    and emulator.density is None):
+            raise ValueError("importance sampling needs a fitted likelihood (a LikelihoodEstimator); got "
+                             + (f"{type(emulator).__name__}" if not isinstance(emulator, Likelihood) else
+                                "one that is not fitted"))
+        if not 0 <= prior_weight < 1:
+            raise ValueError(f"prior_weight must lie in [0, 1); got {prior_weight}")
+        self.proposal, self.emulator, self.prior = proposal, emulator, prior
+        self.prior_weight = float(prior_weight)
+        #: what the last :meth:`sample` call did, else ``None``
+        self.last_run: ImportanceRun | None = None
+
+    def log_target(self, theta: Tensor, x_obs: Tensor) -> Tensor:
+        """log p(θ) + log ℓ̂(x_obs | θ) ``[n]`` for θ ``[n, d_theta]`` and one observation ``x_obs``
+        ``[*x_shape]``; −inf outside the prior's support."""
+        log_prior = self.prior.log_prob(theta).reshape(theta.shape[0], -1).sum(dim=1).float()
+        out = torch.full_like(log_prior, -math.inf)
+        inside = torch.isfinite(log_prior)
+        if inside.any():
+            rows = int(inside.sum())
+            log_like = self.emulator.log_prob(x_obs[None].expand(rows, *x_obs.shape), theta[inside]).float()
+            out[inside] = finite_or_minus_inf(log_like) + log_prior[inside]
+        return out
+
+    def _log_weights(self, x_obs: Tensor, num_draws: int, generator: torch.Generator) -> Tensor:
+        """log w_k ``[num_draws]`` of draws of the defensive mixture (module docstring)."""
+        mixture = DefensiveMixture(self.proposal, x_obs, self.prior, self.prior_weight)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
+            theta = mixture.sample((num_draws,))
+        return finite_or_minus_inf(self.log_target(theta, x_obs) - mixture.log_prob(theta))
+
+    def log_evidence(self, x_obs: Tensor, *, num_draws: int = EVIDENCE_DRAWS,
+                     generator: torch.Generator | None = None) -> tuple[float, float, float]:
+        """(log Ẑ(x_obs), its standard error, the weights' ESS) from ``num_draws`` draws (module docstring)."""
+        generator = generator if generator is not None else _fresh_generator()
+        log_w = self._log_weights(x_obs, num_draws, generator).double()
+        if not torch.isfinite(log_w).any():
+            return -math.inf, math.inf, 0.0
+        log_z = float(torch.logsumexp(log_w, 0) - math.log(num_draws))
+        w = torch.exp(log_w - log_w.max())
+        se = float(w.std() / (math.sqrt(num_draws) * w.mean()))
+        ess = float(w.sum() ** 2 / w.pow(2).sum())
+        return log_z, se, ess
+
+    def sample(self, n: int, x_obs: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` draws ``[n, d_theta]`` of π̂(θ | x_obs), ``x_obs`` ``[*x_shape]``: SIR from
+        :data:`START_DRAWS_PER_SAMPLE` n proposal draws, doubling until the weights' ESS reaches n or
+        :data:`MAX_DRAWS_PER_SAMPLE` n draws (then with a warning: the draws repeat some θ). :attr:`last_run`
+        records the draws and the ESS."""
+        generator = generator if generator is not None else _fresh_generator()
+        start = time.perf_counter()
+        result = sir_start(lambda theta: self.log_target(theta, x_obs), DefensiveMixture(
+            self.proposal, x_obs, self.prior, self.prior_weight), n, START_DRAWS_PER_SAMPLE * n, generator,
+            min_ess=n, max_init=MAX_DRAWS_PER_SAMPLE * n)
+        self.last_run = ImportanceRun(result.num_draws, result.ess, time.perf_counter() - start)
+        if result.ess < n:
+            warnings.warn(f"importance sampling rests on an ESS of {result.ess:.0f} for {n} draws (after "
+                          f"{result.num_draws} proposal draws): the draws repeat some θ. The amortised posterior "
+                          "is far from the emulator's here; sample_with='direct' draws from it alone",
+                          RuntimeWarning, stacklevel=3)
+        return result.theta
+
+    def log_prob(self, theta: Tensor, x: Tensor, *, generator: torch.Generator | None = None,
+                 num_draws: int = EVIDENCE_DRAWS, progress: bool = False) -> tuple[Tensor, Tensor]:
+        """(log π̂(θ[i] | x[i]), its standard error) ``[n]`` each for θ ``[n, d_theta]`` and x ``[n, *x_shape]``
+        (rows already broadcast); Ẑ is estimated once per distinct x from ``num_draws`` draws."""
+        generator = generator if generator is not None else _fresh_generator()
+        distinct, inverse = torch.unique(x.reshape(x.shape[0], -1), dim=0, return_inverse=True)
+        log_z, se = torch.empty(distinct.shape[0]), torch.empty(distinct.shape[0])
+        for j in tqdm(range(distinct.shape[0]), desc="evidence", unit="x", disable=not progress, leave=False):
+            log_z[j], se[j], _ = self.log_evidence(distinct[j].reshape(x.shape[1:]), num_draws=num_draws,
+                                                   generator=generator)
+        out = torch.empty(theta.shape[0])
+        for j in range(distinct.shape[0]):
+            rows = inverse == j
+            out[rows] = self.log_target(theta[rows], distinct[j].reshape(x.shape[1:])) - log_z[j]
+        return out, se[inverse]
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOutGain:
+    """The held-out comparison of :func:`held_out_gain`: the mean of log π̂ − log q over ``rows`` simulations, its
+    standard error, the median ESS of the evidence draws per row out of ``num_draws``."""
+
+    gain: float
+    se: float
+    rows: int
+    median_ess: float
+    num_draws: int
+
+    @property
+    def favours_importance(self) -> bool:
+        """π̂ ahead by more than two standard errors, with weights that rest on at least
+        :data:`MIN_ESS_FRACTION` of their draws (else sampling it would need too many)."""
+        return self.gain > 2 * self.se and self.median_ess >= MIN_ESS_FRACTION * self.num_draws
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return (f"held-out log p: importance − direct {self.gain:+.3f} ± {self.se:.3f} nats over {self.rows} "
+                f"simulations (median ESS {self.median_ess:.0f} of {self.num_draws})")
+
+
+def held_out_gain(importance: ImportancePosterior, log_q: Tensor, theta: Tensor, x: Tensor, *,
+                  num_draws: int = EVIDENCE_DRAWS, generator: torch.Generator | None = None,
+                  progress: bool = False) -> HeldOutGain:
+    r"""Mean and standard error of log π̂(θ_i | x_i) − log q(θ_i | x_i) over held-out pairs θ ``[V, d_theta]``,
+    x ``[V, *x_shape]`` (``log_q`` ``[V]``, the amortised posterior's), each with its own Ẑ(x_i) from
+    ``num_draws`` draws (module docstring). The expected log score is proper, so a positive mean says π̂ is the
+    closer to p(θ | x) on average over the prior predictive (Gneiting & Raftery 2007, JASA 102(477))."""
+    generator = generator if generator is not None else _fresh_generator()
+    diffs, ess = [], []
+    for i in tqdm(range(theta.shape[0]), desc="importance vs direct", unit="sim", disable=not progress,
+                  leave=False):
+        log_z, _, e = importance.log_evidence(x[i], num_draws=num_draws, generator=generator)
+        diffs.append(float(importance.log_target(theta[i : i + 1], x[i])[0]) - log_z - float(log_q[i]))
+        ess.append(e)
+    d = torch.tensor(diffs, dtype=torch.float64)
+    median_ess = float(torch.tensor(ess).median())
+    if d.isnan().any() or (d == -math.inf).any():  # a held-out θ where π̂ has no density
+        return HeldOutGain(-math.inf, 0.0, d.numel(), median_ess, num_draws)
+    if (d == math.inf).any():  # a held-out θ where q has none
+        return HeldOutGain(math.inf, 0.0, d.numel(), median_ess, num_draws)
+    se = float(d.std() / math.sqrt(d.numel())) if d.numel() > 1 else math.inf
+    return HeldOutGain(float(d.mean()), se, d.numel(), median_ess, num_draws)
+
+
+def held_out_rows(n: int, fraction: float, seed: int | None) -> Tensor:
+    """The seed-fixed ``fraction`` of ``n`` simulations that a posterior with emulated pairs and its emulator
+    both hold out (for early stopping, then for :func:`held_out_gain`): indices ``[round(fraction n)]``."""
+    generator = torch.Generator().manual_seed(int(seed) + 13 if seed is not None else
+                                              int(torch.randint(0, 2**62, ())))
+    return split_indices(n, fraction, generator)[1]
+
+
+def _fresh_generator() -> torch.Generator:
+    return torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
