@@ -74,10 +74,11 @@ FAMILIES = "auto,flow,cnf,diffusion,vae,simformer"
 
 def train_family(family: str, prior, theta, x, seed: int, settings: dict,
                  options: dict | None = None, ensemble: int = 1,
-                 estimator: dict | None = None, emulated: int = 0) -> tuple[Callable, float, int, int]:
+                 estimator: dict | None = None, emulated: int = 0) -> tuple[Callable, float, int, int, str]:
     """A simgen posterior of ``family`` (constructor ``options``, else its defaults; ``estimator``: keyword
     arguments of ``PosteriorEstimator``, such as ``linear_baseline``): its sampler ``draw(n, x_o, seed)``,
-    training seconds, epochs and the emulated pairs it trained on. With ``ensemble`` K > 1, K posteriors trained
+    training seconds (the whole fit), epochs, the emulated pairs it trained on and how it samples
+    (``sample_with``: ``"direct"`` or ``"importance"``). With ``ensemble`` K > 1, K posteriors trained
     with seeds ``seed``, ``seed + 1``, ... on the same pairs, sampled as their equal mixture
     (1/K) Σ_k q_k(θ | x): n/K draws of each, shuffled; the seconds and epochs are the members' sums. With
     ``emulated`` N > 0, an emulator (``model="auto"``) is fitted on the same pairs first and each posterior also
@@ -94,12 +95,14 @@ def train_family(family: str, prior, theta, x, seed: int, settings: dict,
     for k in range(ensemble):
         post = simgen.PosteriorEstimator(prior, make_model(family, options) if options else family,
                                          **(estimator or {}))
+        start = time.perf_counter()  # the whole fit: an emulator it fits itself and its held-out comparison too
         history = post.fit(theta, x, seed=seed + k, progress=False, **augment, **settings)
         posts.append(post)
-        seconds, epochs = seconds + history.wall_time, epochs + history.epochs
+        seconds, epochs = seconds + time.perf_counter() - start, epochs + history.epochs
         if post.emulator is not None and not emulated:  # fitted by the posterior itself ("auto")
-            seconds += post.emulator.history.wall_time
             epochs += post.emulator.history.epochs
+        if post.held_out is not None and k == 0:
+            print(f"  sample_with={post.sample_with!r}: {post.held_out}", flush=True)
         if history.best_epoch == -1:
             print(f"  member {k}: returned its initial state (better than every epoch's)", flush=True)
         if post.choice is not None and k == 0:
@@ -111,7 +114,7 @@ def train_family(family: str, prior, theta, x, seed: int, settings: dict,
                  for k, (p, m) in enumerate(zip(posts, sizes, strict=True)) if m]
         return torch.cat(parts)[torch.randperm(n, generator=torch.Generator().manual_seed(s))]
 
-    return draw, seconds, epochs, posts[0].num_emulated
+    return draw, seconds, epochs, posts[0].num_emulated, posts[0].sample_with
 
 
 def train_nle(prior, theta, x, seed: int, settings: dict, mcmc: dict) -> tuple[Callable, float, int]:
@@ -242,13 +245,13 @@ def run_task(args: argparse.Namespace, task: str, seed: int, families: list[str]
         theta, x = simgen.simulate(sim, sim.prior, budget, seed=seed, progress=False)
         methods = [(f, "simgen") for f in families] + [(m, "sbi") for m in baselines]
         for method, source in methods:
-            num_emulated = 0
+            num_emulated, sample_with = 0, None
             if method == "nle":
                 draw, train_s, epochs = train_nle(sim.prior, theta, x, seed, settings, json.loads(args.mcmc))
             elif source == "simgen":
-                draw, train_s, epochs, num_emulated = train_family(method, sim.prior, theta, x, seed, settings,
-                                                                   options.get(method), args.ensemble, estimator,
-                                                                   args.emulated)
+                draw, train_s, epochs, num_emulated, sample_with = train_family(
+                    method, sim.prior, theta, x, seed, settings, options.get(method), args.ensemble, estimator,
+                    args.emulated)
             else:
                 draw, train_s, epochs = train_sbi(method, sim.prior, theta, x, seed)
             scores, times = [], []
@@ -264,7 +267,7 @@ def run_task(args: argparse.Namespace, task: str, seed: int, families: list[str]
                    "sample_s": sum(times) / len(times),
                    "options": options.get(method) if source == "simgen" else None,
                    "ensemble": args.ensemble if source == "simgen" and method != "nle" else 1,
-                   "emulated": num_emulated,
+                   "emulated": num_emulated, "sample_with": sample_with,
                    "training": settings if source == "simgen" else None,
                    "estimator": estimator if source == "simgen" and method != "nle" else None,
                    "mcmc": json.loads(args.mcmc) if method == "nle" else None,

@@ -285,6 +285,13 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError("--num-emulated 0 trains on no emulated pairs: leave --emulator out")
     if args.num_emulated is not None:
         spec.num_emulated = args.num_emulated
+    if args.sample_with is not None:
+        if args.direction != "posterior":
+            raise UsageError("--sample-with is for --direction posterior (importance sampling of its emulator's "
+                             "posterior)")
+        if args.sample_with == "importance" and spec.num_emulated == 0:
+            raise UsageError("--sample-with importance samples the emulator's posterior: not with --num-emulated 0")
+        spec.sample_with = args.sample_with
     if args.seed is not None:
         config.seed = args.seed
     if args.device is not None:
@@ -646,6 +653,11 @@ def _parser() -> argparse.ArgumentParser:
                             "emulator fitted on the store's simulations first; 0: none (default: the "
                             "configuration's num_emulated, else 3 times the simulations with --emulator, else what "
                             "model 'auto' chooses)")
+    train.add_argument("--sample-with", choices=("auto", "direct", "importance"), default=None,
+                       help="posterior with emulated pairs: importance (sample the emulator's posterior by "
+                            "importance sampling from the fitted family), direct (the family alone) or auto "
+                            "(whichever scores better on held-out simulations; default: the configuration's "
+                            "sample_with, else auto)")
     train.add_argument("--gold", choices=("score", "ratio", "ratio+score"), default=None,
                        help="train on the store's gold: score (the joint score: SCANDAL for a flow, the score term "
                             "for a ratio), ratio or ratio+score (the joint log ratio, --direction ratio only: "

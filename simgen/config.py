@@ -79,7 +79,7 @@ _TOP_KEYS = ("seed", "device", "budget", "simulator", "simulation", "posterior",
 _SIMULATOR_KEYS = ("name", "options")
 _SIMULATION_KEYS = ("num_simulations", "chunk_size", "store", "workers", "executor", "gold", "gold_reference")
 _MODEL_KEYS = ("enabled", "model", "embedding", "options", "training", "mcmc", "num_train", "discrete_model", "gold",
-               "gold_weight", "log_theta", "num_emulated")
+               "gold_weight", "log_theta", "num_emulated", "sample_with")
 _RATIO_KEYS = ("enabled", "model", "embedding", "options", "training", "num_train", "gold", "gold_weight")
 _JOINT_KEYS = ("enabled", "model", "options", "training", "num_train")
 _OBSERVATION_KEYS = ("held_out", "theta", "file", "true_theta")
@@ -127,6 +127,9 @@ class ModelConfig:
     #: (``PosteriorEstimator.fit(..., emulator=, num_emulated=)``): the run's ([likelihood]) when there is one,
     #: else one the posterior fits; 0: none; ``None``: the estimator's default (``"auto"`` chooses)
     num_emulated: int | None = None
+    #: posteriors: ``"auto"``, ``"direct"`` or ``"importance"`` (``PosteriorEstimator(..., sample_with=)``: sample
+    #: by the family, or by importance sampling of the emulator's posterior where there are emulated pairs)
+    sample_with: str = "auto"
 
 
 @dataclass
@@ -276,6 +279,9 @@ training = {}                # TrainingConfig fields, e.g. { max_epochs = 100, m
 # num_emulated = 30000       # also train on this many pairs drawn from an emulator (the run's [likelihood] when
                              # enabled, else one fitted on the simulations); 0: none; default: "auto" chooses
                              # (from the run's [likelihood] emulator when that is "auto" too)
+# sample_with = "auto"       # with emulated pairs: "importance" samples the emulator's posterior by importance
+                             # sampling from the family's; "direct" the family alone; "auto" (default) whichever
+                             # scores better on held-out simulations
 
 [likelihood]                 # p(x | theta), an emulator (surrogate) of the simulator
 enabled = false
@@ -516,6 +522,15 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
         if direction != "posterior":
             raise ConfigError(f"{key}.num_emulated", "only [posterior] trains on pairs drawn from the emulator")
         num_emulated = _int(table["num_emulated"], f"{key}.num_emulated", 0)
+    sample_with = "auto"
+    if "sample_with" in table:
+        if direction != "posterior":
+            raise ConfigError(f"{key}.sample_with", "only [posterior] samples by importance of its emulator's "
+                              "posterior")
+        sample_with = _str(table["sample_with"], f"{key}.sample_with", ("auto", "direct", "importance"))
+        if sample_with == "importance" and num_emulated == 0:
+            raise ConfigError(f"{key}.sample_with", "\"importance\" samples the emulator's posterior, and "
+                              "num_emulated = 0 trains no emulator")
     gold, gold_weight = _gold(table, key, ratio=False)
     if num_emulated and gold is not None:
         raise ConfigError(f"{key}.num_emulated", "emulated pairs have no joint score: not with gold")
@@ -527,7 +542,8 @@ def _model(raw: Any, key: str, direction: str) -> ModelConfig:
             raise ConfigError(f"{key}.gold", f"gold = \"score\" trains the θ-gradient of an exact log-density; the "
                               f"{model} family's log_prob is {kind!r}: use model = \"flow\"")
     return ModelConfig(enabled, model, dict(options), _training(training, f"{key}.training"),
-                       embedding, mcmc, num_train, nproc, discrete_model, gold, gold_weight, log_theta, num_emulated)
+                       embedding, mcmc, num_train, nproc, discrete_model, gold, gold_weight, log_theta, num_emulated,
+                       sample_with)
 
 
 def _log_theta(value: Any, key: str) -> bool | list[int]:

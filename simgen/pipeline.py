@@ -37,7 +37,9 @@ from . import nets
 from .config import ConfigError, RunConfig
 from .estimators.auto import AUTO, emulated_for
 from .estimators.base import infer_x_kind
+from .estimators.importance import held_out_rows
 from .mcmc import MCMCPosterior
+from .training import TrainingConfig
 from .utils import call_simulator
 
 __all__ = [
@@ -245,10 +247,11 @@ def _device(config: RunConfig) -> str | None:
 
 def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
                   say: Say = _silent, checkpoint: Any = None, gold: dict[str, Tensor] | None = None,
-                  emulator: Any = None) -> Any:
+                  emulator: Any = None, validation_index: Tensor | None = None) -> Any:
     """A :class:`~simgen.PosteriorEstimator` of ``[posterior]`` fitted on (θ, x), seed ``config.seed`` (training
     checkpointed to ``checkpoint`` when given), and on ``[posterior] num_emulated`` pairs drawn from
-    ``emulator`` (or, without one, from an emulator the posterior fits on the same pairs) when that is set."""
+    ``emulator`` (or, without one, from an emulator the posterior fits on the same pairs) when that is set;
+    ``validation_index``: the rows held out, which ``emulator`` held out too (:func:`shared_held_out`)."""
     import simgen
 
     spec = config.posterior
@@ -256,10 +259,12 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
     embedding = make_embedding(spec.embedding, x, getattr(simulator, "x_kind", None), seed=config.seed)
     post = simgen.PosteriorEstimator(simulator.prior, model_of(spec, "vector"), embedding=embedding,
                                      simulator=simulator, device=_device(config), gold=spec.gold,
-                                     gold_weight=spec.gold_weight)
+                                     gold_weight=spec.gold_weight, sample_with=spec.sample_with)
     augment: dict[str, Any] = {}
     if spec.num_emulated is not None or emulator is not None:
         augment = {"emulator": emulator if spec.num_emulated != 0 else None, "num_emulated": spec.num_emulated}
+    if validation_index is not None:
+        augment["validation_index"] = validation_index
     history = post.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint,
                        gold=_gold_rows(gold, spec), **augment, **spec.training)
     emulated = f" and {post.num_emulated} emulated pairs" if post.num_emulated else ""
@@ -270,7 +275,30 @@ def fit_posterior(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *
         f"{emulated}): "
         f"{history.epochs} epochs in {history.wall_time:.0f} s, best validation loss "
         f"{history.best_validation_loss:.3f}")
+    if post.emulator is not None:
+        say(f"  posterior samples {sampled_with(post)}")
     return post
+
+
+def sampled_with(post: Any) -> str:
+    """How a fitted posterior samples, in words: by its family, or by importance sampling of its emulator's
+    posterior, with the held-out comparison behind the choice."""
+    how = ("by importance sampling of its emulator's posterior" if post.sample_with == "importance" else
+           "directly from its family")
+    return how + (f" ({post.held_out})" if post.held_out is not None else "")
+
+
+def shared_held_out(config: RunConfig, num_rows: int) -> Tensor | None:
+    """The simulations the run's emulator and the posterior that draws its emulated pairs from it both hold out
+    (:func:`~simgen.estimators.importance.held_out_rows`), so that ``sample_with = "auto"`` can compare the two
+    posteriors on them: where both train on the same ``num_rows`` simulations, else ``None``."""
+    post, like = config.posterior, config.likelihood
+    if post.sample_with == "direct" or post.num_train != like.num_train:
+        return None
+    fraction = post.training.get("validation_fraction", TrainingConfig.validation_fraction)
+    if like.training.get("validation_fraction", TrainingConfig.validation_fraction) != fraction:
+        return None
+    return held_out_rows(num_rows, fraction, config.seed)
 
 
 def auto_emulated_from_run(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor,
@@ -320,9 +348,10 @@ def _chosen(est: Any, model: str) -> str:
 
 
 def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, *, progress: bool = True,
-                   say: Say = _silent, checkpoint: Any = None, gold: dict[str, Tensor] | None = None) -> Any:
+                   say: Say = _silent, checkpoint: Any = None, gold: dict[str, Tensor] | None = None,
+                   validation_index: Tensor | None = None) -> Any:
     """A :class:`~simgen.LikelihoodEstimator` of ``[likelihood]`` fitted on (θ, x), seed ``config.seed`` (training
-    checkpointed to ``checkpoint`` when given)."""
+    checkpointed to ``checkpoint`` when given), the rows ``validation_index`` held out when given."""
     import simgen
 
     spec = config.likelihood
@@ -333,7 +362,7 @@ def fit_likelihood(config: RunConfig, simulator: Any, theta: Tensor, x: Tensor, 
                                      discrete_model=spec.discrete_model, gold=spec.gold, gold_weight=spec.gold_weight,
                                      log_theta=spec.log_theta)
     history = emu.fit(theta, x, seed=config.seed, progress=progress, checkpoint=checkpoint,
-                      gold=_gold_rows(gold, spec), **spec.training)
+                      gold=_gold_rows(gold, spec), validation_index=validation_index, **spec.training)
     say(f"  emulator ({_chosen(emu, spec.model)}, {theta.shape[0]} simulations): {history.epochs} epochs in "
         f"{history.wall_time:.0f} s, best validation loss {history.best_validation_loss:.3f}")
     return emu
@@ -806,10 +835,11 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
     posterior = emulator = ratio = joint = None
     histories: dict[str, Any] = {}
 
-    def fit_emulator_step() -> Any:
+    def fit_emulator_step(validation_index: Tensor | None = None) -> Any:
         done = step("emulator training")
         say(f"[3/5] fitting the emulator p(x | θ) ({config.likelihood.model})")
-        fitted = fit_likelihood(config, simulator, theta, x, progress=progress, say=say, gold=gold)
+        fitted = fit_likelihood(config, simulator, theta, x, progress=progress, say=say, gold=gold,
+                                validation_index=validation_index)
         histories["emulator"] = fitted.history
         done()
         return fitted
@@ -818,13 +848,15 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
     # emulator is "auto" too, they come from the run's emulator rather than from a second one fitted alike
     emulated = config.posterior.enabled and (bool(config.posterior.num_emulated)
                                              or auto_emulated_from_run(config, simulator, theta, x, gold) > 0)
+    held = None
     if config.likelihood.enabled and emulated:
-        emulator = fit_emulator_step()
+        held = shared_held_out(config, theta[: config.posterior.num_train].shape[0])
+        emulator = fit_emulator_step(held)
     if config.posterior.enabled:
         done = step("posterior training")
         say(f"[2/5] fitting the posterior p(θ | x) ({config.posterior.model})")
         posterior = fit_posterior(config, simulator, theta, x, progress=progress, say=say, gold=gold,
-                                  emulator=emulator)
+                                  emulator=emulator, validation_index=held)
         histories["posterior"] = posterior.history
         if posterior.emulator is not None and posterior.emulator is not emulator:
             histories["posterior's emulator"] = posterior.emulator.history  # fitted for its emulated pairs
@@ -855,6 +887,9 @@ def run(config: RunConfig, simulator: Any, *, progress: bool = True, say: Say = 
     for name, est, spec in (("posterior", posterior, config.posterior), ("emulator", emulator, config.likelihood)):
         if est is not None:
             summary[f"{name}_model"] = _chosen(est, spec.model)
+    if posterior is not None and posterior.emulator is not None:
+        summary["posterior_sample_with"] = posterior.sample_with
+        summary["posterior_held_out"] = posterior.held_out.to_dict() if posterior.held_out is not None else None
     say(f"[4/5] inferring θ for {observations.x.shape[0]} observation(s) ({observations.source})")
     if posterior is not None or config.likelihood.mcmc or ratio is not None or joint is not None:
         done = step("inference and C2ST")

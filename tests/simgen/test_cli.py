@@ -89,6 +89,11 @@ def test_run_says_what_it_expects_and_where_everything_went(tmp_path, capsys):
     assert simgen.load(posterior).num_emulated == 200
     assert main([*train, "--num-emulated", "200", "--out", str(tmp_path / "p3.pt")]) == 0  # fits its own emulator
     assert simgen.load(tmp_path / "p3.pt").num_emulated == 200
+    assert main([*train, "--num-emulated", "200", "--sample-with", "importance", "--out", str(tmp_path / "p4.pt")]) == 0
+    sampler = simgen.load(tmp_path / "p4.pt")  # samples its emulator's posterior, which its file keeps
+    assert sampler.sample_with == "importance" and isinstance(sampler.emulator, simgen.LikelihoodEstimator)
+    assert main([*train, "--num-emulated", "0", "--sample-with", "importance"]) == 2  # no emulator to sample
+    assert main([*train, "--direction", "likelihood", "--sample-with", "direct"]) == 2
     assert main([*train, "--num-emulated", "0", "--emulator", str(out / "emulator.pt")]) == 2  # none, or from it?
     assert main([*train, "--emulator", str(out / "posterior.pt")]) == 2  # not an emulator
     assert main([*train, "--direction", "likelihood", "--emulator", str(out / "emulator.pt")]) == 2
@@ -301,4 +306,10 @@ def test_run_draws_autos_emulated_pairs_from_the_runs_emulator(tmp_path, capsys)
     assert "1000 simulated and 3000 emulated" in summary["posterior_model"], summary["posterior_model"]
     assert printed.index("fitting the emulator") < printed.index("fitting the posterior")
     assert "and 3000 emulated pairs" in printed and "an emulator it fitted first" not in printed
-    assert simgen.load(tmp_path / "results" / "posterior.pt").num_emulated == 3000
+    loaded = simgen.load(tmp_path / "results" / "posterior.pt")
+    assert loaded.num_emulated == 3000
+    # both held out the same 100 simulations, on which sample_with = "auto" compared the two posteriors
+    assert summary["posterior_held_out"]["rows"] == 100 and loaded.held_out.rows == 100
+    assert summary["posterior_sample_with"] == loaded.sample_with
+    assert (loaded.emulator is not None) == (loaded.sample_with == "importance")
+    assert "posterior samples " in printed and "importance − direct" in printed

@@ -146,3 +146,20 @@ def test_paths_are_relative_to_the_config_file(tmp_path):
     assert config.out == tmp_path / "results" and config.path(config.obs_file).is_file()
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_sample_with_is_read_and_checked():
+    """``[posterior] sample_with``: "auto" unless set; only the posterior has it, and "importance" needs emulated
+    pairs."""
+    from simgen.config import ConfigError, parse_config
+
+    base = 'simulator = "two_moons"\n[posterior]\n'
+    assert parse_config(base, build_simulator=False)[0].posterior.sample_with == "auto"
+    config, _ = parse_config(base + 'sample_with = "importance"\n', build_simulator=False)
+    assert config.posterior.sample_with == "importance"
+    for bad, message in ((base + 'sample_with = "mcmc"\n', "auto"),
+                         (base + 'num_emulated = 0\nsample_with = "importance"\n', "trains no emulator"),
+                         (base + '[likelihood]\nsample_with = "direct"\n', "only \\[posterior\\]")):
+        with pytest.raises(ConfigError, match=message) as err:
+            parse_config(bad, build_simulator=False)
+        assert err.value.key.endswith("sample_with")
