@@ -332,6 +332,22 @@ def posterior_fits_emulator(config: RunConfig, simulator: Any, x_shape: tuple[in
     return emulated_for("posterior", x_kind=x_kind, num_rows=rows, x_features=math.prod(x_shape)) > 0
 
 
+def posterior_may_sample_by_importance(config: RunConfig, simulator: Any, x_shape: tuple[int, ...]) -> bool:
+    """Whether ``[posterior]`` may sample by importance (before the simulations, from x's shape ``x_shape``): it
+    trains on emulated pairs (``num_emulated`` > 0, or unset where ``"auto"`` adds them) and ``sample_with`` is
+    not ``"direct"``."""
+    post = config.posterior
+    if not post.enabled or post.sample_with == "direct":
+        return False
+    if post.num_emulated is not None:
+        return post.num_emulated > 0
+    if post.model != AUTO or post.gold is not None:
+        return False
+    x_kind = getattr(simulator, "x_kind", None) or infer_x_kind(x_shape)
+    rows = min(post.num_train or config.num_simulations, config.num_simulations)
+    return emulated_for("posterior", x_kind=x_kind, num_rows=rows, x_features=math.prod(x_shape)) > 0
+
+
 def model_of(spec: Any, y_kind: str) -> Any:
     """What a ``[posterior]``/``[likelihood]`` table asks an estimator for: ``"auto"`` as it is (the estimator
     chooses when it sees the data), else the named family with its options, in the architecture that suits y of
@@ -784,6 +800,9 @@ def estimate_seconds(config: RunConfig, simulator: Any) -> dict[str, float]:
     checks = m * (2.0 + 12.0 * config.reference_samples / 10_000 * config.c2st)
     if config.posterior.enabled and config.calibration:
         checks += 5.0 + 0.05 * config.calibration
+    if posterior_may_sample_by_importance(config, simulator, tuple(x_pilot.shape[1:])):
+        # importance sampling draws and weighs proposals for every observation, held-out and calibration ones
+        checks += 5.0 * m + 0.5 * config.calibration
     if config.likelihood.enabled:
         is_map = getattr(simulator, "x_kind", None) == "map"
         checks += 10.0 + per_sim * max(config.emulator_maps, config.spectrum_maps if is_map else 0) * m

@@ -162,3 +162,24 @@ def test_the_forecast_counts_the_posteriors_own_emulator(posterior, likelihood, 
                              f"[posterior]\ntraining = {{ max_time = 30 }}\n{posterior}[likelihood]\n{likelihood}")
     assert posterior_fits_emulator(config, sim, (2,)) is own
     assert estimate_seconds(config, sim)["posterior training"] == (70.0 if own else 35.0)
+
+
+@pytest.mark.parametrize("posterior, importance", [
+    ("", True),  # "auto" adds pairs at 10⁴ simulations and may sample by importance
+    ('sample_with = "direct"\n', False),
+    ("num_emulated = 0\n", False),
+    ('model = "flow"\n', False),
+    ('model = "flow"\nnum_emulated = 500\n', True),
+])
+def test_the_forecast_counts_importance_sampling(posterior, importance):
+    """Where ``[posterior]`` may sample by importance, the forecast's checks count draws for every held-out and
+    calibration observation."""
+    from simgen.pipeline import estimate_seconds, posterior_may_sample_by_importance
+
+    sim = simulators.get("two_moons")
+    text = 'simulator = "two_moons"\n[simulation]\nnum_simulations = 10000\n[evaluation]\ncalibration = 100\n'
+    config, _ = parse_config(text + f"[posterior]\n{posterior}", build_simulator=False)
+    direct, _ = parse_config(text + '[posterior]\nsample_with = "direct"\nnum_emulated = 0\n', build_simulator=False)
+    assert posterior_may_sample_by_importance(config, sim, (2,)) is importance
+    extra = estimate_seconds(config, sim)["checks and report"] - estimate_seconds(direct, sim)["checks and report"]
+    assert extra == pytest.approx(5.0 * config.held_out + 50.0 if importance else 0.0)
