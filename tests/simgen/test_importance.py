@@ -119,6 +119,7 @@ def test_a_posterior_samples_by_importance_and_saves_its_emulator(conjugate, imp
     x_obs = torch.tensor([0.6, -0.4])
     draws = post.sample(300, x_obs, generator=torch.Generator().manual_seed(0))
     assert draws.shape == (300, 2) and post.importance.last_run.num_draws >= 600
+    assert torch.equal(post.sample(300, x_obs, generator=torch.Generator().manual_seed(0)), draws)  # seeded
     assert post.sample_batched(20, torch.stack([x_obs, -x_obs])).shape == (2, 20, 2)
     theta = torch.tensor([[0.5, -0.3], [0.0, 0.0]])
     log_p, se = post.log_prob_with_se(theta, x_obs, generator=torch.Generator().manual_seed(1))
