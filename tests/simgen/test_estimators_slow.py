@@ -108,6 +108,8 @@ def test_slcp_sequential_emulator_posterior_at_10k():
     assert sum(scores) / 3 <= 0.75
 
 
+@pytest.mark.xfail(strict=True, reason="issue 17's bar on slcp at 10^4 is not met yet by the default posterior: "
+                   "README, 'Which family for which problem', importance sampling of the emulator's posterior")
 def test_slcp_default_posterior_at_10k():
     """SLCP at 10⁴ simulations with ``PosteriorEstimator(prior)`` and nothing else: ``model="auto"`` trains the
     flow on emulated pairs too, and ``sample_with="auto"`` finds on the held-out simulations that the emulator's
