@@ -14,8 +14,12 @@ mixture q_w = (1 − w) q(θ | x) + w p(θ) (:mod:`simgen.mcmc.proposal`), weigh
 
     w_k = p(θ_k) ℓ̂(x | θ_k) / q_w(θ_k),
 
-and resample (SIR, Rubin 1988; :func:`~simgen.mcmc.sir.sir_start`) until the weights' effective sample size
-(Kish) reaches the number of draws asked for. The mean weight estimates Z(x), so that π̂ has a normalised density,
+and keep one of every K draws with probability ∝ its weight (sampling-importance-resampling, Rubin 1988, done
+per output draw as in ``sbi``'s importance-sampled posterior, oversampling factor K = 32). Each output comes from
+its own K proposals, so no θ is repeated: SIR over one pool of draws, resampled with replacement, repeats the
+heavy ones, and a two-sample classifier learns the repeats. The K draws behind each output have a Kish effective
+sample size; where it is small the output leans toward q, and :meth:`ImportancePosterior.sample` warns. The mean
+weight estimates Z(x), so that π̂ has a normalised density,
 
     log π̂(θ | x) = log p(θ) + log ℓ̂(x | θ) − log Ẑ(x),   Ẑ(x) = (1/M) Σ_k w_k,
 
@@ -40,9 +44,9 @@ from torch.distributions import Distribution
 from tqdm.auto import tqdm
 
 from ..mcmc.proposal import DEFAULT_PRIOR_WEIGHT, ConditionalProposal, DefensiveMixture
-from ..mcmc.sir import sir_start
 from ..mcmc.target import finite_or_minus_inf
 from ..training import split_indices
+from ..utils import multinomial
 from .likelihood import LikelihoodEstimator
 
 __all__ = ["ImportancePosterior", "ImportanceRun", "Likelihood", "HeldOutGain", "held_out_gain", "SAMPLE_WITH",
@@ -51,10 +55,10 @@ __all__ = ["ImportancePosterior", "ImportanceRun", "Likelihood", "HeldOutGain", 
 #: how a :class:`~simgen.PosteriorEstimator` samples: by its own family in one pass, by importance sampling of its
 #: emulator's posterior, or whichever measured better on held-out simulations
 SAMPLE_WITH = ("auto", "direct", "importance")
-#: proposal draws per requested sample in the first round of :meth:`ImportancePosterior.sample` (doubling after)
-START_DRAWS_PER_SAMPLE = 2
-#: the most proposal draws per requested sample
-MAX_DRAWS_PER_SAMPLE = 100
+#: proposal draws behind each output draw of :meth:`ImportancePosterior.sample` (the oversampling factor K)
+DRAWS_PER_SAMPLE = 32
+#: the mean effective sample size of each output's K draws below which :meth:`ImportancePosterior.sample` warns
+MIN_BATCH_ESS = 2.0
 #: proposal draws per observation for the evidence Ẑ(x) behind ``log_prob`` and the held-out comparison
 EVIDENCE_DRAWS = 1024
 #: the most held-out simulations :meth:`simgen.PosteriorEstimator.fit` compares the two posteriors on
@@ -75,15 +79,17 @@ class Likelihood(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class ImportanceRun:
-    """What one :meth:`ImportancePosterior.sample` call did: proposal draws, the effective sample size of
-    their weights, and seconds taken."""
+    """What one :meth:`ImportancePosterior.sample` call did: proposal draws, the effective sample size of all
+    their weights, the mean effective sample size of the K draws behind each output, and seconds taken."""
 
     num_draws: int
     ess: float
+    batch_ess: float
     wall_time: float
 
     def __str__(self) -> str:
-        return f"importance sampling: ESS {self.ess:.0f} of {self.num_draws} draws ({self.wall_time:.1f} s)"
+        return (f"importance sampling: ESS {self.ess:.0f} of {self.num_draws} draws, {self.batch_ess:.1f} of the "
+                f"{DRAWS_PER_SAMPLE} behind each draw ({self.wall_time:.1f} s)")
 
 
 class ImportancePosterior:
@@ -124,19 +130,11 @@ class ImportancePosterior:
             out[inside] = finite_or_minus_inf(log_like) + log_prior[inside]
         return out
 
-    def _log_weights(self, x_obs: Tensor, num_draws: int, generator: torch.Generator) -> Tensor:
-        """log w_k ``[num_draws]`` of draws of the defensive mixture (module docstring)."""
-        mixture = DefensiveMixture(self.proposal, x_obs, self.prior, self.prior_weight)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
-            theta = mixture.sample((num_draws,))
-        return finite_or_minus_inf(self.log_target(theta, x_obs) - mixture.log_prob(theta))
-
     def log_evidence(self, x_obs: Tensor, *, num_draws: int = EVIDENCE_DRAWS,
                      generator: torch.Generator | None = None) -> tuple[float, float, float]:
         """(log Ẑ(x_obs), its standard error, the weights' ESS) from ``num_draws`` draws (module docstring)."""
         generator = generator if generator is not None else _fresh_generator()
-        log_w = self._log_weights(x_obs, num_draws, generator).double()
+        log_w = self._draws(x_obs, num_draws, generator)[1].double()
         if not torch.isfinite(log_w).any():
             return -math.inf, math.inf, 0.0
         log_z = float(torch.logsumexp(log_w, 0) - math.log(num_draws))
@@ -145,23 +143,58 @@ class ImportancePosterior:
         ess = float(w.sum() ** 2 / w.pow(2).sum())
         return log_z, se, ess
 
-    def sample(self, n: int, x_obs: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` draws ``[n, d_theta]`` of π̂(θ | x_obs), ``x_obs`` ``[*x_shape]``: SIR from
-        :data:`START_DRAWS_PER_SAMPLE` n proposal draws, doubling until the weights' ESS reaches n or
-        :data:`MAX_DRAWS_PER_SAMPLE` n draws (then with a warning: the draws repeat some θ). :attr:`last_run`
-        records the draws and the ESS."""
+    def sample(self, n: int, x_obs: Tensor, *, generator: torch.Generator | None = None,
+               chunk: int = 2048) -> Tensor:
+        """``n`` draws ``[n, d_theta]`` of π̂(θ | x_obs), ``x_obs`` ``[*x_shape]``: each one of its own
+        :data:`DRAWS_PER_SAMPLE` proposal draws, kept with probability ∝ weight (module docstring), ``chunk``
+        outputs at a time. An output whose draws all have zero weight is drawn again (an error after ten tries).
+        :attr:`last_run` records the draws and their ESS; a warning says when the draws behind each output rest on
+        fewer than :data:`MIN_BATCH_ESS` of them on average (the outputs then lean toward the proposal)."""
         generator = generator if generator is not None else _fresh_generator()
         start = time.perf_counter()
-        result = sir_start(lambda theta: self.log_target(theta, x_obs), DefensiveMixture(
-            self.proposal, x_obs, self.prior, self.prior_weight), n, START_DRAWS_PER_SAMPLE * n, generator,
-            min_ess=n, max_init=MAX_DRAWS_PER_SAMPLE * n)
-        self.last_run = ImportanceRun(result.num_draws, result.ess, time.perf_counter() - start)
-        if result.ess < n:
-            warnings.warn(f"importance sampling rests on an ESS of {result.ess:.0f} for {n} draws (after "
-                          f"{result.num_draws} proposal draws): the draws repeat some θ. The amortised posterior "
-                          "is far from the emulator's here; sample_with='direct' draws from it alone",
+        k = DRAWS_PER_SAMPLE
+        kept, batch_ess, log_w_all = [], [], []
+        for s in range(0, n, chunk):
+            size, theta_out, tries = min(chunk, n - s), None, 0
+            todo = torch.arange(size)
+            while todo.numel():
+                tries += 1
+                if tries > 10:
+                    raise RuntimeError(f"importance sampling: {todo.numel()} of {n} draws found no proposal with a "
+                                       "nonzero likelihood in ten tries: the observation may lie outside the range "
+                                       "the emulator was trained on")
+                theta, log_w = self._draws(x_obs, todo.numel() * k, generator)
+                theta, log_w = theta.reshape(todo.numel(), k, -1), log_w.reshape(todo.numel(), k).double()
+                log_w_all.append(log_w.reshape(-1))
+                ok = torch.isfinite(log_w).any(dim=1)
+                if theta_out is None:
+                    theta_out = torch.empty(size, theta.shape[2])
+                if ok.any():
+                    p = torch.softmax(log_w[ok], dim=1)
+                    pick = multinomial(p, 1, replacement=True, generator=generator).reshape(-1)
+                    theta_out[todo[ok]] = theta[ok][torch.arange(int(ok.sum())), pick]
+                    batch_ess.append(1.0 / p.pow(2).sum(dim=1))
+                todo = todo[~ok]
+            kept.append(theta_out)
+        log_w = torch.cat(log_w_all)
+        weights = torch.softmax(log_w, 0)
+        mean_batch_ess = float(torch.cat(batch_ess).mean())
+        self.last_run = ImportanceRun(log_w.numel(), float(1.0 / weights.pow(2).sum()), mean_batch_ess,
+                                      time.perf_counter() - start)
+        if mean_batch_ess < MIN_BATCH_ESS:
+            warnings.warn(f"importance sampling: the {k} proposal draws behind each draw rest on {mean_batch_ess:.1f} "
+                          "of them on average, so the draws lean toward the amortised posterior, which is far from "
+                          "the emulator's here (sample_with='direct' draws from the amortised one alone)",
                           RuntimeWarning, stacklevel=3)
-        return result.theta
+        return torch.cat(kept)
+
+    def _draws(self, x_obs: Tensor, num_draws: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``num_draws`` θ ``[num_draws, d_theta]`` of the defensive mixture and their log weights."""
+        mixture = DefensiveMixture(self.proposal, x_obs, self.prior, self.prior_weight)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
+            theta = mixture.sample((num_draws,))
+        return theta, finite_or_minus_inf(self.log_target(theta, x_obs) - mixture.log_prob(theta))
 
     def log_prob(self, theta: Tensor, x: Tensor, *, generator: torch.Generator | None = None,
                  num_draws: int = EVIDENCE_DRAWS, progress: bool = False) -> tuple[Tensor, Tensor]:
