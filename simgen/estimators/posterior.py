@@ -198,13 +198,16 @@ class PosteriorEstimator(Estimator):
     def sequential_proposal(self, x_obs: Tensor, label: str, *, truncation: float, mcmc: dict[str, Any],
                             num_draws: int = 10_000) -> Distribution:
         """TSNPE's proposal: the prior truncated to q(θ | x_obs)'s region of mass 1 − ``truncation``, its
-        threshold from ``num_draws`` draws of q (see :func:`~simgen.estimators.sequential.truncated_prior`)."""
+        threshold from ``num_draws`` draws of q (see :func:`~simgen.estimators.sequential.truncated_prior`). q is
+        the fitted family itself, also where the posterior samples by importance: its exact density gives the
+        region one threshold, where the importance posterior's would move with each estimate of its evidence."""
         x_obs = self.check_x(x_obs, "x_obs")
+        family = _Amortised(self)
 
         def log_q(theta: Tensor) -> Tensor:
-            return self.log_prob(theta, x_obs)
+            return family.log_prob(theta, x_obs)
 
-        return sequential.truncated_prior(self.prior, log_q, self.sample(num_draws, x_obs), truncation, label)
+        return sequential.truncated_prior(self.prior, log_q, family.sample(num_draws, x_obs), truncation, label)
 
     def sequential_result(self, mcmc: dict[str, Any]) -> PosteriorEstimator:
         return self
