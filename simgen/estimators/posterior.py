@@ -473,11 +473,11 @@ class PosteriorEstimator(Estimator):
             return self._sample_chunks(n, self._iid_obs(xs, "xs", batched=True), generator, options)
         xs = self.check_x(xs, "xs")
         if self.sample_with == "importance":
-            importance = self._importance(options)
+            importance = self._importance_sampler(options)
             return torch.stack([importance.sample(n, x, generator=generator) for x in xs])
         return self._sample_chunks(n, xs, generator, options)
 
-    def _importance(self, options: dict[str, Any]) -> ImportancePosterior:
+    def _importance_sampler(self, options: dict[str, Any]) -> ImportancePosterior:
         """The importance sampler ``sample`` and ``log_prob`` answer with (:attr:`sample_with`)."""
         if options:
             raise ValueError(f"sampling options {sorted(options)} are the family's: with sample_with="
@@ -512,7 +512,7 @@ class PosteriorEstimator(Estimator):
         samples by importance (:meth:`~simgen.estimators.importance.ImportancePosterior.log_prob`); arguments as
         :meth:`log_prob`."""
         if self.sample_with == "importance":
-            importance = self._importance(options)
+            importance = self._importance_sampler(options)
             theta, x = broadcast_rows(self.check_theta(theta), self.check_x(x), "theta", "x")
             return importance.log_prob(theta, x, generator=generator, progress=progress)
         return self._log_prob(self.check_theta(theta), self.check_x(x), ("theta", "x"), generator, options, True,
